@@ -1,0 +1,53 @@
+# Omniloyal: `make run` to try it, `make test` to check it.
+SHELL := /bin/bash
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTHON ?= python3
+PG_URL ?= postgresql://postgres@127.0.0.1:5432/test
+REDIS_HOST ?= 127.0.0.1
+
+.PHONY: install run test test-sqlite test-postgres lint format bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Run the service on the embedded default (SQLite + in-process queue): migrate, seed, serve.
+run: install
+	$(BIN)/omniloyal db upgrade
+	$(BIN)/omniloyal demo --if-empty
+	$(BIN)/omniloyal run
+
+## The whole suite: lint, then SQLite (embedded default), then PostgreSQL + Redis.
+test: install lint test-sqlite test-postgres
+
+test-sqlite: install
+	OMNILOYAL_TEST_DB=sqlite $(BIN)/pytest -q -p no:cacheprovider
+
+test-postgres: install
+	@if ! $(BIN)/python -c "import psycopg,sys; psycopg.connect('$(PG_URL)', connect_timeout=3).close()" 2>/dev/null; then \
+	  if [ "$$CI" = "true" ]; then echo "FAIL: PostgreSQL unreachable at $(PG_URL) (CI=true)"; exit 1; fi; \
+	  echo "WARNING: PostgreSQL unreachable at $(PG_URL): the PostgreSQL + Redis suite did NOT run."; \
+	  echo "         Start PostgreSQL and Redis (or run .ci/run) to run it."; exit 0; \
+	fi; \
+	OMNILOYAL_TEST_DB=postgres OMNILOYAL_TEST_PG=$(PG_URL) $(BIN)/pytest -q -p no:cacheprovider
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+## Benchmarks against gunicorn on PostgreSQL, beside raw pgbench baselines (not a test).
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache

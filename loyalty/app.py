@@ -1,0 +1,149 @@
+"""The application factory: configuration, extensions, blueprints, error and request hooks."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Flask, Response, g, request
+
+from loyalty import logs
+from loyalty.api import domain_error_response
+from loyalty.config import Settings, load_settings
+from loyalty.db import db
+from loyalty.errors import OmniloyalError
+from loyalty.extensions import api, migrate
+
+REQUEST_ID_HEADER = "X-Request-ID"
+
+
+def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app. `overrides` replaces settings by name (see loyalty.config.Settings)."""
+    instance_path = os.environ.get("OMNILOYAL_INSTANCE_PATH") or os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "instance"
+    )
+    app = Flask("loyalty", instance_path=instance_path, instance_relative_config=True)
+    os.makedirs(app.instance_path, exist_ok=True)
+    settings = load_settings(overrides=overrides, instance_path=app.instance_path)
+    _configure(app, settings)
+    logs.configure(settings.log_level)
+    _init_database(app, settings)
+    _init_api(app)
+    _init_request_hooks(app)
+    from loyalty.queue import connect_redis
+
+    app.extensions["omniloyal.redis"] = connect_redis(settings.redis_url)
+    from loyalty import cli
+
+    cli.register(app)
+    return app
+
+
+def _configure(app: Flask, settings: Settings) -> None:
+    app.extensions["omniloyal.settings"] = settings
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        SQLALCHEMY_DATABASE_URI=settings.database_url,
+        SQLALCHEMY_ENGINE_OPTIONS=_engine_options(settings.database_url),
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        API_TITLE="Omniloyal",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.1.0",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
+        OPENAPI_REDOC_PATH="redoc",
+        OPENAPI_REDOC_URL="https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js",
+        JSON_SORT_KEYS=False,
+    )
+
+
+def _engine_options(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 30, "check_same_thread": False}}
+    return {"pool_size": 10, "max_overflow": 20, "pool_pre_ping": True}
+
+
+def _init_database(app: Flask, settings: Settings) -> None:
+    if settings.database_url.startswith("sqlite:///"):
+        path = settings.database_url.removeprefix("sqlite:///")
+        if path and path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    db.init_app(app)
+    # Import every model so metadata (and Alembic) sees all tables.
+    from loyalty import models  # noqa: F401
+
+    migrate.init_app(app, db, directory=os.path.join(os.path.dirname(__file__), "..", "migrations"))
+    with app.app_context():
+        if db.engine.dialect.name == "sqlite":
+            _tune_sqlite(db.engine)
+
+
+def _tune_sqlite(engine: sa.Engine) -> None:
+    """WAL for concurrent readers; BEGIN IMMEDIATE so writers queue instead of deadlocking."""
+
+    @sa.event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def on_begin(connection: sa.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _init_api(app: Flask) -> None:
+    api.init_app(app)
+    api.spec.components.security_scheme(
+        "ApiKey", {"type": "http", "scheme": "bearer", "description": "olk_... API key"}
+    )
+    api.spec.components.security_scheme(
+        "MemberToken", {"type": "http", "scheme": "bearer", "description": "omt_... member token"}
+    )
+    from loyalty.blueprints import register_blueprints
+
+    register_blueprints(api)
+    app.register_error_handler(OmniloyalError, domain_error_response)
+
+
+def _init_request_hooks(app: Flask) -> None:
+    access_log = logging.getLogger("omniloyal.access")
+
+    @app.before_request
+    def start_request() -> None:
+        incoming = request.headers.get(REQUEST_ID_HEADER, "")
+        valid = 0 < len(incoming) <= 128 and incoming.isascii() and incoming.isprintable()
+        g.request_id = incoming if valid else uuid.uuid4().hex
+        g.started = time.perf_counter()
+        from loyalty.auth.context import authenticate_request
+
+        g.caller = None
+        g.caller = authenticate_request()
+
+    @app.after_request
+    def finish_request(response: Response) -> Response:
+        response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
+        caller = g.get("caller")
+        access_log.info(
+            "request",
+            extra={
+                "request_id": g.get("request_id"),
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round((time.perf_counter() - g.get("started", 0)) * 1000, 2),
+                "caller": caller.actor if caller else None,
+            },
+        )
+        return response

@@ -1,0 +1,83 @@
+"""API clients (admin) and member tokens (minted by the trusted app backend)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from flask_smorest import Blueprint
+
+from loyalty.auth import scopes
+from loyalty.auth.context import current_caller, requires
+from loyalty.auth.keys import create_api_client, revoke_api_client
+from loyalty.auth.models import ApiClient
+from loyalty.auth.schemas import (
+    ApiClientCreatedSchema,
+    ApiClientCreateSchema,
+    ApiClientSchema,
+    MemberTokenRequestSchema,
+    MemberTokenSchema,
+)
+from loyalty.auth.tokens import mint_member_token
+from loyalty.clock import utcnow
+from loyalty.db import db
+from loyalty.errors import MemberNotActive, NotFound
+from loyalty.http import write_endpoint
+from loyalty.members.models import IdentityKind
+from loyalty.members.operations import find_member_by_identity, get_member
+
+blp = Blueprint("auth", __name__, description="API clients and member tokens")
+
+
+@blp.route("/api-clients", methods=["POST"])
+@blp.doc(security=[{"ApiKey": []}])
+@requires(scopes.ADMIN)
+@write_endpoint()
+@blp.arguments(ApiClientCreateSchema)
+@blp.response(201, ApiClientCreatedSchema)
+def create_client(data: dict[str, Any]) -> Any:
+    """Create an API client. The key is in this response only."""
+    issued = create_api_client(
+        name=data["name"], scopes=data["scopes"], store_id=data["store_id"], now=utcnow()
+    )
+    issued.client.key = issued.key  # type: ignore[attr-defined]
+    return issued.client
+
+
+@blp.route("/api-clients")
+@blp.doc(security=[{"ApiKey": []}])
+@requires(scopes.ADMIN)
+@blp.response(200, ApiClientSchema(many=True))
+def list_clients() -> Any:
+    return db.session.scalars(sa.select(ApiClient).order_by(ApiClient.id)).all()
+
+
+@blp.route("/api-clients/<int:client_id>/revoke", methods=["POST"])
+@blp.doc(security=[{"ApiKey": []}])
+@requires(scopes.ADMIN)
+@write_endpoint(key_required=False)
+@blp.response(200, ApiClientSchema)
+def revoke_client(client_id: int) -> Any:
+    """Revoke a key at once; requests with it get 401 from then on."""
+    return revoke_api_client(client_id, now=utcnow())
+
+
+@blp.route("/member-tokens", methods=["POST"])
+@blp.doc(security=[{"ApiKey": []}])
+@requires(scopes.MEMBER_TOKENS)
+@blp.arguments(MemberTokenRequestSchema)
+@blp.response(201, MemberTokenSchema)
+def issue_member_token(data: dict[str, Any]) -> Any:
+    """Mint a short-lived member token for the app backend's logged-in user."""
+    if data["member_id"] is not None:
+        member = get_member(data["member_id"])
+    else:
+        member = find_member_by_identity(IdentityKind.APP_USER, data["app_user"])
+        if member is None:
+            raise NotFound("no member with that app user id")
+    if not member.is_active:
+        raise MemberNotActive(f"member {member.id} is {member.status}")
+    minted = mint_member_token(
+        member.id, issued_by_client=current_caller().client_id or 0, now=utcnow()
+    )
+    return {"token": minted.token, "member_id": member.id, "expires_at": minted.expires_at}

@@ -1,0 +1,27 @@
+"""The scopes an API client can hold. One constant per capability."""
+
+MEMBERS_READ = "members:read"  # identify members (POS lookup by phone, card, QR)
+MEMBERS_WRITE = "members:write"  # enrol members, update profiles, consents
+ORDERS_WRITE = "orders:write"  # post orders, refunds, cancellations, activity events
+POINTS_WRITE = "points:write"  # hold, capture and release points to pay a basket
+MEMBER_TOKENS = "member-tokens:issue"  # the app backend mints tokens for its logged-in user
+COUPONS_REDEEM = "coupons:redeem"  # validate, hold and redeem coupons for a basket
+COUPONS_ADMIN = "coupons:admin"  # offers, code batches, issuing coupons
+ADMIN = "admin"  # earning rules, tiers, stores, adjustments, merges, API clients, privacy
+FINANCE_READ = "finance:read"  # liability and activity reports
+
+ALL = frozenset(
+    {
+        MEMBERS_READ,
+        MEMBERS_WRITE,
+        ORDERS_WRITE,
+        POINTS_WRITE,
+        MEMBER_TOKENS,
+        COUPONS_REDEEM,
+        COUPONS_ADMIN,
+        ADMIN,
+        FINANCE_READ,
+    }
+)
+
+POS = frozenset({MEMBERS_READ, MEMBERS_WRITE, ORDERS_WRITE, POINTS_WRITE, COUPONS_REDEEM})

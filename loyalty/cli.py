@@ -1,0 +1,128 @@
+"""The `omniloyal` command: a Flask CLI group with the service's own commands.
+
+omniloyal run             serve the API (embedded: plus an in-process worker)
+omniloyal worker          run an RQ worker and the periodic scheduler
+omniloyal db upgrade      apply migrations (Flask-Migrate)
+omniloyal demo            seed demo stores, tiers, rules, members and orders
+omniloyal create-api-key  create an API client and print its key once
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import click
+from flask import Flask, current_app
+from flask.cli import FlaskGroup, with_appcontext
+
+from loyalty.clock import utcnow
+from loyalty.db import db
+
+
+def _create_app() -> Flask:
+    from loyalty.app import create_app
+
+    return create_app()
+
+
+@click.group(cls=FlaskGroup, create_app=_create_app, add_version_option=False)
+def main() -> None:
+    """Omniloyal: one membership, one points ledger, every channel."""
+
+
+def register(app: Flask) -> None:
+    """Attach the service's commands to `app.cli` (so `flask --app wsgi ...` works too)."""
+    for command in (run_command, worker_command, demo_command, create_api_key_command):
+        app.cli.add_command(command)
+    from loyalty.members.cli import members_cli
+    from loyalty.ledger.cli import ledger_cli
+
+    app.cli.add_command(members_cli)
+    app.cli.add_command(ledger_cli)
+
+
+@click.command("run")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@with_appcontext
+def run_command(host: str, port: int) -> None:
+    """Serve the API. On the embedded default a worker thread runs the jobs."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    settings = app.extensions["omniloyal.settings"]
+    if settings.redis_url is None and settings.run_embedded_worker:
+        from loyalty.queue import start_embedded_worker
+
+        start_embedded_worker(app)
+        click.echo("embedded worker: running in-process (no REDIS_URL)")
+    click.echo(f"API:      http://{host}:{port}/v1")
+    click.echo(f"API docs: http://{host}:{port}/docs")
+    click.echo(f"OpenAPI:  http://{host}:{port}/openapi.json")
+    from werkzeug.serving import run_simple
+
+    run_simple(host, port, app, threaded=True, use_reloader=False)
+
+
+@click.command("worker")
+@click.option("--queue", "queues", multiple=True, help="Queues to serve (default: all).")
+@click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
+@with_appcontext
+def worker_command(queues: tuple[str, ...], burst: bool) -> None:
+    """Run an RQ worker (and the periodic scheduler) against REDIS_URL."""
+    from loyalty.queue import QUEUES, make_worker
+    from loyalty.scheduler import run_due_schedules
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    if app.extensions["omniloyal.settings"].redis_url is None and not burst:
+        raise click.UsageError(
+            "REDIS_URL is not set: on the embedded default `omniloyal run` runs the worker "
+            "in-process. Set REDIS_URL to run separate workers."
+        )
+
+    def schedule_loop() -> None:
+        while True:
+            with app.app_context():
+                run_due_schedules(app)
+            time.sleep(1)
+
+    if not burst:
+        threading.Thread(target=schedule_loop, name="omniloyal-scheduler", daemon=True).start()
+    make_worker(app, queues or QUEUES).work(burst=burst)
+
+
+@click.command("demo")
+@click.option("--members", default=200, show_default=True, help="How many demo members.")
+@with_appcontext
+def demo_command(members: int) -> None:
+    """Seed realistic demo data and print API keys to try it with."""
+    from loyalty.demo import seed_demo
+
+    keys = seed_demo(member_count=members, now=utcnow())
+    db.session.commit()
+    click.echo("Demo data ready. API keys (shown once):")
+    for name, key in keys.items():
+        click.echo(f"  {name:<14} {key}")
+
+
+@click.command("create-api-key")
+@click.option("--name", required=True)
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    required=True,
+    help="Repeat for each scope, e.g. --scope orders:write.",
+)
+@click.option("--store", "store_id", default=None, help="Bind the key to one store (POS).")
+@with_appcontext
+def create_api_key_command(name: str, scopes: tuple[str, ...], store_id: str | None) -> None:
+    """Create an API client; its key is printed once and stored only as a digest."""
+    from loyalty.auth.keys import create_api_client
+    from loyalty.errors import OmniloyalError
+
+    try:
+        issued = create_api_client(name=name, scopes=list(scopes), store_id=store_id, now=utcnow())
+    except OmniloyalError as error:
+        raise click.UsageError(error.detail) from None
+    db.session.commit()
+    click.echo(issued.key)

@@ -1,0 +1,80 @@
+"""The database handle, the declarative base and the column types every model shares."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import DeclarativeBase
+
+# Stable constraint names so Alembic migrations can name what they create and drop.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+db = SQLAlchemy(model_class=Base)
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Timezone-aware UTC timestamps on every database (SQLite stores them naive)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# Points and money are integers; BIGINT on PostgreSQL, INTEGER (64-bit anyway) on SQLite so
+# that autoincrement primary keys keep working there.
+BigInt = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+def is_postgres() -> bool:
+    return db.engine.dialect.name == "postgresql"
+
+
+def upsert_insert(table: Any) -> Any:
+    """An INSERT that supports ON CONFLICT on the current dialect."""
+    if is_postgres():
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)
+
+
+def utc_day(column: Any) -> Any:
+    """The UTC calendar day of a timestamp column, as text YYYY-MM-DD, on both dialects."""
+    if is_postgres():
+        return sa.func.to_char(sa.func.timezone("UTC", column), "YYYY-MM-DD")
+    return sa.func.strftime("%Y-%m-%d", column)
+
+
+def utc_month(column: Any) -> Any:
+    """The UTC month of a timestamp column, as text YYYY-MM."""
+    if is_postgres():
+        return sa.func.to_char(sa.func.timezone("UTC", column), "YYYY-MM")
+    return sa.func.strftime("%Y-%m", column)

@@ -1,0 +1,1 @@
+"""Earning models (being built)."""

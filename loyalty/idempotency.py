@@ -1,0 +1,83 @@
+"""Idempotency keys: a retried write returns the first response and has no second effect.
+
+The key row is inserted in the same transaction as the write it guards. On PostgreSQL a
+concurrent duplicate's INSERT waits on the unique index until the first transaction ends,
+then sees the committed row and replays its response; if the first rolled back, the
+duplicate proceeds as the first. On SQLite, writes are serialised by BEGIN IMMEDIATE.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from loyalty.db import BigInt, UTCDateTime, db, upsert_insert
+from loyalty.errors import IdempotencyKeyReused, InvalidInput
+
+
+class IdempotencyRecord(db.Model):
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (sa.UniqueConstraint("scope", "key"),)
+
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True)
+    scope: Mapped[str] = mapped_column(sa.String(64))
+    key: Mapped[str] = mapped_column(sa.String(255))
+    fingerprint: Mapped[str] = mapped_column(sa.String(64))
+    status_code: Mapped[int | None] = mapped_column(sa.Integer)
+    response_body: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+def fingerprint(method: str, path: str, body: bytes) -> str:
+    return hashlib.sha256(b"\n".join([method.encode(), path.encode(), body])).hexdigest()
+
+
+def validate_key(key: str) -> str:
+    if not 1 <= len(key) <= 255 or not key.isprintable() or not key.isascii():
+        raise InvalidInput("Idempotency-Key must be 1-255 printable ASCII characters")
+    return key
+
+
+def claim(scope: str, key: str, print_: str, now: datetime) -> IdempotencyRecord | None:
+    """Claim `key` for this request. Returns the earlier record when it was used before.
+
+    Raises IdempotencyKeyReused when the earlier request had another body or path.
+    """
+    table = IdempotencyRecord.__table__
+    inserted = db.session.execute(
+        upsert_insert(table)
+        .values(scope=scope, key=key, fingerprint=print_, created_at=now)
+        .on_conflict_do_nothing(index_elements=["scope", "key"])
+        .returning(table.c.id)
+    ).scalar()
+    if inserted is not None:
+        return None
+    earlier = db.session.scalar(
+        sa.select(IdempotencyRecord).where(
+            IdempotencyRecord.scope == scope, IdempotencyRecord.key == key
+        )
+    )
+    assert earlier is not None  # the conflicting row is committed, so it is visible now
+    if earlier.fingerprint != print_:
+        raise IdempotencyKeyReused("this Idempotency-Key was already used for a different request")
+    return earlier
+
+
+def record_response(scope: str, key: str, status_code: int, body: bytes) -> None:
+    db.session.execute(
+        sa.update(IdempotencyRecord)
+        .where(IdempotencyRecord.scope == scope, IdempotencyRecord.key == key)
+        .values(status_code=status_code, response_body=body)
+    )
+
+
+def purge_expired(now: datetime, ttl_hours: int) -> int:
+    result = db.session.execute(
+        sa.delete(IdempotencyRecord).where(
+            IdempotencyRecord.created_at < now - timedelta(hours=ttl_hours)
+        )
+    )
+    return result.rowcount or 0

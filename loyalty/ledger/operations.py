@@ -1,0 +1,766 @@
+"""Ledger operations: the only code that moves points.
+
+Locking discipline: every operation that changes a member's accounts, lots or holds first
+locks that member's three accounts (`SELECT ... FOR UPDATE`, in id order). Two operations
+on one member therefore run one after the other; operations on different members never
+wait on each other (program accounts keep no running balance, see models).
+
+Operations flush, never commit: the request or job edge commits once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from flask import current_app
+
+from loyalty import outbox
+from loyalty.db import db, upsert_insert
+from loyalty.errors import Conflict, InsufficientPoints, InvalidInput, MemberNotActive, NotFound
+from loyalty.ledger.models import (
+    AccountKind,
+    HoldStatus,
+    LedgerAccount,
+    LedgerEntry,
+    LedgerTransaction,
+    LotStatus,
+    PointHold,
+    PointLot,
+    ProgramAccount,
+    TransactionKind,
+)
+from loyalty.ledger.policy import ExpiryPolicy, ReturnPolicy
+from loyalty.members.models import Member, MemberStatus
+
+MAX_POINTS_PER_MOVE = 10**12  # far above any real basket; keeps sums well inside BIGINT
+
+
+@dataclass(frozen=True)
+class Cause:
+    """Why points moved: ("order", "<order id>"), ("adjustment", "..."), ("event", "signup")."""
+
+    type: str
+    ref: str
+
+
+@dataclass
+class MemberAccounts:
+    points: LedgerAccount
+    pending: LedgerAccount
+    debt: LedgerAccount
+
+
+@dataclass(frozen=True)
+class Balance:
+    member_id: int
+    balance: int  # points + debt (negative only after a claw-back)
+    available: int  # spendable now: points - held
+    pending: int
+    held: int
+    debt: int  # <= 0
+
+
+@dataclass(frozen=True)
+class ReversalResult:
+    transaction: LedgerTransaction | None
+    revoked_pending: int
+    revoked_available: int
+    clawed_back: int  # recorded as debt
+    forgiven: int  # not taken back because of the return policy
+
+
+# --- accounts -------------------------------------------------------------------------------
+
+_program_account_ids: dict[tuple[str, str], int] = {}
+
+
+def program_account_id(code: ProgramAccount) -> int:
+    """The id of a program account, created on first use (cached per database)."""
+    cache_key = (str(db.engine.url), code.value)
+    if cache_key not in _program_account_ids:
+        table = LedgerAccount.__table__
+        db.session.execute(
+            upsert_insert(table)
+            .values(kind=AccountKind.PROGRAM.value, code=code.value, balance=0, held=0)
+            .on_conflict_do_nothing(index_elements=["code"])
+        )
+        _program_account_ids[cache_key] = db.session.scalar(
+            sa.select(LedgerAccount.id).where(LedgerAccount.code == code.value)
+        )
+    return _program_account_ids[cache_key]
+
+
+def forget_program_accounts() -> None:
+    """Tests that wipe the database call this so ids are looked up again."""
+    _program_account_ids.clear()
+
+
+def open_member_accounts(member_id: int) -> None:
+    db.session.add_all(
+        LedgerAccount(member_id=member_id, kind=kind.value, balance=0, held=0)
+        for kind in (AccountKind.MEMBER_POINTS, AccountKind.MEMBER_PENDING, AccountKind.MEMBER_DEBT)
+    )
+    db.session.flush()
+
+
+def lock_member_accounts(member_id: int, *, require_active: bool = True) -> MemberAccounts:
+    member = db.session.get(Member, member_id)
+    if member is None:
+        raise NotFound(f"no member {member_id}")
+    if require_active and member.status != MemberStatus.ACTIVE:
+        raise MemberNotActive(f"member {member_id} is {member.status}")
+    rows = db.session.scalars(
+        sa.select(LedgerAccount)
+        .where(LedgerAccount.member_id == member_id)
+        .order_by(LedgerAccount.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).all()
+    by_kind = {row.kind: row for row in rows}
+    return MemberAccounts(
+        points=by_kind[AccountKind.MEMBER_POINTS],
+        pending=by_kind[AccountKind.MEMBER_PENDING],
+        debt=by_kind[AccountKind.MEMBER_DEBT],
+    )
+
+
+def member_balance(member_id: int) -> Balance:
+    rows = db.session.execute(
+        sa.select(LedgerAccount.kind, LedgerAccount.balance, LedgerAccount.held).where(
+            LedgerAccount.member_id == member_id
+        )
+    ).all()
+    if not rows:
+        raise NotFound(f"no member {member_id}")
+    by_kind = {kind: (balance, held) for kind, balance, held in rows}
+    points, held = by_kind[AccountKind.MEMBER_POINTS]
+    debt = by_kind[AccountKind.MEMBER_DEBT][0]
+    return Balance(
+        member_id=member_id,
+        balance=points + debt,
+        available=points - held,
+        pending=by_kind[AccountKind.MEMBER_PENDING][0],
+        held=held,
+        debt=debt,
+    )
+
+
+# --- posting --------------------------------------------------------------------------------
+
+
+def _settings() -> Any:
+    return current_app.extensions["omniloyal.settings"]
+
+
+def _check_amount(amount: int) -> None:
+    if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+        raise InvalidInput("points must be a positive whole number")
+    if amount > MAX_POINTS_PER_MOVE:
+        raise InvalidInput(f"points must be at most {MAX_POINTS_PER_MOVE}")
+
+
+def _begin(
+    member_id: int,
+    kind: TransactionKind,
+    cause: Cause,
+    *,
+    amount: int,
+    actor: str,
+    now: datetime,
+    reason: str | None = None,
+    details: dict[str, Any] | None = None,
+    reverses_id: int | None = None,
+) -> LedgerTransaction:
+    tx = LedgerTransaction(
+        member_id=member_id,
+        kind=kind.value,
+        cause_type=cause.type,
+        cause_ref=cause.ref,
+        amount=amount,
+        actor=actor,
+        reason=reason,
+        details=details or {},
+        reverses_id=reverses_id,
+        created_at=now,
+    )
+    db.session.add(tx)
+    db.session.flush()
+    return tx
+
+
+def _move(
+    tx: LedgerTransaction,
+    source: LedgerAccount | int,
+    target: LedgerAccount | int,
+    amount: int,
+    *,
+    lot_id: int | None = None,
+) -> None:
+    """One balanced entry; keeps member account balances in step (program ones are sums)."""
+    source_id = source if isinstance(source, int) else source.id
+    target_id = target if isinstance(target, int) else target.id
+    db.session.add(
+        LedgerEntry(
+            transaction_id=tx.id,
+            from_account_id=source_id,
+            to_account_id=target_id,
+            amount=amount,
+            lot_id=lot_id,
+            created_at=tx.created_at,
+        )
+    )
+    if isinstance(source, LedgerAccount):
+        source.balance -= amount
+    if isinstance(target, LedgerAccount):
+        target.balance += amount
+
+
+def _new_lot(
+    member_id: int,
+    tx: LedgerTransaction,
+    amount: int,
+    *,
+    status: LotStatus,
+    now: datetime,
+    expires_at: datetime | None,
+    available_at: datetime | None = None,
+) -> PointLot:
+    lot = PointLot(
+        member_id=member_id,
+        status=status.value,
+        amount=amount,
+        remaining=amount,
+        earned_at=now,
+        available_at=available_at,
+        expires_at=expires_at,
+        source_transaction_id=tx.id,
+        cause_type=tx.cause_type,
+        cause_ref=tx.cause_ref,
+    )
+    db.session.add(lot)
+    db.session.flush()
+    return lot
+
+
+def _credit_available(
+    accounts: MemberAccounts,
+    tx: LedgerTransaction,
+    source: LedgerAccount | int,
+    amount: int,
+    *,
+    now: datetime,
+    expires_at: datetime | None,
+) -> None:
+    """Credit spendable points, repaying any recorded debt first."""
+    repay = min(amount, -accounts.debt.balance)
+    if repay:
+        _move(tx, source, accounts.debt, repay)
+    rest = amount - repay
+    if rest:
+        lot = _new_lot(
+            tx.member_id, tx, rest, status=LotStatus.AVAILABLE, now=now, expires_at=expires_at
+        )
+        _move(tx, source, accounts.points, rest, lot_id=lot.id)
+
+
+def _open_lots(
+    member_id: int, status: LotStatus, *, cause_ref: str | None = None
+) -> list[PointLot]:
+    """Open lots, soonest expiry first (never-expiring last); the order lots are consumed in."""
+    query = sa.select(PointLot).where(
+        PointLot.member_id == member_id, PointLot.status == status.value
+    )
+    if cause_ref is not None:
+        query = query.where(PointLot.cause_ref == cause_ref)
+    query = query.order_by(
+        PointLot.expires_at.is_(None), PointLot.expires_at, PointLot.id
+    ).execution_options(populate_existing=True)
+    return list(db.session.scalars(query))
+
+
+def _take_from_lots(
+    tx: LedgerTransaction,
+    lots: Iterable[PointLot],
+    source: LedgerAccount,
+    target: LedgerAccount | int,
+    amount: int,
+) -> int:
+    """Move up to `amount` out of `lots` (in order); returns how much was moved."""
+    left = amount
+    for lot in lots:
+        if left == 0:
+            break
+        take = min(lot.remaining, left)
+        if take == 0:
+            continue
+        lot.remaining -= take
+        if lot.remaining == 0:
+            lot.status = LotStatus.CLOSED.value
+        _move(tx, source, target, take, lot_id=lot.id)
+        left -= take
+    return amount - left
+
+
+def _finish(tx: LedgerTransaction, topic: str, now: datetime, **payload: Any) -> None:
+    """Flush the entries and record the domain event (the amount was set at _begin)."""
+    db.session.flush()
+    outbox.emit(
+        topic,
+        member_id=tx.member_id,
+        payload={
+            "transaction_id": tx.id,
+            "points": tx.amount,
+            "kind": tx.kind,
+            "cause": {"type": tx.cause_type, "ref": tx.cause_ref},
+            **payload,
+        },
+        now=now,
+    )
+
+
+# --- earning and spending -------------------------------------------------------------------
+
+
+def earn_points(
+    member_id: int,
+    amount: int,
+    cause: Cause,
+    *,
+    now: datetime,
+    actor: str,
+    pending_until: datetime | None = None,
+    expires_at: datetime | None = None,
+    policy: ExpiryPolicy | None = None,
+    details: dict[str, Any] | None = None,
+    source: ProgramAccount = ProgramAccount.ISSUED,
+    kind: TransactionKind = TransactionKind.EARN,
+) -> LedgerTransaction:
+    """Credit points from the program. Pending until `pending_until` when it is in the future.
+
+    The lot expires at `expires_at`, or by `policy` (default: the configured policy).
+    """
+    _check_amount(amount)
+    accounts = lock_member_accounts(member_id)
+    if expires_at is None:
+        expires_at = (policy or _settings().points_expiry).expires_at(now)
+    tx = _begin(member_id, kind, cause, amount=amount, actor=actor, now=now, details=details)
+    source_id = program_account_id(source)
+    if pending_until is not None and pending_until > now:
+        lot = _new_lot(
+            member_id,
+            tx,
+            amount,
+            status=LotStatus.PENDING,
+            now=now,
+            expires_at=expires_at,
+            available_at=pending_until,
+        )
+        _move(tx, source_id, accounts.pending, amount, lot_id=lot.id)
+        _finish(tx, "points.earned", now, pending_until=pending_until.isoformat())
+    else:
+        _credit_available(accounts, tx, source_id, amount, now=now, expires_at=expires_at)
+        _finish(tx, "points.earned", now)
+    return tx
+
+
+def burn_points(
+    member_id: int,
+    amount: int,
+    cause: Cause,
+    *,
+    now: datetime,
+    actor: str,
+    details: dict[str, Any] | None = None,
+) -> LedgerTransaction:
+    """Spend available points, consuming the soonest-expiring lots first."""
+    _check_amount(amount)
+    accounts = lock_member_accounts(member_id)
+    available = accounts.points.balance - accounts.points.held
+    if amount > available:
+        raise InsufficientPoints(
+            f"{amount} points requested, {available} available", available=available
+        )
+    tx = _begin(
+        member_id,
+        TransactionKind.BURN,
+        cause,
+        amount=-amount,
+        actor=actor,
+        now=now,
+        details=details,
+    )
+    lots = _open_lots(member_id, LotStatus.AVAILABLE)
+    _take_from_lots(tx, lots, accounts.points, program_account_id(ProgramAccount.REDEEMED), amount)
+    _finish(tx, "points.burned", now)
+    return tx
+
+
+def reverse_burn(
+    burn_transaction_id: int, cause: Cause, *, now: datetime, actor: str
+) -> LedgerTransaction:
+    """Give back the points of a burn (e.g. a returned reward), each with its lot's expiry.
+
+    A burn is reversed at most once: a second attempt raises Conflict (the database's
+    unique index on `reverses_id` decides a race).
+    """
+    burn = db.session.get(LedgerTransaction, burn_transaction_id)
+    if burn is None or burn.kind != TransactionKind.BURN:
+        raise NotFound(f"no burn transaction {burn_transaction_id}")
+    accounts = lock_member_accounts(burn.member_id, require_active=False)
+    already = db.session.scalar(
+        sa.select(LedgerTransaction.id).where(LedgerTransaction.reverses_id == burn.id)
+    )
+    if already is not None:
+        raise Conflict(f"burn {burn.id} was already reversed by transaction {already}")
+    tx = _begin(
+        burn.member_id,
+        TransactionKind.REVERSE_BURN,
+        cause,
+        amount=-burn.amount,
+        actor=actor,
+        now=now,
+        reverses_id=burn.id,
+    )
+    consumed = db.session.execute(
+        sa.select(LedgerEntry.amount, PointLot.expires_at)
+        .join(PointLot, PointLot.id == LedgerEntry.lot_id)
+        .where(LedgerEntry.transaction_id == burn.id)
+        .order_by(LedgerEntry.id)
+    ).all()
+    redeemed = program_account_id(ProgramAccount.REDEEMED)
+    for amount, expires_at in consumed:
+        _credit_available(accounts, tx, redeemed, amount, now=now, expires_at=expires_at)
+    _finish(tx, "points.burn_reversed", now, reverses=burn.id)
+    return tx
+
+
+def adjust_points(
+    member_id: int, delta: int, *, reason: str, actor: str, now: datetime, reference: str
+) -> LedgerTransaction:
+    """Support's correction, with a reason: a credit makes a new lot, a debit consumes lots."""
+    if not reason.strip():
+        raise InvalidInput("an adjustment needs a reason")
+    _check_amount(abs(delta))
+    cause = Cause("adjustment", reference)
+    accounts = lock_member_accounts(member_id, require_active=False)
+    adjustments = program_account_id(ProgramAccount.ADJUSTMENTS)
+    tx = _begin(
+        member_id, TransactionKind.ADJUST, cause, amount=delta, actor=actor, now=now, reason=reason
+    )
+    if delta > 0:
+        expires_at = _settings().points_expiry.expires_at(now)
+        _credit_available(accounts, tx, adjustments, delta, now=now, expires_at=expires_at)
+    else:
+        available = accounts.points.balance - accounts.points.held
+        if -delta > available:
+            raise InsufficientPoints(
+                f"cannot remove {-delta} points, {available} available", available=available
+            )
+        lots = _open_lots(member_id, LotStatus.AVAILABLE)
+        _take_from_lots(tx, lots, accounts.points, adjustments, -delta)
+    _finish(tx, "points.adjusted", now, reason=reason)
+    return tx
+
+
+def reverse_earned(
+    member_id: int,
+    points: int,
+    cause: Cause,
+    *,
+    earned_by: str,
+    policy: ReturnPolicy,
+    now: datetime,
+    actor: str,
+) -> ReversalResult:
+    """Take back `points` earned by `earned_by` (a lot cause ref, e.g. the order).
+
+    Pending points of that cause go first; then, by the return policy, available points
+    (that cause's lots first, then soonest-expiring), then debt for a claw-back.
+    """
+    if points <= 0:
+        return ReversalResult(None, 0, 0, 0, 0)
+    accounts = lock_member_accounts(member_id, require_active=False)
+    pending_lots = _open_lots(member_id, LotStatus.PENDING, cause_ref=earned_by)
+    from_pending = min(points, sum(lot.remaining for lot in pending_lots))
+    left = points - from_pending
+    from_available = clawed = 0
+    if left and policy != ReturnPolicy.PENDING_ONLY:
+        from_available = min(left, accounts.points.balance - accounts.points.held)
+        left -= from_available
+        if left and policy == ReturnPolicy.CLAW_BACK:
+            clawed, left = left, 0
+    taken = from_pending + from_available + clawed
+    if taken == 0:
+        return ReversalResult(None, 0, 0, 0, left)  # keep the ledger free of empty entries
+    tx = _begin(
+        member_id,
+        TransactionKind.REVERSE,
+        cause,
+        amount=-taken,
+        actor=actor,
+        now=now,
+        details={"earned_by": earned_by, "policy": policy.value},
+    )
+    issued = program_account_id(ProgramAccount.ISSUED)
+    _take_from_lots(tx, pending_lots, accounts.pending, issued, from_pending)
+    if from_available:
+        own = _open_lots(member_id, LotStatus.AVAILABLE, cause_ref=earned_by)
+        others = [lot for lot in _open_lots(member_id, LotStatus.AVAILABLE) if lot not in own]
+        _take_from_lots(tx, own + others, accounts.points, issued, from_available)
+    if clawed:
+        _move(tx, accounts.debt, issued, clawed)
+    _finish(tx, "points.reversed", now, forgiven=left)
+    return ReversalResult(tx, from_pending, from_available, clawed, left)
+
+
+# --- pending points and expiry (jobs) --------------------------------------------------------
+
+
+def _due_member_ids(condition: Any, limit: int) -> list[int]:
+    return list(
+        db.session.scalars(
+            sa.select(PointLot.member_id).where(condition).group_by(PointLot.member_id).limit(limit)
+        )
+    )
+
+
+def release_pending_points(now: datetime, *, limit_members: int = 500) -> int:
+    """Pending lots whose return window has passed become available. Returns points released."""
+    due = sa.and_(PointLot.status == LotStatus.PENDING.value, PointLot.available_at <= now)
+    released = 0
+    for member_id in _due_member_ids(due, limit_members):
+        accounts = lock_member_accounts(member_id, require_active=False)
+        lots = [lot for lot in _open_lots(member_id, LotStatus.PENDING) if lot.available_at <= now]
+        if not lots:
+            continue
+        tx = _begin(
+            member_id,
+            TransactionKind.RELEASE,
+            Cause("release", "pending-window"),
+            amount=0,
+            actor="system",
+            now=now,
+        )
+        for lot in lots:
+            repay = min(lot.remaining, -accounts.debt.balance)
+            if repay:
+                lot.remaining -= repay
+                _move(tx, accounts.pending, accounts.debt, repay, lot_id=lot.id)
+            if lot.remaining:
+                _move(tx, accounts.pending, accounts.points, lot.remaining, lot_id=lot.id)
+                lot.status = LotStatus.AVAILABLE.value
+            else:
+                lot.status = LotStatus.CLOSED.value
+            released += repay + lot.remaining
+        _finish(tx, "points.released", now)
+    return released
+
+
+def expire_points(now: datetime, *, limit_members: int = 500) -> int:
+    """Expire the remainders of due lots through ledger entries. Returns points expired.
+
+    Points held for a checkout are not expired under the hold; what a hold protects expires
+    on a later run, once the hold is captured, released or has expired itself.
+    """
+    due = sa.and_(
+        PointLot.status == LotStatus.AVAILABLE.value,
+        PointLot.expires_at.is_not(None),
+        PointLot.expires_at <= now,
+    )
+    expired_total = 0
+    expired_account = program_account_id(ProgramAccount.EXPIRED)
+    for member_id in _due_member_ids(due, limit_members):
+        accounts = lock_member_accounts(member_id, require_active=False)
+        lots = [
+            lot
+            for lot in _open_lots(member_id, LotStatus.AVAILABLE)
+            if lot.expires_at is not None and lot.expires_at <= now
+        ]
+        expirable = min(
+            sum(lot.remaining for lot in lots), accounts.points.balance - accounts.points.held
+        )
+        if expirable <= 0:
+            continue
+        tx = _begin(
+            member_id,
+            TransactionKind.EXPIRE,
+            Cause("expiry", now.date().isoformat()),
+            amount=-expirable,
+            actor="system",
+            now=now,
+        )
+        _take_from_lots(tx, lots, accounts.points, expired_account, expirable)
+        _finish(tx, "points.expired", now)
+        expired_total += expirable
+    return expired_total
+
+
+# --- holds ----------------------------------------------------------------------------------
+
+
+def hold_points(
+    member_id: int,
+    amount: int,
+    *,
+    now: datetime,
+    ttl_seconds: int,
+    reference: str | None,
+    client_id: int | None,
+    store_id: str | None,
+) -> PointHold:
+    """Reserve points for a checkout; they stop being available until capture or release."""
+    _check_amount(amount)
+    accounts = lock_member_accounts(member_id)
+    available = accounts.points.balance - accounts.points.held
+    if amount > available:
+        raise InsufficientPoints(
+            f"{amount} points requested, {available} available", available=available
+        )
+    accounts.points.held += amount
+    hold = PointHold(
+        member_id=member_id,
+        client_id=client_id,
+        store_id=store_id,
+        reference=reference,
+        amount=amount,
+        captured=0,
+        status=HoldStatus.ACTIVE.value,
+        expires_at=now + timedelta(seconds=ttl_seconds),
+        created_at=now,
+    )
+    db.session.add(hold)
+    db.session.flush()
+    return hold
+
+
+def _locked_hold(hold_id: int) -> tuple[PointHold, MemberAccounts]:
+    hold = db.session.get(PointHold, hold_id)
+    if hold is None:
+        raise NotFound(f"no hold {hold_id}")
+    accounts = lock_member_accounts(hold.member_id, require_active=False)
+    db.session.refresh(hold)  # state after the member lock: another request may have closed it
+    return hold, accounts
+
+
+def _close_hold(
+    hold: PointHold, accounts: MemberAccounts, status: HoldStatus, now: datetime
+) -> None:
+    accounts.points.held -= hold.amount
+    hold.status = status.value
+    hold.closed_at = now
+
+
+def capture_hold(
+    hold_id: int, amount: int | None, cause: Cause, *, now: datetime, actor: str
+) -> tuple[PointHold, LedgerTransaction | None]:
+    """Spend all or part of a hold; the rest returns to available. Capturing twice is refused."""
+    hold, accounts = _locked_hold(hold_id)
+    if hold.status == HoldStatus.ACTIVE and hold.expires_at <= now:
+        _close_hold(hold, accounts, HoldStatus.EXPIRED, now)
+        db.session.flush()
+        raise Conflict(f"hold {hold_id} expired at {hold.expires_at.isoformat()}")
+    if hold.status != HoldStatus.ACTIVE:
+        raise Conflict(f"hold {hold_id} is {hold.status}")
+    amount = hold.amount if amount is None else amount
+    if amount < 0 or amount > hold.amount:
+        raise InvalidInput(f"capture between 0 and {hold.amount} points")
+    _close_hold(hold, accounts, HoldStatus.CAPTURED, now)
+    hold.captured = amount
+    tx = None
+    if amount:
+        tx = _begin(
+            hold.member_id,
+            TransactionKind.BURN,
+            cause,
+            amount=-amount,
+            actor=actor,
+            now=now,
+            details={"hold_id": hold.id},
+        )
+        lots = _open_lots(hold.member_id, LotStatus.AVAILABLE)
+        _take_from_lots(
+            tx, lots, accounts.points, program_account_id(ProgramAccount.REDEEMED), amount
+        )
+        hold.capture_transaction_id = tx.id
+        _finish(tx, "points.burned", now, hold_id=hold.id)
+    db.session.flush()
+    return hold, tx
+
+
+def release_hold(hold_id: int, *, now: datetime) -> PointHold:
+    """Give held points back. Releasing a released or expired hold is a no-op."""
+    hold, accounts = _locked_hold(hold_id)
+    if hold.status == HoldStatus.CAPTURED:
+        raise Conflict(f"hold {hold_id} was already captured")
+    if hold.status == HoldStatus.ACTIVE:
+        _close_hold(hold, accounts, HoldStatus.RELEASED, now)
+        db.session.flush()
+    return hold
+
+
+def expire_holds(now: datetime, *, limit: int = 1000) -> int:
+    hold_ids = list(
+        db.session.scalars(
+            sa.select(PointHold.id)
+            .where(PointHold.status == HoldStatus.ACTIVE.value, PointHold.expires_at <= now)
+            .order_by(PointHold.id)
+            .limit(limit)
+        )
+    )
+    expired = 0
+    for hold_id in hold_ids:
+        hold, accounts = _locked_hold(hold_id)
+        if hold.status == HoldStatus.ACTIVE:
+            _close_hold(hold, accounts, HoldStatus.EXPIRED, now)
+            expired += 1
+    db.session.flush()
+    return expired
+
+
+# --- merges ---------------------------------------------------------------------------------
+
+
+def merge_member_points(
+    merged_id: int, survivor_id: int, merge_ref: str, *, now: datetime, actor: str
+) -> LedgerTransaction | None:
+    """Move all of `merged_id`'s points, pending points, debt and lots to `survivor_id`.
+
+    Active holds on the merged member are refused: the checkout that holds them must finish
+    first. Locks both members in id order so concurrent merges can't deadlock.
+    """
+    first, second = sorted((merged_id, survivor_id))
+    locked = {
+        first: lock_member_accounts(first, require_active=False),
+        second: lock_member_accounts(second, require_active=False),
+    }
+    source, target = locked[merged_id], locked[survivor_id]
+    if source.points.held:
+        raise Conflict(f"member {merged_id} has points on hold; capture or release them first")
+    moved = source.points.balance + source.pending.balance + source.debt.balance
+    if not (source.points.balance or source.pending.balance or source.debt.balance):
+        return None
+    tx = _begin(
+        survivor_id,
+        TransactionKind.MERGE,
+        Cause("merge", merge_ref),
+        amount=moved,
+        actor=actor,
+        now=now,
+        details={"merged_member_id": merged_id},
+    )
+    for status, from_account, to_account in (
+        (LotStatus.AVAILABLE, source.points, target.points),
+        (LotStatus.PENDING, source.pending, target.pending),
+    ):
+        for lot in _open_lots(merged_id, status):
+            amount = lot.remaining
+            lot.member_id = survivor_id
+            _move(tx, from_account, to_account, amount, lot_id=lot.id)
+    if source.debt.balance:
+        _move(tx, target.debt, source.debt, -source.debt.balance)
+    _finish(tx, "points.merged", now, merged_member_id=merged_id)
+    return tx

@@ -1,0 +1,164 @@
+"""Read models over the ledger: member history, expiring points, finance reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from loyalty.db import db, utc_day, utc_month
+from loyalty.errors import InvalidInput
+from loyalty.ledger.models import (
+    AccountKind,
+    LedgerAccount,
+    LedgerEntry,
+    LedgerTransaction,
+    LotStatus,
+    PointLot,
+    ProgramAccount,
+)
+from loyalty.ledger.operations import program_account_id
+from loyalty.timezones import local
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Any]
+    next_cursor: str | None
+
+
+def history(
+    member_id: int,
+    *,
+    cursor: str | None,
+    limit: int,
+    kinds: list[str] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Page:
+    """Newest first; the cursor is the last id seen (keyset pagination, stable under inserts)."""
+    query = sa.select(LedgerTransaction).where(LedgerTransaction.member_id == member_id)
+    if cursor is not None:
+        if not cursor.isdigit():
+            raise InvalidInput("cursor is not valid", field="cursor")
+        query = query.where(LedgerTransaction.id < int(cursor))
+    if kinds:
+        query = query.where(LedgerTransaction.kind.in_(kinds))
+    if since is not None:
+        query = query.where(LedgerTransaction.created_at >= since)
+    if until is not None:
+        query = query.where(LedgerTransaction.created_at < until)
+    rows = list(db.session.scalars(query.order_by(LedgerTransaction.id.desc()).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, str(rows[-1].id) if more and rows else None)
+
+
+def expiring_points(member_id: int, *, now: datetime, days: int, timezone: str) -> dict[str, Any]:
+    horizon = now + timedelta(days=days)
+    rows = db.session.execute(
+        sa.select(PointLot.expires_at, sa.func.sum(PointLot.remaining))
+        .where(
+            PointLot.member_id == member_id,
+            PointLot.status == LotStatus.AVAILABLE.value,
+            PointLot.expires_at.is_not(None),
+            PointLot.expires_at <= horizon,
+        )
+        .group_by(PointLot.expires_at)
+        .order_by(PointLot.expires_at)
+    ).all()
+    buckets = [
+        {"expires_at": at, "local_date": local(at, timezone).date().isoformat(), "points": int(n)}
+        for at, n in rows
+        if n
+    ]
+    return {"total": sum(b["points"] for b in buckets), "within_days": days, "buckets": buckets}
+
+
+def liability(now: datetime) -> dict[str, Any]:
+    """Outstanding points (the program's obligation), by the month they expire."""
+    month = utc_month(PointLot.expires_at)
+    rows = db.session.execute(
+        sa.select(month, sa.func.sum(PointLot.remaining))
+        .where(PointLot.status == LotStatus.AVAILABLE.value)
+        .group_by(month)
+        .order_by(month)
+    ).all()
+    totals = dict(
+        db.session.execute(
+            sa.select(LedgerAccount.kind, sa.func.sum(LedgerAccount.balance))
+            .where(LedgerAccount.kind != AccountKind.PROGRAM.value)
+            .group_by(LedgerAccount.kind)
+        ).all()
+    )
+    by_month = [{"expiry_month": m, "points": int(n)} for m, n in rows if n]
+    # never-expiring lots sort last
+    by_month.sort(key=lambda b: (b["expiry_month"] is None, b["expiry_month"] or ""))
+    return {
+        "as_of": now,
+        "outstanding": int(totals.get(AccountKind.MEMBER_POINTS.value) or 0),
+        "pending": int(totals.get(AccountKind.MEMBER_PENDING.value) or 0),
+        "debt": int(totals.get(AccountKind.MEMBER_DEBT.value) or 0),
+        "by_expiry_month": by_month,
+    }
+
+
+def activity(since: date, until: date) -> list[dict[str, Any]]:
+    """Points issued, redeemed, expired, adjusted (net) and reversed per UTC day."""
+    if until < since:
+        raise InvalidInput("until is before since", field="until")
+    if (until - since).days > 366:
+        raise InvalidInput("at most 366 days per report", field="until")
+    start = datetime(since.year, since.month, since.day, tzinfo=_utc())
+    end = datetime(until.year, until.month, until.day, tzinfo=_utc()) + timedelta(days=1)
+    ids = {code: program_account_id(code) for code in ProgramAccount}
+    day = utc_day(LedgerEntry.created_at)
+    rows = db.session.execute(
+        sa.select(
+            day,
+            LedgerEntry.from_account_id,
+            LedgerEntry.to_account_id,
+            sa.func.sum(LedgerEntry.amount),
+        )
+        .where(
+            LedgerEntry.created_at >= start,
+            LedgerEntry.created_at < end,
+            sa.or_(
+                LedgerEntry.from_account_id.in_(ids.values()),
+                LedgerEntry.to_account_id.in_(ids.values()),
+            ),
+        )
+        .group_by(day, LedgerEntry.from_account_id, LedgerEntry.to_account_id)
+    ).all()
+    days: dict[str, dict[str, int]] = {}
+    for d in range((until - since).days + 1):
+        key = (since + timedelta(days=d)).isoformat()
+        days[key] = {"issued": 0, "redeemed": 0, "expired": 0, "adjusted": 0, "reversed": 0}
+    for key, source, target, amount in rows:
+        bucket = days.setdefault(
+            key, {"issued": 0, "redeemed": 0, "expired": 0, "adjusted": 0, "reversed": 0}
+        )
+        amount = int(amount)
+        if source in (ids[ProgramAccount.ISSUED], ids[ProgramAccount.OPENING]):
+            bucket["issued"] += amount
+        if target == ids[ProgramAccount.ISSUED]:
+            bucket["reversed"] += amount
+        if target == ids[ProgramAccount.REDEEMED]:
+            bucket["redeemed"] += amount
+        if source == ids[ProgramAccount.REDEEMED]:
+            bucket["redeemed"] -= amount
+        if target == ids[ProgramAccount.EXPIRED]:
+            bucket["expired"] += amount
+        if source == ids[ProgramAccount.ADJUSTMENTS]:
+            bucket["adjusted"] += amount
+        if target == ids[ProgramAccount.ADJUSTMENTS]:
+            bucket["adjusted"] -= amount
+    return [{"day": key, **values} for key, values in sorted(days.items())]
+
+
+def _utc():  # type: ignore[no-untyped-def]
+    from datetime import UTC
+
+    return UTC

@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+from marshmallow import fields, validate
+
+from loyalty.schemas import CursorQuery, Points, StrictSchema, Text
+from loyalty.ledger.models import TransactionKind
+
+
+class BalanceSchema(StrictSchema):
+    member_id = fields.Integer()
+    balance = fields.Integer(metadata={"description": "points + debt"})
+    available = fields.Integer(metadata={"description": "spendable now: balance minus holds"})
+    pending = fields.Integer(metadata={"description": "inside the return window"})
+    held = fields.Integer()
+    debt = fields.Integer(metadata={"description": "<= 0: claw-backs not yet repaid"})
+
+
+class TransactionSchema(StrictSchema):
+    id = fields.Integer()
+    kind = fields.String()
+    points = fields.Integer(attribute="amount")
+    cause = fields.Method("dump_cause")
+    reason = fields.String(allow_none=True)
+    created_at = fields.DateTime()
+    local_time = fields.String(metadata={"description": "created_at in the member's timezone"})
+    details = fields.Dict()
+
+    def dump_cause(self, tx) -> dict[str, str]:  # type: ignore[no-untyped-def]
+        return {"type": tx.cause_type, "ref": tx.cause_ref}
+
+
+class HistoryQuery(CursorQuery):
+    kind = fields.List(
+        fields.String(validate=validate.OneOf([k.value for k in TransactionKind])),
+        load_default=None,
+    )
+    since = fields.AwareDateTime(load_default=None)
+    until = fields.AwareDateTime(load_default=None)
+
+
+class HistoryPageSchema(StrictSchema):
+    items = fields.List(fields.Nested(TransactionSchema))
+    next_cursor = fields.String(allow_none=True)
+
+
+class ExpiringQuery(StrictSchema):
+    days = fields.Integer(load_default=30, validate=validate.Range(min=1, max=3660))
+
+
+class ExpiringBucketSchema(StrictSchema):
+    expires_at = fields.DateTime()
+    local_date = fields.String()
+    points = fields.Integer()
+
+
+class ExpiringSchema(StrictSchema):
+    total = fields.Integer()
+    within_days = fields.Integer()
+    buckets = fields.List(fields.Nested(ExpiringBucketSchema))
+
+
+class HoldRequestSchema(StrictSchema):
+    points = Points(required=True)
+    ttl_seconds = fields.Integer(load_default=None, validate=validate.Range(min=10, max=86400))
+    reference = Text(128, load_default=None)
+    store_id = Text(64, load_default=None)
+
+
+class CaptureRequestSchema(StrictSchema):
+    points = fields.Integer(strict=True, load_default=None, validate=validate.Range(min=0))
+    order_id = Text(128, load_default=None, metadata={"description": "the order paid"})
+
+
+class HoldSchema(StrictSchema):
+    id = fields.Integer()
+    member_id = fields.Integer()
+    points = fields.Integer(attribute="amount")
+    captured = fields.Integer()
+    status = fields.String()
+    reference = fields.String(allow_none=True)
+    store_id = fields.String(allow_none=True)
+    expires_at = fields.DateTime()
+    created_at = fields.DateTime()
+    closed_at = fields.DateTime(allow_none=True)
+    capture_transaction_id = fields.Integer(allow_none=True)
+
+
+class AdjustmentRequestSchema(StrictSchema):
+    points = fields.Integer(
+        strict=True,
+        required=True,
+        validate=[
+            validate.Range(min=-(10**12), max=10**12),
+            validate.NoneOf([0], error="points must not be zero"),
+        ],
+        metadata={"description": "positive credits, negative debits"},
+    )
+    reason = Text(500, required=True)
+
+
+class LiabilityBucketSchema(StrictSchema):
+    expiry_month = fields.String(allow_none=True, metadata={"description": "YYYY-MM; null: never"})
+    points = fields.Integer()
+
+
+class LiabilitySchema(StrictSchema):
+    as_of = fields.DateTime()
+    outstanding = fields.Integer(metadata={"description": "available + held points"})
+    pending = fields.Integer()
+    debt = fields.Integer()
+    by_expiry_month = fields.List(fields.Nested(LiabilityBucketSchema))
+
+
+class ActivityQuery(StrictSchema):
+    since = fields.Date(required=True)
+    until = fields.Date(required=True, metadata={"description": "inclusive"})
+
+
+class ActivityDaySchema(StrictSchema):
+    day = fields.String()
+    issued = fields.Integer()
+    redeemed = fields.Integer()
+    expired = fields.Integer()
+    adjusted = fields.Integer()
+    reversed = fields.Integer()
+
+
+class ActivitySchema(StrictSchema):
+    days = fields.List(fields.Nested(ActivityDaySchema))

@@ -1,0 +1,8 @@
+"""`omniloyal members ...` (being built)."""
+
+import click
+
+
+@click.group("members")
+def members_cli() -> None:
+    """Member maintenance: import, export, erase."""

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import enum
+from datetime import date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from loyalty.db import BigInt, JSONType, UTCDateTime, db
+
+
+class MemberStatus(enum.StrEnum):
+    ACTIVE = "active"
+    BLOCKED = "blocked"  # can't earn or spend until unblocked
+    MERGED = "merged"  # folded into `merged_into_id`; its id resolves to the survivor
+    ERASED = "erased"  # personal data removed; ledger totals kept
+
+
+class IdentityKind(enum.StrEnum):
+    PHONE = "phone"  # E.164
+    EMAIL = "email"  # lower-cased, trimmed
+    APP_USER = "app_user"  # the app backend's user id
+    CARD = "card"  # loyalty card number
+
+
+class Member(db.Model):
+    __tablename__ = "members"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "(status = 'merged') = (merged_into_id IS NOT NULL)", name="merged_has_survivor"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True)
+    status: Mapped[str] = mapped_column(sa.String(16), default=MemberStatus.ACTIVE)
+    name: Mapped[str | None] = mapped_column(sa.String(200))
+    birthday: Mapped[date | None] = mapped_column(sa.Date)
+    locale: Mapped[str] = mapped_column(sa.String(16), default="en")
+    timezone: Mapped[str] = mapped_column(sa.String(64), default="UTC")
+    home_store_id: Mapped[str | None] = mapped_column(sa.ForeignKey("stores.id"))
+    region: Mapped[str | None] = mapped_column(sa.String(64))
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    tier_id: Mapped[int | None] = mapped_column(sa.ForeignKey("tiers.id"))
+    enrolled_channel: Mapped[str | None] = mapped_column(sa.String(16))
+    enrolled_store_id: Mapped[str | None] = mapped_column(sa.ForeignKey("stores.id"))
+    merged_into_id: Mapped[int | None] = mapped_column(sa.ForeignKey("members.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    identities: Mapped[list[MemberIdentity]] = relationship(
+        back_populates="member", order_by="MemberIdentity.id"
+    )
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == MemberStatus.ACTIVE
+
+
+class MemberIdentity(db.Model):
+    """One way to recognise a member. Each (kind, value) belongs to exactly one member."""
+
+    __tablename__ = "member_identities"
+    __table_args__ = (sa.UniqueConstraint("kind", "value"),)
+
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True)
+    member_id: Mapped[int] = mapped_column(sa.ForeignKey("members.id"), index=True)
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    value: Mapped[str] = mapped_column(sa.String(320))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    member: Mapped[Member] = relationship(back_populates="identities")
+
+
+class MemberMerge(db.Model):
+    """Audit of a merge: who folded which member into which, and what moved."""
+
+    __tablename__ = "member_merges"
+
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True)
+    survivor_id: Mapped[int] = mapped_column(sa.ForeignKey("members.id"), index=True)
+    merged_id: Mapped[int] = mapped_column(sa.ForeignKey("members.id"), unique=True)
+    actor: Mapped[str] = mapped_column(sa.String(200))
+    reason: Mapped[str | None] = mapped_column(sa.String(500))
+    summary: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -1,0 +1,12 @@
+"""Imports every model module so SQLAlchemy metadata and Alembic see all tables.
+
+Each domain package that adds tables adds its models module here.
+"""
+
+from loyalty import idempotency, outbox  # noqa: F401
+from loyalty.auth import models as auth_models  # noqa: F401
+from loyalty.earning import models as earning_models  # noqa: F401
+from loyalty.ledger import models as ledger_models  # noqa: F401
+from loyalty.members import models as member_models  # noqa: F401
+from loyalty.stores import models as store_models  # noqa: F401
+from loyalty.tiers import models as tier_models  # noqa: F401

@@ -1,0 +1,138 @@
+"""Background jobs on RQ: one `job` decorator, one enqueue path, real or embedded Redis.
+
+With REDIS_URL set, jobs go to Redis and `omniloyal worker` processes run them. Without it
+(the embedded default), the queue lives in an in-process fakeredis and a worker thread runs
+the very same job functions through RQ's own SimpleWorker.
+
+Jobs receive ids, never ORM objects; each job is an edge: it commits once at the end or
+rolls back, like a request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import redis
+from flask import Flask, current_app
+from rq import Queue, Retry, SimpleWorker
+from rq.timeouts import TimerDeathPenalty
+
+from loyalty.db import db
+
+F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger(__name__)
+
+QUEUES = ("default", "ledger", "notifications")
+
+
+def connect_redis(url: str | None) -> redis.Redis:
+    if url is None:
+        import fakeredis
+
+        # One shared in-memory server per process: the web threads and the worker thread
+        # see the same queues.
+        return fakeredis.FakeRedis(server=_embedded_server())
+    return redis.Redis.from_url(url)
+
+
+_fake_server = None
+
+
+def _embedded_server():  # type: ignore[no-untyped-def]
+    global _fake_server
+    if _fake_server is None:
+        import fakeredis
+
+        _fake_server = fakeredis.FakeServer()
+    return _fake_server
+
+
+def get_redis() -> redis.Redis:
+    return current_app.extensions["omniloyal.redis"]
+
+
+def get_queue(name: str = "default") -> Queue:
+    return Queue(name, connection=get_redis())
+
+
+def job(queue: str = "default", *, retry: Retry | None = None) -> Callable[[F], F]:
+    """Declare a background job. Call it directly (tests, CLI) or `.enqueue(...)` it."""
+
+    def decorate(func: F) -> F:
+        @wraps(func)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                result = func(*args, **kwargs)
+                db.session.commit()
+                return result
+            except BaseException:
+                db.session.rollback()
+                raise
+            finally:
+                db.session.remove()
+
+        def enqueue(*args: Any, job_id: str | None = None, **kwargs: Any) -> Any:
+            return get_queue(queue).enqueue_call(
+                run, args=args, kwargs=kwargs, job_id=job_id, retry=retry, failure_ttl=7 * 86400
+            )
+
+        run.enqueue = enqueue  # type: ignore[attr-defined]
+        run.queue_name = queue  # type: ignore[attr-defined]
+        return run  # type: ignore[return-value]
+
+    return decorate
+
+
+class AppWorker(SimpleWorker):
+    """Runs jobs in this process, inside the Flask app context, without signals.
+
+    Used by the embedded worker thread (signals and SIGALRM only work in the main thread)
+    and by `omniloyal worker`, so both run jobs the same way.
+    """
+
+    death_penalty_class = TimerDeathPenalty
+    flask_app: Flask | None = None
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            super()._install_signal_handlers()
+
+    def execute_job(self, job: Any, queue: Any) -> Any:
+        assert self.flask_app is not None
+        with self.flask_app.app_context():
+            return super().execute_job(job, queue)
+
+
+def make_worker(app: Flask, queues: tuple[str, ...] = QUEUES) -> AppWorker:
+    connection = app.extensions["omniloyal.redis"]
+    worker = AppWorker(
+        [Queue(name, connection=connection) for name in queues], connection=connection
+    )
+    worker.flask_app = app
+    return worker
+
+
+def start_embedded_worker(app: Flask) -> threading.Thread:
+    """The in-process worker for the embedded default: a daemon thread polling fakeredis."""
+
+    def loop() -> None:
+        from loyalty.scheduler import run_due_schedules
+
+        worker = make_worker(app)
+        while True:
+            try:
+                with app.app_context():
+                    run_due_schedules(app)
+                worker.work(burst=True, logging_level="WARNING")
+            except Exception:
+                log.exception("embedded worker loop failed; continuing")
+            time.sleep(0.5)
+
+    thread = threading.Thread(target=loop, name="omniloyal-embedded-worker", daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,7 @@
+"""Tier jobs (being built)."""
+
+from loyalty.scheduler import Schedule
+
+
+def schedules() -> list[Schedule]:
+    return []

@@ -1,0 +1,155 @@
+"""Test harness: one database per test run, wiped between tests.
+
+OMNILOYAL_TEST_DB selects the database:
+- ``sqlite`` (default): a temporary SQLite file, the embedded default's engine;
+- ``postgres``: a fresh database created on OMNILOYAL_TEST_PG (default
+  postgresql://postgres@127.0.0.1:5432/test) and dropped at the end; Redis tests use a
+  real server at OMNILOYAL_TEST_REDIS (default redis://127.0.0.1:6379/<n>).
+
+With CI=true an unreachable PostgreSQL or Redis fails the run; it never skips.
+Tests marked ``postgres`` need real row locks and concurrent connections and run only on
+PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask.testing import FlaskClient
+
+from loyalty.app import create_app
+from loyalty.db import db
+from loyalty.ledger.operations import forget_program_accounts
+
+BACKEND = os.environ.get("OMNILOYAL_TEST_DB", "sqlite")
+PG_ADMIN_URL = os.environ.get("OMNILOYAL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if BACKEND == "postgres":
+        return
+    skip = pytest.mark.skip(reason="needs PostgreSQL: run with OMNILOYAL_TEST_DB=postgres")
+    for item in items:
+        if "postgres" in item.keywords:
+            item.add_marker(skip)
+
+
+def _pg_url(database: str) -> str:
+    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    return f"{base}/{database}"
+
+
+def _admin_engine() -> sa.Engine:
+    return sa.create_engine(_pg_url(PG_ADMIN_URL.rsplit("/", 1)[1]), isolation_level="AUTOCOMMIT")
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if BACKEND == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'omniloyal.db'}"
+        return
+    name = f"omniloyal_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    try:
+        admin = _admin_engine()
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except sa.exc.OperationalError as error:
+        pytest.exit(f"PostgreSQL unreachable at {PG_ADMIN_URL}: {error}", returncode=3)
+    yield _pg_url(name)
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str | None:
+    """A real Redis on the PostgreSQL run, the embedded fakeredis on the SQLite run."""
+    if BACKEND != "postgres":
+        return None
+    url = os.environ.get("OMNILOYAL_TEST_REDIS", f"redis://127.0.0.1:6379/{1 + os.getpid() % 15}")
+    import redis
+
+    try:
+        redis.Redis.from_url(url).ping()
+    except redis.ConnectionError as error:
+        pytest.exit(f"Redis unreachable at {url}: {error}", returncode=3)
+    return url
+
+
+@pytest.fixture(scope="session")
+def app(
+    database_url: str, redis_url: str | None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Flask]:
+    os.environ.setdefault("OMNILOYAL_INSTANCE_PATH", str(tmp_path_factory.mktemp("instance")))
+    app = create_app(
+        {
+            "database_url": database_url,
+            "redis_url": redis_url,
+            "secret_key": "test-secret-key-that-is-long-enough-0123456789",
+            "run_embedded_worker": False,
+        }
+    )
+    app.config["TESTING"] = True
+    with app.app_context():
+        db.create_all()
+        if BACKEND == "sqlite":
+            db.engine.dispose()
+            path = Path(database_url.removeprefix("sqlite:///"))
+            shutil.copyfile(path, path.with_suffix(".template"))
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_database(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test starts from empty tables (the code under test commits, like production)."""
+    if "app" not in request.fixturenames:
+        yield
+        return
+    app: Flask = request.getfixturevalue("app")
+    with app.app_context():
+        _wipe(app)
+        forget_program_accounts()
+        redis_connection = app.extensions["omniloyal.redis"]
+        redis_connection.flushdb()
+    with app.app_context():
+        yield
+        db.session.remove()
+
+
+def _wipe(app: Flask) -> None:
+    db.session.remove()
+    if db.engine.dialect.name == "postgresql":
+        tables = ", ".join(f'"{t.name}"' for t in db.metadata.sorted_tables)
+        with db.engine.begin() as connection:
+            connection.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+        return
+    # SQLite: the ledger tables refuse DELETE (append-only triggers), so restore the
+    # empty template file instead.
+    db.engine.dispose()
+    path = Path(app.config["SQLALCHEMY_DATABASE_URI"].removeprefix("sqlite:///"))
+    for suffix in ("-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    shutil.copyfile(path.with_suffix(".template"), path)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def make() -> "Factories":
+    from tests.factories import Factories
+
+    return Factories()
