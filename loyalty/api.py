@@ -9,6 +9,7 @@ from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 
 from loyalty.errors import PROBLEM_BASE, OmniloyalError
+from loyalty.schemas import ProblemSchema
 
 PROBLEM_MIME = "application/problem+json"
 
@@ -43,6 +44,8 @@ def domain_error_response(error: OmniloyalError) -> Response:
 
 
 class ProblemApi(Api):
+    ERROR_SCHEMA = ProblemSchema
+
     def handle_http_exception(self, error: HTTPException) -> Response:  # type: ignore[override]
         status = error.code or 500
         problem: dict[str, Any] = {

@@ -36,6 +36,11 @@ class CursorQuery(StrictSchema):
 
 
 class ProblemSchema(Schema):
+    """RFC 9457 problem details (served as application/problem+json)."""
+
+    class Meta:
+        register = True
+
     type = fields.String()
     title = fields.String()
     status = fields.Integer()
