@@ -57,9 +57,9 @@ def _configure(app: Flask, settings: Settings) -> None:
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
-        OPENAPI_REDOC_PATH="redoc",
-        OPENAPI_REDOC_URL="https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js",
+        # Swagger UI's assets are served from the swagger-ui-bundle package: /docs works
+        # offline, with no CDN.
+        OPENAPI_SWAGGER_UI_URL="/docs-assets/",
         JSON_SORT_KEYS=False,
     )
 
@@ -105,6 +105,7 @@ def _tune_sqlite(engine: sa.Engine) -> None:
 
 def _init_api(app: Flask) -> None:
     api.init_app(app)
+    _serve_swagger_assets(app)
     api.spec.components.security_scheme(
         "ApiKey", {"type": "http", "scheme": "bearer", "description": "olk_... API key"}
     )
@@ -115,6 +116,15 @@ def _init_api(app: Flask) -> None:
 
     register_blueprints(api)
     app.register_error_handler(OmniloyalError, domain_error_response)
+
+
+def _serve_swagger_assets(app: Flask) -> None:
+    import swagger_ui_bundle
+    from flask import send_from_directory
+
+    @app.route("/docs-assets/<path:filename>")
+    def swagger_assets(filename: str) -> Response:
+        return send_from_directory(swagger_ui_bundle.swagger_ui_path, filename)
 
 
 def _init_request_hooks(app: Flask) -> None:

@@ -97,6 +97,10 @@ def run_migrations_online():
     connectable = get_engine()
 
     with connectable.connect() as connection:
+        # SQLite can't ALTER most things: batch mode recreates tables. compare_type makes
+        # autogenerate (and tests/test_migrations.py) notice column type changes.
+        conf_args.setdefault("render_as_batch", connection.dialect.name == "sqlite")
+        conf_args.setdefault("compare_type", True)
         context.configure(
             connection=connection,
             target_metadata=get_metadata(),

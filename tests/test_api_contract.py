@@ -196,4 +196,7 @@ def test_the_openapi_document_is_generated_from_the_schemas(client):
     schema = document["components"]["schemas"][schema_ref.rsplit("/", 1)[1]]
     assert schema["properties"]["points"]["type"] == "integer"
     assert "Problem" in document["components"]["schemas"]
-    assert client.get("/docs").status_code == 200
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assert b"/docs-assets/swagger-ui-bundle.js" in page.data
+    assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
