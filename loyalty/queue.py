@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
@@ -117,21 +116,25 @@ def make_worker(app: Flask, queues: tuple[str, ...] = QUEUES) -> AppWorker:
     return worker
 
 
-def start_embedded_worker(app: Flask) -> threading.Thread:
-    """The in-process worker for the embedded default: a daemon thread polling fakeredis."""
+def start_embedded_worker(app: Flask, stop: threading.Event | None = None) -> threading.Thread:
+    """The in-process worker for the embedded default: a daemon thread polling fakeredis.
+
+    It runs until the process ends, or until `stop` is set.
+    """
+    stop = stop or threading.Event()
 
     def loop() -> None:
         from loyalty.scheduler import run_due_schedules
 
         worker = make_worker(app)
-        while True:
+        while not stop.is_set():
             try:
                 with app.app_context():
                     run_due_schedules(app)
                 worker.work(burst=True, logging_level="WARNING")
             except Exception:
                 log.exception("embedded worker loop failed; continuing")
-            time.sleep(0.5)
+            stop.wait(0.5)
 
     thread = threading.Thread(target=loop, name="omniloyal-embedded-worker", daemon=True)
     thread.start()

@@ -1,0 +1,84 @@
+"""Jobs run through real RQ workers: a real Redis on the PostgreSQL run, fakeredis embedded."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from loyalty.clock import utcnow
+from loyalty.db import db
+from loyalty.ledger import jobs as ledger_jobs
+from loyalty.ledger import operations as ledger
+from loyalty.outbox import OutboxEvent, consumer
+from loyalty.queue import get_queue, make_worker, start_embedded_worker
+from loyalty.scheduler import run_due_schedules
+
+
+def test_an_enqueued_job_runs_in_a_worker_and_commits_its_work(app, make):
+    member = make.member()
+    make.earn(member.id, 100, expires_at=utcnow() - timedelta(seconds=1))
+    job = ledger_jobs.expire_points.enqueue()
+    assert job.get_status() == "queued"
+    make_worker(app, ("ledger",)).work(burst=True)
+    assert job.get_status() == "finished"
+    assert job.return_value() == 100
+    db.session.expire_all()
+    assert ledger.member_balance(member.id).balance == 0
+
+
+def test_a_failing_job_is_recorded_as_failed_not_swallowed(app):
+    job = get_queue("default").enqueue("loyalty.ledger.operations.lock_member_accounts", 999)
+    make_worker(app, ("default",)).work(burst=True)
+    assert job.get_status() == "failed"
+
+
+def test_each_schedule_slot_is_enqueued_once_even_with_many_workers(app):
+    now = time.time()
+    first = run_due_schedules(app, now)
+    again = run_due_schedules(app, now)
+    assert "expire-points" in first
+    assert again == []
+
+
+def test_the_outbox_relay_delivers_each_event_once_and_in_order(app, make):
+    seen: list[int] = []
+    consumer("test.relay")(lambda event: seen.append(event.id))
+    from loyalty import outbox
+
+    for n in range(3):
+        outbox.emit("test.relay", member_id=None, payload={"n": n}, now=utcnow())
+    db.session.commit()
+    from loyalty.jobs import relay_outbox
+
+    relay_outbox()
+    relay_outbox()
+    assert len(seen) == 3 and seen == sorted(seen)
+    assert (
+        db.session.scalar(
+            sa.select(sa.func.count())
+            .select_from(OutboxEvent)
+            .where(OutboxEvent.published_at.is_(None))
+        )
+        == 0
+    )
+
+
+def test_the_embedded_worker_thread_runs_jobs_in_process(app, make):
+    if app.extensions["omniloyal.settings"].redis_url is not None:
+        return  # the embedded worker is for the no-Redis default; covered on the SQLite run
+    member = make.member()
+    make.earn(member.id, 40, expires_at=utcnow() - timedelta(seconds=1))
+    job = ledger_jobs.expire_points.enqueue()
+    stop = threading.Event()
+    thread = start_embedded_worker(app, stop)
+    try:
+        deadline = time.time() + 10
+        while job.get_status(refresh=True) != "finished" and time.time() < deadline:
+            time.sleep(0.1)
+        assert job.get_status() == "finished"
+    finally:
+        stop.set()
+        thread.join(timeout=10)
