@@ -38,4 +38,5 @@ class OrderDiscounts:
     line_discounts: dict[int, int] = field(default_factory=dict)  # line index -> minor units
     bonus_points: int = 0
     points_multiplier_pct: int = 100  # 200 = double points on the order
-    redemptions: tuple[dict, ...] = ()  # [{"code": ..., "redemption_id": ..., "discount_minor": ...}]
+    # ({"code": ..., "redemption_id": ..., "discount_minor": ...}, ...)
+    redemptions: tuple[dict, ...] = ()

@@ -6,14 +6,15 @@ from flask_smorest import Api
 
 
 def register_blueprints(api: Api) -> None:
-    from loyalty.health import blp as health
     from loyalty.auth.api import blp as auth
+    from loyalty.coupons.api import blp as coupons
     from loyalty.earning.api import blp as earning
+    from loyalty.health import blp as health
     from loyalty.ledger.api import blp as ledger
     from loyalty.members.api import blp as members
     from loyalty.stores.api import blp as stores
     from loyalty.tiers.api import blp as tiers
 
     api.register_blueprint(health)
-    for blueprint in (auth, members, stores, ledger, earning, tiers):
+    for blueprint in (auth, members, stores, ledger, earning, tiers, coupons):
         api.register_blueprint(blueprint, url_prefix="/v1")

@@ -38,6 +38,12 @@ class InvalidInput(OmniloyalError):
 
     status, slug, title = 422, "invalid-input", "Invalid input"
 
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        # A domain check on one field answers like a schema error: per-field `errors`.
+        if "field" in extra and "errors" not in extra:
+            extra["errors"] = {extra["field"]: [detail or self.title]}
+        super().__init__(detail, **extra)
+
 
 class NotAuthenticated(OmniloyalError):
     """No credentials, or credentials that are malformed, unknown, revoked or expired."""

@@ -22,6 +22,7 @@ def purge_idempotency_keys() -> int:
 
 
 def periodic_jobs() -> list[Schedule]:
+    from loyalty.coupons import jobs as coupon_jobs
     from loyalty.ledger import jobs as ledger_jobs
     from loyalty.tiers import jobs as tier_jobs
 
@@ -30,4 +31,5 @@ def periodic_jobs() -> list[Schedule]:
         Schedule("purge-idempotency-keys", 3600, purge_idempotency_keys),
         *ledger_jobs.schedules(),
         *tier_jobs.schedules(),
+        *coupon_jobs.schedules(),
     ]

@@ -5,6 +5,7 @@ Each domain package that adds tables adds its models module here.
 
 from loyalty import idempotency, outbox  # noqa: F401
 from loyalty.auth import models as auth_models  # noqa: F401
+from loyalty.coupons import models as coupon_models  # noqa: F401
 from loyalty.earning import models as earning_models  # noqa: F401
 from loyalty.ledger import models as ledger_models  # noqa: F401
 from loyalty.members import models as member_models  # noqa: F401

@@ -17,16 +17,16 @@ class StrictSchema(Schema):
         ordered = True
 
 
-def Points(**kwargs: Any) -> fields.Integer:  # noqa: N802 - reads like a field class
+def Points(**kwargs: Any) -> fields.Integer:
     return fields.Integer(strict=True, validate=validate.Range(min=1, max=MAX_POINTS), **kwargs)
 
 
-def Minor(**kwargs: Any) -> fields.Integer:  # noqa: N802
+def Minor(**kwargs: Any) -> fields.Integer:
     """Money in minor units (cents), as an integer."""
     return fields.Integer(strict=True, validate=validate.Range(min=0, max=MAX_MINOR), **kwargs)
 
 
-def Text(max_length: int, **kwargs: Any) -> fields.String:  # noqa: N802
+def Text(max_length: int, **kwargs: Any) -> fields.String:
     return fields.String(validate=validate.Length(min=1, max=max_length), **kwargs)
 
 

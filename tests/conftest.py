@@ -26,7 +26,9 @@ from flask.testing import FlaskClient
 
 from loyalty.app import create_app
 from loyalty.db import db
+from loyalty.ledger.models import LedgerAccount, program_account_rows
 from loyalty.ledger.operations import forget_program_accounts
+from tests.factories import Factories
 
 BACKEND = os.environ.get("OMNILOYAL_TEST_DB", "sqlite")
 PG_ADMIN_URL = os.environ.get("OMNILOYAL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -133,6 +135,8 @@ def _wipe(app: Flask) -> None:
         tables = ", ".join(f'"{t.name}"' for t in db.metadata.sorted_tables)
         with db.engine.begin() as connection:
             connection.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+            # The schema's seed rows, as create_all and the migrations insert them.
+            connection.execute(LedgerAccount.__table__.insert(), program_account_rows())
         return
     # SQLite: the ledger tables refuse DELETE (append-only triggers), so restore the
     # empty template file instead.
@@ -149,7 +153,7 @@ def client(app: Flask) -> FlaskClient:
 
 
 @pytest.fixture
-def make() -> "Factories":
+def make() -> Factories:
     from tests.factories import Factories
 
     return Factories()

@@ -32,8 +32,14 @@ def empty_database_url(tmp_path) -> Iterator[str]:
 
 
 def test_upgrade_matches_the_models_and_downgrade_returns_to_empty(empty_database_url):
-    app = create_app({"database_url": empty_database_url, "redis_url": None,
-                      "secret_key": "x" * 40, "run_embedded_worker": False})
+    app = create_app(
+        {
+            "database_url": empty_database_url,
+            "redis_url": None,
+            "secret_key": "x" * 40,
+            "run_embedded_worker": False,
+        }
+    )
     with app.app_context():
         upgrade()
         with db.engine.connect() as connection:

@@ -6,11 +6,13 @@ from typing import Any
 
 from flask import current_app
 from flask_smorest import Blueprint
+from marshmallow import fields
 
 from loyalty.auth import scopes
 from loyalty.auth.context import current_caller, ensure_store, requires, requires_member
 from loyalty.auth.tokens import mint_member_qr
 from loyalty.clock import utcnow
+from loyalty.db import db
 from loyalty.errors import NotFound
 from loyalty.http import write_endpoint
 from loyalty.ledger import operations, queries
@@ -33,9 +35,6 @@ from loyalty.ledger.schemas import (
 from loyalty.members.operations import get_member
 from loyalty.schemas import StrictSchema
 from loyalty.timezones import local
-from marshmallow import fields
-
-from loyalty.db import db
 
 blp = Blueprint("points", __name__, description="Points: balances, history, holds, reports")
 

@@ -223,3 +223,22 @@ def _install_append_only(target: sa.Table, connection: sa.Connection, **_: Any) 
 
 for _model in (LedgerTransaction, LedgerEntry):
     sa.event.listen(_model.__table__, "after_create", _install_append_only)
+
+
+def program_account_rows() -> list[dict[str, Any]]:
+    """The program accounts every database has from its creation (migrations insert them too).
+
+    They exist before any request runs, so their ids can be cached safely: an account created
+    lazily inside a request could be rolled back after its id was cached.
+    """
+    return [
+        {"kind": AccountKind.PROGRAM.value, "code": code.value, "balance": 0, "held": 0}
+        for code in ProgramAccount
+    ]
+
+
+def _insert_program_accounts(target: sa.Table, connection: sa.Connection, **_: Any) -> None:
+    connection.execute(target.insert(), program_account_rows())
+
+
+sa.event.listen(LedgerAccount.__table__, "after_create", _insert_program_accounts)

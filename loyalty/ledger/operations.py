@@ -1,7 +1,8 @@
 """Ledger operations: the only code that moves points.
 
 Locking discipline: every operation that changes a member's accounts, lots or holds first
-locks that member's three accounts (`SELECT ... FOR UPDATE`, in id order). Two operations
+locks the member row and then that member's three accounts (`SELECT ... FOR UPDATE`);
+operations on two members (merges) lock them in id order. Two operations
 on one member therefore run one after the other; operations on different members never
 wait on each other (program accounts keep no running balance, see models).
 
@@ -19,7 +20,7 @@ import sqlalchemy as sa
 from flask import current_app
 
 from loyalty import outbox
-from loyalty.db import db, upsert_insert
+from loyalty.db import db
 from loyalty.errors import Conflict, InsufficientPoints, InvalidInput, MemberNotActive, NotFound
 from loyalty.ledger.models import (
     AccountKind,
@@ -79,18 +80,17 @@ _program_account_ids: dict[tuple[str, str], int] = {}
 
 
 def program_account_id(code: ProgramAccount) -> int:
-    """The id of a program account, created on first use (cached per database)."""
+    """The id of a program account (created with the schema), cached per database."""
     cache_key = (str(db.engine.url), code.value)
     if cache_key not in _program_account_ids:
-        table = LedgerAccount.__table__
-        db.session.execute(
-            upsert_insert(table)
-            .values(kind=AccountKind.PROGRAM.value, code=code.value, balance=0, held=0)
-            .on_conflict_do_nothing(index_elements=["code"])
-        )
-        _program_account_ids[cache_key] = db.session.scalar(
+        account_id = db.session.scalar(
             sa.select(LedgerAccount.id).where(LedgerAccount.code == code.value)
         )
+        if account_id is None:
+            raise RuntimeError(
+                f"program account {code.value!r} is missing: run `omniloyal db upgrade`"
+            )
+        _program_account_ids[cache_key] = account_id
     return _program_account_ids[cache_key]
 
 
@@ -108,7 +108,19 @@ def open_member_accounts(member_id: int) -> None:
 
 
 def lock_member_accounts(member_id: int, *, require_active: bool = True) -> MemberAccounts:
-    member = db.session.get(Member, member_id)
+    """Lock the member row, then its accounts: the one lock order every operation uses.
+
+    Profile changes, tier changes and merges lock the member row too, so taking it first
+    here means no two operations can ever wait on each other in opposite orders.
+    FOR NO KEY UPDATE (key_share): rows inserted elsewhere that reference the member (orders,
+    entries) take KEY SHARE locks, which a plain FOR UPDATE would deadlock against.
+    """
+    member = db.session.scalar(
+        sa.select(Member)
+        .where(Member.id == member_id)
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
+    )
     if member is None:
         raise NotFound(f"no member {member_id}")
     if require_active and member.status != MemberStatus.ACTIVE:
@@ -117,7 +129,7 @@ def lock_member_accounts(member_id: int, *, require_active: bool = True) -> Memb
         sa.select(LedgerAccount)
         .where(LedgerAccount.member_id == member_id)
         .order_by(LedgerAccount.id)
-        .with_for_update()
+        .with_for_update(key_share=True)
         .execution_options(populate_existing=True)
     ).all()
     by_kind = {row.kind: row for row in rows}

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from marshmallow import fields, validate
 
-from loyalty.schemas import CursorQuery, Points, StrictSchema, Text
 from loyalty.ledger.models import TransactionKind
+from loyalty.schemas import CursorQuery, Points, StrictSchema, Text
 
 
 class BalanceSchema(StrictSchema):

@@ -52,6 +52,11 @@ class Member(db.Model):
     identities: Mapped[list[MemberIdentity]] = relationship(
         back_populates="member", order_by="MemberIdentity.id"
     )
+    tier: Mapped[Any] = relationship("Tier", viewonly=True)
+
+    @property
+    def tier_code(self) -> str | None:
+        return self.tier.code if self.tier is not None else None
 
     @property
     def is_active(self) -> bool:
@@ -85,3 +90,21 @@ class MemberMerge(db.Model):
     reason: Mapped[str | None] = mapped_column(sa.String(500))
     summary: Mapped[dict[str, Any]] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class MemberImport(db.Model):
+    """One CSV row imported into a member (the import's idempotency and resume record).
+
+    The unique (batch, external_id) makes re-running a file, or resuming it after a crash,
+    skip rows that were already committed.
+    """
+
+    __tablename__ = "member_imports"
+    __table_args__ = (sa.UniqueConstraint("batch", "external_id"),)
+
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True)
+    batch: Mapped[str] = mapped_column(sa.String(64))
+    external_id: Mapped[str] = mapped_column(sa.String(128))
+    member_id: Mapped[int] = mapped_column(sa.ForeignKey("members.id"), index=True)
+    opening_points: Mapped[int] = mapped_column(BigInt, default=0)
+    imported_at: Mapped[datetime] = mapped_column(UTCDateTime)

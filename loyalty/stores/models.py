@@ -26,7 +26,10 @@ class Store(db.Model):
     id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)  # the retailer's code
     name: Mapped[str] = mapped_column(sa.String(200))
     region: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    # ISO 3166 alpha-2; phone numbers typed at this store without a country code use it.
+    country: Mapped[str | None] = mapped_column(sa.String(2))
     timezone: Mapped[str] = mapped_column(sa.String(64))
     partner: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     active: Mapped[bool] = mapped_column(sa.Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -61,7 +61,8 @@ def test_concurrent_holds_over_http_never_reserve_more_than_available(app, make)
 
     def hold(i):
         response = app.test_client().post(
-            f"/v1/members/{member_id}/holds", json={"points": 30},
+            f"/v1/members/{member_id}/holds",
+            json={"points": 30},
             headers={**headers, "Idempotency-Key": uuid.uuid4().hex},
         )
         return response.status_code
@@ -78,7 +79,8 @@ def test_one_idempotency_key_sent_concurrently_has_one_effect(app, make):
 
     def hold(_):
         response = app.test_client().post(
-            f"/v1/members/{member_id}/holds", json={"points": 100, "reference": "basket-42"},
+            f"/v1/members/{member_id}/holds",
+            json={"points": 100, "reference": "basket-42"},
             headers=headers,
         )
         return response.status_code, response.get_data()

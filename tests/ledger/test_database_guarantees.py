@@ -26,18 +26,26 @@ def test_ledger_transactions_and_entries_are_append_only(app, make):
 
 def test_a_points_account_can_never_be_overdrawn(app, make):
     member = make.member(points=10)
-    points = sa.and_(LedgerAccount.member_id == member.id,
-                     LedgerAccount.kind == AccountKind.MEMBER_POINTS.value)
+    points = sa.and_(
+        LedgerAccount.member_id == member.id, LedgerAccount.kind == AccountKind.MEMBER_POINTS.value
+    )
     _refused(sa.update(LedgerAccount).where(points).values(balance=-1))
     _refused(sa.update(LedgerAccount).where(points).values(held=11))
 
 
 def test_an_entry_moves_a_positive_amount_between_two_accounts(app, make):
     member = make.member(points=10)
-    account = db.session.scalar(sa.select(LedgerAccount).where(
-        LedgerAccount.member_id == member.id))
+    account = db.session.scalar(
+        sa.select(LedgerAccount).where(LedgerAccount.member_id == member.id)
+    )
     tx_id = db.session.scalar(sa.select(LedgerTransaction.id))
     for amount, target in ((0, account.id + 1), (5, account.id)):
-        _refused(sa.insert(LedgerEntry).values(
-            transaction_id=tx_id, from_account_id=account.id, to_account_id=target,
-            amount=amount, created_at=sa.func.now()))
+        _refused(
+            sa.insert(LedgerEntry).values(
+                transaction_id=tx_id,
+                from_account_id=account.id,
+                to_account_id=target,
+                amount=amount,
+                created_at=sa.func.now(),
+            )
+        )

@@ -27,8 +27,9 @@ member = st.integers(min_value=0, max_value=MEMBERS - 1)
 step = st.one_of(
     st.tuples(st.just("earn"), member, points, st.booleans(), st.integers(0, 3)),
     st.tuples(st.just("burn"), member, points),
-    st.tuples(st.just("refund"), member, st.integers(0, 3), points,
-              st.sampled_from(list(ReturnPolicy))),
+    st.tuples(
+        st.just("refund"), member, st.integers(0, 3), points, st.sampled_from(list(ReturnPolicy))
+    ),
     st.tuples(st.just("advance"), st.integers(1, 400)),
     st.tuples(st.just("hold"), member, points),
     st.tuples(st.just("capture"), st.integers(0, 5), st.integers(0, 100)),
@@ -51,19 +52,30 @@ class Run:
 
     def earn(self, who: int, amount: int, pending: bool, order: int) -> None:
         ledger.earn_points(
-            self.members[who], amount, ledger.Cause("order", f"o{who}-{order}"), now=self.now,
-            actor="test", policy=self.policy,
+            self.members[who],
+            amount,
+            ledger.Cause("order", f"o{who}-{order}"),
+            now=self.now,
+            actor="test",
+            policy=self.policy,
             pending_until=self.now + timedelta(days=14) if pending else None,
         )
 
     def burn(self, who: int, amount: int) -> None:
-        ledger.burn_points(self.members[who], amount, ledger.Cause("test", "burn"),
-                           now=self.now, actor="test")
+        ledger.burn_points(
+            self.members[who], amount, ledger.Cause("test", "burn"), now=self.now, actor="test"
+        )
 
     def refund(self, who: int, order: int, amount: int, policy: ReturnPolicy) -> None:
-        ledger.reverse_earned(self.members[who], amount, ledger.Cause("refund", "r"),
-                              earned_by=f"o{who}-{order}", policy=policy, now=self.now,
-                              actor="test")
+        ledger.reverse_earned(
+            self.members[who],
+            amount,
+            ledger.Cause("refund", "r"),
+            earned_by=f"o{who}-{order}",
+            policy=policy,
+            now=self.now,
+            actor="test",
+        )
 
     def advance(self, days: int) -> None:
         self.now += timedelta(days=days)
@@ -72,31 +84,47 @@ class Run:
         ledger.expire_points(self.now)
 
     def hold(self, who: int, amount: int) -> None:
-        hold = ledger.hold_points(self.members[who], amount, now=self.now, ttl_seconds=86400 * 3,
-                                  reference=None, client_id=None, store_id=None)
+        hold = ledger.hold_points(
+            self.members[who],
+            amount,
+            now=self.now,
+            ttl_seconds=86400 * 3,
+            reference=None,
+            client_id=None,
+            store_id=None,
+        )
         self.holds.append(hold.id)
 
     def capture(self, index: int, percent: int) -> None:
         if index < len(self.holds):
             hold = db.session.get(PointHold, self.holds[index])
-            ledger.capture_hold(hold.id, hold.amount * percent // 100,
-                                ledger.Cause("hold", str(hold.id)), now=self.now, actor="test")
+            ledger.capture_hold(
+                hold.id,
+                hold.amount * percent // 100,
+                ledger.Cause("hold", str(hold.id)),
+                now=self.now,
+                actor="test",
+            )
 
     def release(self, index: int) -> None:
         if index < len(self.holds):
             ledger.release_hold(self.holds[index], now=self.now)
 
     def adjust(self, who: int, delta: int) -> None:
-        ledger.adjust_points(self.members[who], delta, reason="test", actor="test",
-                             now=self.now, reference="adj")
+        ledger.adjust_points(
+            self.members[who], delta, reason="test", actor="test", now=self.now, reference="adj"
+        )
 
     def merge(self, merged: int, survivor: int) -> None:
         if merged != survivor:
-            ledger.merge_member_points(self.members[merged], self.members[survivor], "m",
-                                       now=self.now, actor="test")
+            ledger.merge_member_points(
+                self.members[merged], self.members[survivor], "m", now=self.now, actor="test"
+            )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(steps=st.lists(step, min_size=1, max_size=25))
 def test_every_operation_sequence_keeps_the_books_balanced(app, make, steps):
     run = Run(make)

@@ -28,7 +28,11 @@ T0 = datetime(2026, 3, 15, 10, 30, tzinfo=UTC)
 
 def earn(member_id, points, *, now=T0, ref="o1", days=None, pending_days=0):
     tx = ledger.earn_points(
-        member_id, points, ledger.Cause("order", ref), now=now, actor="test",
+        member_id,
+        points,
+        ledger.Cause("order", ref),
+        now=now,
+        actor="test",
         expires_at=now + timedelta(days=days) if days else None,
         pending_until=now + timedelta(days=pending_days) if pending_days else None,
     )
@@ -133,8 +137,15 @@ class TestExpiry:
     def test_points_under_a_hold_are_not_expired_until_the_hold_ends(self, app, make):
         member = make.member()
         earn(member.id, 100, days=10)
-        hold = ledger.hold_points(member.id, 70, now=T0, ttl_seconds=86400 * 30, reference=None,
-                                  client_id=None, store_id=None)
+        hold = ledger.hold_points(
+            member.id,
+            70,
+            now=T0,
+            ttl_seconds=86400 * 30,
+            reference=None,
+            client_id=None,
+            store_id=None,
+        )
         db.session.commit()
         assert ledger.expire_points(T0 + timedelta(days=11)) == 30
         ledger.release_hold(hold.id, now=T0 + timedelta(days=12))
@@ -171,9 +182,15 @@ class TestPendingPoints:
     def test_a_refund_inside_the_window_cancels_the_pending_points(self, app, make):
         member = make.member()
         earn(member.id, 100, pending_days=14, ref="order-9")
-        result = ledger.reverse_earned(member.id, 100, ledger.Cause("refund", "r1"),
-                                       earned_by="order-9", policy=ReturnPolicy.PENDING_ONLY,
-                                       now=T0 + timedelta(days=2), actor="t")
+        result = ledger.reverse_earned(
+            member.id,
+            100,
+            ledger.Cause("refund", "r1"),
+            earned_by="order-9",
+            policy=ReturnPolicy.PENDING_ONLY,
+            now=T0 + timedelta(days=2),
+            actor="t",
+        )
         db.session.commit()
         assert (result.revoked_pending, result.forgiven) == (100, 0)
         assert ledger.member_balance(member.id).pending == 0
@@ -189,8 +206,15 @@ class TestReturnPolicies:
         return member
 
     def reverse(self, member, policy):
-        result = ledger.reverse_earned(member.id, 100, ledger.Cause("refund", "r"),
-                                       earned_by="order-1", policy=policy, now=T0, actor="t")
+        result = ledger.reverse_earned(
+            member.id,
+            100,
+            ledger.Cause("refund", "r"),
+            earned_by="order-1",
+            policy=policy,
+            now=T0,
+            actor="t",
+        )
         db.session.commit()
         return result
 
@@ -224,8 +248,15 @@ class TestHolds:
     def test_partial_capture_spends_part_and_returns_the_rest(self, app, make):
         member = make.member()
         earn(member.id, 100)
-        hold = ledger.hold_points(member.id, 60, now=T0, ttl_seconds=600, reference="basket",
-                                  client_id=None, store_id=None)
+        hold = ledger.hold_points(
+            member.id,
+            60,
+            now=T0,
+            ttl_seconds=600,
+            reference="basket",
+            client_id=None,
+            store_id=None,
+        )
         ledger.capture_hold(hold.id, 25, ledger.Cause("order", "o"), now=T0, actor="t")
         db.session.commit()
         balance = ledger.member_balance(member.id)
@@ -236,8 +267,9 @@ class TestHolds:
     def test_an_expired_hold_cannot_be_captured_and_releases_itself(self, app, make):
         member = make.member()
         earn(member.id, 100)
-        hold = ledger.hold_points(member.id, 60, now=T0, ttl_seconds=60, reference=None,
-                                  client_id=None, store_id=None)
+        hold = ledger.hold_points(
+            member.id, 60, now=T0, ttl_seconds=60, reference=None, client_id=None, store_id=None
+        )
         db.session.commit()
         later = T0 + timedelta(seconds=61)
         with pytest.raises(Conflict):
@@ -251,8 +283,9 @@ class TestHolds:
     def test_releasing_twice_is_harmless(self, app, make):
         member = make.member()
         earn(member.id, 100)
-        hold = ledger.hold_points(member.id, 60, now=T0, ttl_seconds=60, reference=None,
-                                  client_id=None, store_id=None)
+        hold = ledger.hold_points(
+            member.id, 60, now=T0, ttl_seconds=60, reference=None, client_id=None, store_id=None
+        )
         ledger.release_hold(hold.id, now=T0)
         ledger.release_hold(hold.id, now=T0)
         db.session.commit()
@@ -271,9 +304,9 @@ class TestReversingABurn:
             ledger.reverse_burn(burn.id, ledger.Cause("reward-return", "r"), now=T0, actor="t")
         db.session.rollback()
         assert ledger.member_balance(member.id).balance == 100
-        expiries = set(db.session.scalars(
-            sa.select(PointLot.expires_at).where(PointLot.remaining > 0)
-        ))
+        expiries = set(
+            db.session.scalars(sa.select(PointLot.expires_at).where(PointLot.remaining > 0))
+        )
         assert expiries == {T0 + timedelta(days=30)}
         assert_ledger_consistent()
 
@@ -282,8 +315,10 @@ class TestAdjustments:
     def test_adjustments_need_a_reason_and_record_the_actor(self, app, make):
         member = make.member()
         with pytest.raises(InvalidInput):
-            ledger.adjust_points(member.id, 10, reason=" ", actor="support:1", now=T0,
-                                 reference="x")
-        tx = ledger.adjust_points(member.id, 10, reason="goodwill", actor="support:1", now=T0,
-                                  reference="x")
+            ledger.adjust_points(
+                member.id, 10, reason=" ", actor="support:1", now=T0, reference="x"
+            )
+        tx = ledger.adjust_points(
+            member.id, 10, reason="goodwill", actor="support:1", now=T0, reference="x"
+        )
         assert (tx.kind, tx.reason, tx.actor, tx.amount) == ("adjust", "goodwill", "support:1", 10)

@@ -1,0 +1,971 @@
+"""Earning operations: post orders, refund and cancel them, record activities, manage rules.
+
+Plain functions with explicit arguments (the client, the clock, the actor); they flush and
+never commit. Points move only through loyalty.ledger.operations.
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from flask import current_app
+
+from loyalty.auth import tokens
+from loyalty.basket import Basket, BasketLine, OrderDiscounts
+from loyalty.db import db, upsert_insert
+from loyalty.earning import engine
+from loyalty.earning.models import (
+    ActivityEvent,
+    ActivityKind,
+    EarningRule,
+    Order,
+    OrderLine,
+    OrderStatus,
+    Refund,
+    RuleKind,
+)
+from loyalty.errors import Conflict, InvalidInput, MemberNotActive, NotAuthenticated, NotFound
+from loyalty.ledger import operations as ledger
+from loyalty.members.models import Member
+from loyalty.members.operations import find_or_enrol, resolve
+from loyalty.stores.models import Channel, Store
+from loyalty.tiers import operations as tiers
+from loyalty.timezones import local
+
+CLOCK_SKEW = timedelta(minutes=5)  # a till's clock may run a little ahead of ours
+
+
+class OrderIdReused(Conflict):
+    """This order id was already posted by this client with different content."""
+
+    slug, title = "order-id-reused", "Order id already used for another order"
+
+
+class RefundIdReused(Conflict):
+    """This refund id was already used on this order with a different body."""
+
+    slug, title = "refund-id-reused", "Refund id already used for another refund"
+
+
+class RefundExceedsOrder(InvalidInput):
+    """The refunds of an order would add up to more than what was paid for it."""
+
+    slug, title = "refund-exceeds-order", "Refund exceeds the order total"
+
+
+class OrderCancelled(Conflict):
+    """The order was cancelled; it can't be refunded any more."""
+
+    slug, title = "order-cancelled", "Order cancelled"
+
+
+class CouponsUnavailable(InvalidInput):
+    """Coupon redemption isn't installed in this deployment."""
+
+    slug, title = "coupons-unavailable", "Coupons are not available"
+
+
+def _settings() -> Any:
+    return current_app.extensions["omniloyal.settings"]
+
+
+def order_cause_ref(order_id: int) -> str:
+    """The ledger cause ref (and lot cause ref) of an order's points: refunds find them by it."""
+    return f"order:{order_id}"
+
+
+def _fingerprint(content: Mapping[str, Any]) -> str:
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def order_fingerprint(data: Mapping[str, Any]) -> str:
+    """What was bought, when and where: the member reference is left out on purpose, since
+    a retry may identify the same member another way (a fresh QR token, the phone)."""
+    occurred_at = data.get("occurred_at")
+    return _fingerprint(
+        {
+            "channel": data["channel"],
+            "store_id": data.get("store_id"),
+            "currency": data["currency"],
+            "occurred_at": occurred_at.astimezone(UTC).isoformat() if occurred_at else None,
+            "lines": [
+                {
+                    "sku": line["sku"],
+                    "category": line.get("category"),
+                    "quantity": line["quantity"],
+                    "unit_price_minor": line["unit_price_minor"],
+                }
+                for line in data["lines"]
+            ],
+            "coupon_codes": list(data.get("coupon_codes") or []),
+        }
+    )
+
+
+# --- rules ----------------------------------------------------------------------------------
+
+RULE_FIELDS = (
+    "name",
+    "kind",
+    "active",
+    "currency",
+    "channels",
+    "store_ids",
+    "regions",
+    "categories",
+    "skus",
+    "points",
+    "per_minor",
+    "multiplier_pct",
+    "bonus_points",
+    "min_spend_minor",
+    "max_points",
+    "activity_kind",
+    "starts_at",
+    "ends_at",
+)
+
+_RULE_DEFAULTS: dict[str, Any] = {
+    "active": True,
+    "points": 0,
+    "per_minor": 1,
+    "multiplier_pct": 100,
+    "bonus_points": 0,
+}
+
+
+def _tuple(values: Sequence[str] | None) -> tuple[str, ...] | None:
+    return tuple(values) if values is not None else None
+
+
+def rule_spec(rule: EarningRule) -> engine.RuleSpec:
+    return engine.RuleSpec(
+        id=rule.id,
+        name=rule.name,
+        kind=rule.kind,
+        currency=rule.currency,
+        channels=_tuple(rule.channels),
+        store_ids=_tuple(rule.store_ids),
+        regions=_tuple(rule.regions),
+        categories=_tuple(rule.categories),
+        skus=_tuple(rule.skus),
+        points=rule.points,
+        per_minor=rule.per_minor,
+        multiplier_pct=rule.multiplier_pct,
+        bonus_points=rule.bonus_points,
+        min_spend_minor=rule.min_spend_minor,
+        max_points=rule.max_points,
+        activity_kind=rule.activity_kind,
+        starts_at=rule.starts_at,
+        ends_at=rule.ends_at,
+        active=rule.active,
+    )
+
+
+def validate_rule(values: Mapping[str, Any]) -> None:
+    """Cross-field checks for a rule; raises InvalidInput naming the field."""
+    kind = values["kind"]
+    currency = values.get("currency")
+    if currency is not None and currency not in _settings().currencies:
+        raise InvalidInput(f"{currency!r} is not a configured currency", field="currency")
+    if kind == RuleKind.BASE_RATE and (not currency or values.get("points", 0) <= 0):
+        raise InvalidInput("a base rate needs a currency and points per `per_minor`", field="kind")
+    if values.get("min_spend_minor") is not None and not currency:
+        raise InvalidInput("a minimum spend needs a currency", field="min_spend_minor")
+    if kind == RuleKind.MULTIPLIER and values.get("multiplier_pct", 100) <= 100:
+        raise InvalidInput("a multiplier needs multiplier_pct above 100", field="multiplier_pct")
+    if kind == RuleKind.BONUS and values.get("bonus_points", 0) <= 0:
+        raise InvalidInput("a bonus needs bonus_points", field="bonus_points")
+    if kind == RuleKind.PROMOTION:
+        if values.get("starts_at") is None or values.get("ends_at") is None:
+            raise InvalidInput("a promotion needs starts_at and ends_at", field="starts_at")
+        if values.get("multiplier_pct", 100) <= 100 and values.get("bonus_points", 0) <= 0:
+            raise InvalidInput("a promotion needs a multiplier or bonus_points", field="kind")
+    if kind == RuleKind.ORDER_CAP and values.get("max_points") is None:
+        raise InvalidInput("an order cap needs max_points", field="max_points")
+    if kind == RuleKind.EVENT_BONUS:
+        if values.get("activity_kind") not in {k.value for k in ActivityKind}:
+            raise InvalidInput("an event bonus needs an activity_kind", field="activity_kind")
+        if values.get("bonus_points", 0) <= 0:
+            raise InvalidInput("an event bonus needs bonus_points", field="bonus_points")
+        if currency is not None:
+            raise InvalidInput("an event bonus has no currency", field="currency")
+    elif values.get("activity_kind") is not None:
+        raise InvalidInput("activity_kind is only for event bonuses", field="activity_kind")
+    starts_at, ends_at = values.get("starts_at"), values.get("ends_at")
+    if starts_at is not None and ends_at is not None and starts_at >= ends_at:
+        raise InvalidInput("ends_at must be after starts_at", field="ends_at")
+
+
+def create_rule(data: Mapping[str, Any], *, now: datetime) -> EarningRule:
+    """Add an earning rule (validated); it applies to orders from now on."""
+    values = {**_RULE_DEFAULTS, **{k: v for k, v in data.items() if v is not None}}
+    validate_rule(values)
+    rule = EarningRule(**values, created_at=now, updated_at=now)
+    db.session.add(rule)
+    db.session.flush()
+    return rule
+
+
+def get_rule(rule_id: int) -> EarningRule:
+    rule = db.session.get(EarningRule, rule_id)
+    if rule is None:
+        raise NotFound(f"no earning rule {rule_id}")
+    return rule
+
+
+def update_rule(rule_id: int, changes: Mapping[str, Any], *, now: datetime) -> EarningRule:
+    rule = get_rule(rule_id)
+    values = {name: getattr(rule, name) for name in RULE_FIELDS} | dict(changes)
+    validate_rule(values)
+    for name, value in changes.items():
+        setattr(rule, name, value)
+    rule.updated_at = now
+    db.session.flush()
+    return rule
+
+
+def delete_rule(rule_id: int) -> None:
+    """Remove a rule. Past orders keep their breakdown (it names the rule)."""
+    db.session.delete(get_rule(rule_id))
+    db.session.flush()
+
+
+def list_rules(*, kind: str | None = None, active: bool | None = None) -> list[EarningRule]:
+    query = sa.select(EarningRule).order_by(EarningRule.id)
+    if kind is not None:
+        query = query.where(EarningRule.kind == kind)
+    if active is not None:
+        query = query.where(EarningRule.active.is_(active))
+    return list(db.session.scalars(query))
+
+
+def _rules_at(moment: datetime, *, event: bool) -> list[engine.RuleSpec]:
+    """The active rules in force at `moment`, in one query (the engine filters the rest)."""
+    kind_filter = (
+        EarningRule.kind == RuleKind.EVENT_BONUS.value
+        if event
+        else EarningRule.kind != RuleKind.EVENT_BONUS.value
+    )
+    rows = db.session.scalars(
+        sa.select(EarningRule).where(
+            EarningRule.active.is_(True),
+            kind_filter,
+            sa.or_(EarningRule.starts_at.is_(None), EarningRule.starts_at <= moment),
+            sa.or_(EarningRule.ends_at.is_(None), EarningRule.ends_at > moment),
+        )
+    )
+    return [rule_spec(rule) for rule in rows]
+
+
+# --- members --------------------------------------------------------------------------------
+
+_IDENTITY_FIELDS = ("phone", "email", "card", "app_user")
+
+
+def resolve_order_member(
+    spec: Mapping[str, Any], *, channel: str, store_id: str | None, now: datetime
+) -> tuple[Member, bool]:
+    """The member an order names, enrolling them when given by an identity nobody has yet.
+
+    Returns (member, enrolled). Merged ids resolve to the survivor.
+    """
+    if spec.get("member_id") is not None:
+        return _existing_member(spec["member_id"]), False
+    for field, reader in (
+        ("qr_token", tokens.member_id_from_qr),
+        ("member_token", tokens.member_id_from_token),
+    ):
+        if spec.get(field):
+            try:
+                return _existing_member(reader(spec[field])), False
+            except NotAuthenticated as error:
+                raise InvalidInput(error.detail, field=f"member.{field}") from None
+    identities = {name: spec[name] for name in _IDENTITY_FIELDS if spec.get(name)}
+    if not identities:
+        raise InvalidInput("name the member by id, identity or token", field="member")
+    return find_or_enrol(identities=identities, now=now, channel=channel, store_id=store_id)
+
+
+def _existing_member(member_id: int) -> Member:
+    member = db.session.get(Member, member_id)
+    if member is None:
+        raise InvalidInput(f"no member {member_id}", field="member")
+    return resolve(member)
+
+
+def _require_active(member: Member) -> None:
+    if not member.is_active:
+        raise MemberNotActive(f"member {member.id} is {member.status}")
+
+
+def _tier_multiplier(member: Member, tier_list: Sequence[Any]) -> tuple[int, str | None]:
+    tier = next((t for t in tier_list if t.id == member.tier_id), None)
+    return (tier.earn_multiplier_pct, tier.code) if tier is not None else (100, None)
+
+
+# --- orders ---------------------------------------------------------------------------------
+
+
+def find_order(external_id: str, *, client_id: int | None, store_id: str | None = None) -> Order:
+    """The caller's order by external id: posted by this client, or (store-bound keys) by
+    any client for the caller's store. Anything else is a 404."""
+    order = db.session.scalar(
+        sa.select(Order).where(Order.client_id == client_id, Order.external_id == external_id)
+    )
+    if order is None and store_id is not None:
+        order = db.session.scalar(
+            sa.select(Order)
+            .where(Order.store_id == store_id, Order.external_id == external_id)
+            .order_by(Order.id)
+            .limit(1)
+        )
+    if order is None:
+        raise NotFound(f"no order {external_id!r}")
+    return order
+
+
+def _check_store(store_id: str | None, channel: Channel) -> Store | None:
+    if store_id is None:
+        if channel.needs_store:
+            raise InvalidInput(f"a {channel.value} order needs a store_id", field="store_id")
+        return None
+    store = db.session.get(Store, store_id)
+    if store is None or not store.active:
+        raise InvalidInput(f"unknown store {store_id!r}", field="store_id")
+    return store
+
+
+def _basket(data: Mapping[str, Any], channel: str, store_id: str | None) -> Basket:
+    return Basket(
+        currency=data["currency"],
+        channel=channel,
+        store_id=store_id,
+        lines=tuple(
+            BasketLine(
+                index=index,
+                sku=line["sku"],
+                category=line.get("category"),
+                quantity=line["quantity"],
+                unit_price_minor=line["unit_price_minor"],
+            )
+            for index, line in enumerate(data["lines"])
+        ),
+    )
+
+
+def _replay(order: Order, fingerprint: str) -> tuple[Order, bool]:
+    if order.fingerprint != fingerprint:
+        raise OrderIdReused(f"order {order.external_id!r} was already posted with other content")
+    return order, False
+
+
+def post_order(
+    data: Mapping[str, Any], *, client_id: int, now: datetime, actor: str
+) -> tuple[Order, bool]:
+    """Record an order and earn its points. Returns (order, created).
+
+    Idempotent by (client, order id): the same order again returns the first one with no
+    second effect, even when both arrive at once (the unique key decides, the loser reads
+    the winner's row); other content under the same id is an OrderIdReused (409).
+    `data["store_id"]` must already be checked against the caller's store binding.
+    """
+    settings = _settings()
+    currency = data["currency"]
+    if currency not in settings.currencies:
+        raise InvalidInput(f"{currency!r} is not a configured currency", field="currency")
+    channel = Channel(data["channel"])
+    store = _check_store(data.get("store_id"), channel)
+    occurred_at = (data.get("occurred_at") or now).astimezone(UTC)
+    if occurred_at > now + CLOCK_SKEW:
+        raise InvalidInput("occurred_at is in the future", field="occurred_at")
+    fingerprint = order_fingerprint(data)
+    external_id = data["order_id"]
+    earlier = db.session.scalar(
+        sa.select(Order).where(Order.client_id == client_id, Order.external_id == external_id)
+    )
+    if earlier is not None:
+        return _replay(earlier, fingerprint)
+
+    store_id = store.id if store is not None else None
+    member, enrolled = resolve_order_member(
+        data["member"], channel=channel.value, store_id=store_id, now=now
+    )
+    _require_active(member)
+    basket = _basket(data, channel.value, store_id)
+    subtotal = basket.total_minor
+    order = db.session.scalars(
+        upsert_insert(Order)
+        .values(
+            client_id=client_id,
+            external_id=external_id,
+            channel=channel.value,
+            store_id=store_id,
+            member_id=member.id,
+            member_enrolled=enrolled,
+            currency=currency,
+            subtotal_minor=subtotal,
+            discount_minor=0,
+            total_minor=subtotal,
+            refunded_minor=0,
+            occurred_at=occurred_at,
+            status=OrderStatus.POSTED.value,
+            points_earned=0,
+            points_reversed=0,
+            fingerprint=fingerprint,
+            breakdown=[],
+            coupons=[],
+            created_at=now,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["client_id", "external_id"])
+        .returning(Order),
+        execution_options={"populate_existing": True},
+    ).first()
+    if order is None:  # a concurrent duplicate committed first: answer with its result
+        winner = db.session.scalar(
+            sa.select(Order).where(Order.client_id == client_id, Order.external_id == external_id)
+        )
+        assert winner is not None
+        return _replay(winner, fingerprint)
+
+    discounts = OrderDiscounts()
+    if data.get("coupon_codes"):
+        discounts = _redeem_coupons(order, basket, data["coupon_codes"], member, now, actor)
+    line_discounts = _allocate_discounts(basket, discounts)
+    discount = sum(line_discounts.values())
+    if data.get("total_minor") is not None and data["total_minor"] != subtotal - discount:
+        raise InvalidInput(
+            f"the order total is {subtotal - discount} ({subtotal} less {discount} discount)",
+            field="total_minor",
+        )
+    db.session.execute(
+        sa.insert(OrderLine),
+        [
+            {
+                "order_id": order.id,
+                "index": line.index,
+                "sku": line.sku,
+                "category": line.category,
+                "quantity": line.quantity,
+                "unit_price_minor": line.unit_price_minor,
+                "discount_minor": line_discounts.get(line.index, 0),
+                "refunded_quantity": 0,
+                "refunded_minor": 0,
+            }
+            for line in basket.lines
+        ],
+    )
+    tier_list = tiers.list_tiers()
+    multiplier, tier_code = _tier_multiplier(member, tier_list)
+    result = engine.compute_points(
+        basket,
+        _rules_at(occurred_at, event=False),
+        tier_multiplier_pct=multiplier,
+        tier_name=tier_code,
+        context=engine.EarnContext(
+            channel=channel.value, store_id=store_id, region=store.region if store else None
+        ),
+        now=occurred_at,
+        discounts=OrderDiscounts(
+            total_discount_minor=sum(line_discounts.values()),
+            line_discounts=line_discounts,
+            bonus_points=discounts.bonus_points,
+            points_multiplier_pct=discounts.points_multiplier_pct,
+        ),
+    )
+    pending_until = None
+    if settings.pending_days > 0 and occurred_at + timedelta(days=settings.pending_days) > now:
+        pending_until = occurred_at + timedelta(days=settings.pending_days)
+    if result.total > 0:
+        tx = ledger.earn_points(
+            member.id,
+            result.total,
+            ledger.Cause("order", order_cause_ref(order.id)),
+            now=now,
+            actor=actor,
+            pending_until=pending_until,
+            details={"order_id": external_id, "client_id": client_id},
+        )
+        order.ledger_transaction_id = tx.id
+    else:
+        pending_until = None
+    order.discount_minor = discount
+    order.total_minor = subtotal - discount
+    order.points_earned = result.total
+    order.pending_until = pending_until
+    order.breakdown = [entry.as_dict() for entry in result.breakdown]
+    order.coupons = [dict(r) for r in discounts.redemptions]
+    db.session.flush()
+    tiers.reevaluate_member_tier(member.id, now, tiers=tier_list)
+    return order, True
+
+
+def _allocate_discounts(basket: Basket, discounts: OrderDiscounts) -> dict[int, int]:
+    """Per-line discounts that add up to the coupons' total discount (capped at the basket).
+
+    Coupons report line discounts; an order-level remainder is spread over the lines in
+    proportion to what is left of them, so refunds by line add up to the order total.
+    """
+    totals = {line.index: line.total_minor for line in basket.lines}
+    allocated = {
+        index: min(max(0, amount), totals.get(index, 0))
+        for index, amount in discounts.line_discounts.items()
+        if index in totals
+    }
+    target = min(max(discounts.total_discount_minor, sum(allocated.values())), basket.total_minor)
+    remainder = target - sum(allocated.values())
+    if remainder > 0:
+        room = {index: totals[index] - allocated.get(index, 0) for index in totals}
+        base = sum(room.values())
+        shares = {index: remainder * left // base for index, left in room.items()} if base else {}
+        leftover = remainder - sum(shares.values())
+        for index in sorted(room, key=lambda i: room[i] - shares.get(i, 0), reverse=True):
+            if leftover == 0:
+                break
+            extra = min(leftover, room[index] - shares.get(index, 0))
+            shares[index] = shares.get(index, 0) + extra
+            leftover -= extra
+        for index, share in shares.items():
+            allocated[index] = allocated.get(index, 0) + share
+    return {index: amount for index, amount in allocated.items() if amount}
+
+
+def _redeem_coupons(
+    order: Order,
+    basket: Basket,
+    codes: Sequence[str],
+    member: Member,
+    now: datetime,
+    actor: str,
+) -> OrderDiscounts:
+    try:
+        from loyalty.coupons.operations import redeem_for_order  # type: ignore[import-not-found]
+    except ImportError as error:
+        if error.name not in {"loyalty.coupons", "loyalty.coupons.operations", None}:
+            raise
+        raise CouponsUnavailable("coupons are not available", field="coupon_codes") from None
+    return redeem_for_order(
+        order_id=order.id,
+        codes=list(codes),
+        member_id=member.id,
+        client_id=order.client_id,
+        basket=basket,
+        now=now,
+        actor=actor,
+    )
+
+
+def _rollback_coupons(order: Order, now: datetime, actor: str) -> None:
+    if not order.coupons:
+        return
+    try:
+        from loyalty.coupons.operations import (  # type: ignore[import-not-found]
+            rollback_order_redemptions,
+        )
+    except ImportError:
+        return
+    rollback_order_redemptions(order_id=order.id, now=now, actor=actor)
+
+
+def _lock_order(order_id: int) -> Order:
+    """The order row, locked: refunds and cancels of one order run one after the other."""
+    order = db.session.scalars(
+        sa.select(Order)
+        .where(Order.id == order_id)
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
+    ).one()
+    return order
+
+
+def _reverse(order: Order, points: int, cause_ref: str, now: datetime, actor: str) -> dict:
+    policy = _settings().return_policy
+    member = resolve(db.session.get(Member, order.member_id))  # type: ignore[arg-type]
+    result = ledger.reverse_earned(
+        member.id,
+        points,
+        ledger.Cause("refund", cause_ref),
+        earned_by=order_cause_ref(order.id),
+        policy=policy,
+        now=now,
+        actor=actor,
+    )
+    return {
+        "points_reversed": points,
+        "revoked_pending": result.revoked_pending,
+        "revoked_available": result.revoked_available,
+        "clawed_back": result.clawed_back,
+        "forgiven": result.forgiven,
+        "policy": policy.value,
+        "ledger_transaction_id": result.transaction.id if result.transaction else None,
+    }
+
+
+def refund_order(
+    order: Order, data: Mapping[str, Any], *, client_id: int | None, now: datetime, actor: str
+) -> tuple[Refund, bool]:
+    """Refund part or all of an order and reverse its points in proportion.
+
+    reversed so far = floor(points_earned * refunded_minor / total_minor), so a full refund
+    reverses exactly everything. Idempotent by (order, refund id). Returns (refund, created).
+    """
+    order = _lock_order(order.id)
+    fingerprint = _fingerprint(
+        {"lines": data.get("lines"), "amount_minor": data.get("amount_minor")}
+    )
+    earlier = db.session.scalar(
+        sa.select(Refund).where(
+            Refund.order_id == order.id, Refund.external_id == data["refund_id"]
+        )
+    )
+    if earlier is not None:
+        if earlier.fingerprint != fingerprint:
+            raise RefundIdReused(f"refund {data['refund_id']!r} was already made with another body")
+        return earlier, False
+    if order.status == OrderStatus.CANCELLED:
+        raise OrderCancelled(f"order {order.external_id!r} was cancelled")
+    amount, line_record, all_lines_back = _refund_amount(order, data)
+    cumulative = order.refunded_minor + amount
+    if cumulative > order.total_minor:
+        raise RefundExceedsOrder(
+            f"refunds would total {cumulative}, the order total is {order.total_minor}",
+            field="amount_minor",
+            refundable_minor=order.total_minor - order.refunded_minor,
+        )
+    full = (order.total_minor > 0 and cumulative == order.total_minor) or all_lines_back
+    target = order.points_earned if full else order.points_earned * cumulative // order.total_minor
+    delta = max(0, target - order.points_reversed)
+    reversal = _reverse(order, delta, f"order:{order.id}/refund:{data['refund_id']}", now, actor)
+    order.refunded_minor = cumulative
+    order.points_reversed = max(target, order.points_reversed)
+    order.status = (OrderStatus.REFUNDED if full else OrderStatus.PARTIALLY_REFUNDED).value
+    order.updated_at = now
+    refund = Refund(
+        order_id=order.id,
+        external_id=data["refund_id"],
+        client_id=client_id,
+        fingerprint=fingerprint,
+        amount_minor=amount,
+        lines=line_record,
+        points_reversed=delta,
+        revoked_pending=reversal["revoked_pending"],
+        revoked_available=reversal["revoked_available"],
+        clawed_back=reversal["clawed_back"],
+        forgiven=reversal["forgiven"],
+        policy=reversal["policy"],
+        ledger_transaction_id=reversal["ledger_transaction_id"],
+        created_at=now,
+    )
+    db.session.add(refund)
+    if full:
+        _rollback_coupons(order, now, actor)
+    db.session.flush()
+    return refund, True
+
+
+def _refund_amount(order: Order, data: Mapping[str, Any]) -> tuple[int, list[dict[str, int]], bool]:
+    """(amount, per-line record, whether every line is now fully refunded)."""
+    if data.get("lines") is None:
+        return data["amount_minor"], [], False
+    lines = {
+        line.index: line
+        for line in db.session.scalars(
+            sa.select(OrderLine)
+            .where(OrderLine.order_id == order.id)
+            .execution_options(populate_existing=True)
+        )
+    }
+    amount, record = 0, []
+    for item in data["lines"]:
+        line = lines.get(item["index"])
+        if line is None:
+            raise InvalidInput(f"the order has no line {item['index']}", field="lines")
+        left = line.quantity - line.refunded_quantity
+        if item["quantity"] > left:
+            raise RefundExceedsOrder(
+                f"line {line.index}: {item['quantity']} refunded, {left} left", field="lines"
+            )
+        line.refunded_quantity += item["quantity"]
+        if line.refunded_quantity == line.quantity:
+            line_amount = line.net_minor - line.refunded_minor  # the rest, so lines add up
+        else:
+            line_amount = line.net_minor * item["quantity"] // line.quantity
+        line.refunded_minor += line_amount
+        amount += line_amount
+        record.append(
+            {"index": line.index, "quantity": item["quantity"], "amount_minor": line_amount}
+        )
+    all_back = all(line.refunded_quantity == line.quantity for line in lines.values())
+    return amount, record, all_back
+
+
+def cancel_order(order: Order, *, now: datetime, actor: str) -> Order:
+    """Cancel an order: every point not yet reversed is reversed, coupons are given back.
+
+    Cancelling a cancelled order changes nothing and returns it as it is.
+    """
+    order = _lock_order(order.id)
+    if order.status == OrderStatus.CANCELLED:
+        return order
+    delta = order.points_earned - order.points_reversed
+    reversal = _reverse(order, delta, f"order:{order.id}/cancel", now, actor)
+    was_refunded = order.status == OrderStatus.REFUNDED
+    order.points_reversed = order.points_earned
+    order.status = OrderStatus.CANCELLED.value
+    order.cancellation = {**reversal, "cancelled_at": now.isoformat()}
+    order.updated_at = now
+    if not was_refunded:
+        _rollback_coupons(order, now, actor)
+    db.session.flush()
+    return order
+
+
+def order_lines(order_id: int) -> list[OrderLine]:
+    return list(
+        db.session.scalars(
+            sa.select(OrderLine).where(OrderLine.order_id == order_id).order_by(OrderLine.index)
+        )
+    )
+
+
+# --- non-purchase activities ----------------------------------------------------------------
+
+
+def _dedupe_key(kind: ActivityKind, member: Member, now: datetime, referred: int | None) -> str:
+    if kind in {ActivityKind.SIGNUP, ActivityKind.PROFILE_COMPLETED}:
+        return "once"
+    today = local(now, member.timezone).date()
+    if kind == ActivityKind.BIRTHDAY:
+        return str(today.year)
+    if kind == ActivityKind.APP_CHECKIN:
+        return today.isoformat()
+    return f"member:{referred}"
+
+
+def record_activity(
+    member_id: int,
+    kind: str,
+    *,
+    reference: str | None,
+    referred_member_id: int | None,
+    client_id: int | None,
+    now: datetime,
+    actor: str,
+) -> tuple[ActivityEvent, bool]:
+    """Earn the event bonus for a non-purchase activity, at most once per dedupe period.
+
+    Sign-up and profile completion: once. Birthday: once per year, check-in: once per day,
+    both in the member's timezone. Referral: once per referred member (whoever refers them).
+    Returns (activity, created); a repeat returns the earlier activity and earns nothing.
+    """
+    activity_kind = ActivityKind(kind)
+    member = _existing_member(member_id)
+    _require_active(member)
+    referred_id = None
+    if activity_kind == ActivityKind.REFERRAL:
+        referred_id = _check_referral(member, referred_member_id)
+    elif referred_member_id is not None:
+        raise InvalidInput("referred_member_id is only for referrals", field="referred_member_id")
+    if activity_kind == ActivityKind.BIRTHDAY:
+        _check_birthday(member, now)
+    dedupe = _dedupe_key(activity_kind, member, now, referred_id)
+    table = ActivityEvent.__table__
+    inserted = db.session.execute(
+        upsert_insert(table)
+        .values(
+            member_id=member.id,
+            kind=activity_kind.value,
+            dedupe_key=dedupe,
+            reference=reference,
+            referred_member_id=referred_id,
+            client_id=client_id,
+            points=0,
+            breakdown=[],
+            created_at=now,
+        )
+        .on_conflict_do_nothing()
+        .returning(table.c.id)
+    ).scalar()
+    if inserted is None:
+        earlier = db.session.scalar(
+            sa.select(ActivityEvent).where(
+                ActivityEvent.member_id == member.id,
+                ActivityEvent.kind == activity_kind.value,
+                ActivityEvent.dedupe_key == dedupe,
+            )
+        )
+        if earlier is None:  # the referral unique key: someone else referred them first
+            raise Conflict(f"member {referred_id} was already referred", field="referred_member_id")
+        return earlier, False
+    activity = db.session.get(ActivityEvent, inserted)
+    assert activity is not None
+    result = engine.compute_event_points(
+        activity_kind.value,
+        _rules_at(now, event=True),
+        context=engine.EarnContext(channel=None, region=member.region),
+        now=now,
+    )
+    if result.total > 0:
+        tx = ledger.earn_points(
+            member.id,
+            result.total,
+            ledger.Cause("activity", f"{activity_kind.value}:{dedupe}"),
+            now=now,
+            actor=actor,
+            details={"activity_id": activity.id},
+        )
+        activity.ledger_transaction_id = tx.id
+    activity.points = result.total
+    activity.breakdown = [entry.as_dict() for entry in result.breakdown]
+    db.session.flush()
+    if result.total > 0:
+        tiers.reevaluate_member_tier(member.id, now)
+    return activity, True
+
+
+BIRTHDAY_WINDOW_DAYS = 7
+
+
+def _check_birthday(member: Member, now: datetime) -> None:
+    """The birthday bonus is earned within a week of the birthday, in the member's timezone."""
+    if member.birthday is None:
+        raise InvalidInput("the member has no birthday on record", field="kind")
+    today = local(now, member.timezone).date()
+    for year in (today.year - 1, today.year, today.year + 1):
+        day = min(member.birthday.day, calendar.monthrange(year, member.birthday.month)[1])
+        if abs((date(year, member.birthday.month, day) - today).days) <= BIRTHDAY_WINDOW_DAYS:
+            return
+    raise InvalidInput(
+        f"the birthday bonus is earned within {BIRTHDAY_WINDOW_DAYS} days of the birthday",
+        field="kind",
+    )
+
+
+def _check_referral(member: Member, referred_member_id: int | None) -> int:
+    if referred_member_id is None:
+        raise InvalidInput("a referral needs referred_member_id", field="referred_member_id")
+    referred = db.session.get(Member, referred_member_id)
+    if referred is None:
+        raise InvalidInput(f"no member {referred_member_id}", field="referred_member_id")
+    referred = resolve(referred)
+    if referred.id == member.id:
+        raise InvalidInput("a member can't refer themselves", field="referred_member_id")
+    if referred.created_at < member.created_at:
+        raise InvalidInput(
+            "only a member who joined after the referrer counts as referred",
+            field="referred_member_id",
+        )
+    return referred.id
+
+
+# --- member lifecycle hooks -----------------------------------------------------------------
+
+
+def merge_orders_and_activities(merged_id: int, survivor_id: int, now: datetime) -> dict:
+    """Merge step: the merged member's orders and activities now belong to the survivor.
+
+    Activities the survivor already has (a second sign-up bonus...) stay with the merged
+    member as history, so the once-only rules keep holding for the survivor.
+    """
+    orders = db.session.execute(
+        sa.update(Order)
+        .where(Order.member_id == merged_id)
+        .values(member_id=survivor_id, updated_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    theirs = sa.orm.aliased(ActivityEvent)
+    activities = db.session.execute(
+        sa.update(ActivityEvent)
+        .where(
+            ActivityEvent.member_id == merged_id,
+            ~sa.exists().where(
+                theirs.member_id == survivor_id,
+                theirs.kind == ActivityEvent.kind,
+                theirs.dedupe_key == ActivityEvent.dedupe_key,
+            ),
+        )
+        .values(member_id=survivor_id)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    return {"orders": orders or 0, "activities": activities or 0}
+
+
+def export_member_orders(member_id: int) -> dict[str, Any]:
+    """Privacy export section: the member's orders (with lines and refunds) and activities,
+    including those kept by members merged into this one."""
+    from loyalty.members.privacy import same_person_ids
+
+    member_ids = same_person_ids(member_id)
+    orders = list(
+        db.session.scalars(
+            sa.select(Order).where(Order.member_id.in_(member_ids)).order_by(Order.id)
+        )
+    )
+    order_ids = [order.id for order in orders]
+    lines: dict[int, list[dict[str, Any]]] = {}
+    refunds: dict[int, list[dict[str, Any]]] = {}
+    if order_ids:
+        for line in db.session.scalars(
+            sa.select(OrderLine).where(OrderLine.order_id.in_(order_ids)).order_by(OrderLine.id)
+        ):
+            lines.setdefault(line.order_id, []).append(
+                {
+                    "index": line.index,
+                    "sku": line.sku,
+                    "category": line.category,
+                    "quantity": line.quantity,
+                    "unit_price_minor": line.unit_price_minor,
+                    "discount_minor": line.discount_minor,
+                }
+            )
+        for refund in db.session.scalars(
+            sa.select(Refund).where(Refund.order_id.in_(order_ids)).order_by(Refund.id)
+        ):
+            refunds.setdefault(refund.order_id, []).append(
+                {
+                    "refund_id": refund.external_id,
+                    "amount_minor": refund.amount_minor,
+                    "points_reversed": refund.points_reversed,
+                    "created_at": refund.created_at.isoformat(),
+                }
+            )
+    activities = db.session.scalars(
+        sa.select(ActivityEvent)
+        .where(ActivityEvent.member_id.in_(member_ids))
+        .order_by(ActivityEvent.id)
+    )
+    return {
+        "orders": [
+            {
+                "order_id": order.external_id,
+                "channel": order.channel,
+                "store_id": order.store_id,
+                "currency": order.currency,
+                "total_minor": order.total_minor,
+                "occurred_at": order.occurred_at.isoformat(),
+                "status": order.status,
+                "points_earned": order.points_earned,
+                "points_reversed": order.points_reversed,
+                "lines": lines.get(order.id, []),
+                "refunds": refunds.get(order.id, []),
+            }
+            for order in orders
+        ],
+        "activities": [
+            {
+                "kind": activity.kind,
+                "key": activity.dedupe_key,
+                "points": activity.points,
+                "created_at": activity.created_at.isoformat(),
+            }
+            for activity in activities
+        ],
+    }

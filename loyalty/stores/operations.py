@@ -1,0 +1,79 @@
+"""Store operations: the retailer's own and partner stores, keyed by the retailer's code."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from loyalty.db import db
+from loyalty.errors import Conflict, InvalidInput, NotFound
+from loyalty.stores.models import Store
+
+UPDATABLE = frozenset({"name", "region", "country", "timezone", "partner", "active"})
+
+
+def create_store(data: Mapping[str, Any], *, now: datetime) -> Store:
+    """Add a store; its id is the retailer's own store code and never changes."""
+    if db.session.get(Store, data["id"]) is not None:
+        raise Conflict(f"store {data['id']!r} already exists")
+    store = Store(**{name: data[name] for name in UPDATABLE | {"id"}}, created_at=now)
+    db.session.add(store)
+    try:
+        with db.session.begin_nested():
+            db.session.flush()
+    except sa.exc.IntegrityError:  # a concurrent create of the same code won
+        raise Conflict(f"store {data['id']!r} already exists") from None
+    return store
+
+
+def update_store(store_id: str, changes: Mapping[str, Any], *, now: datetime) -> Store:
+    store = get_store(store_id)
+    unknown = set(changes) - UPDATABLE
+    if unknown:
+        raise InvalidInput(f"unknown store field(s): {', '.join(sorted(unknown))}")
+    for name, value in changes.items():
+        setattr(store, name, value)
+    store.updated_at = now
+    db.session.flush()
+    return store
+
+
+def get_store(store_id: str) -> Store:
+    store = db.session.get(Store, store_id)
+    if store is None:
+        raise NotFound(f"no store {store_id!r}")
+    return store
+
+
+def list_stores(
+    *,
+    region: str | None = None,
+    active: bool | None = None,
+    partner: bool | None = None,
+    only: str | None = None,
+) -> list[Store]:
+    """Stores by code; `only` restricts the list to one store (a store-bound caller)."""
+    query = sa.select(Store).order_by(Store.id)
+    if region is not None:
+        query = query.where(Store.region == region)
+    if active is not None:
+        query = query.where(Store.active.is_(active))
+    if partner is not None:
+        query = query.where(Store.partner.is_(partner))
+    if only is not None:
+        query = query.where(Store.id == only)
+    return list(db.session.scalars(query))
+
+
+def require_store(store_id: str | None, *, field: str = "store_id") -> Store | None:
+    """The store named in input, or a per-field InvalidInput (a missing FK is the caller's
+    mistake, never a 500)."""
+    if store_id is None:
+        return None
+    store = db.session.get(Store, store_id)
+    if store is None:
+        raise InvalidInput(f"no store {store_id!r}", field=field)
+    return store

@@ -1,0 +1,157 @@
+"""Limits under real concurrency on PostgreSQL: HTTP requests from a pool of 32 threads.
+
+Each thread uses its own app context, session and test client; counts are exact.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import sqlalchemy as sa
+
+from loyalty.auth import scopes
+from loyalty.coupons.models import CouponMemberUse, CouponOffer, CouponRedemption
+from loyalty.db import db
+from tests.coupons import factories as f
+
+pytestmark = pytest.mark.postgres
+
+THREADS = 32
+
+
+def in_parallel(app, count, work):
+    """Run work(i) for i in range(count) on 32 threads, released together."""
+    start = threading.Event()
+
+    def run(i):
+        start.wait()
+        with app.app_context():
+            try:
+                return work(i)
+            finally:
+                db.session.remove()
+
+    with ThreadPoolExecutor(max_workers=THREADS) as pool:
+        futures = [pool.submit(run, i) for i in range(count)]
+        start.set()
+        return [future.result() for future in futures]
+
+
+def post(app, url, headers, json=None):
+    response = app.test_client().post(
+        url, json=json, headers={**headers, "Idempotency-Key": uuid.uuid4().hex}
+    )
+    return response.status_code, response.get_json()
+
+
+def counters(offer_id, code):
+    db.session.expire_all()
+    offer = db.session.get(CouponOffer, offer_id)
+    live = db.session.scalar(
+        sa.select(sa.func.count()).where(
+            CouponRedemption.offer_id == offer_id,
+            CouponRedemption.status.in_(["held", "redeemed"]),
+        )
+    )
+    return f.code_row(code).uses, offer.redemptions_count, offer.discount_spent_minor, live
+
+
+@pytest.fixture
+def pos(make):
+    make.store("S1")
+    return make.api_key(scopes.COUPONS_REDEEM, store_id="S1")
+
+
+def test_200_concurrent_redemptions_of_a_single_use_code_succeed_exactly_once(app, pos):
+    [code] = f.codes(f.offer().id)
+
+    def attempt(i):
+        return post(app, "/v1/coupons/redeem", pos, f.body([code], order_ref=f"till-{i}"))[0]
+
+    statuses = Counter(in_parallel(app, 200, attempt))
+    assert statuses[201] == 1
+    assert set(statuses) <= {201, 409, 422}
+    assert f.code_row(code).uses == 1
+
+
+def test_a_shared_code_limited_to_100_redeems_exactly_100_times_out_of_1000(app, pos):
+    offer = f.offer(max_redemptions=100, budget_minor=10**9)
+    code = f.shared(offer.id, "SPRING25", max_uses=100)
+
+    def attempt(i):
+        return post(app, "/v1/coupons/redeem", pos, f.body([code], order_ref=f"o-{i}"))[0]
+
+    statuses = Counter(in_parallel(app, 1000, attempt))
+    assert statuses == {201: 100, 409: 900}
+    assert counters(offer.id, code) == (100, 100, 100 * 1100, 100)
+
+
+def test_per_member_limits_hold_under_concurrency(app, pos, make):
+    member = make.member()
+    offer = f.offer(per_member_limit=3)
+    code = f.shared(offer.id, "THREEEACH")
+
+    def attempt(i):
+        body = f.body([code], order_ref=f"o-{i}", member_id=member.id)
+        return post(app, "/v1/coupons/redeem", pos, body)[0]
+
+    statuses = Counter(in_parallel(app, 60, attempt))
+    assert statuses == {201: 3, 409: 57}
+    uses = db.session.scalar(sa.select(CouponMemberUse.uses))
+    assert uses == 3
+
+
+def test_a_budget_is_never_overspent_under_concurrency(app, pos):
+    offer = f.offer(budget_minor=5000)  # 1100 per basket: room for 4
+    code = f.shared(offer.id, "BUDGETED")
+
+    def attempt(i):
+        return post(app, "/v1/coupons/redeem", pos, f.body([code], order_ref=f"o-{i}"))[0]
+
+    statuses = Counter(in_parallel(app, 60, attempt))
+    assert statuses == {201: 4, 409: 56}
+    uses, _count, spent, live = counters(offer.id, code)
+    assert (uses, spent, live) == (4, 4400, 4)
+
+
+def test_rollbacks_racing_redemptions_keep_every_count_exact(app, pos):
+    offer = f.offer(max_redemptions=20, budget_minor=10**9)
+    code = f.shared(offer.id, "RACE", max_uses=20)
+    first = [
+        post(app, "/v1/coupons/redeem", pos, f.body([code], order_ref=f"first-{i}"))[1]
+        for i in range(20)
+    ]
+    redemption_ids = [body["redemptions"][0]["id"] for body in first]
+
+    def work(i):
+        if i < 20:
+            return post(app, f"/v1/coupons/redemptions/{redemption_ids[i]}/rollback", pos)[0]
+        return post(app, "/v1/coupons/redeem", pos, f.body([code], order_ref=f"late-{i}"))[0]
+
+    statuses = Counter(in_parallel(app, 80, work))
+    assert statuses[200] == 20 and set(statuses) <= {200, 201, 409}
+    uses, count, spent, live = counters(offer.id, code)
+    assert uses == count == live == statuses[201] <= 20
+    assert spent == 1100 * live
+
+
+def test_two_concurrent_rollbacks_of_one_redemption_restore_one_use(app, pos):
+    offer = f.offer(max_redemptions=30, budget_minor=10**9)
+    code = f.shared(offer.id, "TWICEBACK", max_uses=30)
+    ids = [
+        post(app, "/v1/coupons/redeem", pos, f.body([code], order_ref=f"o-{i}"))[1]["redemptions"][
+            0
+        ]["id"]
+        for i in range(15)
+    ]
+
+    def rollback(i):
+        return post(app, f"/v1/coupons/redemptions/{ids[i // 2]}/rollback", pos)[0]
+
+    statuses = Counter(in_parallel(app, 30, rollback))
+    assert statuses == {200: 30}
+    assert counters(offer.id, code) == (0, 0, 0, 0)

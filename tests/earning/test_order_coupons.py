@@ -1,0 +1,34 @@
+"""Coupons redeemed with an order: points are earned on what was paid; cancel gives them back."""
+
+from __future__ import annotations
+
+from loyalty.auth import scopes
+from tests.coupons.factories import code_row, codes, offer
+from tests.earning.factories import base_rate, order_body
+
+
+def test_an_order_with_a_coupon_earns_on_the_discounted_amount_and_cancel_restores_the_use(
+    client, make
+):
+    base_rate()
+    pos = make.api_key(scopes.ORDERS_WRITE)
+    member = make.member()
+    (code,) = codes(offer(percent_bp=2_000).id)  # 20 % off
+    body = order_body({"member_id": member.id}, ("A", "shoes", 1, 10_000), coupon_codes=[code])
+    response = client.post("/v1/orders", json=body, headers=pos)
+    assert response.status_code == 201, response.json
+    data = response.json
+    assert (data["subtotal_minor"], data["discount_minor"], data["total_minor"]) == (
+        10_000,
+        2_000,
+        8_000,
+    )
+    assert data["points_earned"] == 80
+    assert len(data["coupons"]) == 1
+    assert code_row(code).uses == 1
+    again = client.post("/v1/orders", json=body, headers=pos)
+    assert again.status_code == 200 and again.json == data
+    assert code_row(code).uses == 1
+    cancelled = client.post(f"/v1/orders/{data['order_id']}/cancel", headers=pos)
+    assert cancelled.json["status"] == "cancelled"
+    assert code_row(code).uses == 0
