@@ -9,6 +9,7 @@ omniloyal create-api-key  create an API client and print its key once
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -62,6 +63,7 @@ def run_command(host: str, port: int) -> None:
     click.echo(f"OpenAPI:  http://{host}:{port}/openapi.json")
     from werkzeug.serving import run_simple
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # our access log covers requests
     run_simple(host, port, app, threaded=True, use_reloader=False)
 
 
@@ -94,14 +96,19 @@ def worker_command(queues: tuple[str, ...], burst: bool) -> None:
 
 @click.command("demo")
 @click.option("--members", default=200, show_default=True, help="How many demo members.")
+@click.option("--if-empty", is_flag=True, help="Seed only an empty database (keys are new).")
 @with_appcontext
-def demo_command(members: int) -> None:
+def demo_command(members: int, if_empty: bool) -> None:
     """Seed realistic demo data and print API keys to try it with."""
-    from loyalty.demo import seed_demo
+    from loyalty.demo import database_is_empty, mint_demo_keys, seed_demo
 
-    keys = seed_demo(member_count=members, now=utcnow())
+    if if_empty and not database_is_empty():
+        keys = mint_demo_keys(utcnow())
+        click.echo("Demo data already there; new API keys (shown once):")
+    else:
+        keys = seed_demo(member_count=members, now=utcnow())
+        click.echo("Demo data ready. API keys (shown once):")
     db.session.commit()
-    click.echo("Demo data ready. API keys (shown once):")
     for name, key in keys.items():
         click.echo(f"  {name:<14} {key}")
 
