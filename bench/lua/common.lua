@@ -1,0 +1,60 @@
+-- Shared by every bench script: loads the run's data, numbers requests, reports results.
+--
+-- wrk runs this file once per Lua state: the main state (setup, done) and one per thread
+-- (init, request, response). The data file (a Lua chunk written by bench/load.py) is the
+-- first argument after "--" on the wrk command line.
+
+local common = {}
+
+local threads = {}
+local next_thread_no = 0
+
+function common.setup(thread)
+  next_thread_no = next_thread_no + 1
+  thread:set("thread_no", next_thread_no)
+  table.insert(threads, thread)
+end
+
+-- Called from each script's init(args): returns the data table.
+function common.init(args)
+  local data = dofile(args[1])
+  counter = 0
+  math.randomseed(os.time() * 1000 + (thread_no or 0) * 7919)
+  first_error = nil
+  return data
+end
+
+-- A request id unique within this run: <run prefix>-<thread>-<counter>.
+function common.unique(prefix)
+  counter = counter + 1
+  return prefix .. "-" .. thread_no .. "-" .. counter
+end
+
+function common.pick(list)
+  return list[math.random(#list)]
+end
+
+function common.response(status, headers, body)
+  if status >= 300 and first_error == nil then
+    first_error = status .. " " .. string.gsub(string.sub(body or "", 1, 240), "%s+", " ")
+  end
+end
+
+function common.done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "BENCH_RESULT requests=%d duration_us=%d errors_status=%d errors_connect=%d " ..
+    "errors_read=%d errors_write=%d errors_timeout=%d p50_us=%d p90_us=%d p99_us=%d " ..
+    "max_us=%d\n",
+    summary.requests, summary.duration, e.status, e.connect, e.read, e.write, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+  for _, thread in ipairs(threads) do
+    local err = thread:get("first_error")
+    if err ~= nil then
+      io.write("BENCH_ERROR " .. err .. "\n")
+      break
+    end
+  end
+end
+
+return common

@@ -1,0 +1,270 @@
+"""Orchestration: checks, database, seed, gunicorn, scenarios, report; always cleans up."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+
+from bench import coupons, report, scenarios
+from bench.database import BenchDatabase
+from bench.environment import (
+    BenchError,
+    CpuWatch,
+    check_postgres,
+    check_redis,
+    ensure_wrk,
+    machine_facts,
+    require_tools,
+)
+from bench.load import SQL_DIR, run_wrk
+from bench.report import Section
+from bench.scenarios import Context, route_exists
+from bench.server import Gunicorn, WorkerConfig
+
+DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/14"
+SCENARIOS: dict[str, Callable[[Context], Section]] = {
+    "earn": scenarios.earn,
+    "balance": scenarios.balance,
+    "codes": coupons.codes,  # before redeem, which then redeems the codes it generated
+    "redeem": coupons.redeem,
+    "hot": coupons.hot,
+}
+WORKER_CANDIDATES = (
+    WorkerConfig("sync", 4),  # one process per core and a spare for each while it waits
+    WorkerConfig("gthread", 2, threads=8),  # more transactions in flight, fewer processes
+    WorkerConfig("gthread", 4, threads=8),
+)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark the API under gunicorn on PostgreSQL beside pgbench baselines.",
+    )
+    parser.add_argument(
+        "--only",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated scenarios (default: all of {','.join(SCENARIOS)})",
+    )
+    parser.add_argument("--duration", type=int, default=12, help="seconds per run (default 12)")
+    parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
+    parser.add_argument("--members", type=int, default=2000, help="members to seed (default 2000)")
+    parser.add_argument(
+        "--tokens", type=int, default=300, help="member tokens rotated by the balance run"
+    )
+    parser.add_argument(
+        "--codes", type=int, default=1_000_000, help="codes for the bulk generation run"
+    )
+    parser.add_argument(
+        "--workers",
+        help="gunicorn workers, e.g. sync:4 or gthread:4:4 (default: try a few, keep the best)",
+    )
+    parser.add_argument(
+        "--trial-duration", type=int, default=5, help="seconds per worker-config trial"
+    )
+    parser.add_argument("--pg", default=DEFAULT_PG, help=f"server (default {DEFAULT_PG})")
+    parser.add_argument("--redis", default=DEFAULT_REDIS, help=f"Redis (default {DEFAULT_REDIS})")
+    args = parser.parse_args(argv)
+    args.only = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = set(args.only) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenario(s) {', '.join(sorted(unknown))}; known: {list(SCENARIOS)}")
+    if args.duration < 1 or args.clients < 1 or args.members < args.clients:
+        parser.error("--duration and --clients must be positive, --members >= --clients")
+    return args
+
+
+def _worker_config(spec: str) -> WorkerConfig:
+    parts = spec.split(":")
+    try:
+        if parts[0] == "sync" and len(parts) == 2:
+            return WorkerConfig("sync", int(parts[1]))
+        if parts[0] == "gthread" and len(parts) == 3:
+            return WorkerConfig("gthread", int(parts[1]), threads=int(parts[2]))
+    except ValueError:
+        pass
+    raise BenchError(f"--workers {spec!r}: use sync:<workers> or gthread:<workers>:<threads>")
+
+
+def _stop_on_sigterm(_signum: int, _frame: object) -> None:
+    raise SystemExit(143)  # unwinds through run()'s finally: gunicorn stopped, database dropped
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        run(args)
+    except BenchError as error:
+        print(f"\nbench: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nbench: interrupted (gunicorn stopped, database dropped)", file=sys.stderr)
+        return 130
+    except SystemExit as stop:
+        if stop.code == 143:
+            print("\nbench: terminated (gunicorn stopped, database dropped)", file=sys.stderr)
+        raise
+    return 0
+
+
+def _say(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def run(args: argparse.Namespace) -> None:
+    started = time.monotonic()
+    pg_version = check_postgres(f"{args.pg}/postgres")
+    check_redis(args.redis)
+    require_tools("psql", "pgbench")
+    wrk = ensure_wrk()
+    facts = machine_facts(pg_version, wrk)
+    cpu = CpuWatch()
+    cpu.start()
+    database = BenchDatabase(args.pg)
+    instance = tempfile.mkdtemp(prefix="bench-instance-")
+    env = {
+        **os.environ,
+        "DATABASE_URL": database.url,
+        "REDIS_URL": args.redis,
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "LOG_LEVEL": "WARNING",
+        "OMNILOYAL_INSTANCE_PATH": instance,
+        "OMNILOYAL_EMBEDDED_WORKER": "false",
+    }
+    os.environ.update(env)  # the in-process app (seeding, tokens, captures) sees the same
+    server: Gunicorn | None = None
+    sections: list[Section] = []
+    run_facts: dict[str, str] = {}
+    try:
+        _say(f"creating database {database.name}")
+        database.create()
+        run_facts["schema"] = database.build_schema(env)
+        from bench import seed
+
+        _say(f"seeding {args.members} members through enrol_member + earn_points")
+        seeded = seed.seed_core(args.members)
+        seeded.tokens = seed.mint_tokens(seeded.member_ids, args.tokens)
+        run_facts["seed"] = (
+            f"{args.members} members with 1,000 points each, 1 store, 1 store-bound POS key "
+            f"({seeded.seconds:.1f} s through the operations)"
+        )
+        database.psql_file(SQL_DIR / "raw_tables.sql", {"members": args.members})
+        seed.prepare_raw(database, seeded)
+
+        config, trials = _choose_workers(args, wrk, env, seeded)
+        run_facts["gunicorn"] = config.label + trials
+        run_facts["load"] = (
+            f"{args.clients} concurrent clients, {args.duration} s per run, wrk and pgbench "
+            "on loopback, 2 threads each; pgbench -n -M prepared, synchronous_commit on"
+        )
+        _say(f"starting gunicorn ({config.label})")
+        server = Gunicorn(config, env)
+        server.start()
+        ctx = Context(
+            clients=args.clients,
+            duration=args.duration,
+            database=database,
+            wrk_path=wrk,
+            server=server,
+            seeded=seeded,
+            run_prefix=f"r{os.getpid()}",
+            codes=args.codes,
+        )
+        for name in args.only:
+            _say(f"scenario {name}")
+            section = SCENARIOS[name](ctx)
+            sections.append(section)
+            print("\n".join(report.section_markdown(section)), flush=True)
+    finally:
+        if server is not None:
+            server.stop()
+        _dispose_app()
+        try:
+            database.drop()
+        except Exception as error:  # report, but never hide the original failure
+            print(f"bench: could not drop {database.name}: {error}", file=sys.stderr)
+    load1, load5, _ = os.getloadavg()
+    run_facts["load average at end (1 min, 5 min)"] = f"{load1:.2f}, {load5:.2f}"
+    run_facts["total time"] = f"{time.monotonic() - started:.0f} s"
+    run_facts["CPU time during the run (core-seconds)"] = cpu.stop()
+    markdown = report.document(facts, run_facts, sections, _extra_notes())
+    path = report.write(markdown)
+    print("\n" + markdown)
+    _say(f"written to {path}")
+
+
+def _choose_workers(
+    args: argparse.Namespace, wrk: str, env: dict[str, str], seeded: object
+) -> tuple[WorkerConfig, str]:
+    """Try each candidate briefly on the earn run (or balance reads) and keep the fastest."""
+    if args.workers:
+        return _worker_config(args.workers), " (chosen with --workers)"
+    from bench.scenarios import trial_load
+
+    script, data = trial_load(seeded)
+    if script is None:
+        return WORKER_CANDIDATES[0], ""
+    results: list[tuple[float, WorkerConfig]] = []
+    for n, config in enumerate(WORKER_CANDIDATES):
+        server = Gunicorn(config, env)
+        try:
+            server.start()
+            data = {**data, "prefix": f"trial{os.getpid()}-{n}"}
+            measured = run_wrk(
+                wrk,
+                script,
+                server.base_url,
+                data,
+                clients=args.clients,
+                duration=args.trial_duration,
+            )
+        finally:
+            server.stop()
+        _say(f"trial {config.label}: {measured.rps:,.0f} req/s, p99 {measured.p99_ms:.1f} ms")
+        results.append((measured.rps if not measured.errors else 0.0, config))
+    best = max(results, key=lambda pair: pair[0])[1]
+    tried = "; ".join(f"{c.label} {rps:,.0f} req/s" for rps, c in results)
+    return best, f" (best of a {args.trial_duration} s {script} trial: {tried})"
+
+
+def _dispose_app() -> None:
+    from bench.appctx import bench_app
+
+    if bench_app.cache_info().currsize:
+        from loyalty.db import db
+
+        with bench_app().app_context():
+            db.session.remove()
+            db.engine.dispose()
+
+
+def _extra_notes() -> list[str]:
+    from bench.database import REPO
+
+    notes = ["## Notes", ""]
+    importer = REPO / "bench" / "import_members.py"
+    if importer.exists():
+        notes.append(
+            "- bench/import_members.py (bulk member import rate) exists but is not run by "
+            "default; run it on its own: `DATABASE_URL=postgresql://postgres@127.0.0.1:5432/"
+            "omniloyal_import_bench .venv/bin/python bench/import_members.py --rows 1000000`."
+        )
+    notes.append(
+        "- Ratios compare throughput measured in this run only; the machine has 2 cores shared "
+        "by gunicorn, PostgreSQL, the load generator and anything else running."
+    )
+    notes.append(
+        "- The SQL each API request sends is in bench/results/*_statements.sql "
+        "(captured in-process with SQLAlchemy events on the bench database)."
+    )
+    if not route_exists("POST", "/v1/orders"):
+        notes.append("- POST /v1/orders was not there: earning was not measured.")
+    return [*notes, ""]

@@ -1,0 +1,148 @@
+"""Seed the benchmark database through the product's own operations (no hand-written rows)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from bench.appctx import bench_app
+from bench.database import BenchDatabase
+from bench.environment import BenchError
+
+STORE_ID = "BENCH-S1"
+
+
+@dataclass
+class Seeded:
+    store_id: str
+    pos_key: str  # a store-bound POS key (orders, points, coupons for STORE_ID)
+    pos_client_id: int
+    member_ids: list[int]
+    tokens: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def seed_core(members: int, *, opening_points: int = 1000) -> Seeded:
+    """A store, a POS key bound to it, `members` members each with `opening_points`."""
+    from loyalty.auth import scopes
+    from loyalty.auth.keys import create_api_client
+    from loyalty.clock import utcnow
+    from loyalty.db import db
+    from loyalty.ledger.operations import Cause, earn_points
+    from loyalty.members.operations import enrol_member
+    from loyalty.stores.models import Store
+
+    started = time.perf_counter()
+    with bench_app().app_context():
+        now = utcnow()
+        db.session.add(
+            Store(
+                id=STORE_ID,
+                name="Bench flagship",
+                region="bench",
+                timezone="Europe/Paris",
+                partner=False,
+                active=True,
+                created_at=now,
+            )
+        )
+        db.session.flush()
+        issued = create_api_client(
+            name="bench POS", scopes=sorted(scopes.POS), store_id=STORE_ID, now=now
+        )
+        db.session.commit()
+        member_ids: list[int] = []
+        for n in range(members):
+            member = enrol_member(
+                identities={"email": f"bench-member-{n}@example.com"},
+                now=now,
+                channel="store",
+                store_id=STORE_ID,
+            )
+            if opening_points:
+                earn_points(
+                    member.id,
+                    opening_points,
+                    Cause("adjustment", f"bench-opening-{n}"),
+                    now=now,
+                    actor="bench",
+                )
+            member_ids.append(member.id)
+            if n % 250 == 249:
+                db.session.commit()
+        db.session.commit()
+        seed_earning_rules(now)
+        db.session.commit()
+        return Seeded(
+            store_id=STORE_ID,
+            pos_key=issued.key,
+            pos_client_id=issued.client.id,
+            member_ids=member_ids,
+            seconds=time.perf_counter() - started,
+        )
+
+
+def seed_earning_rules(now: datetime) -> int:
+    """A retailer's usual rules: 1 point per euro, double on shoes, a bonus on socks."""
+    try:
+        from loyalty.earning.operations import create_rule
+    except ImportError:  # earning not there yet: orders earn nothing to measure anyway
+        return 0
+    rules = [
+        {
+            "name": "1 point per EUR",
+            "kind": "base_rate",
+            "currency": "EUR",
+            "points": 1,
+            "per_minor": 100,
+        },
+        {"name": "Shoes x2", "kind": "multiplier", "categories": ["shoes"], "multiplier_pct": 200},
+        {"name": "Socks bonus", "kind": "bonus", "skus": ["SKU-SOCKS"], "bonus_points": 5},
+    ]
+    for rule in rules:
+        create_rule(rule, now=now)
+    return len(rules)
+
+
+def mint_tokens(member_ids: list[int], count: int) -> list[str]:
+    """App tokens for `count` different members, as an app backend would mint them."""
+    from loyalty.auth.tokens import mint_member_token
+    from loyalty.clock import utcnow
+
+    with bench_app().app_context():
+        now = utcnow()
+        return [
+            mint_member_token(member_id, issued_by_client=0, now=now).token
+            for member_id in member_ids[:count]
+        ]
+
+
+def token_lifetime_ok(seconds_needed: int) -> bool:
+    with bench_app().app_context():
+        settings = bench_app().extensions["omniloyal.settings"]
+        return timedelta(seconds=settings.member_token_ttl_seconds) > timedelta(
+            seconds=seconds_needed
+        )
+
+
+def prepare_raw(database: BenchDatabase, seeded: Seeded) -> None:
+    """Fresh statistics, so pgbench and the API start from the same planner view."""
+    database.psql("VACUUM ANALYZE")
+
+
+def earn_exact_ids(database: BenchDatabase, seeded: Seeded) -> dict[str, object]:
+    """pgbench variables for earn_exact.sql: ids the API would look up or cache."""
+    first, last = min(seeded.member_ids), max(seeded.member_ids)
+    if last - first + 1 != len(seeded.member_ids):
+        raise BenchError("seeded member ids are not contiguous; earn_exact.sql needs a range")
+    issued = database.psql("SELECT id FROM ledger_accounts WHERE code = 'issued'")
+    return {
+        "first_member": first,
+        "last_member": last,
+        "api_client": seeded.pos_client_id,  # not client_id: pgbench's own per-connection id
+        "key_prefix": seeded.pos_key.removeprefix("olk_").split("_", 1)[0],
+        "store_id": seeded.store_id,
+        "issued_account": int(issued),
+        "actor": f"client:{seeded.pos_client_id}:bench POS",
+    }

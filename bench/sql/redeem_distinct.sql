@@ -1,0 +1,70 @@
+-- The statements POST /v1/coupons/redeem sends for one code (captured in
+-- bench/results/redeem_statements.sql), one for one: pool pre-ping, BEGIN, API key
+-- lookup, idempotency claim, the code with its offer, terms and any redemption for this
+-- order, the conditional UPDATE that takes a use, the redemption row, the outbox event,
+-- the idempotency response, COMMIT.
+-- Differences: the code is found by id rather than by its text (both one unique-index
+-- probe; pgbench can't pick distinct strings), and the UPDATE returns the code's text for
+-- the INSERT; the JSON bodies are constants of the same size.
+-- pgbench reads ":word" as a variable even inside a string literal, so literals here
+-- never have a colon right before a letter or digit.
+-- Each client redeems codes no other client touches: code ids first_code + client_id,
+-- then + clients, + 2 * clients ... (pgbench variables persist across a client's
+-- transactions; -D i=0 starts the counter).
+-- Variables: first_code, clients, i, key_prefix, api_client, store_id, offer_id,
+-- version_id, actor.
+\set i :i + 1
+\set code_id :first_code + (:i - 1) * :clients + :client_id
+\set n random(1, 9000000000000000)
+SELECT 1;
+BEGIN;
+SELECT api_clients.id, api_clients.name, api_clients.key_prefix, api_clients.key_digest,
+  api_clients.scopes, api_clients.store_id, api_clients.active, api_clients.created_at,
+  api_clients.revoked_at
+FROM api_clients WHERE api_clients.key_prefix = :key_prefix;
+INSERT INTO idempotency_keys (scope, key, fingerprint, created_at)
+VALUES ('client:' || :api_client::text, 'r' || :n::text,
+  '3472d6398b3474abd0f9e7bc7f0436df9718028e339133871f142c6649bc2623', now())
+ON CONFLICT (scope, key) DO NOTHING RETURNING idempotency_keys.id;
+SELECT coupon_codes.id, coupon_codes.code, coupon_codes.status, coupon_codes.max_uses,
+  coupon_codes.uses, coupon_codes.member_id, coupon_codes.expires_at,
+  coupon_codes.source_type, coupon_codes.source_ref, coupon_codes.campaign_id,
+  coupon_offers.id AS id_1, coupon_offers.name, coupon_offers.status AS status_1,
+  coupon_offers.version, coupon_offer_versions.id AS id_2, coupon_offers.max_redemptions,
+  coupon_offers.budget_minor, coupon_offers.per_member_limit,
+  coupon_offers.redemptions_count, coupon_offers.discount_spent_minor,
+  coupon_offer_versions.terms, coupon_redemptions.id AS id_3
+FROM coupon_codes
+JOIN coupon_offers ON coupon_offers.id = coupon_codes.offer_id
+JOIN coupon_offer_versions ON coupon_offer_versions.offer_id = coupon_offers.id
+  AND coupon_offer_versions.version = coupon_offers.version
+LEFT OUTER JOIN coupon_redemptions ON coupon_redemptions.code_id = coupon_codes.id
+  AND coupon_redemptions.order_ref = 'r' || :n::text
+  AND coupon_redemptions.status IN ('held', 'redeemed')
+WHERE coupon_codes.id = :code_id;
+UPDATE coupon_codes SET uses = coupon_codes.uses + 1
+WHERE coupon_codes.id = :code_id AND coupon_codes.status = 'active'
+  AND (coupon_codes.max_uses IS NULL OR coupon_codes.uses < coupon_codes.max_uses)
+RETURNING coupon_codes.code \gset taken_
+INSERT INTO coupon_redemptions (code_id, code, offer_id, offer_version_id, offer_version,
+  status, checkout_ref, order_ref, order_id, member_id, client_id, store_id, channel,
+  currency, discount_minor, line_discounts, bonus_points, points_multiplier_pct,
+  counted_offer, counted_member, source_type, source_ref, campaign_id, expires_at,
+  created_at, redeemed_at, closed_at, actor)
+VALUES (:code_id, :taken_code, :offer_id, :version_id, 1, 'redeemed',
+  md5('c' || :n::text), 'r' || :n::text, NULL, NULL, :api_client, :store_id, 'store', 'EUR',
+  1058, '{"0": 899, "1": 159}', 0, 100, false, false, NULL, NULL, NULL, NULL,
+  now(), now(), NULL, :actor)
+RETURNING coupon_redemptions.id;
+INSERT INTO outbox_events (topic, member_id, payload, occurred_at, published_at, attempts)
+VALUES ('coupon.redeemed', NULL,
+  jsonb_build_object('checkout_ref', md5('c' || :n::text), 'order_ref', 'r' || :n::text,
+    'codes', jsonb_build_array(:taken_code::text), 'store_id', :store_id::text,
+    'channel', 'store', 'discount_minor', 1058, 'client_id', :api_client::bigint),
+  now(), NULL, 0)
+RETURNING outbox_events.id;
+UPDATE idempotency_keys SET status_code = 201,
+  response_body = convert_to(repeat('{"bonus_points": 0, "checkout_ref": "x"} ', 21), 'UTF8')
+WHERE idempotency_keys.scope = 'client' || ':' || :api_client::text
+  AND idempotency_keys.key = 'r' || :n::text;
+COMMIT;
