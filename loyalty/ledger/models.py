@@ -184,6 +184,19 @@ class PointHold(db.Model):
     )
 
 
+class ExpiryNotice(db.Model):
+    """One `points.expiring` event per member and expiry day, so reminders go out once."""
+
+    __tablename__ = "points_expiry_notices"
+    __table_args__ = (sa.UniqueConstraint("member_id", "expires_at"),)
+
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True)
+    member_id: Mapped[int] = mapped_column(sa.ForeignKey("members.id"))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    points: Mapped[int] = mapped_column(BigInt)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 APPEND_ONLY_TABLES = ("ledger_transactions", "ledger_entries")
 
 _PG_FUNCTION = sa.DDL(

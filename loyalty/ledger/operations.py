@@ -20,10 +20,11 @@ import sqlalchemy as sa
 from flask import current_app
 
 from loyalty import outbox
-from loyalty.db import db
+from loyalty.db import db, upsert_insert
 from loyalty.errors import Conflict, InsufficientPoints, InvalidInput, MemberNotActive, NotFound
 from loyalty.ledger.models import (
     AccountKind,
+    ExpiryNotice,
     HoldStatus,
     LedgerAccount,
     LedgerEntry,
@@ -609,6 +610,50 @@ def expire_points(now: datetime, *, limit_members: int = 500) -> int:
         _finish(tx, "points.expired", now)
         expired_total += expirable
     return expired_total
+
+
+def announce_expiring_points(now: datetime, *, within_days: int = 30, limit: int = 5000) -> int:
+    """Emit `points.expiring` once per member and expiry instant within the horizon.
+
+    Notifications consume the event (reminding members is what makes expiry fair); the
+    notice table's unique key makes a rerun, or two workers at once, announce nothing twice.
+    Returns how many events were emitted.
+    """
+    horizon = now + timedelta(days=within_days)
+    already = sa.select(ExpiryNotice.id).where(
+        ExpiryNotice.member_id == PointLot.member_id, ExpiryNotice.expires_at == PointLot.expires_at
+    )
+    rows = db.session.execute(
+        sa.select(PointLot.member_id, PointLot.expires_at, sa.func.sum(PointLot.remaining))
+        .where(
+            PointLot.status == LotStatus.AVAILABLE.value,
+            PointLot.expires_at.is_not(None),
+            PointLot.expires_at > now,
+            PointLot.expires_at <= horizon,
+            ~already.exists(),
+        )
+        .group_by(PointLot.member_id, PointLot.expires_at)
+        .limit(limit)
+    ).all()
+    table = ExpiryNotice.__table__
+    emitted = 0
+    for member_id, expires_at, points in rows:
+        inserted = db.session.execute(
+            upsert_insert(table)
+            .values(member_id=member_id, expires_at=expires_at, points=int(points), created_at=now)
+            .on_conflict_do_nothing(index_elements=["member_id", "expires_at"])
+            .returning(table.c.id)
+        ).scalar()
+        if inserted is None:
+            continue
+        outbox.emit(
+            "points.expiring",
+            member_id=member_id,
+            payload={"points": int(points), "expires_at": expires_at.isoformat()},
+            now=now,
+        )
+        emitted += 1
+    return emitted
 
 
 # --- holds ----------------------------------------------------------------------------------

@@ -166,6 +166,21 @@ class TestExpiry:
         assert soon["buckets"][0]["local_date"] == "2026-03-25"
 
 
+class TestExpiringAnnouncements:
+    def test_each_expiry_is_announced_once_per_member(self, app, make):
+        member = make.member()
+        earn(member.id, 100, days=10, ref="a")
+        earn(member.id, 20, days=10, ref="b")
+        earn(member.id, 40, days=100, ref="c")
+        assert ledger.announce_expiring_points(T0, within_days=30) == 1
+        db.session.commit()
+        assert ledger.announce_expiring_points(T0 + timedelta(days=1), within_days=30) == 0
+        event = db.session.scalar(
+            sa.select(OutboxEvent).where(OutboxEvent.topic == "points.expiring")
+        )
+        assert event.member_id == member.id and event.payload["points"] == 120
+
+
 class TestPendingPoints:
     def test_pending_points_are_not_spendable_until_the_window_passes(self, app, make):
         member = make.member()
