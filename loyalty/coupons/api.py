@@ -444,21 +444,7 @@ def validate_codes(data: dict[str, Any]) -> Any:
 @blp.response(201, CheckoutSchema)
 def redeem(data: dict[str, Any]) -> Any:
     """Redeem codes for an order, all or none, never beyond any limit (see module doc)."""
-    caller = current_caller()
-    store_id = _store_for(caller, data)
-    subjects = abuse.subjects(client_id=caller.client_id, store_id=store_id, member_id=None)
-    abuse.ensure_not_locked(subjects)
-    with _counting_failures(subjects):
-        checkout = operations.redeem_codes(
-            codes=data["codes"],
-            basket=basket_from(data, store_id),
-            member_id=_member_id(data["member_id"]),
-            client_id=caller.client_id,
-            order_ref=data["order_ref"],
-            now=utcnow(),
-            actor=caller.actor,
-        )
-    return _checkout_view(checkout)
+    return _redeem_or_hold(data, hold_seconds=None)
 
 
 @blp.route("/coupons/holds", methods=["POST"])
@@ -470,6 +456,11 @@ def redeem(data: dict[str, Any]) -> Any:
 def hold(data: dict[str, Any]) -> Any:
     """Reserve codes for a checkout (TTL: ttl_seconds or OMNILOYAL_HOLD_TTL); capture or
     release with the returned checkout_ref. Expired holds release themselves."""
+    return _redeem_or_hold(data, hold_seconds=_hold_ttl(data["ttl_seconds"]))
+
+
+def _redeem_or_hold(data: dict[str, Any], *, hold_seconds: int | None) -> Any:
+    """Redeem now (hold_seconds None) or reserve; failed guesses count towards a lockout."""
     caller = current_caller()
     store_id = _store_for(caller, data)
     subjects = abuse.subjects(client_id=caller.client_id, store_id=store_id, member_id=None)
@@ -483,7 +474,7 @@ def hold(data: dict[str, Any]) -> Any:
             order_ref=data["order_ref"],
             now=utcnow(),
             actor=caller.actor,
-            hold_seconds=_hold_ttl(data["ttl_seconds"]),
+            hold_seconds=hold_seconds,
         )
     return _checkout_view(checkout)
 

@@ -54,6 +54,18 @@ def _with_local_time(transactions: list[Any], timezone: str) -> list[Any]:
     return transactions
 
 
+def _history_page(member: Any, query: dict[str, Any]) -> dict[str, Any]:
+    page = queries.history(
+        member.id,
+        cursor=query["cursor"],
+        limit=query["limit"],
+        kinds=query["kind"],
+        since=query["since"],
+        until=query["until"],
+    )
+    return {"items": _with_local_time(page.items, member.timezone), "next_cursor": page.next_cursor}
+
+
 # --- member app -----------------------------------------------------------------------------
 
 
@@ -74,15 +86,7 @@ def my_balance() -> Any:
 def my_history(query: dict[str, Any]) -> Any:
     """The member's points history, newest first, with cursor pagination."""
     member = get_member(current_caller().member_id)
-    page = queries.history(
-        member.id,
-        cursor=query["cursor"],
-        limit=query["limit"],
-        kinds=query["kind"],
-        since=query["since"],
-        until=query["until"],
-    )
-    return {"items": _with_local_time(page.items, member.timezone), "next_cursor": page.next_cursor}
+    return _history_page(member, query)
 
 
 @blp.route("/me/expiring")
@@ -228,15 +232,7 @@ def member_ledger(query: dict[str, Any], member_id: int) -> Any:
     member = db.session.get(Member, member_id)
     if member is None:
         raise NotFound(f"no member {member_id}")
-    page = queries.history(
-        member.id,
-        cursor=query["cursor"],
-        limit=query["limit"],
-        kinds=query["kind"],
-        since=query["since"],
-        until=query["until"],
-    )
-    return {"items": _with_local_time(page.items, member.timezone), "next_cursor": page.next_cursor}
+    return _history_page(member, query)
 
 
 @blp.route("/reports/liability")

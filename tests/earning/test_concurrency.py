@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
-
 import pytest
 import sqlalchemy as sa
 
@@ -14,25 +11,11 @@ from loyalty.earning.models import Order, Refund
 from loyalty.ledger import operations as ledger
 from loyalty.ledger.models import LedgerTransaction
 from loyalty.members.models import Member
+from tests.concurrency import in_threads
 from tests.earning.factories import base_rate, order_body
 from tests.ledger.invariants import assert_ledger_consistent
 
 pytestmark = pytest.mark.postgres
-
-
-def _in_threads(app, count, work):
-    barrier = threading.Barrier(count)
-
-    def run(i):
-        with app.app_context():
-            barrier.wait()
-            try:
-                return work(i)
-            finally:
-                db.session.remove()
-
-    with ThreadPoolExecutor(max_workers=count) as pool:
-        return list(pool.map(run, range(count)))
 
 
 def _count(model, *where) -> int:
@@ -49,7 +32,7 @@ def test_the_same_order_posted_by_ten_threads_at_once_earns_once(app, make):
         response = app.test_client().post("/v1/orders", json=body, headers=headers)
         return response.status_code, response.json
 
-    results = _in_threads(app, 10, post)
+    results = in_threads(app, 10, post)
     codes = sorted(code for code, _ in results)
     assert codes == [200] * 9 + [201]
     bodies = [data for _, data in results]
@@ -73,7 +56,7 @@ def test_twenty_concurrent_first_orders_for_one_new_phone_enrol_one_member(app, 
             response.json.get("member_enrolled"),
         )
 
-    results = _in_threads(app, 20, post)
+    results = in_threads(app, 20, post)
     assert [code for code, _, _ in results] == [201] * 20
     assert len({member for _, member, _ in results}) == 1
     assert sum(1 for _, _, enrolled in results if enrolled) == 1
@@ -103,7 +86,7 @@ def test_refunds_racing_on_one_order_never_reverse_more_than_earned(app, make):
         )
         return response.status_code, response.json.get("points_reversed")
 
-    results = _in_threads(app, 10, refund)
+    results = in_threads(app, 10, refund)
     assert sorted(code for code, _ in results) == [201] * 3 + [422] * 7
     reversed_points = sum(points for code, points in results if code == 201)
     assert reversed_points == 3_333 * 9_000 // 10_000 <= earned
@@ -145,7 +128,7 @@ def test_the_same_refund_and_cancel_sent_concurrently_take_effect_once(app, make
             response = client.post(f"/v1/orders/{order_id}/cancel", headers=headers)
         return response.status_code
 
-    codes = _in_threads(app, 10, refund_or_cancel)
+    codes = in_threads(app, 10, refund_or_cancel)
     assert set(codes) <= {200, 201, 409}
     assert _count(Refund) <= 1
     assert ledger.member_balance(member_id).balance == 0

@@ -5,9 +5,7 @@ Threads get ids, not ORM objects: each thread has its own session.
 
 from __future__ import annotations
 
-import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
@@ -17,24 +15,10 @@ from loyalty.db import db
 from loyalty.errors import InsufficientPoints
 from loyalty.ledger import operations as ledger
 from loyalty.ledger.models import PointHold
+from tests.concurrency import in_threads
 from tests.ledger.invariants import assert_ledger_consistent
 
 pytestmark = pytest.mark.postgres
-
-
-def _in_threads(app, count, work):
-    barrier = threading.Barrier(count)
-
-    def run(i):
-        with app.app_context():
-            barrier.wait()
-            try:
-                return work(i)
-            finally:
-                db.session.remove()
-
-    with ThreadPoolExecutor(max_workers=count) as pool:
-        return list(pool.map(run, range(count)))
 
 
 def test_fifty_concurrent_burns_never_overdraw_a_member(app, make):
@@ -49,7 +33,7 @@ def test_fifty_concurrent_burns_never_overdraw_a_member(app, make):
             db.session.rollback()
             return "refused"
 
-    results = _in_threads(app, 50, burn)
+    results = in_threads(app, 50, burn)
     assert results.count("ok") == 33 and results.count("refused") == 17
     assert ledger.member_balance(member_id).balance == 10
     assert_ledger_consistent()
@@ -67,7 +51,7 @@ def test_concurrent_holds_over_http_never_reserve_more_than_available(app, make)
         )
         return response.status_code
 
-    codes = _in_threads(app, 50, hold)
+    codes = in_threads(app, 50, hold)
     assert codes.count(201) == 33 and codes.count(409) == 17
     balance = ledger.member_balance(member_id)
     assert (balance.held, balance.available) == (990, 10)
@@ -85,7 +69,7 @@ def test_one_idempotency_key_sent_concurrently_has_one_effect(app, make):
         )
         return response.status_code, response.get_data()
 
-    results = _in_threads(app, 20, hold)
+    results = in_threads(app, 20, hold)
     assert {status for status, _ in results} == {201}
     assert len({body for _, body in results}) == 1
     assert db.session.scalar(sa.select(sa.func.count()).select_from(PointHold)) == 1

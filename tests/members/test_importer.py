@@ -21,6 +21,7 @@ from loyalty.ledger.models import (
     PointLot,
     ProgramAccount,
 )
+from loyalty.members import importer
 from loyalty.members.importer import ChunkResult, import_members
 from loyalty.members.models import Member, MemberIdentity, MemberImport
 from loyalty.members.operations import find_member_by_identity
@@ -190,22 +191,7 @@ def test_invalid_rows_are_reported_by_row_and_column_and_the_rest_is_imported(ma
     ]
     text = csv_text(
         good + bad,
-        columns=[
-            "external_id",
-            "phone",
-            "email",
-            "card",
-            "app_user",
-            "name",
-            "birthday",
-            "locale",
-            "timezone",
-            "region",
-            "home_store_id",
-            "opening_points",
-            "opening_points_expire_at",
-            "tier",
-        ],
+        columns=list(importer.COLUMNS),
     )
     text += "B13,,b13@shop.example,,,,,,,,,,,,unexpected\n"
     stats, errors = run(text, chunk_size=4)
