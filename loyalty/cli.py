@@ -16,6 +16,8 @@ import time
 import click
 from flask import Flask, current_app
 from flask.cli import FlaskGroup, with_appcontext
+from flask.cli import routes_command as flask_routes_command
+from flask.cli import shell_command as flask_shell_command
 
 from loyalty.clock import utcnow
 from loyalty.db import db
@@ -27,7 +29,9 @@ def _create_app() -> Flask:
     return create_app()
 
 
-@click.group(cls=FlaskGroup, create_app=_create_app, add_version_option=False)
+@click.group(
+    cls=FlaskGroup, create_app=_create_app, add_version_option=False, add_default_commands=False
+)
 def main() -> None:
     """Omniloyal: one membership, one points ledger, every channel."""
 
@@ -135,3 +139,16 @@ def create_api_key_command(name: str, scopes: tuple[str, ...], store_id: str | N
         raise click.UsageError(error.detail) from None
     db.session.commit()
     click.echo(issued.key)
+
+
+# Our `run` replaces Flask's (it also starts the embedded worker); keep Flask's shell and
+# routes. Domain command groups come from `register` through the app's CLI.
+for _command in (
+    run_command,
+    worker_command,
+    demo_command,
+    create_api_key_command,
+    flask_shell_command,
+    flask_routes_command,
+):
+    main.add_command(_command)
