@@ -42,14 +42,22 @@ def capture_request(
         text = " ".join(statement.split())
         statements.append(f"{text}  -- {parameters!r}" if parameters else text)
 
-    def on_begin(_conn: Any) -> None:
-        statements.append("BEGIN")
+    def on_the_wire(conn: Any) -> bool:
+        # In autocommit psycopg sends no BEGIN / COMMIT / ROLLBACK (SQLAlchemy still fires
+        # its events): a single-statement read runs that way (ledger member_balance).
+        return not getattr(conn.connection.dbapi_connection, "autocommit", False)
 
-    def on_commit(_conn: Any) -> None:
-        statements.append("COMMIT")
+    def on_begin(conn: Any) -> None:
+        if on_the_wire(conn):
+            statements.append("BEGIN")
 
-    def on_rollback(_conn: Any) -> None:
-        statements.append("ROLLBACK")
+    def on_commit(conn: Any) -> None:
+        if on_the_wire(conn):
+            statements.append("COMMIT")
+
+    def on_rollback(conn: Any) -> None:
+        if on_the_wire(conn):
+            statements.append("ROLLBACK")
 
     def on_checkout(*_: Any) -> None:
         # pool_pre_ping runs its SELECT 1 straight on the DBAPI cursor, unseen by the

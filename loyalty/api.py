@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import http
 from typing import Any
 
 from flask import Response, g, json
 from flask_smorest import Api
+from flask_smorest.utils import prepare_response
 from werkzeug.exceptions import HTTPException
 
 from loyalty.errors import PROBLEM_BASE, OmniloyalError
@@ -23,6 +25,7 @@ _SLUGS = {
     415: "unsupported-media-type",
     422: "validation-failed",
     429: "rate-limited",
+    500: "internal-error",
 }
 
 
@@ -46,6 +49,21 @@ def domain_error_response(error: OmniloyalError) -> Response:
 class ProblemApi(Api):
     ERROR_SCHEMA = ProblemSchema
 
+    def _register_responses(self) -> None:
+        """Document error responses as what they are on the wire: application/problem+json.
+
+        flask-smorest registers them under its default (application/json) media type.
+        """
+        for status in http.HTTPStatus:
+            response: dict[str, Any] = {"description": status.phrase}
+            if status >= 400:
+                response["schema"] = self.ERROR_SCHEMA
+            prepare_response(response, self.spec, PROBLEM_MIME)
+            self.spec.components.response(status.name, response, lazy=True)
+        default = {"description": "Default error response", "schema": self.ERROR_SCHEMA}
+        prepare_response(default, self.spec, PROBLEM_MIME)
+        self.spec.components.response(self.DEFAULT_ERROR_RESPONSE_NAME, default, lazy=True)
+
     def handle_http_exception(self, error: HTTPException) -> Response:  # type: ignore[override]
         status = error.code or 500
         problem: dict[str, Any] = {
@@ -58,8 +76,12 @@ class ProblemApi(Api):
         messages = data.get("messages")
         if messages:
             # webargs nests field errors under the location ("json", "query"...).
-            problem["detail"] = "The request has invalid fields; see `errors`."
-            problem["errors"] = _flatten_locations(messages)
+            errors = _flatten_locations(messages)
+            if isinstance(errors, dict):
+                problem["detail"] = "The request has invalid fields; see `errors`."
+                problem["errors"] = errors
+            else:  # a body that isn't JSON at all: no field to blame
+                problem["detail"] = " ".join(map(str, errors))
         headers = dict(data.get("headers") or {})
         return problem_response(problem, headers)
 

@@ -11,15 +11,36 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import Flask, Response, g, request
+from werkzeug.routing import IntegerConverter, Map, UnicodeConverter, ValidationError
 
 from loyalty import logs
 from loyalty.api import domain_error_response
 from loyalty.config import Settings, load_settings
-from loyalty.db import db
+from loyalty.db import BIGINT_MAX, db
 from loyalty.errors import OmniloyalError
 from loyalty.extensions import api, migrate
+from loyalty.http import refuse_deeply_nested_json
 
 REQUEST_ID_HEADER = "X-Request-ID"
+
+
+class OmniloyalApp(Flask):
+    """Flask, logging an unhandled exception (a bug) as one JSON line with the request id.
+
+    The client gets a 500 problem+json carrying the same request id (loyalty.api renders
+    every HTTP error, InternalServerError included), so a report can be matched to the log.
+    """
+
+    def log_exception(self, exc_info: Any) -> None:
+        self.logger.error(
+            "unhandled exception",
+            exc_info=exc_info,
+            extra={
+                "request_id": g.get("request_id"),
+                "method": request.method,
+                "path": request.path,
+            },
+        )
 
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
@@ -27,7 +48,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     instance_path = os.environ.get("OMNILOYAL_INSTANCE_PATH") or os.path.join(
         os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "instance"
     )
-    app = Flask("loyalty", instance_path=instance_path, instance_relative_config=True)
+    app = OmniloyalApp("loyalty", instance_path=instance_path, instance_relative_config=True)
     os.makedirs(app.instance_path, exist_ok=True)
     settings = load_settings(overrides=overrides, instance_path=app.instance_path)
     _configure(app, settings)
@@ -67,7 +88,11 @@ def _configure(app: Flask, settings: Settings) -> None:
 def _engine_options(url: str) -> dict[str, Any]:
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 30, "check_same_thread": False}}
-    return {"pool_size": 10, "max_overflow": 20, "pool_pre_ping": True}
+    # No pool_pre_ping: it costs a SELECT 1 round trip on every request. A connection the
+    # server dropped fails one request (SQLAlchemy detects the disconnect and invalidates the
+    # pool, so the next checkout reconnects); pool_recycle retires connections before
+    # server-side idle timeouts would cut them.
+    return {"pool_size": 10, "max_overflow": 20, "pool_recycle": 1800}
 
 
 def _init_database(app: Flask, settings: Settings) -> None:
@@ -103,7 +128,34 @@ def _tune_sqlite(engine: sa.Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+class DatabaseIdConverter(IntegerConverter):
+    """`<int:...>` in routes: only ids a BIGINT column can hold match.
+
+    A bigger number would overflow the database driver (a 500); outside the range it is
+    simply no such resource, a 404, and the range is documented in the OpenAPI document.
+    """
+
+    def __init__(self, map: Map, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max", BIGINT_MAX)
+        super().__init__(map, *args, **kwargs)
+
+
+class StoredTextConverter(UnicodeConverter):
+    """`<name>` in routes: a segment with a NUL character matches nothing (a 404).
+
+    PostgreSQL text can't hold NUL, so looking it up would be a driver error (a 500).
+    """
+
+    def to_python(self, value: str) -> str:
+        if "\x00" in value:
+            raise ValidationError()
+        return value
+
+
 def _init_api(app: Flask) -> None:
+    # Before any route is added: the converters are bound when a rule is.
+    app.url_map.converters["int"] = DatabaseIdConverter
+    app.url_map.converters["default"] = app.url_map.converters["string"] = StoredTextConverter
     api.init_app(app)
     _serve_swagger_assets(app)
     api.spec.components.security_scheme(
@@ -140,6 +192,7 @@ def _init_request_hooks(app: Flask) -> None:
 
         g.caller = None
         g.caller = authenticate_request()
+        refuse_deeply_nested_json()
 
     @app.after_request
     def finish_request(response: Response) -> Response:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, make_transient_to_detached
 
 # Stable constraint names so Alembic migrations can name what they create and drop.
 NAMING_CONVENTION = {
@@ -50,6 +50,7 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
 # Points and money are integers; BIGINT on PostgreSQL, INTEGER (64-bit anyway) on SQLite so
 # that autoincrement primary keys keep working there.
 BigInt = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+BIGINT_MAX = 2**63 - 1  # the largest id or amount either database can store
 JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
@@ -78,3 +79,20 @@ def utc_month(column: Any) -> Any:
     if is_postgres():
         return sa.func.to_char(sa.func.timezone("UTC", column), "YYYY-MM")
     return sa.func.strftime("%Y-%m", column)
+
+
+M = TypeVar("M")
+
+
+def insert_persistent(model: type[M], values: dict[str, Any]) -> M:
+    """INSERT one row with Core (RETURNING id) and hand back a persistent ORM object for it.
+
+    For hot paths: no unit-of-work flush, no SELECT. `values` must name every column except
+    the id (a column left out would be loaded lazily on first access).
+    """
+    table = model.__table__  # type: ignore[attr-defined]
+    new_id = db.session.execute(sa.insert(table).returning(table.c.id), values).scalar_one()
+    instance = model(id=new_id, **values)
+    make_transient_to_detached(instance)
+    db.session.add(instance)
+    return instance

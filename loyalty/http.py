@@ -8,6 +8,7 @@ from functools import wraps
 from typing import Any, TypeVar
 
 from flask import Response, current_app, make_response, request
+from werkzeug.exceptions import BadRequest
 
 from loyalty import idempotency
 from loyalty.auth.context import current_caller
@@ -18,14 +19,48 @@ from loyalty.errors import IdempotencyKeyMissing
 F = TypeVar("F", bound=Callable[..., Any])
 
 REPLAY_HEADER = "Idempotent-Replayed"
+MAX_JSON_DEPTH = 64  # our bodies nest 4 levels; Python's parser recurses (~1000 levels max)
 
 
 def _canonical_body() -> bytes:
     raw = request.get_data(cache=True)
     try:
         return json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":")).encode()
-    except (ValueError, UnicodeDecodeError):
-        return raw
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return raw  # not (parseable) JSON: fingerprint the bytes; the schema refuses it
+
+
+def refuse_deeply_nested_json() -> None:
+    """A JSON body nested deeper than MAX_JSON_DEPTH is a 400 problem.
+
+    Every JSON parser on the way (the idempotency fingerprint, the schema's) recurses per
+    level: a body of 100,000 '[' would be a RecursionError, i.e. a 500. Only a body with
+    enough brackets to be that deep is parsed here, so ordinary requests pay nothing.
+    """
+    if not request.is_json:
+        return
+    body = request.get_data(cache=True)
+    if body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH:
+        return
+    try:
+        document = json.loads(body)
+    except RecursionError:
+        raise BadRequest(f"The JSON body nests deeper than {MAX_JSON_DEPTH} levels.") from None
+    except ValueError:
+        return  # not JSON at all: the schema's parser answers that
+    if _depth(document) > MAX_JSON_DEPTH:
+        raise BadRequest(f"The JSON body nests deeper than {MAX_JSON_DEPTH} levels.")
+
+
+def _depth(document: Any) -> int:
+    deepest, stack = 0, [(document, 1)]
+    while stack:  # iterative: the point is not to recurse
+        node, level = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, level)
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def write_endpoint(*, key_required: bool = True) -> Callable[[F], F]:

@@ -49,9 +49,9 @@ def claim(scope: str, key: str, print_: str, now: datetime) -> IdempotencyRecord
     table = IdempotencyRecord.__table__
     inserted = db.session.execute(
         upsert_insert(table)
-        .values(scope=scope, key=key, fingerprint=print_, created_at=now)
         .on_conflict_do_nothing(index_elements=["scope", "key"])
-        .returning(table.c.id)
+        .returning(table.c.id),
+        {"scope": scope, "key": key, "fingerprint": print_, "created_at": now},
     ).scalar()
     if inserted is not None:
         return None
@@ -67,10 +67,12 @@ def claim(scope: str, key: str, print_: str, now: datetime) -> IdempotencyRecord
 
 
 def record_response(scope: str, key: str, status_code: int, body: bytes) -> None:
+    table = IdempotencyRecord.__table__
     db.session.execute(
-        sa.update(IdempotencyRecord)
-        .where(IdempotencyRecord.scope == scope, IdempotencyRecord.key == key)
-        .values(status_code=status_code, response_body=body)
+        sa.update(table)
+        .where(table.c.scope == sa.bindparam("s"), table.c.key == sa.bindparam("k"))
+        .values(status_code=sa.bindparam("status"), response_body=sa.bindparam("body")),
+        {"s": scope, "k": key, "status": status_code, "body": body},
     )
 
 

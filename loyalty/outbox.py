@@ -45,8 +45,18 @@ _consumers: dict[str, list[Consumer]] = defaultdict(list)
 
 
 def emit(topic: str, *, member_id: int | None, payload: dict[str, Any], now: datetime) -> None:
-    db.session.add(
-        OutboxEvent(topic=topic, member_id=member_id, payload=payload, occurred_at=now, attempts=0)
+    """Insert the event now, in the caller's transaction (one Core INSERT: every write
+    emits, so it skips the ORM unit of work)."""
+    db.session.execute(
+        sa.insert(OutboxEvent.__table__),
+        {
+            "topic": topic,
+            "member_id": member_id,
+            "payload": payload,
+            "occurred_at": now,
+            "published_at": None,
+            "attempts": 0,
+        },
     )
 
 

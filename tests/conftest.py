@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
+from loyalty import cache
 from loyalty.app import create_app
 from loyalty.db import db
 from loyalty.ledger.models import LedgerAccount, program_account_rows
@@ -122,6 +123,7 @@ def _fresh_database(request: pytest.FixtureRequest) -> Iterator[None]:
     with app.app_context():
         _wipe(app)
         forget_program_accounts()
+        cache.clear_all()
         redis_connection = app.extensions["omniloyal.redis"]
         redis_connection.flushdb()
     with app.app_context():

@@ -58,7 +58,8 @@ def list_clients() -> Any:
 @write_endpoint(key_required=False)
 @blp.response(200, ApiClientSchema)
 def revoke_client(client_id: int) -> Any:
-    """Revoke a key at once; requests with it get 401 from then on."""
+    """Revoke a key; requests with it get 401 from then on (other server processes cache
+    keys for up to 5 seconds, so there it may take that long)."""
     return revoke_api_client(client_id, now=utcnow())
 
 

@@ -1,4 +1,9 @@
-"""Creating and checking API keys: `olk_<prefix>_<secret>`, stored as a SHA-256 digest."""
+"""Creating and checking API keys: `olk_<prefix>_<secret>`, stored as a SHA-256 digest.
+
+Key owners are cached per process (loyalty.cache, 5 s TTL) because every API request looks
+its key up. Revoking a key in this process refuses it at once; another process (gunicorn
+worker) may still accept it for up to the TTL.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import sqlalchemy as sa
 
 from loyalty.auth import scopes as all_scopes
 from loyalty.auth.models import ApiClient
+from loyalty.cache import TTLCache
 from loyalty.db import db
 from loyalty.errors import InvalidInput, NotFound
 
@@ -65,14 +71,56 @@ def revoke_api_client(client_id: int, *, now: datetime) -> ApiClient:
     return client
 
 
-def client_for_key(key: str) -> ApiClient | None:
-    """The active client owning `key`, or None. Constant-time on the secret part."""
+@dataclass(frozen=True)
+class KeyOwner:
+    """What a request needs to know about the client owning a key (a cached snapshot)."""
+
+    id: int
+    name: str
+    scopes: frozenset[str]
+    store_id: str | None
+    active: bool
+    key_digest: str
+
+
+# Every API request looks its key up: the owners are cached per process for a few seconds.
+# Revoking a key (any ORM write to api_clients) clears this process's cache at once; other
+# processes stop accepting the key within loyalty.cache.DEFAULT_TTL_SECONDS.
+# An unknown prefix is not remembered, so a key created in another process works at once.
+_owners_by_prefix: TTLCache[KeyOwner | None] = TTLCache(
+    "API key owners", models=(ApiClient,), cache_none=False
+)
+
+
+def _load_owner(prefix: str) -> KeyOwner | None:
+    row = db.session.execute(
+        sa.select(
+            ApiClient.id,
+            ApiClient.name,
+            ApiClient.scopes,
+            ApiClient.store_id,
+            ApiClient.active,
+            ApiClient.key_digest,
+        ).where(ApiClient.key_prefix == prefix)
+    ).first()
+    if row is None:
+        return None
+    return KeyOwner(
+        row.id, row.name, frozenset(row.scopes), row.store_id, row.active, row.key_digest
+    )
+
+
+def client_for_key(key: str) -> KeyOwner | None:
+    """The active client owning `key`, or None. Constant-time on the secret part.
+
+    Owners are cached per process for a few seconds (see `_owners_by_prefix`).
+    """
     if not key.startswith(KEY_PREFIX):
         return None
     prefix, _, secret = key.removeprefix(KEY_PREFIX).partition("_")
     if not prefix or not secret:
         return None
-    client = db.session.scalar(sa.select(ApiClient).where(ApiClient.key_prefix == prefix))
+    client = _owners_by_prefix.get(prefix, lambda: _load_owner(prefix))
     if client is None or not client.active:
         return None
     if not hmac.compare_digest(client.key_digest, _digest(secret)):

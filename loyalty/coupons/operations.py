@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -44,7 +45,7 @@ from loyalty.coupons.models import (
     RedemptionStatus,
 )
 from loyalty.coupons.offers import generate_codes  # noqa: F401  (the operation lives there)
-from loyalty.db import db, upsert_insert
+from loyalty.db import db, insert_persistent, upsert_insert
 from loyalty.errors import Conflict, InvalidInput, NotFound
 from loyalty.stores.models import Store
 
@@ -135,8 +136,23 @@ class Candidate:
 
 
 def _load(codes: Sequence[str], order_ref: str | None) -> dict[str, Candidate]:
+    params: dict[str, Any] = {"codes": list(codes)}
+    if order_ref is not None:
+        params["order_ref"] = order_ref
+    rows = db.session.execute(_load_query(order_ref is not None), params).all()
+    found = {}
+    for row in rows:
+        values = list(row)
+        terms = OfferTerms.from_json(values[20])
+        found[row[1]] = Candidate(*values[:20], terms, values[21])  # type: ignore[misc]
+    return found
+
+
+@cache
+def _load_query(for_order: bool) -> sa.Select[Any]:
+    """The codes with their offer and current terms (and, `for_order`, an active redemption
+    of the code for that order). Built once: on the hot path only the parameters change."""
     code, offer, version = CouponCode, CouponOffer, CouponOfferVersion
-    existing = sa.null()
     query = sa.select(
         code.id,
         code.code,
@@ -160,28 +176,20 @@ def _load(codes: Sequence[str], order_ref: str | None) -> dict[str, Candidate]:
         offer.discount_spent_minor,
         version.terms,
     )
-    if order_ref is not None:
-        existing = CouponRedemption.id
-    query = query.add_columns(existing)
+    query = query.add_columns(CouponRedemption.id if for_order else sa.null())
     query = query.join(offer, offer.id == code.offer_id).join(
         version, sa.and_(version.offer_id == offer.id, version.version == offer.version)
     )
-    if order_ref is not None:
+    if for_order:
         query = query.outerjoin(
             CouponRedemption,
             sa.and_(
                 CouponRedemption.code_id == code.id,
-                CouponRedemption.order_ref == order_ref,
+                CouponRedemption.order_ref == sa.bindparam("order_ref"),
                 CouponRedemption.status.in_(ACTIVE_REDEMPTION_STATUSES),
             ),
         )
-    rows = db.session.execute(query.where(code.code.in_(list(codes)))).all()
-    found = {}
-    for row in rows:
-        values = list(row)
-        terms = OfferTerms.from_json(values[20])
-        found[row[1]] = Candidate(*values[:20], terms, values[21])  # type: ignore[misc]
-    return found
+    return query.where(code.code.in_(sa.bindparam("codes", expanding=True)))
 
 
 # --- evaluation (changes nothing) -----------------------------------------------------------
@@ -512,38 +520,41 @@ def redeem_codes(
     for result in applied:
         c, d = result.candidate, result.discount
         assert c is not None and d is not None
-        redemption = CouponRedemption(
-            code_id=c.code_id,
-            code=c.code,
-            offer_id=c.offer_id,
-            offer_version_id=c.version_id,
-            offer_version=c.version,
-            status=status.value,
-            checkout_ref=checkout_ref,
-            order_ref=order_ref,
-            order_id=order_id,
-            member_id=result.member_id,
-            client_id=client_id,
-            store_id=basket.store_id,
-            channel=basket.channel,
-            currency=basket.currency,
-            discount_minor=d.total_minor,
-            line_discounts={str(i): v for i, v in d.line_discounts.items()},
-            bonus_points=d.bonus_points,
-            points_multiplier_pct=d.points_multiplier_pct,
-            counted_offer=c.tracks_totals,
-            counted_member=c.per_member_limit is not None and result.member_id is not None,
-            source_type=c.source_type,
-            source_ref=c.source_ref,
-            campaign_id=c.campaign_id,
-            expires_at=now + timedelta(seconds=hold_seconds) if held else None,  # type: ignore[operator]
-            created_at=now,
-            redeemed_at=None if held else now,
-            actor=actor,
+        # Core INSERT ... RETURNING id, then a persistent object for the response: no flush.
+        redemption = insert_persistent(
+            CouponRedemption,
+            {
+                "code_id": c.code_id,
+                "code": c.code,
+                "offer_id": c.offer_id,
+                "offer_version_id": c.version_id,
+                "offer_version": c.version,
+                "status": status.value,
+                "checkout_ref": checkout_ref,
+                "order_ref": order_ref,
+                "order_id": order_id,
+                "member_id": result.member_id,
+                "client_id": client_id,
+                "store_id": basket.store_id,
+                "channel": basket.channel,
+                "currency": basket.currency,
+                "discount_minor": d.total_minor,
+                "line_discounts": {str(i): v for i, v in d.line_discounts.items()},
+                "bonus_points": d.bonus_points,
+                "points_multiplier_pct": d.points_multiplier_pct,
+                "counted_offer": c.tracks_totals,
+                "counted_member": c.per_member_limit is not None and result.member_id is not None,
+                "source_type": c.source_type,
+                "source_ref": c.source_ref,
+                "campaign_id": c.campaign_id,
+                "expires_at": now + timedelta(seconds=hold_seconds) if held else None,  # type: ignore[operator]
+                "created_at": now,
+                "redeemed_at": None if held else now,
+                "actor": actor,
+                "closed_at": None,
+            },
         )
         redemptions.append(redemption)
-    db.session.add_all(redemptions)
-    db.session.flush()
     _emit("coupon.held" if held else "coupon.redeemed", redemptions, now)
     return Checkout(checkout_ref, status.value, redemptions)
 
@@ -578,19 +589,28 @@ def _unavailable(result: CodeResult, reason: str) -> CouponUnavailable:
 
 
 def _take_code_uses(applied: list[CodeResult]) -> None:
-    table = CouponCode.__table__
     for result in sorted(applied, key=lambda r: r.candidate.code_id):  # type: ignore[union-attr]
         taken = db.session.execute(
-            sa.update(table)
-            .where(
-                table.c.id == result.candidate.code_id,  # type: ignore[union-attr]
-                table.c.status == CodeStatus.ACTIVE.value,
-                sa.or_(table.c.max_uses.is_(None), table.c.uses < table.c.max_uses),
-            )
-            .values(uses=table.c.uses + 1)
+            _take_code_use_statement(),
+            {"code_id": result.candidate.code_id},  # type: ignore[union-attr]
         ).rowcount
         if taken != 1:
             raise _unavailable(result, Reason.LIMIT)
+
+
+@cache
+def _take_code_use_statement() -> sa.Update:
+    """One use of an active code, only while it has uses left (built once)."""
+    table = CouponCode.__table__
+    return (
+        sa.update(table)
+        .where(
+            table.c.id == sa.bindparam("code_id"),
+            table.c.status == CodeStatus.ACTIVE.value,
+            sa.or_(table.c.max_uses.is_(None), table.c.uses < table.c.max_uses),
+        )
+        .values(uses=table.c.uses + 1)
+    )
 
 
 def _take_offer_totals(applied: list[CodeResult]) -> None:

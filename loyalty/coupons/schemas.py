@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from marshmallow import ValidationError, fields, post_load, validate, validates_schema
@@ -10,7 +9,8 @@ from marshmallow import ValidationError, fields, post_load, validate, validates_
 from loyalty.basket import Basket, BasketLine
 from loyalty.coupons.discounts import OfferKind, Stacking
 from loyalty.coupons.models import OfferStatus
-from loyalty.schemas import MAX_MINOR, Minor, Points, StrictSchema, Text
+from loyalty.db import BIGINT_MAX
+from loyalty.schemas import MAX_MINOR, Count, Id, Instant, Minor, Points, StrictSchema, Text
 from loyalty.stores.models import Channel
 
 CHANNELS = [c.value for c in Channel]
@@ -31,8 +31,13 @@ class OfferTermsFields(StrictSchema):
     )
     percent = fields.Decimal(
         places=2,
-        validate=validate.Range(min=Decimal("0.01"), max=Decimal(100)),
-        metadata={"description": "percent off (alternative to percent_bp)"},
+        validate=validate.Range(min=0, max=100, min_inclusive=False),
+        # Documented bounds as numbers: apispec would write them as Decimal, i.e. strings.
+        metadata={
+            "description": "percent off (alternative to percent_bp)",
+            "minimum": 0.01,
+            "maximum": 100,
+        },
     )
     max_discount_minor = Minor(allow_none=True)
     amount_minor = fields.Integer(strict=True, validate=validate.Range(min=1, max=MAX_MINOR))
@@ -53,15 +58,15 @@ class OfferTermsFields(StrictSchema):
     channels = fields.List(fields.String(validate=validate.OneOf(CHANNELS)))
     store_ids = TextList()
     regions = TextList()
-    valid_from = fields.AwareDateTime(allow_none=True)
-    valid_until = fields.AwareDateTime(allow_none=True)
+    valid_from = Instant(allow_none=True)
+    valid_until = Instant(allow_none=True)
     valid_days_after_issue = fields.Integer(
         strict=True, allow_none=True, validate=validate.Range(min=1, max=3660)
     )
     stacking = fields.String(validate=validate.OneOf([s.value for s in Stacking]))
     stack_group = Text(64, allow_none=True)
     priority = fields.Integer(strict=True, validate=validate.Range(min=0, max=1000))
-    max_redemptions = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=1))
+    max_redemptions = Count(allow_none=True)
     budget_minor = fields.Integer(
         strict=True, allow_none=True, validate=validate.Range(min=1, max=MAX_MINOR)
     )
@@ -71,7 +76,7 @@ class OfferTermsFields(StrictSchema):
     name = Text(200)
     description = fields.String(validate=validate.Length(max=2000), allow_none=True)
     status = fields.String(validate=validate.OneOf([s.value for s in OfferStatus]))
-    campaign_id = fields.Integer(strict=True, allow_none=True)
+    campaign_id = Id(allow_none=True)
 
     @validates_schema
     def percent_once(self, data: dict[str, Any], **_: object) -> None:
@@ -125,7 +130,7 @@ class OfferQuery(StrictSchema):
     status = fields.String(
         load_default=None, validate=validate.OneOf([s.value for s in OfferStatus])
     )
-    after_id = fields.Integer(load_default=None)
+    after_id = fields.Integer(load_default=None, validate=validate.Range(min=0, max=BIGINT_MAX))
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
 
 
@@ -151,10 +156,8 @@ class GenerateSchema(StrictSchema):
         metadata={"description": "'#' = random character, e.g. 'SPR-####-####-####'"},
     )
     length = fields.Integer(load_default=12, validate=validate.Range(min=12, max=32))
-    max_uses_per_code = fields.Integer(
-        strict=True, load_default=1, allow_none=True, validate=validate.Range(min=1)
-    )
-    campaign_id = fields.Integer(strict=True, load_default=None)
+    max_uses_per_code = Count(load_default=1, allow_none=True)
+    campaign_id = Id(load_default=None)
 
 
 class BatchSchema(StrictSchema):
@@ -173,7 +176,7 @@ class BatchSchema(StrictSchema):
 
 class SharedCodeCreateSchema(StrictSchema):
     code = Code(required=True)
-    max_uses = fields.Integer(strict=True, load_default=None, validate=validate.Range(min=1))
+    max_uses = Count(load_default=None)
 
 
 class CodeSchema(StrictSchema):
@@ -190,9 +193,7 @@ class CodeSchema(StrictSchema):
 
 class ImportSchema(StrictSchema):
     codes = fields.List(Code(), required=True, validate=validate.Length(min=1, max=100_000))
-    max_uses_per_code = fields.Integer(
-        strict=True, load_default=1, allow_none=True, validate=validate.Range(min=1)
-    )
+    max_uses_per_code = Count(load_default=1, allow_none=True)
 
 
 class ImportResultSchema(StrictSchema):
@@ -202,14 +203,12 @@ class ImportResultSchema(StrictSchema):
 
 
 class IssueSchema(StrictSchema):
-    member_ids = fields.List(
-        fields.Integer(strict=True), required=True, validate=validate.Length(min=1, max=10_000)
-    )
+    member_ids = fields.List(Id(), required=True, validate=validate.Length(min=1, max=10_000))
     source_type = fields.String(
         load_default="admin", validate=validate.OneOf(["admin", "campaign", "support"])
     )
     source_ref = Text(128, load_default=None)
-    campaign_id = fields.Integer(strict=True, load_default=None)
+    campaign_id = Id(load_default=None)
 
 
 class IssuedSchema(StrictSchema):
@@ -237,6 +236,13 @@ class BasketFields(StrictSchema):
         fields.Nested(BasketLineSchema), required=True, validate=validate.Length(min=1, max=500)
     )
 
+    @validates_schema
+    def basket_total_in_range(self, data: dict[str, Any], **_: object) -> None:
+        # Like an order's: discounts are stored in BIGINT columns, so the basket is capped.
+        total = sum(line["quantity"] * line["unit_price_minor"] for line in data.get("lines", []))
+        if total > MAX_MINOR:
+            raise ValidationError(f"the basket total must be at most {MAX_MINOR}", "lines")
+
 
 def basket_from(data: dict[str, Any], store_id: str | None) -> Basket:
     return Basket(
@@ -257,7 +263,7 @@ def basket_from(data: dict[str, Any], store_id: str | None) -> Basket:
 
 
 class ValidateSchema(BasketFields):
-    member_id = fields.Integer(strict=True, load_default=None)
+    member_id = Id(load_default=None)
 
 
 class MemberValidateSchema(BasketFields):
@@ -265,12 +271,12 @@ class MemberValidateSchema(BasketFields):
 
 
 class RedeemSchema(BasketFields):
-    member_id = fields.Integer(strict=True, load_default=None)
+    member_id = Id(load_default=None)
     order_ref = Text(128, required=True, metadata={"description": "your order or receipt id"})
 
 
 class CouponHoldRequestSchema(BasketFields):
-    member_id = fields.Integer(strict=True, load_default=None)
+    member_id = Id(load_default=None)
     order_ref = Text(128, load_default=None)
     ttl_seconds = fields.Integer(load_default=None, validate=validate.Range(min=10, max=86_400))
 
@@ -402,11 +408,13 @@ class WalletQuery(StrictSchema):
 
 
 class RewardCreateSchema(StrictSchema):
-    offer_id = fields.Integer(strict=True, required=True)
+    offer_id = Id(required=True)
     name = Text(200, required=True)
     description = fields.String(load_default=None, validate=validate.Length(max=2000))
     points_cost = Points(required=True)
-    stock = fields.Integer(strict=True, load_default=None, validate=validate.Range(min=0))
+    stock = fields.Integer(
+        strict=True, load_default=None, validate=validate.Range(min=0, max=BIGINT_MAX)
+    )
     active = fields.Boolean(load_default=True)
 
 
@@ -414,7 +422,9 @@ class RewardUpdateSchema(StrictSchema):
     name = Text(200)
     description = fields.String(validate=validate.Length(max=2000), allow_none=True)
     points_cost = Points()
-    stock = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=0))
+    stock = fields.Integer(
+        strict=True, allow_none=True, validate=validate.Range(min=0, max=BIGINT_MAX)
+    )
     active = fields.Boolean()
 
 

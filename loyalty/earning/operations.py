@@ -11,13 +11,17 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
+from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
 from loyalty.auth import tokens
 from loyalty.basket import Basket, BasketLine, OrderDiscounts
+from loyalty.cache import TTLCache
 from loyalty.db import db, upsert_insert
 from loyalty.earning import engine
 from loyalty.earning.models import (
@@ -34,7 +38,8 @@ from loyalty.errors import Conflict, InvalidInput, MemberNotActive, NotAuthentic
 from loyalty.ledger import operations as ledger
 from loyalty.members.models import Member
 from loyalty.members.operations import find_or_enrol, resolve
-from loyalty.stores.models import Channel, Store
+from loyalty.stores.models import Channel
+from loyalty.stores.operations import StoreSnapshot, cached_store
 from loyalty.tiers import operations as tiers
 from loyalty.timezones import local
 
@@ -248,21 +253,33 @@ def list_rules(*, kind: str | None = None, active: bool | None = None) -> list[E
 
 
 def _rules_at(moment: datetime, *, event: bool) -> list[engine.RuleSpec]:
-    """The active rules in force at `moment`, in one query (the engine filters the rest)."""
+    """The active rules in force at `moment` (the engine filters the rest).
+
+    Read on every order and activity: the active rules are cached per process (see
+    loyalty.cache; a rule written in this process clears the cache at once, other processes
+    see the change within the TTL); the time window is checked here, per call.
+    """
+    rules = _active_rules_cache.get(event, lambda: _load_active_rules(event))
+    return [rule for rule in rules if rule.in_window(moment)]
+
+
+_active_rules_cache: TTLCache[tuple[engine.RuleSpec, ...]] = TTLCache(
+    "active earning rules", models=(EarningRule,)
+)
+
+
+def _load_active_rules(event: bool) -> tuple[engine.RuleSpec, ...]:
     kind_filter = (
         EarningRule.kind == RuleKind.EVENT_BONUS.value
         if event
         else EarningRule.kind != RuleKind.EVENT_BONUS.value
     )
     rows = db.session.scalars(
-        sa.select(EarningRule).where(
-            EarningRule.active.is_(True),
-            kind_filter,
-            sa.or_(EarningRule.starts_at.is_(None), EarningRule.starts_at <= moment),
-            sa.or_(EarningRule.ends_at.is_(None), EarningRule.ends_at > moment),
-        )
+        sa.select(EarningRule)
+        .where(EarningRule.active.is_(True), kind_filter)
+        .order_by(EarningRule.id)
     )
-    return [rule_spec(rule) for rule in rows]
+    return tuple(rule_spec(rule) for rule in rows)
 
 
 # --- members --------------------------------------------------------------------------------
@@ -271,34 +288,59 @@ _IDENTITY_FIELDS = ("phone", "email", "card", "app_user")
 
 
 def resolve_order_member(
-    spec: Mapping[str, Any], *, channel: str, store_id: str | None, now: datetime
-) -> tuple[Member, bool]:
+    spec: Mapping[str, Any],
+    *,
+    channel: str,
+    store_id: str | None,
+    now: datetime,
+    lock: bool = False,
+) -> tuple[Member, bool, bool]:
     """The member an order names, enrolling them when given by an identity nobody has yet.
 
-    Returns (member, enrolled). Merged ids resolve to the survivor.
+    Returns (member, enrolled, locked). Merged ids resolve to the survivor. With `lock`, a
+    member named by id or token is read with the ledger's row lock (FOR NO KEY UPDATE), so
+    earning needn't read it again; `locked` says the returned member's row is locked by
+    this transaction (or was inserted by it).
     """
     if spec.get("member_id") is not None:
-        return _existing_member(spec["member_id"]), False
+        member, locked = _existing_member(spec["member_id"], lock=lock)
+        return member, False, locked
     for field, reader in (
         ("qr_token", tokens.member_id_from_qr),
         ("member_token", tokens.member_id_from_token),
     ):
         if spec.get(field):
             try:
-                return _existing_member(reader(spec[field])), False
+                member_id = reader(spec[field])
             except NotAuthenticated as error:
                 raise InvalidInput(error.detail, field=f"member.{field}") from None
+            member, locked = _existing_member(member_id, lock=lock)
+            return member, False, locked
     identities = {name: spec[name] for name in _IDENTITY_FIELDS if spec.get(name)}
     if not identities:
         raise InvalidInput("name the member by id, identity or token", field="member")
-    return find_or_enrol(identities=identities, now=now, channel=channel, store_id=store_id)
+    member, enrolled = find_or_enrol(
+        identities=identities, now=now, channel=channel, store_id=store_id
+    )
+    return member, enrolled, enrolled  # a row this transaction inserted is its own
 
 
-def _existing_member(member_id: int) -> Member:
-    member = db.session.get(Member, member_id)
+def _existing_member(member_id: int, *, lock: bool = False) -> tuple[Member, bool]:
+    """(member, locked): the member, merges followed; `locked` when `lock` was asked and
+    the row returned is the one locked (a merged id's survivor is not locked here)."""
+    if lock:
+        member = db.session.scalar(
+            sa.select(Member)
+            .where(Member.id == member_id)
+            .with_for_update(key_share=True)
+            .execution_options(populate_existing=True)
+        )
+    else:
+        member = db.session.get(Member, member_id)
     if member is None:
         raise InvalidInput(f"no member {member_id}", field="member")
-    return resolve(member)
+    survivor = resolve(member)
+    return survivor, lock and survivor is member
 
 
 def _require_active(member: Member) -> None:
@@ -332,12 +374,12 @@ def find_order(external_id: str, *, client_id: int | None, store_id: str | None 
     return order
 
 
-def _check_store(store_id: str | None, channel: Channel) -> Store | None:
+def _check_store(store_id: str | None, channel: Channel) -> StoreSnapshot | None:
     if store_id is None:
         if channel.needs_store:
             raise InvalidInput(f"a {channel.value} order needs a store_id", field="store_id")
         return None
-    store = db.session.get(Store, store_id)
+    store = cached_store(store_id)
     if store is None or not store.active:
         raise InvalidInput(f"unknown store {store_id!r}", field="store_id")
     return store
@@ -388,53 +430,69 @@ def post_order(
         raise InvalidInput("occurred_at is in the future", field="occurred_at")
     fingerprint = order_fingerprint(data)
     external_id = data["order_id"]
-    earlier = db.session.scalar(
-        sa.select(Order).where(Order.client_id == client_id, Order.external_id == external_id)
-    )
-    if earlier is not None:
+    earlier_id = db.session.execute(
+        _order_id_query(), {"client_id": client_id, "external_id": external_id}
+    ).scalar()
+    if earlier_id is not None:
+        earlier = db.session.get(Order, earlier_id)
+        assert earlier is not None
         return _replay(earlier, fingerprint)
 
     store_id = store.id if store is not None else None
-    member, enrolled = resolve_order_member(
-        data["member"], channel=channel.value, store_id=store_id, now=now
+    # Without coupons, the member row is locked right away (the ledger's first lock), which
+    # saves the ledger a second read of it. With coupons it is locked after the coupon rows,
+    # as before, so coupon and member rows are always locked in the same order.
+    member, enrolled, member_locked = resolve_order_member(
+        data["member"],
+        channel=channel.value,
+        store_id=store_id,
+        now=now,
+        lock=not data.get("coupon_codes"),
     )
     _require_active(member)
     basket = _basket(data, channel.value, store_id)
     subtotal = basket.total_minor
-    order = db.session.scalars(
-        upsert_insert(Order)
-        .values(
-            client_id=client_id,
-            external_id=external_id,
-            channel=channel.value,
-            store_id=store_id,
-            member_id=member.id,
-            member_enrolled=enrolled,
-            currency=currency,
-            subtotal_minor=subtotal,
-            discount_minor=0,
-            total_minor=subtotal,
-            refunded_minor=0,
-            occurred_at=occurred_at,
-            status=OrderStatus.POSTED.value,
-            points_earned=0,
-            points_reversed=0,
-            fingerprint=fingerprint,
-            breakdown=[],
-            coupons=[],
-            created_at=now,
-            updated_at=now,
-        )
+    values = {
+        "client_id": client_id,
+        "external_id": external_id,
+        "channel": channel.value,
+        "store_id": store_id,
+        "member_id": member.id,
+        "member_enrolled": enrolled,
+        "currency": currency,
+        "subtotal_minor": subtotal,
+        "discount_minor": 0,
+        "total_minor": subtotal,
+        "refunded_minor": 0,
+        "occurred_at": occurred_at,
+        "status": OrderStatus.POSTED.value,
+        "points_earned": 0,
+        "points_reversed": 0,
+        "fingerprint": fingerprint,
+        "breakdown": [],
+        "coupons": [],
+        "created_at": now,
+        "updated_at": now,
+    }
+    table = Order.__table__
+    order_id = db.session.execute(
+        upsert_insert(table)
         .on_conflict_do_nothing(index_elements=["client_id", "external_id"])
-        .returning(Order),
-        execution_options={"populate_existing": True},
-    ).first()
-    if order is None:  # a concurrent duplicate committed first: answer with its result
+        .returning(table.c.id),
+        values,
+    ).scalar()
+    if order_id is None:  # a concurrent duplicate committed first: answer with its result
         winner = db.session.scalar(
             sa.select(Order).where(Order.client_id == client_id, Order.external_id == external_id)
         )
         assert winner is not None
         return _replay(winner, fingerprint)
+    # The row as inserted, made a persistent ORM object without reading it back.
+    order = Order(
+        id=order_id, **values, pending_until=None, ledger_transaction_id=None, cancellation=None
+    )
+    make_transient_to_detached(order)
+    db.session.add(order)
 
     discounts = OrderDiscounts()
     if data.get("coupon_codes"):
@@ -447,7 +505,7 @@ def post_order(
             field="total_minor",
         )
     db.session.execute(
-        sa.insert(OrderLine),
+        sa.insert(OrderLine.__table__),  # Core: the lines aren't read back in this request
         [
             {
                 "order_id": order.id,
@@ -463,7 +521,7 @@ def post_order(
             for line in basket.lines
         ],
     )
-    tier_list = tiers.list_tiers()
+    tier_list = tiers.cached_tiers()
     multiplier, tier_code = _tier_multiplier(member, tier_list)
     result = engine.compute_points(
         basket,
@@ -484,6 +542,7 @@ def post_order(
     pending_until = None
     if settings.pending_days > 0 and occurred_at + timedelta(days=settings.pending_days) > now:
         pending_until = occurred_at + timedelta(days=settings.pending_days)
+    ledger_transaction_id = None
     if result.total > 0:
         tx = ledger.earn_points(
             member.id,
@@ -493,19 +552,66 @@ def post_order(
             actor=actor,
             pending_until=pending_until,
             details={"order_id": external_id, "client_id": client_id},
+            member_locked=member_locked,
         )
-        order.ledger_transaction_id = tx.id
+        ledger_transaction_id = tx.id
     else:
         pending_until = None
-    order.discount_minor = discount
-    order.total_minor = subtotal - discount
-    order.points_earned = result.total
-    order.pending_until = pending_until
-    order.breakdown = [entry.as_dict() for entry in result.breakdown]
-    order.coupons = [dict(r) for r in discounts.redemptions]
+    _finish_order(
+        order,
+        discount_minor=discount,
+        total_minor=subtotal - discount,
+        points_earned=result.total,
+        pending_until=pending_until,
+        breakdown=[entry.as_dict() for entry in result.breakdown],
+        coupons=[dict(r) for r in discounts.redemptions],
+        ledger_transaction_id=ledger_transaction_id,
+    )
     db.session.flush()
     tiers.reevaluate_member_tier(member.id, now, tiers=tier_list)
     return order, True
+
+
+@cache
+def _order_id_query() -> sa.Select[Any]:
+    """The id of a client's order by its external id (built once, run on every order)."""
+    table = Order.__table__
+    return sa.select(table.c.id).where(
+        table.c.client_id == sa.bindparam("client_id"),
+        table.c.external_id == sa.bindparam("external_id"),
+    )
+
+
+_FINAL_ORDER_FIELDS = (
+    "discount_minor",
+    "total_minor",
+    "points_earned",
+    "pending_until",
+    "breakdown",
+    "coupons",
+    "ledger_transaction_id",
+)
+
+
+@cache
+def _finish_order_statement() -> sa.Update:
+    table = Order.__table__
+    return (
+        sa.update(table)
+        .where(table.c.id == sa.bindparam("order_id"))
+        .values({name: sa.bindparam(f"new_{name}") for name in _FINAL_ORDER_FIELDS})
+    )
+
+
+def _finish_order(order: Order, **final: Any) -> None:
+    """Write what earning computed with one Core UPDATE (no unit-of-work flush) and keep
+    the ORM object in step with the row."""
+    db.session.execute(
+        _finish_order_statement(),
+        {"order_id": order.id, **{f"new_{name}": value for name, value in final.items()}},
+    )
+    for name, value in final.items():
+        set_committed_value(order, name, value)
 
 
 def _allocate_discounts(basket: Basket, discounts: OrderDiscounts) -> dict[int, int]:
@@ -767,7 +873,7 @@ def record_activity(
     Returns (activity, created); a repeat returns the earlier activity and earns nothing.
     """
     activity_kind = ActivityKind(kind)
-    member = _existing_member(member_id)
+    member, _ = _existing_member(member_id)
     _require_active(member)
     referred_id = None
     if activity_kind == ActivityKind.REFERRAL:

@@ -7,7 +7,7 @@ from typing import Any
 from marshmallow import ValidationError, fields, validate, validates_schema
 
 from loyalty.earning.models import ActivityKind, OrderStatus, RuleKind
-from loyalty.schemas import MAX_MINOR, MAX_POINTS, StrictSchema, Text
+from loyalty.schemas import MAX_MINOR, MAX_POINTS, Id, Instant, StrictSchema, Text
 from loyalty.stores.models import Channel
 
 MAX_LINES = 500
@@ -33,7 +33,7 @@ class MemberRefSchema(StrictSchema):
     """Exactly one of member_id, qr_token or member_token; or one or more identities (an
     unknown identity enrols a new member)."""
 
-    member_id = fields.Integer(strict=True, validate=validate.Range(min=1))
+    member_id = Id()
     phone = fields.String(validate=validate.Length(min=3, max=32))
     email = fields.String(validate=validate.Length(min=3, max=320))
     card = fields.String(validate=validate.Length(min=1, max=64))
@@ -73,7 +73,7 @@ class OrderRequestSchema(StrictSchema):
         validate=validate.Length(min=1, max=MAX_LINES),
     )
     currency = fields.String(required=True, validate=CURRENCY)
-    occurred_at = fields.AwareDateTime(load_default=None)
+    occurred_at = Instant(load_default=None)
     coupon_codes = _strings(max_items=10, load_default=None)
     subtotal_minor = fields.Integer(
         strict=True,
@@ -192,9 +192,7 @@ class ActivityEventRequestSchema(StrictSchema):
         validate=EXTERNAL_ID,
         metadata={"description": "the caller's own reference, recorded (dedupe is ours)"},
     )
-    referred_member_id = fields.Integer(
-        strict=True, load_default=None, validate=validate.Range(min=1)
-    )
+    referred_member_id = Id(load_default=None)
 
 
 class ActivityEventSchema(StrictSchema):
@@ -236,8 +234,8 @@ class RuleFieldsSchema(StrictSchema):
     activity_kind = fields.String(
         allow_none=True, validate=validate.OneOf([k.value for k in ActivityKind])
     )
-    starts_at = fields.AwareDateTime(allow_none=True)
-    ends_at = fields.AwareDateTime(allow_none=True)
+    starts_at = Instant(allow_none=True)
+    ends_at = Instant(allow_none=True)
 
     @validates_schema
     def known_channels(self, data: dict[str, Any], **_: Any) -> None:

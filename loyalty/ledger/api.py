@@ -34,6 +34,7 @@ from loyalty.ledger.schemas import (
 )
 from loyalty.members.operations import get_member
 from loyalty.schemas import StrictSchema
+from loyalty.stores.operations import require_store
 from loyalty.timezones import local
 
 blp = Blueprint("points", __name__, description="Points: balances, history, holds, reports")
@@ -75,7 +76,7 @@ def _history_page(member: Any, query: dict[str, Any]) -> dict[str, Any]:
 @blp.response(200, BalanceSchema)
 def my_balance() -> Any:
     """The member's balance, available, pending and held points (the app's home screen)."""
-    return operations.member_balance(current_caller().member_id)
+    return operations.member_balance(current_caller().member_id, standalone=True)
 
 
 @blp.route("/me/history")
@@ -127,6 +128,7 @@ def create_hold(data: dict[str, Any], member_id: int) -> Any:
     caller = current_caller()
     store_id = data["store_id"] or caller.store_id
     ensure_store(caller, store_id)
+    require_store(store_id)  # an unknown store is a 422, not a foreign-key error
     member = get_member(member_id)
     return operations.hold_points(
         member.id,

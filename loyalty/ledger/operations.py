@@ -14,13 +14,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
+from sqlalchemy.orm.attributes import set_committed_value
 
 from loyalty import outbox
-from loyalty.db import db, upsert_insert
+from loyalty.db import db, insert_persistent, upsert_insert
 from loyalty.errors import Conflict, InsufficientPoints, InvalidInput, MemberNotActive, NotFound
 from loyalty.ledger.models import (
     AccountKind,
@@ -108,24 +110,29 @@ def open_member_accounts(member_id: int) -> None:
     db.session.flush()
 
 
-def lock_member_accounts(member_id: int, *, require_active: bool = True) -> MemberAccounts:
+def lock_member_accounts(
+    member_id: int, *, require_active: bool = True, member_locked: bool = False
+) -> MemberAccounts:
     """Lock the member row, then its accounts: the one lock order every operation uses.
 
     Profile changes, tier changes and merges lock the member row too, so taking it first
     here means no two operations can ever wait on each other in opposite orders.
     FOR NO KEY UPDATE (key_share): rows inserted elsewhere that reference the member (orders,
     entries) take KEY SHARE locks, which a plain FOR UPDATE would deadlock against.
+    `member_locked`: the caller already holds the member row's lock (taken the same way, in
+    this transaction, with no other lock before it) and checked the member's status.
     """
-    member = db.session.scalar(
-        sa.select(Member)
-        .where(Member.id == member_id)
-        .with_for_update(key_share=True)
-        .execution_options(populate_existing=True)
-    )
-    if member is None:
-        raise NotFound(f"no member {member_id}")
-    if require_active and member.status != MemberStatus.ACTIVE:
-        raise MemberNotActive(f"member {member_id} is {member.status}")
+    if not member_locked:
+        member = db.session.scalar(
+            sa.select(Member)
+            .where(Member.id == member_id)
+            .with_for_update(key_share=True)
+            .execution_options(populate_existing=True)
+        )
+        if member is None:
+            raise NotFound(f"no member {member_id}")
+        if require_active and member.status != MemberStatus.ACTIVE:
+            raise MemberNotActive(f"member {member_id} is {member.status}")
     rows = db.session.scalars(
         sa.select(LedgerAccount)
         .where(LedgerAccount.member_id == member_id)
@@ -141,7 +148,15 @@ def lock_member_accounts(member_id: int, *, require_active: bool = True) -> Memb
     )
 
 
-def member_balance(member_id: int) -> Balance:
+def member_balance(member_id: int, *, standalone: bool = False) -> Balance:
+    """The member's balances, from their three accounts in one SELECT.
+
+    `standalone`: the caller reads nothing else in this transaction (GET /me/balance). On
+    PostgreSQL the SELECT then runs in autocommit: one round trip instead of BEGIN, SELECT,
+    ROLLBACK, and one statement sees one consistent snapshot of the three rows anyway.
+    """
+    if standalone and db.engine.dialect.name == "postgresql" and not db.session().in_transaction():
+        db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
     rows = db.session.execute(
         sa.select(LedgerAccount.kind, LedgerAccount.balance, LedgerAccount.held).where(
             LedgerAccount.member_id == member_id
@@ -188,20 +203,21 @@ def _begin(
     details: dict[str, Any] | None = None,
     reverses_id: int | None = None,
 ) -> LedgerTransaction:
-    tx = LedgerTransaction(
-        member_id=member_id,
-        kind=kind.value,
-        cause_type=cause.type,
-        cause_ref=cause.ref,
-        amount=amount,
-        actor=actor,
-        reason=reason,
-        details=details or {},
-        reverses_id=reverses_id,
-        created_at=now,
-    )
-    db.session.add(tx)
-    db.session.flush()
+    values = {
+        "member_id": member_id,
+        "kind": kind.value,
+        "cause_type": cause.type,
+        "cause_ref": cause.ref,
+        "amount": amount,
+        "actor": actor,
+        "reason": reason,
+        "details": details or {},
+        "reverses_id": reverses_id,
+        "created_at": now,
+    }
+    tx = insert_persistent(LedgerTransaction, values)
+    tx._unsent_entries = []  # type: ignore[attr-defined]  # see _move and _finish
+    tx._touched_accounts = {}  # type: ignore[attr-defined]  # see _shift and _finish
     return tx
 
 
@@ -213,23 +229,43 @@ def _move(
     *,
     lot_id: int | None = None,
 ) -> None:
-    """One balanced entry; keeps member account balances in step (program ones are sums)."""
+    """One balanced entry; keeps member account balances in step (program ones are sums).
+
+    The entry is inserted by `_finish`, with the transaction's other entries in one go.
+    """
     source_id = source if isinstance(source, int) else source.id
     target_id = target if isinstance(target, int) else target.id
-    db.session.add(
-        LedgerEntry(
-            transaction_id=tx.id,
-            from_account_id=source_id,
-            to_account_id=target_id,
-            amount=amount,
-            lot_id=lot_id,
-            created_at=tx.created_at,
-        )
+    tx._unsent_entries.append(  # type: ignore[attr-defined]
+        {
+            "transaction_id": tx.id,
+            "from_account_id": source_id,
+            "to_account_id": target_id,
+            "amount": amount,
+            "lot_id": lot_id,
+            "created_at": tx.created_at,
+        }
     )
     if isinstance(source, LedgerAccount):
-        source.balance -= amount
+        _shift(tx, source, -amount)
     if isinstance(target, LedgerAccount):
-        target.balance += amount
+        _shift(tx, target, amount)
+
+
+def _shift(tx: LedgerTransaction, account: LedgerAccount, delta: int) -> None:
+    """Change a (locked) member account's balance; `_finish` writes it with one Core UPDATE
+    per account, and the ORM object already holds the new value (no unit-of-work flush)."""
+    set_committed_value(account, "balance", account.balance + delta)
+    tx._touched_accounts[account.id] = account  # type: ignore[attr-defined]
+
+
+@cache
+def _set_balance_statement() -> sa.Update:
+    table = LedgerAccount.__table__
+    return (
+        sa.update(table)
+        .where(table.c.id == sa.bindparam("account_id"))
+        .values(balance=sa.bindparam("new_balance"))
+    )
 
 
 def _new_lot(
@@ -242,21 +278,19 @@ def _new_lot(
     expires_at: datetime | None,
     available_at: datetime | None = None,
 ) -> PointLot:
-    lot = PointLot(
-        member_id=member_id,
-        status=status.value,
-        amount=amount,
-        remaining=amount,
-        earned_at=now,
-        available_at=available_at,
-        expires_at=expires_at,
-        source_transaction_id=tx.id,
-        cause_type=tx.cause_type,
-        cause_ref=tx.cause_ref,
-    )
-    db.session.add(lot)
-    db.session.flush()
-    return lot
+    values = {
+        "member_id": member_id,
+        "status": status.value,
+        "amount": amount,
+        "remaining": amount,
+        "earned_at": now,
+        "available_at": available_at,
+        "expires_at": expires_at,
+        "source_transaction_id": tx.id,
+        "cause_type": tx.cause_type,
+        "cause_ref": tx.cause_ref,
+    }
+    return insert_persistent(PointLot, values)
 
 
 def _credit_available(
@@ -319,7 +353,19 @@ def _take_from_lots(
 
 
 def _finish(tx: LedgerTransaction, topic: str, now: datetime, **payload: Any) -> None:
-    """Flush the entries and record the domain event (the amount was set at _begin)."""
+    """Insert the entries, flush the balances and record the domain event (the amount was
+    set at _begin)."""
+    entries = tx._unsent_entries  # type: ignore[attr-defined]
+    if entries:
+        db.session.execute(sa.insert(LedgerEntry.__table__), entries)
+        entries.clear()
+    touched = tx._touched_accounts  # type: ignore[attr-defined]
+    if touched:
+        db.session.execute(
+            _set_balance_statement(),
+            [{"account_id": a.id, "new_balance": a.balance} for a in touched.values()],
+        )
+        touched.clear()
     db.session.flush()
     outbox.emit(
         topic,
@@ -351,13 +397,15 @@ def earn_points(
     details: dict[str, Any] | None = None,
     source: ProgramAccount = ProgramAccount.ISSUED,
     kind: TransactionKind = TransactionKind.EARN,
+    member_locked: bool = False,
 ) -> LedgerTransaction:
     """Credit points from the program. Pending until `pending_until` when it is in the future.
 
     The lot expires at `expires_at`, or by `policy` (default: the configured policy).
+    `member_locked`: see lock_member_accounts.
     """
     _check_amount(amount)
-    accounts = lock_member_accounts(member_id)
+    accounts = lock_member_accounts(member_id, member_locked=member_locked)
     if expires_at is None:
         expires_at = (policy or _settings().points_expiry).expires_at(now)
     tx = _begin(member_id, kind, cause, amount=amount, actor=actor, now=now, details=details)

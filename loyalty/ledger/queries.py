@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from loyalty.db import db, utc_day, utc_month
+from loyalty.db import BIGINT_MAX, db, utc_day, utc_month
 from loyalty.errors import InvalidInput
 from loyalty.ledger.models import (
     AccountKind,
@@ -41,7 +41,8 @@ def history(
     """Newest first; the cursor is the last id seen (keyset pagination, stable under inserts)."""
     query = sa.select(LedgerTransaction).where(LedgerTransaction.member_id == member_id)
     if cursor is not None:
-        if not cursor.isdigit():
+        # ASCII digits within BIGINT: "²" passes isdigit() but not int(), a huge id overflows.
+        if not (cursor.isascii() and cursor.isdigit()) or int(cursor) > BIGINT_MAX:
             raise InvalidInput("cursor is not valid", field="cursor")
         query = query.where(LedgerTransaction.id < int(cursor))
     if kinds:

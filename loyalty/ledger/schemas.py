@@ -3,7 +3,7 @@ from __future__ import annotations
 from marshmallow import fields, validate
 
 from loyalty.ledger.models import TransactionKind
-from loyalty.schemas import CursorQuery, Points, StrictSchema, Text
+from loyalty.schemas import MAX_POINTS, CursorQuery, Day, Instant, Points, StrictSchema, Text
 
 
 class BalanceSchema(StrictSchema):
@@ -34,8 +34,8 @@ class HistoryQuery(CursorQuery):
         fields.String(validate=validate.OneOf([k.value for k in TransactionKind])),
         load_default=None,
     )
-    since = fields.AwareDateTime(load_default=None)
-    until = fields.AwareDateTime(load_default=None)
+    since = Instant(load_default=None)
+    until = Instant(load_default=None)
 
 
 class HistoryPageSchema(StrictSchema):
@@ -67,7 +67,9 @@ class HoldRequestSchema(StrictSchema):
 
 
 class CaptureRequestSchema(StrictSchema):
-    points = fields.Integer(strict=True, load_default=None, validate=validate.Range(min=0))
+    points = fields.Integer(
+        strict=True, load_default=None, validate=validate.Range(min=0, max=MAX_POINTS)
+    )
     order_id = Text(128, load_default=None, metadata={"description": "the order paid"})
 
 
@@ -112,8 +114,8 @@ class LiabilitySchema(StrictSchema):
 
 
 class ActivityQuery(StrictSchema):
-    since = fields.Date(required=True)
-    until = fields.Date(required=True, metadata={"description": "inclusive"})
+    since = Day(required=True)
+    until = Day(required=True, metadata={"description": "inclusive"})
 
 
 class ActivityDaySchema(StrictSchema):

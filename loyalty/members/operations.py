@@ -127,7 +127,8 @@ def find_or_enrol(
                 store_id=store_id,
                 profile=profile,
             ), True
-    except sa.exc.IntegrityError:
+    except (sa.exc.IntegrityError, IdentityTaken):
+        # Another request enrolled the same person meanwhile: its member wins.
         existing = _owner_of_any(canonical)
         if existing is None:
             raise
@@ -166,7 +167,7 @@ def _owner_of_any(canonical: Mapping[str, str]) -> Member | None:
 def _attach_identities(member: Member, canonical: Mapping[str, str], now: datetime) -> None:
     taken = _owner_of_any(canonical)
     if taken is not None and taken.id != member.id:
-        raise Conflict("an identity already belongs to another member", member_id=None)
+        raise IdentityTaken("an identity already belongs to another member")
     for kind, value in canonical.items():
         db.session.add(MemberIdentity(member_id=member.id, kind=kind, value=value, created_at=now))
     db.session.flush()

@@ -9,7 +9,7 @@ from marshmallow import ValidationError, fields, validate, validates_schema
 
 from loyalty.ledger.schemas import BalanceSchema
 from loyalty.members.models import IdentityKind
-from loyalty.schemas import StrictSchema, Text
+from loyalty.schemas import Id, StrictSchema, Text
 from loyalty.stores.models import Channel
 from loyalty.stores.schemas import COUNTRY, PlainText, iana_timezone, no_control_characters
 
@@ -81,7 +81,7 @@ class SelfProfileSchema(StrictSchema):
 
     name = PlainText(200, allow_none=True)
     birthday = fields.Date(allow_none=True, validate=_past_birthday)
-    locale = fields.String(validate=LOCALE)
+    locale = fields.String(validate=[validate.Length(max=16), LOCALE])  # the column is 16 wide
     timezone = fields.String(validate=iana_timezone)
     home_store_id = Text(64, allow_none=True)
 
@@ -143,7 +143,7 @@ class BlockRequestSchema(StrictSchema):
 
 
 class MergeRequestSchema(StrictSchema):
-    merged_member_id = fields.Integer(strict=True, required=True, validate=validate.Range(min=1))
+    merged_member_id = Id(required=True)
     reason = PlainText(500, required=True)
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
+from loyalty.cache import TTLCache
 from loyalty.db import db
 from loyalty.errors import Conflict, InvalidInput, NotFound
 from loyalty.stores.models import Store
@@ -77,3 +79,30 @@ def require_store(store_id: str | None, *, field: str = "store_id") -> Store | N
     if store is None:
         raise InvalidInput(f"no store {store_id!r}", field=field)
     return store
+
+
+@dataclass(frozen=True)
+class StoreSnapshot:
+    """What orders and redemptions read about a store (a cached copy, not an ORM object)."""
+
+    id: str
+    active: bool
+    region: str | None
+
+
+# Read on every order: cached per process (see loyalty.cache; a store written in this process
+# clears it at once, other processes see the change within the TTL). An unknown store is not
+# remembered, so a store created in another process can be used at once.
+_store_cache: TTLCache[StoreSnapshot | None] = TTLCache("stores", models=(Store,), cache_none=False)
+
+
+def cached_store(store_id: str) -> StoreSnapshot | None:
+    """The store as a snapshot, or None when there is no such store."""
+    return _store_cache.get(store_id, lambda: _load_store_snapshot(store_id))
+
+
+def _load_store_snapshot(store_id: str) -> StoreSnapshot | None:
+    row = db.session.execute(
+        sa.select(Store.id, Store.active, Store.region).where(Store.id == store_id)
+    ).first()
+    return StoreSnapshot(*row) if row is not None else None

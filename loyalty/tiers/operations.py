@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from flask import current_app
 
 from loyalty import outbox
+from loyalty.cache import TTLCache
 from loyalty.db import db
 from loyalty.errors import Conflict, InvalidInput, NotFound
 from loyalty.ledger.models import LedgerTransaction, TransactionKind
@@ -39,6 +40,46 @@ TIER_FIELDS = (
 def list_tiers() -> list[Tier]:
     """Every tier, lowest rank first (one small query; callers reuse the list)."""
     return list(db.session.scalars(sa.select(Tier).order_by(Tier.rank)))
+
+
+@dataclass(frozen=True)
+class TierSnapshot:
+    """A tier as earning and qualification read it (a cached copy, not an ORM object)."""
+
+    id: int
+    code: str
+    rank: int
+    basis: str
+    threshold: int
+    window_days: int
+    currency: str | None
+    earn_multiplier_pct: int
+
+
+# Read on every order: cached per process (see loyalty.cache; a tier written in this process
+# clears it at once, other processes see the change within the TTL).
+_tiers_cache: TTLCache[tuple[TierSnapshot, ...]] = TTLCache("tiers", models=(Tier,))
+
+
+def cached_tiers() -> tuple[TierSnapshot, ...]:
+    """Every tier, lowest rank first, as snapshots; usable wherever `list_tiers()` is read."""
+    return _tiers_cache.get("all", _load_tier_snapshots)
+
+
+def _load_tier_snapshots() -> tuple[TierSnapshot, ...]:
+    rows = db.session.execute(
+        sa.select(
+            Tier.id,
+            Tier.code,
+            Tier.rank,
+            Tier.basis,
+            Tier.threshold,
+            Tier.window_days,
+            Tier.currency,
+            Tier.earn_multiplier_pct,
+        ).order_by(Tier.rank)
+    )
+    return tuple(TierSnapshot(*row) for row in rows)
 
 
 def get_tier(tier_id: int) -> Tier:
