@@ -30,6 +30,20 @@ function common.unique(prefix)
   return prefix .. "-" .. thread_no .. "-" .. counter
 end
 
+-- The body of a POS redemption of `code` for a new order `order_ref` (redeem scripts).
+local REDEEM_BODY = '{"codes":["%s"],"store_id":"%s","channel":"store","currency":"EUR",' ..
+  '"lines":[{"sku":"SKU-1","category":"shoes","quantity":1,"unit_price_minor":8999},' ..
+  '{"sku":"SKU-SOCKS","category":"accessories","quantity":2,"unit_price_minor":799}],' ..
+  '"order_ref":"%s"}'
+
+function common.redeem_request(data, code, order_ref)
+  return wrk.format("POST", "/v1/coupons/redeem", {
+    ["Authorization"] = "Bearer " .. data.api_key,
+    ["Content-Type"] = "application/json",
+    ["Idempotency-Key"] = order_ref,
+  }, string.format(REDEEM_BODY, code, data.store_id, order_ref))
+end
+
 function common.pick(list)
   return list[math.random(#list)]
 end
