@@ -251,7 +251,8 @@ def reevaluate_member_tier(
     tiers = list_tiers() if tiers is None else tiers
     if not tiers:
         return None
-    current = next((tier for tier in tiers if tier.id == _current_tier_id(member_id)), None)
+    current_id = _current_tier_id(member_id)  # once: the generator below ran it per tier
+    current = next((tier for tier in tiers if tier.id == current_id), None)
     current_rank = current.rank if current is not None else -1
     if allow_downgrade:
         target = eligible_tiers([member_id], tiers, now)[member_id]
