@@ -243,10 +243,6 @@ class MemberImporter:
 
     # --- writing ----------------------------------------------------------------------------
 
-    def import_chunk(self, raw_rows: list[tuple[int, dict[str, Any]]]) -> ChunkResult:
-        """Validate and write one chunk (flushes, never commits)."""
-        return self.write_chunk(*self.parse_chunk(raw_rows))
-
     def parse_chunk(
         self, raw_rows: list[tuple[int, dict[str, Any]]]
     ) -> tuple[list[_Row], ChunkResult]:
