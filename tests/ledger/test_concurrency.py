@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from loyalty.clock import utcnow
 from loyalty.db import db
-from loyalty.errors import InsufficientPoints
+from loyalty.errors import Conflict, InsufficientPoints
 from loyalty.ledger import operations as ledger
 from loyalty.ledger.models import PointHold
 from tests.concurrency import in_threads
@@ -74,3 +74,42 @@ def test_one_idempotency_key_sent_concurrently_has_one_effect(app, make):
     assert len({body for _, body in results}) == 1
     assert db.session.scalar(sa.select(sa.func.count()).select_from(PointHold)) == 1
     assert ledger.member_balance(member_id).held == 100
+
+
+def test_capture_racing_release_and_capture_closes_a_hold_exactly_once(app, make):
+    member_id = make.member(points=500).id
+    hold_id = ledger.hold_points(
+        member_id,
+        300,
+        now=utcnow(),
+        ttl_seconds=600,
+        reference=None,
+        client_id=None,
+        store_id=None,
+    ).id
+    db.session.commit()
+
+    def close(i):
+        try:
+            if i % 2:
+                ledger.release_hold(hold_id, now=utcnow())
+            else:
+                ledger.capture_hold(
+                    hold_id, 200, ledger.Cause("t", str(i)), now=utcnow(), actor="t"
+                )
+            db.session.commit()
+            return "release" if i % 2 else "capture"
+        except Conflict:
+            db.session.rollback()
+            return "refused"
+
+    results = in_threads(app, 10, close)
+    hold = db.session.get(PointHold, hold_id)
+    db.session.refresh(hold)
+    balance = ledger.member_balance(member_id)
+    assert balance.held == 0
+    if hold.status == "captured":
+        assert results.count("capture") == 1 and balance.balance == 300
+    else:
+        assert results.count("capture") == 0 and balance.balance == 500
+    assert_ledger_consistent()
