@@ -21,7 +21,8 @@ from loyalty.errors import MemberNotActive
 from loyalty.ledger.models import LedgerTransaction, PointHold, PointLot
 from loyalty.ledger.operations import member_balance
 from loyalty.members.models import Member, MemberIdentity, MemberMerge, MemberStatus
-from loyalty.members.operations import get_member, lock_members
+from loyalty.members.operations import get_member
+from loyalty.members.resolution import history_member_ids, lock_current_member
 from loyalty.tiers.models import Tier
 
 ExportSection = Callable[[int], Any]
@@ -72,14 +73,9 @@ PROFILE = [
 
 
 def same_person_ids(member_id: int) -> list[int]:
-    """The member and, recursively, every member merged into it."""
-    ids, frontier = [member_id], [member_id]
-    while frontier:
-        frontier = list(
-            db.session.scalars(sa.select(Member.id).where(Member.merged_into_id.in_(frontier)))
-        )
-        ids.extend(frontier)
-    return ids
+    """The person's ids (the member now, then every id merged into it): the merge rule's
+    `history_member_ids`, under the name export and erase steps have used."""
+    return history_member_ids(member_id)
 
 
 def export_member(member_id: int, *, now: datetime) -> dict[str, Any]:
@@ -165,8 +161,7 @@ def erase_member(member_id: int, *, now: datetime, actor: str) -> dict[str, Any]
 
     Emits member.erased (without personal data). Erasing twice is refused.
     """
-    survivor_id = get_member(member_id).id
-    member = lock_members(survivor_id)[survivor_id]
+    member = lock_current_member(member_id)
     if member.status in {MemberStatus.ERASED, MemberStatus.MERGED}:
         raise MemberNotActive(f"member {member.id} is already {member.status}")
     ids = same_person_ids(member.id)
