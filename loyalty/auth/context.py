@@ -15,7 +15,7 @@ from flask import g, request
 
 from loyalty.auth import tokens
 from loyalty.auth.keys import KEY_PREFIX, client_for_key
-from loyalty.errors import Forbidden, NotAuthenticated, NotFound
+from loyalty.errors import Forbidden, NotAuthenticated
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -62,19 +62,8 @@ def authenticate_request() -> Caller | None:
             store_id=client.store_id,
         )
     if credential.startswith(tokens.APP_TOKEN_PREFIX):
-        return Caller(member_id=_person_behind(tokens.member_id_from_token(credential)))
+        return Caller(member_id=tokens.member_id_from_token(credential))
     raise NotAuthenticated("unrecognised credential")
-
-
-def _person_behind(member_id: int) -> int:
-    """A token keeps working after its member is merged, for the person it belongs to now
-    (the merge rule): every /me route, its actor and its idempotency scope see the survivor."""
-    from loyalty.members.resolution import current_member_id
-
-    try:
-        return current_member_id(member_id)
-    except NotFound:
-        raise NotAuthenticated("member token is not valid") from None
 
 
 def current_caller() -> Caller:

@@ -78,8 +78,12 @@ def _history_page(member: Any, query: dict[str, Any]) -> dict[str, Any]:
 @requires_member
 @blp.response(200, BalanceSchema)
 def my_balance() -> Any:
-    """The member's balance, available, pending and held points (the app's home screen)."""
-    return operations.member_balance(current_caller().member_id, standalone=True)
+    """The member's balance, available, pending and held points (the app's home screen).
+
+    A token minted before a merge reads the survivor's (like every /me route)."""
+    return operations.member_balance(
+        current_caller().member_id, standalone=True, follow_merges=True
+    )
 
 
 @blp.route("/me/history")

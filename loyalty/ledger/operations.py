@@ -38,7 +38,7 @@ from loyalty.ledger.models import (
     TransactionKind,
 )
 from loyalty.ledger.policy import ExpiryPolicy, ReturnPolicy
-from loyalty.members.models import MemberStatus
+from loyalty.members.models import Member, MemberStatus
 from loyalty.members.resolution import lock_current_member
 
 MAX_POINTS_PER_MOVE = 10**12  # far above any real basket; keeps sums well inside BIGINT
@@ -149,27 +149,39 @@ def lock_member_accounts(
     )
 
 
-def member_balance(member_id: int, *, standalone: bool = False) -> Balance:
+def member_balance(
+    member_id: int, *, standalone: bool = False, follow_merges: bool = False
+) -> Balance:
     """The member's balances, from their three accounts in one SELECT.
 
     `standalone`: the caller reads nothing else in this transaction (GET /me/balance). On
     PostgreSQL the SELECT then runs in autocommit: one round trip instead of BEGIN, SELECT,
     ROLLBACK, and one statement sees one consistent snapshot of the three rows anyway.
+    `follow_merges`: the balance of the person `member_id` belongs to now (the merge rule),
+    resolved inside the same statement (a merged member's token reads the survivor's).
     """
     if standalone and db.engine.dialect.name == "postgresql" and not db.session().in_transaction():
         db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-    rows = db.session.execute(
-        sa.select(LedgerAccount.kind, LedgerAccount.balance, LedgerAccount.held).where(
-            LedgerAccount.member_id == member_id
+    owner: Any = member_id
+    if follow_merges:
+        members = Member.__table__
+        owner = (
+            sa.select(sa.func.coalesce(members.c.merged_into_id, members.c.id))
+            .where(members.c.id == member_id)
+            .scalar_subquery()
         )
+    rows = db.session.execute(
+        sa.select(
+            LedgerAccount.member_id, LedgerAccount.kind, LedgerAccount.balance, LedgerAccount.held
+        ).where(LedgerAccount.member_id == owner)
     ).all()
     if not rows:
         raise NotFound(f"no member {member_id}")
-    by_kind = {kind: (balance, held) for kind, balance, held in rows}
+    by_kind = {kind: (balance, held) for _, kind, balance, held in rows}
     points, held = by_kind[AccountKind.MEMBER_POINTS]
     debt = by_kind[AccountKind.MEMBER_DEBT][0]
     return Balance(
-        member_id=member_id,
+        member_id=rows[0][0],
         balance=points + debt,
         available=points - held,
         pending=by_kind[AccountKind.MEMBER_PENDING][0],

@@ -41,9 +41,10 @@ def resolve(member: Member) -> Member:
 
 def get_member(member_id: int) -> Member:
     """The member `member_id` belongs to now (merges followed). NotFound for an unknown id."""
-    member = db.session.get(Member, current_member_id(member_id))
-    assert member is not None  # current_member_id found it
-    return member
+    member = db.session.get(Member, member_id)
+    if member is None:
+        raise NotFound(f"no member {member_id}")
+    return resolve(member)
 
 
 def enrol_member(

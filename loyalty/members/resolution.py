@@ -53,24 +53,32 @@ def current_member_id(member_id: int) -> int:
 def lock_current_member(member_id: int) -> Member:
     """Lock the row of the member `member_id` belongs to now, and return it.
 
-    Resolves under the lock: a merge of that member that commits while we wait for (or
-    just before we take) the lock is followed to the survivor, whose row is locked in turn.
+    One statement resolves the id and locks the person's row (the merged row itself is not
+    locked). Then, under the lock, the row is checked again: a merge of that member that
+    committed while we waited is followed to the survivor, whose row is locked in turn.
     FOR NO KEY UPDATE (key_share), the lock every member write takes (see the ledger's
     lock_member_accounts). Raises NotFound for an unknown id.
     """
-    target = current_member_id(member_id)
+    table = Member.__table__
+    person = (
+        sa.select(sa.func.coalesce(table.c.merged_into_id, table.c.id))
+        .where(table.c.id == sa.bindparam("member_id"))
+        .scalar_subquery()
+    )
+    target = member_id
     for _ in range(MAX_HOPS):
         member = db.session.scalar(
             sa.select(Member)
-            .where(Member.id == target)
+            .where(Member.id == person)
             .with_for_update(key_share=True)
-            .execution_options(populate_existing=True)
+            .execution_options(populate_existing=True),
+            {"member_id": target},
         )
         if member is None:
             raise NotFound(f"no member {member_id}")
         if member.status != MemberStatus.MERGED or member.merged_into_id is None:
             return member
-        target = member.merged_into_id  # merged since we resolved it: follow the merge
+        target = member.merged_into_id  # merged while we waited for the lock: follow it
     raise Conflict(f"member {member_id} resolves through too many merges")
 
 
