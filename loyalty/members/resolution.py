@@ -84,12 +84,22 @@ def lock_current_member(member_id: int) -> Member:
 
 def history_member_ids(member_id: int) -> list[int]:
     """The person's ids: the member `member_id` belongs to now, then every id merged into
-    it (by id). Aggregates over a person's history sum over all of them."""
-    person = current_member_id(member_id)
-    merged = db.session.scalars(
-        sa.select(Member.id).where(Member.merged_into_id == person).order_by(Member.id)
+    it (by id). Aggregates over a person's history sum over all of them. One statement
+    (merged_into_id is one hop, see the module docstring). NotFound for an unknown id."""
+    table = Member.__table__
+    person = (
+        sa.select(sa.func.coalesce(table.c.merged_into_id, table.c.id))
+        .where(table.c.id == member_id)
+        .scalar_subquery()
     )
-    return [person, *merged]
+    rows = db.session.execute(
+        sa.select(table.c.id, table.c.merged_into_id)
+        .where(sa.or_(table.c.id == person, table.c.merged_into_id == person))
+        .order_by(table.c.merged_into_id.is_not(None), table.c.id)
+    ).all()
+    if not rows or rows[0][1] is not None:
+        raise NotFound(f"no member {member_id}")
+    return [row[0] for row in rows]
 
 
 def history_members(person_ids: Sequence[int]) -> sa.Subquery:
