@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import pytest
+import sqlalchemy as sa
 
 from loyalty.auth import scopes
 from loyalty.clock import utcnow
+from loyalty.coupons import operations
+from loyalty.coupons.models import CouponMemberUse
 from loyalty.db import db
 from loyalty.ledger.operations import member_balance
 from loyalty.members.merge import merge_members
+from tests.concurrency import run_between
 from tests.coupons import factories as f
 from tests.factories import idem
 from tests.ledger.invariants import assert_ledger_consistent
@@ -64,3 +68,33 @@ def test_a_rollback_after_a_merge_gives_the_use_back_to_the_survivor(client, mak
     again = client.post("/v1/coupons/redeem", json=f.body([code], member_id=survivor,
                         order_ref="o3"), headers=idem(pos))  # fmt: skip
     assert again.status_code == 201, again.json
+
+
+@pytest.mark.postgres
+def test_a_rollback_racing_a_merge_gives_the_use_back_to_the_survivor(app, client, make):
+    """The rollback looks the counter up under the merged id; the merge folds that counter
+    into the survivor's and commits while the rollback waits on the row: the rollback
+    resolves again and gives the use back to the survivor."""
+    make.store("S1")
+    pos = make.api_key(scopes.COUPONS_REDEEM, store_id="S1")
+    offer_id = f.offer(per_member_limit=1).id
+    code = f.shared(offer_id, "ONCE")
+    used_by, survivor = make.member().id, make.member().id
+    first = client.post("/v1/coupons/redeem", json=f.body([code], member_id=used_by,
+                        order_ref="o1"), headers=idem(pos))  # fmt: skip
+    [redemption] = first.json["redemptions"]
+
+    def merging() -> None:
+        merge_members(survivor, used_by, reason="dup", now=utcnow(), actor="t")
+
+    def rolling_back() -> None:
+        operations.rollback_redemption(redemption["id"], now=utcnow(), actor="t")
+
+    assert run_between(app, merging, rolling_back) == []
+    db.session.expire_all()
+    uses = db.session.execute(
+        sa.select(CouponMemberUse.member_id, CouponMemberUse.uses).where(
+            CouponMemberUse.offer_id == offer_id
+        )
+    ).all()
+    assert uses == [(survivor, 0)]

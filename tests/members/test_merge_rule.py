@@ -5,9 +5,6 @@ See loyalty.members.resolution and docs/architecture.md, "The merge rule".
 
 from __future__ import annotations
 
-import threading
-import time
-
 import pytest
 import sqlalchemy as sa
 
@@ -19,6 +16,7 @@ from loyalty.ledger.models import LedgerTransaction
 from loyalty.members.merge import merge_members
 from loyalty.members.models import Member
 from loyalty.members.resolution import current_member_id, history_member_ids
+from tests.concurrency import run_between
 from tests.ledger.invariants import assert_ledger_consistent
 
 
@@ -92,65 +90,20 @@ def test_member_routes_naming_a_merged_id_all_answer_for_the_person(client, make
 def test_a_write_waiting_on_a_member_being_merged_lands_on_the_survivor(app, make):
     """Resolve, then lock: a merge that commits while the write waits for the member's row
     lock is followed under the lock (the +41 once booked on a merged member)."""
-    survivor, duplicate = make.member(points=100), make.member(points=40)
-    merge_holds_locks, merge_may_commit = threading.Event(), threading.Event()
-    errors: list[BaseException] = []
+    survivor, duplicate = make.member(points=100).id, make.member(points=40).id
 
     def merging() -> None:
-        with app.app_context():
-            try:
-                merge_members(survivor.id, duplicate.id, reason="r", now=utcnow(), actor="t")
-                merge_holds_locks.set()
-                merge_may_commit.wait(10)
-                db.session.commit()
-            except BaseException as error:  # reported by the test thread
-                errors.append(error)
-                merge_holds_locks.set()
-            finally:
-                db.session.remove()
+        merge_members(survivor, duplicate, reason="r", now=utcnow(), actor="t")
 
     def adjusting() -> None:
-        with app.app_context():
-            try:
-                resolved = current_member_id(duplicate.id)  # before the merge commits
-                assert resolved == duplicate.id
-                ledger.adjust_points(
-                    resolved, 41, reason="goodwill", actor="t", now=utcnow(), reference="r"
-                )
-                db.session.commit()
-            except BaseException as error:
-                errors.append(error)
-            finally:
-                db.session.remove()
-
-    merger = threading.Thread(target=merging)
-    merger.start()
-    assert merge_holds_locks.wait(10)
-    adjuster = threading.Thread(target=adjusting)
-    adjuster.start()
-    _wait_for_a_lock_wait()
-    merge_may_commit.set()
-    merger.join(10)
-    adjuster.join(10)
-    assert errors == []
-    db.session.expire_all()
-    assert ledger.member_balance(survivor.id).balance == 181
-    assert ledger.member_balance(duplicate.id).balance == 0
-    assert_ledger_consistent()
-
-
-def _wait_for_a_lock_wait(timeout: float = 10) -> None:
-    """Until another session of this database waits on a row lock."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        waiting = db.session.scalar(
-            sa.text(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND wait_event_type = 'Lock'"
-            )
+        resolved = current_member_id(duplicate)  # before the merge commits
+        assert resolved == duplicate
+        ledger.adjust_points(
+            resolved, 41, reason="goodwill", actor="t", now=utcnow(), reference="r"
         )
-        db.session.rollback()
-        if waiting:
-            return
-        time.sleep(0.02)
-    raise AssertionError("the write never waited for the merge's lock")
+
+    assert run_between(app, merging, adjusting) == []
+    db.session.expire_all()
+    assert ledger.member_balance(survivor).balance == 181
+    assert ledger.member_balance(duplicate).balance == 0
+    assert_ledger_consistent()
