@@ -556,10 +556,11 @@ def reverse_earned(
 ) -> ReversalResult:
     """Take back `points` earned by `earned_by` (a lot cause ref, e.g. the order).
 
-    Always writes one REVERSE transaction of -(points taken), with what the return policy
-    forgave in `details["forgiven"]` (tier qualification reads it). Pending points of that
-    cause go first; then, by the return policy, available points
-    (that cause's lots first, then soonest-expiring), then debt for a claw-back.
+    Always writes one REVERSE transaction of -(points taken), with `details` naming the
+    whole reversal (`reversed_points`, what tier qualification drops by) and what the return
+    policy forgave (`forgiven`). Pending points of that cause go first; then, by the
+    return policy, available points (that cause's lots first, then soonest-expiring), then
+    debt for a claw-back.
     """
     if points <= 0:
         return ReversalResult(None, 0, 0, 0, 0)
@@ -576,7 +577,8 @@ def reverse_earned(
             clawed, left = left, 0
     taken = from_pending + from_available + clawed
     # Even when the policy forgave everything, the reversal is recorded (0 points, no
-    # entries, `forgiven` in its details): tier qualification drops by the whole reversal.
+    # entries): tier qualification drops by `reversed_points`, the whole reversal, whatever
+    # part of it the balance could pay.
     tx = _begin(
         member_id,
         TransactionKind.REVERSE,
@@ -584,7 +586,12 @@ def reverse_earned(
         amount=-taken,
         actor=actor,
         now=now,
-        details={"earned_by": earned_by, "policy": policy.value, "forgiven": left},
+        details={
+            "earned_by": earned_by,
+            "policy": policy.value,
+            "reversed_points": points,
+            "forgiven": left,
+        },
     )
     issued = program_account_id(ProgramAccount.ISSUED)
     _take_from_lots(tx, pending_lots, accounts.pending, issued, from_pending)

@@ -159,22 +159,24 @@ def _basis_key(tier: Tier) -> tuple[str, int, str | None]:
 def qualifying_points(member_ids: Sequence[int], since: datetime) -> dict[int, int]:
     """Qualifying points since `since`, per person (not the balance), merged ids included.
 
-    Points earned, less what refunds and cancellations reversed: the whole reversal,
-    also the part the return policy forgave (recorded as `forgiven` on the reverse
-    transaction), since those points were never really earned. Plus the qualifying points
-    brought by the CSV import (`member_imports.qualifying_points`, counted from the import
-    day). Summed over every id that belongs to the person (see loyalty.members.resolution).
+    Points earned, less what refunds and cancellations reversed: the whole reversal
+    (`details.reversed_points` of the reverse transaction), also the part the balance
+    couldn't pay and the return policy forgave, since those points were never really
+    earned. Plus the qualifying points brought by the CSV import
+    (`member_imports.qualifying_points`, counted from the import day). Summed over every id
+    that belongs to the person (see loyalty.members.resolution).
     """
     from loyalty.members.models import MemberImport
 
     people = history_members(member_ids)
     tx = LedgerTransaction
-    forgiven = sa.func.coalesce(tx.details["forgiven"].as_integer(), 0)
+    # Reversals written before `reversed_points` was recorded count what they took.
+    reversed_points = sa.func.coalesce(-tx.details["reversed_points"].as_integer(), tx.amount)
     earned = (
         sa.select(
             tx.member_id.label("member_id"),
             sa.case(
-                (tx.kind == TransactionKind.REVERSE.value, tx.amount - forgiven), else_=tx.amount
+                (tx.kind == TransactionKind.REVERSE.value, reversed_points), else_=tx.amount
             ).label("points"),
         )
         .join(people, people.c.member_id == tx.member_id)
