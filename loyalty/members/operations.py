@@ -33,7 +33,8 @@ def find_member_by_identity(
 
 
 def resolve(member: Member) -> Member:
-    """The member `member` belongs to now (itself unless merged); see loyalty.members.resolution."""
+    """The member `member` belongs to now (itself unless merged): `current_member_id` for a
+    loaded row (loyalty.members.resolution)."""
     if member.status != MemberStatus.MERGED:
         return member
     return db.session.get(Member, current_member_id(member.id))  # type: ignore[return-value]

@@ -72,16 +72,14 @@ PROFILE = [
 ]
 
 
-def same_person_ids(member_id: int) -> list[int]:
-    """The person's ids (the member now, then every id merged into it): the merge rule's
-    `history_member_ids`, under the name export and erase steps have used."""
-    return history_member_ids(member_id)
+# The name export and erase steps used before the merge rule had its module.
+same_person_ids = history_member_ids
 
 
 def export_member(member_id: int, *, now: datetime) -> dict[str, Any]:
     """Everything stored about the member (following merges), as JSON-able data."""
     member = get_member(member_id)
-    ids = same_person_ids(member.id)
+    ids = history_member_ids(member.id)
 
     def rows(model: Any, column: Any, names: list[str]) -> list[dict[str, Any]]:
         query = sa.select(model).where(column.in_(ids)).order_by(model.id)
@@ -164,7 +162,7 @@ def erase_member(member_id: int, *, now: datetime, actor: str) -> dict[str, Any]
     member = lock_current_member(member_id)
     if member.status in {MemberStatus.ERASED, MemberStatus.MERGED}:
         raise MemberNotActive(f"member {member.id} is already {member.status}")
-    ids = same_person_ids(member.id)
+    ids = history_member_ids(member.id)
     identities = db.session.execute(
         sa.delete(MemberIdentity).where(MemberIdentity.member_id.in_(ids))
     ).rowcount
