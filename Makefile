@@ -9,11 +9,13 @@ REDIS_HOST ?= 127.0.0.1
 
 .PHONY: install run test test-sqlite test-postgres lint format bench clean
 
+# pip is quiet (its output would bury what `make run` prints); say once why nothing moves.
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	@echo "installing dependencies into $(VENV) (first run, about a minute)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	@$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
 
 install: $(STAMP)
 
