@@ -20,10 +20,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 ## Run the service on the embedded default (SQLite + in-process queue): migrate, seed, serve.
+## `make run PORT=8080` (or FLASK_RUN_PORT=8080) serves on another port; the default is 5000.
 run: install
-	$(BIN)/omniloyal db upgrade
-	$(BIN)/omniloyal demo --if-empty
-	$(BIN)/omniloyal run
+	@$(BIN)/omniloyal db upgrade
+	@$(BIN)/omniloyal demo --if-empty
+	@$(BIN)/omniloyal run --log-format console $(if $(PORT),--port $(PORT))
 
 ## The whole suite: lint, then SQLite (embedded default), then PostgreSQL + Redis.
 test: install lint test-sqlite test-postgres
