@@ -74,6 +74,7 @@ def run_command(host: str, port: int, log_format: logs.LogFormat) -> None:
 
         start_embedded_worker(app)
         click.echo("embedded worker: running in-process (no REDIS_URL)")
+    click.echo(f"Home:     http://{host}:{port}/")
     click.echo(f"API:      http://{host}:{port}/v1")
     click.echo(f"API docs: http://{host}:{port}/docs")
     click.echo(f"OpenAPI:  http://{host}:{port}/openapi.json")
