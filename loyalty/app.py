@@ -82,11 +82,9 @@ def _configure(app: Flask, settings: Settings) -> None:
         # Swagger UI 5 (it reads OpenAPI 3.1; 4.x shows nothing for our document), served
         # from the flask-swagger-ui package: /docs works offline, with no CDN.
         OPENAPI_SWAGGER_UI_URL="/docs-assets/",
-        OPENAPI_SWAGGER_UI_CONFIG={
-            "persistAuthorization": True,  # a pasted key survives a reload of /docs
-            "validatorUrl": None,  # no badge fetched from validator.swagger.io
-            "displayRequestDuration": True,
-        },
+        # A pasted key is not persisted (persistAuthorization would keep it in the
+        # browser's localStorage); no validator badge is fetched from validator.swagger.io.
+        OPENAPI_SWAGGER_UI_CONFIG={"validatorUrl": None, "displayRequestDuration": True},
         JSON_SORT_KEYS=False,
     )
 
