@@ -60,3 +60,19 @@ def test_run_serves_on_flask_run_port_and_logs_one_short_line_per_request(tmp_pa
     request_lines = [line for line in stderr.splitlines() if "/healthz" in line]
     assert request_lines, stderr
     assert re.fullmatch(r"\d\d:\d\d:\d\d GET /healthz 200 \d+ ms", request_lines[-1])
+
+
+def _make_run_commands(*args: str) -> str:
+    """The commands `make run` would run (dry run: nothing is installed or started)."""
+    env = {key: value for key, value in os.environ.items() if key not in {"PORT", "MAKEFLAGS"}}
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        ["make", "--dry-run", "run", *args], cwd=root, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_make_run_serves_on_port_when_given_and_leaves_flask_run_port_in_charge_otherwise():
+    assert "omniloyal run --log-format console --port 8080" in _make_run_commands("PORT=8080")
+    assert "--port" not in _make_run_commands()
