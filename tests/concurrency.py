@@ -31,3 +31,70 @@ def in_threads(app: Flask, count: int, work: Callable[[int], T]) -> list[T]:
 
     with ThreadPoolExecutor(max_workers=count) as pool:
         return list(pool.map(run, range(count)))
+
+
+def wait_for_a_lock_wait(timeout: float = 10) -> None:
+    """Until another session of this database waits on a lock (PostgreSQL): lets a test
+    order two transactions exactly, e.g. commit a merge only once a write waits behind it."""
+    import time
+
+    import sqlalchemy as sa
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        waiting = db.session.scalar(
+            sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock'"
+            )
+        )
+        db.session.rollback()
+        if waiting:
+            return
+        time.sleep(0.02)
+    raise AssertionError("no session ever waited for a lock")
+
+
+def run_between(app: Flask, holder: Callable[[], None], waiter: Callable[[], None]) -> list:
+    """Run `holder` in a thread up to (not including) its commit, then `waiter` in another
+    thread until it waits on a lock, then commit `holder` and let `waiter` finish.
+
+    Each runs in its own app context and session; returns the exceptions they raised.
+    """
+    holding, may_commit = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def hold() -> None:
+        with app.app_context():
+            try:
+                holder()
+                holding.set()
+                may_commit.wait(10)
+                db.session.commit()
+            except BaseException as error:  # handed back to the test
+                errors.append(error)
+                holding.set()
+            finally:
+                db.session.remove()
+
+    def wait() -> None:
+        with app.app_context():
+            try:
+                waiter()
+                db.session.commit()
+            except BaseException as error:
+                errors.append(error)
+            finally:
+                db.session.remove()
+
+    first = threading.Thread(target=hold)
+    first.start()
+    assert holding.wait(10)
+    second = threading.Thread(target=wait)
+    second.start()
+    if not errors:
+        wait_for_a_lock_wait()
+    may_commit.set()
+    first.join(10)
+    second.join(10)
+    return errors

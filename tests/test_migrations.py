@@ -63,3 +63,52 @@ def test_upgrade_matches_the_models_and_downgrade_returns_to_empty(empty_databas
             left = set(sa.inspect(connection).get_table_names()) - {"alembic_version"}
         assert left == set()
         db.engine.dispose()
+
+
+def test_the_merges_revision_repoints_merge_chains_and_counts_imported_points(empty_database_url):
+    """0003: every merged member names its person (one hop), and rows imported before it
+    count their opening points toward tiers (the importer's default since)."""
+    app = create_app(
+        {
+            "database_url": empty_database_url,
+            "redis_url": None,
+            "secret_key": "x" * 40,
+            "run_embedded_worker": False,
+        }
+    )
+    with app.app_context():
+        upgrade(revision="0002")
+        with db.engine.begin() as connection:
+            for member_id, status, into in (
+                (3, "active", None),
+                (2, "merged", 3),
+                (1, "merged", 2),
+            ):
+                connection.execute(
+                    sa.text(
+                        "INSERT INTO members (id, status, locale, timezone, attributes,"
+                        " merged_into_id, created_at, updated_at) VALUES (:id, :status, 'en',"
+                        " 'UTC', '{}', :into, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                    ),
+                    {"id": member_id, "status": status, "into": into},
+                )
+            connection.execute(
+                sa.text(
+                    "INSERT INTO member_imports (batch, external_id, member_id, opening_points,"
+                    " imported_at) VALUES ('legacy', 'G1', 3, 50000, CURRENT_TIMESTAMP)"
+                )
+            )
+        upgrade()
+        with db.engine.connect() as connection:
+            chains = dict(
+                connection.execute(sa.text("SELECT id, merged_into_id FROM members")).all()
+            )
+            qualifying = connection.execute(
+                sa.text("SELECT qualifying_points FROM member_imports")
+            ).scalar()
+            transit = connection.execute(
+                sa.text("SELECT count(*) FROM ledger_accounts WHERE code = 'merges'")
+            ).scalar()
+        assert (chains, qualifying, transit) == ({1: 3, 2: 3, 3: None}, 50000, 1)
+        downgrade(revision="base")
+        db.engine.dispose()

@@ -47,6 +47,7 @@ from loyalty.coupons.models import (
 from loyalty.coupons.offers import generate_codes  # noqa: F401  (the operation lives there)
 from loyalty.db import db, insert_persistent, upsert_insert
 from loyalty.errors import Conflict, InvalidInput, NotFound
+from loyalty.members.resolution import current_member_id
 from loyalty.stores.models import Store
 
 MAX_CODES_PER_CHECKOUT = 10
@@ -729,11 +730,7 @@ def _close(
 
 
 def _restore(closed: list[Any]) -> None:
-    codes, offers, members = (
-        CouponCode.__table__,
-        CouponOffer.__table__,
-        CouponMemberUse.__table__,
-    )
+    codes, offers = CouponCode.__table__, CouponOffer.__table__
     for row in sorted(closed, key=lambda r: r.code_id):
         db.session.execute(
             sa.update(codes).where(codes.c.id == row.code_id).values(uses=codes.c.uses - 1)
@@ -748,11 +745,29 @@ def _restore(closed: list[Any]) -> None:
             )
         )
     for row in sorted((r for r in closed if r.counted_member), key=lambda r: r.offer_id):
-        db.session.execute(
-            sa.update(members)
-            .where(members.c.offer_id == row.offer_id, members.c.member_id == row.member_id)
-            .values(uses=members.c.uses - 1)
-        )
+        _give_member_use_back(row.offer_id, row.member_id)
+
+
+def _give_member_use_back(offer_id: int, member_id: int) -> None:
+    """One use back on the per-member counter of the person who holds it now.
+
+    A merge folds the merged member's counters into the survivor's, while the redemption
+    keeps the id it was made under: the use goes back to the member that id belongs to now
+    (the merge rule). Should a merge commit between our lookup and our UPDATE (which then
+    finds the folded row gone), the id is resolved again and the UPDATE retried.
+    """
+    table = CouponMemberUse.__table__
+    holder = current_member_id(member_id)
+    while True:
+        restored = db.session.execute(
+            sa.update(table)
+            .where(table.c.offer_id == offer_id, table.c.member_id == holder, table.c.uses > 0)
+            .values(uses=table.c.uses - 1)
+        ).rowcount
+        now_holder = current_member_id(member_id)
+        if restored or now_holder == holder:
+            return
+        holder = now_holder
 
 
 def _checkout(checkout_ref: str) -> list[CouponRedemption]:

@@ -34,6 +34,7 @@ from loyalty.db import db, upsert_insert
 from loyalty.errors import Conflict, InvalidInput, NotFound
 from loyalty.ledger.operations import Cause, burn_points, reverse_burn
 from loyalty.members.models import Member, MemberStatus
+from loyalty.members.resolution import history_member_ids
 
 MAX_ISSUE_PER_CALL = 10_000
 
@@ -392,9 +393,7 @@ def merge_member_coupons(merged_id: int, survivor_id: int, now: datetime) -> dic
 def export_member_coupons(member_id: int) -> dict[str, Any]:
     """The member's coupons and redemptions (also those made under ids merged into it), for
     a privacy export."""
-    from loyalty.members.privacy import same_person_ids
-
-    ids = same_person_ids(member_id)
+    ids = history_member_ids(member_id)
     codes = db.session.scalars(
         sa.select(CouponCode).where(CouponCode.member_id == member_id).order_by(CouponCode.id)
     ).all()

@@ -37,7 +37,8 @@ from loyalty.earning.models import (
 from loyalty.errors import Conflict, InvalidInput, MemberNotActive, NotAuthenticated, NotFound
 from loyalty.ledger import operations as ledger
 from loyalty.members.models import Member
-from loyalty.members.operations import find_or_enrol, resolve
+from loyalty.members.operations import find_or_enrol, get_member
+from loyalty.members.resolution import current_member_id, history_member_ids, lock_current_member
 from loyalty.stores.models import Channel
 from loyalty.stores.operations import StoreSnapshot, cached_store
 from loyalty.tiers import operations as tiers
@@ -326,21 +327,14 @@ def resolve_order_member(
 
 
 def _existing_member(member_id: int, *, lock: bool = False) -> tuple[Member, bool]:
-    """(member, locked): the member, merges followed; `locked` when `lock` was asked and
-    the row returned is the one locked (a merged id's survivor is not locked here)."""
-    if lock:
-        member = db.session.scalar(
-            sa.select(Member)
-            .where(Member.id == member_id)
-            .with_for_update(key_share=True)
-            .execution_options(populate_existing=True)
-        )
-    else:
-        member = db.session.get(Member, member_id)
-    if member is None:
-        raise InvalidInput(f"no member {member_id}", field="member")
-    survivor = resolve(member)
-    return survivor, lock and survivor is member
+    """(member, locked): the member the id belongs to now (merges followed, under the row
+    lock when `lock` is asked: the ledger's lock helper, see lock_member_accounts)."""
+    try:
+        if lock:
+            return lock_current_member(member_id), True
+        return get_member(member_id), False
+    except NotFound:
+        raise InvalidInput(f"no member {member_id}", field="member") from None
 
 
 def _require_active(member: Member) -> None:
@@ -555,8 +549,10 @@ def post_order(
             member_locked=member_locked,
         )
         ledger_transaction_id = tx.id
+        member_id = tx.member_id  # the person the points went to (a merge may have just moved them)
     else:
         pending_until = None
+        member_id = member.id
     _finish_order(
         order,
         discount_minor=discount,
@@ -568,7 +564,7 @@ def post_order(
         ledger_transaction_id=ledger_transaction_id,
     )
     db.session.flush()
-    tiers.reevaluate_member_tier(member.id, now, tiers=tier_list)
+    tiers.reevaluate_member_tier(member_id, now, tiers=tier_list)
     return order, True
 
 
@@ -694,9 +690,9 @@ def _lock_order(order_id: int) -> Order:
 
 def _reverse(order: Order, points: int, cause_ref: str, now: datetime, actor: str) -> dict:
     policy = _settings().return_policy
-    member = resolve(db.session.get(Member, order.member_id))  # type: ignore[arg-type]
+    # The order's member now (merges followed; the ledger resolves again under its lock).
     result = ledger.reverse_earned(
-        member.id,
+        current_member_id(order.member_id),
         points,
         ledger.Cause("refund", cause_ref),
         earned_by=order_cause_ref(order.id),
@@ -933,7 +929,7 @@ def record_activity(
     activity.breakdown = [entry.as_dict() for entry in result.breakdown]
     db.session.flush()
     if result.total > 0:
-        tiers.reevaluate_member_tier(member.id, now)
+        tiers.reevaluate_member_tier(tx.member_id, now)
     return activity, True
 
 
@@ -958,10 +954,10 @@ def _check_birthday(member: Member, now: datetime) -> None:
 def _check_referral(member: Member, referred_member_id: int | None) -> int:
     if referred_member_id is None:
         raise InvalidInput("a referral needs referred_member_id", field="referred_member_id")
-    referred = db.session.get(Member, referred_member_id)
-    if referred is None:
-        raise InvalidInput(f"no member {referred_member_id}", field="referred_member_id")
-    referred = resolve(referred)
+    try:
+        referred = get_member(referred_member_id)
+    except NotFound:
+        raise InvalidInput(f"no member {referred_member_id}", field="referred_member_id") from None
     if referred.id == member.id:
         raise InvalidInput("a member can't refer themselves", field="referred_member_id")
     if referred.created_at < member.created_at:
@@ -1007,9 +1003,7 @@ def merge_orders_and_activities(merged_id: int, survivor_id: int, now: datetime)
 def export_member_orders(member_id: int) -> dict[str, Any]:
     """Privacy export section: the member's orders (with lines and refunds) and activities,
     including those kept by members merged into this one."""
-    from loyalty.members.privacy import same_person_ids
-
-    member_ids = same_person_ids(member_id)
+    member_ids = history_member_ids(member_id)
     orders = list(
         db.session.scalars(
             sa.select(Order).where(Order.member_id.in_(member_ids)).order_by(Order.id)

@@ -33,6 +33,7 @@ from loyalty.ledger.schemas import (
     TransactionSchema,
 )
 from loyalty.members.operations import get_member
+from loyalty.members.resolution import history_member_ids
 from loyalty.schemas import StrictSchema
 from loyalty.stores.operations import require_store
 from loyalty.timezones import local
@@ -56,8 +57,10 @@ def _with_local_time(transactions: list[Any], timezone: str) -> list[Any]:
 
 
 def _history_page(member: Any, query: dict[str, Any]) -> dict[str, Any]:
+    """A page of the person's history: `member` (merges already followed) and every id
+    merged into it."""
     page = queries.history(
-        member.id,
+        history_member_ids(member.id),
         cursor=query["cursor"],
         limit=query["limit"],
         kinds=query["kind"],
@@ -75,8 +78,12 @@ def _history_page(member: Any, query: dict[str, Any]) -> dict[str, Any]:
 @requires_member
 @blp.response(200, BalanceSchema)
 def my_balance() -> Any:
-    """The member's balance, available, pending and held points (the app's home screen)."""
-    return operations.member_balance(current_caller().member_id, standalone=True)
+    """The member's balance, available, pending and held points (the app's home screen).
+
+    A token minted before a merge reads the survivor's (like every /me route)."""
+    return operations.member_balance(
+        current_caller().member_id, standalone=True, follow_merges=True
+    )
 
 
 @blp.route("/me/history")
@@ -228,13 +235,9 @@ def adjust(data: dict[str, Any], member_id: int) -> Any:
 @blp.arguments(HistoryQuery, location="query")
 @blp.response(200, HistoryPageSchema)
 def member_ledger(query: dict[str, Any], member_id: int) -> Any:
-    """Support's view of any member's ledger (merged members keep their own history)."""
-    from loyalty.members.models import Member
-
-    member = db.session.get(Member, member_id)
-    if member is None:
-        raise NotFound(f"no member {member_id}")
-    return _history_page(member, query)
+    """Support's view of a member's ledger: the person's, like every route naming a member
+    (a merged id shows its survivor's, which includes the merged member's own history)."""
+    return _history_page(get_member(member_id), query)
 
 
 @blp.route("/reports/liability")

@@ -41,6 +41,9 @@ class ProgramAccount(enum.StrEnum):
     EXPIRED = "expired"  # points that reached their lot's expiry
     ADJUSTMENTS = "adjustments"  # support's manual corrections, both ways
     OPENING = "opening"  # opening balances brought from a previous system
+    # Points in transit between two members being merged: the merged member's outgoing
+    # transaction pays in, the survivor's incoming one takes out the same amount (nets to 0).
+    MERGES = "merges"
 
 
 class TransactionKind(enum.StrEnum):

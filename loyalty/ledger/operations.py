@@ -39,6 +39,7 @@ from loyalty.ledger.models import (
 )
 from loyalty.ledger.policy import ExpiryPolicy, ReturnPolicy
 from loyalty.members.models import Member, MemberStatus
+from loyalty.members.resolution import lock_current_member
 
 MAX_POINTS_PER_MOVE = 10**12  # far above any real basket; keeps sums well inside BIGINT
 
@@ -53,6 +54,7 @@ class Cause:
 
 @dataclass
 class MemberAccounts:
+    member_id: int  # whose accounts: the member the id given to the lock belongs to now
     points: LedgerAccount
     pending: LedgerAccount
     debt: LedgerAccount
@@ -115,6 +117,10 @@ def lock_member_accounts(
 ) -> MemberAccounts:
     """Lock the member row, then its accounts: the one lock order every operation uses.
 
+    Merges are followed, and resolved again under the row lock: a merge that commits
+    between the caller's lookup and this lock moves the write to the survivor (the merge
+    rule, loyalty.members.resolution). Callers post under `accounts.member_id`, never
+    under the id they passed.
     Profile changes, tier changes and merges lock the member row too, so taking it first
     here means no two operations can ever wait on each other in opposite orders.
     FOR NO KEY UPDATE (key_share): rows inserted elsewhere that reference the member (orders,
@@ -123,16 +129,10 @@ def lock_member_accounts(
     this transaction, with no other lock before it) and checked the member's status.
     """
     if not member_locked:
-        member = db.session.scalar(
-            sa.select(Member)
-            .where(Member.id == member_id)
-            .with_for_update(key_share=True)
-            .execution_options(populate_existing=True)
-        )
-        if member is None:
-            raise NotFound(f"no member {member_id}")
+        member = lock_current_member(member_id)
         if require_active and member.status != MemberStatus.ACTIVE:
-            raise MemberNotActive(f"member {member_id} is {member.status}")
+            raise MemberNotActive(f"member {member.id} is {member.status}")
+        member_id = member.id
     rows = db.session.scalars(
         sa.select(LedgerAccount)
         .where(LedgerAccount.member_id == member_id)
@@ -142,33 +142,46 @@ def lock_member_accounts(
     ).all()
     by_kind = {row.kind: row for row in rows}
     return MemberAccounts(
+        member_id=member_id,
         points=by_kind[AccountKind.MEMBER_POINTS],
         pending=by_kind[AccountKind.MEMBER_PENDING],
         debt=by_kind[AccountKind.MEMBER_DEBT],
     )
 
 
-def member_balance(member_id: int, *, standalone: bool = False) -> Balance:
+def member_balance(
+    member_id: int, *, standalone: bool = False, follow_merges: bool = False
+) -> Balance:
     """The member's balances, from their three accounts in one SELECT.
 
     `standalone`: the caller reads nothing else in this transaction (GET /me/balance). On
     PostgreSQL the SELECT then runs in autocommit: one round trip instead of BEGIN, SELECT,
     ROLLBACK, and one statement sees one consistent snapshot of the three rows anyway.
+    `follow_merges`: the balance of the person `member_id` belongs to now (the merge rule),
+    resolved inside the same statement (a merged member's token reads the survivor's).
     """
     if standalone and db.engine.dialect.name == "postgresql" and not db.session().in_transaction():
         db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-    rows = db.session.execute(
-        sa.select(LedgerAccount.kind, LedgerAccount.balance, LedgerAccount.held).where(
-            LedgerAccount.member_id == member_id
+    owner: Any = member_id
+    if follow_merges:
+        members = Member.__table__
+        owner = (
+            sa.select(sa.func.coalesce(members.c.merged_into_id, members.c.id))
+            .where(members.c.id == member_id)
+            .scalar_subquery()
         )
+    rows = db.session.execute(
+        sa.select(
+            LedgerAccount.member_id, LedgerAccount.kind, LedgerAccount.balance, LedgerAccount.held
+        ).where(LedgerAccount.member_id == owner)
     ).all()
     if not rows:
         raise NotFound(f"no member {member_id}")
-    by_kind = {kind: (balance, held) for kind, balance, held in rows}
+    by_kind = {kind: (balance, held) for _, kind, balance, held in rows}
     points, held = by_kind[AccountKind.MEMBER_POINTS]
     debt = by_kind[AccountKind.MEMBER_DEBT][0]
     return Balance(
-        member_id=member_id,
+        member_id=rows[0][0],
         balance=points + debt,
         available=points - held,
         pending=by_kind[AccountKind.MEMBER_PENDING][0],
@@ -406,6 +419,7 @@ def earn_points(
     """
     _check_amount(amount)
     accounts = lock_member_accounts(member_id, member_locked=member_locked)
+    member_id = accounts.member_id
     if expires_at is None:
         expires_at = (policy or _settings().points_expiry).expires_at(now)
     tx = _begin(member_id, kind, cause, amount=amount, actor=actor, now=now, details=details)
@@ -440,6 +454,7 @@ def burn_points(
     """Spend available points, consuming the soonest-expiring lots first."""
     _check_amount(amount)
     accounts = lock_member_accounts(member_id)
+    member_id = accounts.member_id
     available = accounts.points.balance - accounts.points.held
     if amount > available:
         raise InsufficientPoints(
@@ -471,6 +486,7 @@ def reverse_burn(
     burn = db.session.get(LedgerTransaction, burn_transaction_id)
     if burn is None or burn.kind != TransactionKind.BURN:
         raise NotFound(f"no burn transaction {burn_transaction_id}")
+    # The burn's member may have been merged since: the points go back to the person now.
     accounts = lock_member_accounts(burn.member_id, require_active=False)
     already = db.session.scalar(
         sa.select(LedgerTransaction.id).where(LedgerTransaction.reverses_id == burn.id)
@@ -478,7 +494,7 @@ def reverse_burn(
     if already is not None:
         raise Conflict(f"burn {burn.id} was already reversed by transaction {already}")
     tx = _begin(
-        burn.member_id,
+        accounts.member_id,
         TransactionKind.REVERSE_BURN,
         cause,
         amount=-burn.amount,
@@ -508,6 +524,7 @@ def adjust_points(
     _check_amount(abs(delta))
     cause = Cause("adjustment", reference)
     accounts = lock_member_accounts(member_id, require_active=False)
+    member_id = accounts.member_id
     adjustments = program_account_id(ProgramAccount.ADJUSTMENTS)
     tx = _begin(
         member_id, TransactionKind.ADJUST, cause, amount=delta, actor=actor, now=now, reason=reason
@@ -539,12 +556,16 @@ def reverse_earned(
 ) -> ReversalResult:
     """Take back `points` earned by `earned_by` (a lot cause ref, e.g. the order).
 
-    Pending points of that cause go first; then, by the return policy, available points
-    (that cause's lots first, then soonest-expiring), then debt for a claw-back.
+    Always writes one REVERSE transaction of -(points taken), with `details` naming the
+    whole reversal (`reversed_points`, what tier qualification drops by) and what the return
+    policy forgave (`forgiven`). Pending points of that cause go first; then, by the
+    return policy, available points (that cause's lots first, then soonest-expiring), then
+    debt for a claw-back.
     """
     if points <= 0:
         return ReversalResult(None, 0, 0, 0, 0)
     accounts = lock_member_accounts(member_id, require_active=False)
+    member_id = accounts.member_id
     pending_lots = _open_lots(member_id, LotStatus.PENDING, cause_ref=earned_by)
     from_pending = min(points, sum(lot.remaining for lot in pending_lots))
     left = points - from_pending
@@ -555,8 +576,9 @@ def reverse_earned(
         if left and policy == ReturnPolicy.CLAW_BACK:
             clawed, left = left, 0
     taken = from_pending + from_available + clawed
-    if taken == 0:
-        return ReversalResult(None, 0, 0, 0, left)  # keep the ledger free of empty entries
+    # Even when the policy forgave everything, the reversal is recorded (0 points, no
+    # entries): tier qualification drops by `reversed_points`, the whole reversal, whatever
+    # part of it the balance could pay.
     tx = _begin(
         member_id,
         TransactionKind.REVERSE,
@@ -564,7 +586,12 @@ def reverse_earned(
         amount=-taken,
         actor=actor,
         now=now,
-        details={"earned_by": earned_by, "policy": policy.value},
+        details={
+            "earned_by": earned_by,
+            "policy": policy.value,
+            "reversed_points": points,
+            "forgiven": left,
+        },
     )
     issued = program_account_id(ProgramAccount.ISSUED)
     _take_from_lots(tx, pending_lots, accounts.pending, issued, from_pending)
@@ -595,6 +622,7 @@ def release_pending_points(now: datetime, *, limit_members: int = 500) -> int:
     released = 0
     for member_id in _due_member_ids(due, limit_members):
         accounts = lock_member_accounts(member_id, require_active=False)
+        member_id = accounts.member_id
         lots = [lot for lot in _open_lots(member_id, LotStatus.PENDING) if lot.available_at <= now]
         if not lots:
             continue
@@ -636,6 +664,7 @@ def expire_points(now: datetime, *, limit_members: int = 500) -> int:
     expired_account = program_account_id(ProgramAccount.EXPIRED)
     for member_id in _due_member_ids(due, limit_members):
         accounts = lock_member_accounts(member_id, require_active=False)
+        member_id = accounts.member_id
         lots = [
             lot
             for lot in _open_lots(member_id, LotStatus.AVAILABLE)
@@ -727,7 +756,7 @@ def hold_points(
         )
     accounts.points.held += amount
     hold = PointHold(
-        member_id=member_id,
+        member_id=accounts.member_id,
         client_id=client_id,
         store_id=store_id,
         reference=reference,
@@ -834,6 +863,11 @@ def merge_member_points(
 ) -> LedgerTransaction | None:
     """Move all of `merged_id`'s points, pending points, debt and lots to `survivor_id`.
 
+    Two transactions, one per member, through the MERGES program account: the merged
+    member's outgoing one (amount -moved) empties its accounts, so its own ledger still
+    adds up to what its accounts hold (zero); the survivor's incoming one (amount +moved)
+    is returned. Each lot moves with its remainder (the entries name it); the expiry
+    notices of those lots follow them, so a reminder isn't sent again for the survivor.
     Active holds on the merged member are refused: the checkout that holds them must finish
     first. Locks both members in id order so concurrent merges can't deadlock.
     """
@@ -845,17 +879,29 @@ def merge_member_points(
     source, target = locked[merged_id], locked[survivor_id]
     if source.points.held:
         raise Conflict(f"member {merged_id} has points on hold; capture or release them first")
+    _move_expiry_notices(merged_id, survivor_id)
     moved = source.points.balance + source.pending.balance + source.debt.balance
     if not (source.points.balance or source.pending.balance or source.debt.balance):
         return None
-    tx = _begin(
+    cause = Cause("merge", merge_ref)
+    transit = program_account_id(ProgramAccount.MERGES)
+    outgoing = _begin(
+        merged_id,
+        TransactionKind.MERGE,
+        cause,
+        amount=-moved,
+        actor=actor,
+        now=now,
+        details={"survivor_id": survivor_id},
+    )
+    incoming = _begin(
         survivor_id,
         TransactionKind.MERGE,
-        Cause("merge", merge_ref),
+        cause,
         amount=moved,
         actor=actor,
         now=now,
-        details={"merged_member_id": merged_id},
+        details={"merged_member_id": merged_id, "outgoing_transaction_id": outgoing.id},
     )
     for status, from_account, to_account in (
         (LotStatus.AVAILABLE, source.points, target.points),
@@ -864,8 +910,29 @@ def merge_member_points(
         for lot in _open_lots(merged_id, status):
             amount = lot.remaining
             lot.member_id = survivor_id
-            _move(tx, from_account, to_account, amount, lot_id=lot.id)
+            _move(outgoing, from_account, transit, amount, lot_id=lot.id)
+            _move(incoming, transit, to_account, amount, lot_id=lot.id)
     if source.debt.balance:
-        _move(tx, target.debt, source.debt, -source.debt.balance)
-    _finish(tx, "points.merged", now, merged_member_id=merged_id)
-    return tx
+        debt = -source.debt.balance
+        _move(outgoing, transit, source.debt, debt)
+        _move(incoming, target.debt, transit, debt)
+    _finish(outgoing, "points.merged_away", now, survivor_id=survivor_id)
+    _finish(incoming, "points.merged", now, merged_member_id=merged_id)
+    return incoming
+
+
+def _move_expiry_notices(merged_id: int, survivor_id: int) -> None:
+    """Expiry reminders are per person: the notices of the merged member's lots become the
+    survivor's (one the survivor already has for the same instant stays as it is)."""
+    table = ExpiryNotice.__table__
+    theirs = table.alias("theirs")
+    db.session.execute(
+        sa.update(table)
+        .where(
+            table.c.member_id == merged_id,
+            ~sa.exists().where(
+                theirs.c.member_id == survivor_id, theirs.c.expires_at == table.c.expires_at
+            ),
+        )
+        .values(member_id=survivor_id)
+    )

@@ -30,6 +30,8 @@ class Member(db.Model):
         sa.CheckConstraint(
             "(status = 'merged') = (merged_into_id IS NOT NULL)", name="merged_has_survivor"
         ),
+        # A person's history ids: the survivor and every member merged into it.
+        sa.Index("ix_members_merged_into_id", "merged_into_id"),
     )
 
     id: Mapped[int] = mapped_column(BigInt, primary_key=True)
@@ -107,4 +109,7 @@ class MemberImport(db.Model):
     external_id: Mapped[str] = mapped_column(sa.String(128))
     member_id: Mapped[int] = mapped_column(sa.ForeignKey("members.id"), index=True)
     opening_points: Mapped[int] = mapped_column(BigInt, default=0)
+    # Count toward tier qualification as if earned on the import day (the tier window runs
+    # from `imported_at`); the CSV's qualifying_points column, or the opening points.
+    qualifying_points: Mapped[int] = mapped_column(BigInt, default=0, server_default="0")
     imported_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -193,7 +193,7 @@ def test_invalid_rows_are_reported_by_row_and_column_and_the_rest_is_imported(ma
         good + bad,
         columns=list(importer.COLUMNS),
     )
-    text += "B13,,b13@shop.example,,,,,,,,,,,,unexpected\n"
+    text += "B13,,b13@shop.example,,,,,,,,,,,,,unexpected\n"
     stats, errors = run(text, chunk_size=4)
     assert stats.imported == 2 and stats.errors == len(errors)
     reported = {(e.row, e.column) for e in errors}
