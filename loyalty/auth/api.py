@@ -18,7 +18,7 @@ from loyalty.auth.schemas import (
     MemberTokenRequestSchema,
     MemberTokenSchema,
 )
-from loyalty.auth.tokens import mint_member_token
+from loyalty.auth.tokens import mint_member_token, revoke_member_tokens
 from loyalty.clock import utcnow
 from loyalty.db import db
 from loyalty.errors import MemberNotActive, NotFound
@@ -93,7 +93,19 @@ def issue_member_token(data: dict[str, Any]) -> Any:
             raise NotFound("no member with that app user id")
     if not member.is_active:
         raise MemberNotActive(f"member {member.id} is {member.status}")
+    client_id = current_caller().client_id
+    assert client_id is not None  # @requires: an API client
     minted = mint_member_token(
-        member.id, issued_by_client=current_caller().client_id or 0, now=utcnow()
+        member.id, issued_by_client=client_id, epoch=member.token_epoch, now=utcnow()
     )
     return {"token": minted.token, "member_id": member.id, "expires_at": minted.expires_at}
+
+
+def _register_member_hooks() -> None:
+    """Erasing a member revokes their app tokens (blocking does it in block_member)."""
+    from loyalty.members import privacy
+
+    privacy.register_erase_step("member_tokens", revoke_member_tokens)
+
+
+_register_member_hooks()

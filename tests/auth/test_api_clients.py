@@ -20,9 +20,7 @@ def _mint(client, headers, **body):  # type: ignore[no-untyped-def]
     return client.post("/v1/api-clients", json={"name": "new", **body}, headers=idem(headers))
 
 
-def test_a_store_bound_admin_key_cannot_mint_an_unbound_or_foreign_store_key(
-    client, make, stores
-):
+def test_a_store_bound_admin_key_cannot_mint_an_unbound_or_foreign_store_key(client, make, stores):
     store_admin = make.api_key(scopes.ADMIN, scopes.ORDERS_WRITE, store_id="S1")
     unbound = _mint(client, store_admin, scopes=["admin"], store_id=None)
     assert unbound.status_code == 403  # was 201: an unbound admin key acting for any store
@@ -41,9 +39,7 @@ def test_a_key_cannot_grant_scopes_it_does_not_hold(client, make, stores):
     assert _mint(client, admin, scopes=["orders:write"], store_id="S2").status_code == 201
 
 
-def test_a_store_bound_admin_key_lists_and_revokes_its_own_stores_keys_only(
-    client, make, stores
-):
+def test_a_store_bound_admin_key_lists_and_revokes_its_own_stores_keys_only(client, make, stores):
     store_admin = make.api_key(scopes.ADMIN, store_id="S1")
     head_office = make.api_key(scopes.ADMIN)
     other_store = _mint(client, head_office, scopes=["admin"], store_id="S2").json

@@ -35,9 +35,7 @@ def test_an_order_with_a_coupon_earns_on_the_discounted_amount_and_cancel_restor
     assert code_row(code).uses == 0
 
 
-def test_an_orders_redemption_is_rolled_back_only_through_the_orders_cancel_or_refund(
-    client, make
-):
+def test_an_orders_redemption_is_rolled_back_only_through_the_orders_cancel_or_refund(client, make):
     make.store("S1")
     till = make.api_key(scopes.ORDERS_WRITE, scopes.COUPONS_REDEEM, store_id="S1")
     member_id = make.member().id
