@@ -115,6 +115,10 @@ def init_rate_limits(app: Flask, settings: Settings) -> Limiter:
         get_remote_address,
         application_limits=_limits(settings),  # type: ignore[arg-type]
         storage_uri=settings.redis_url or "memory://",
+        # A Redis that doesn't answer must not hold requests up: fall back quickly.
+        storage_options={"socket_connect_timeout": 1, "socket_timeout": 1}
+        if settings.redis_url
+        else {},
         strategy="fixed-window",  # one counter per window: the cheapest on Redis
         key_prefix="omniloyal:ratelimit",
         in_memory_fallback_enabled=True,

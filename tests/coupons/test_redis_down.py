@@ -73,7 +73,8 @@ def test_validate_redeem_and_orders_with_codes_answer_503_while_redis_is_down(
     _problem_with_retry_after(
         client.post("/v1/me/coupons/validate", json=f.body([code], channel="app"), headers=member)
     )
-    # Orders without codes don't need the lockout.
+    # Orders without codes don't need the lockout (and the request rate limiter, whose
+    # counters were in this Redis too, falls back to per-process memory).
     plain = order_body({"member_id": member_id}, channel="store")
     assert client.post("/v1/orders", json=plain, headers=till).status_code == 201
     assert f.code_row(code).uses == 0
