@@ -68,14 +68,23 @@ def member_id_from_token(token: str) -> int:
     member_id, client_id, epoch = payload["m"], payload.get("c"), payload.get("e", 0)
     if not isinstance(client_id, int) or not isinstance(epoch, int):
         raise NotAuthenticated("member token is not valid")
-    row = db.session.execute(
-        _holder_query(), {"member_id": member_id, "client_id": client_id}
-    ).first()
+    row = _token_holder(member_id, client_id)
     if row is None or row.client_active is not True:
         raise NotAuthenticated("member token revoked: the app that issued it was revoked")
     if row.status in REVOKED_STATUSES or row.token_epoch != epoch:
         raise NotAuthenticated("member token revoked; sign in again")
     return member_id
+
+
+def _token_holder(member_id: int, client_id: int) -> Any:
+    params = {"member_id": member_id, "client_id": client_id}
+    if db.engine.dialect.name == "postgresql" and not db.session().in_transaction():
+        # Authentication runs before the handler opens a transaction: one autocommit
+        # statement on its own pooled connection (no BEGIN/ROLLBACK round trips), so a
+        # read-only handler such as /me/balance can still run its own single statement.
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            return connection.execute(_holder_query(), params).first()
+    return db.session.execute(_holder_query(), params).first()
 
 
 @cache
