@@ -92,3 +92,10 @@ def test_rate_limits_have_defaults_and_can_be_set_or_switched_off():
     assert settings.rate_limit_per_ip is None
     with pytest.raises(ConfigError, match="rate_limit_identify"):
         load_settings({}, overrides={"rate_limit_identify": "lots"})
+
+
+def test_readiness_names_the_in_process_queue_embedded_not_ok(tmp_path):
+    app = create_app({"database_url": f"sqlite:///{tmp_path / 'r.db'}", "redis_url": None})
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 200
+    assert response.json == {"status": "ready", "checks": {"database": "ok", "redis": "embedded"}}
