@@ -18,7 +18,7 @@ from loyalty import logs
 from loyalty.api import domain_error_response
 from loyalty.config import Settings, load_settings
 from loyalty.db import BIGINT_MAX, db
-from loyalty.errors import OmniloyalError
+from loyalty.errors import NotAuthenticated, OmniloyalError
 from loyalty.extensions import api, migrate
 from loyalty.http import refuse_deeply_nested_json
 
@@ -56,7 +56,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     logs.configure(settings.log_level)
     _init_database(app, settings)
     _init_api(app)
-    _init_request_hooks(app)
+    _init_request_hooks(app, settings)
     from loyalty.queue import connect_redis
 
     app.extensions["omniloyal.redis"] = connect_redis(settings.redis_url)
@@ -204,7 +204,7 @@ def _serve_swagger_assets(app: Flask) -> None:
         return send_from_directory(SWAGGER_UI_DIST, filename)
 
 
-def _init_request_hooks(app: Flask) -> None:
+def _init_request_hooks(app: Flask, settings: Settings) -> None:
     access_log = logging.getLogger("omniloyal.access")
 
     @app.before_request
@@ -216,7 +216,21 @@ def _init_request_hooks(app: Flask) -> None:
         from loyalty.auth.context import authenticate_request
 
         g.caller = None
-        g.caller = authenticate_request()
+        g.auth_error = None
+        try:
+            g.caller = authenticate_request()
+        except NotAuthenticated as error:
+            g.auth_error = error  # refused after the rate limits: failures count per IP
+
+    # Its before_request hook runs here: between authentication and the refusal below.
+    from loyalty.ratelimit import init_rate_limits
+
+    init_rate_limits(app, settings)
+
+    @app.before_request
+    def refuse_bad_requests() -> None:
+        if g.auth_error is not None:
+            raise g.auth_error
         refuse_deeply_nested_json()
 
     @app.after_request

@@ -23,6 +23,14 @@ DEFAULT_CURRENCIES = "EUR,USD,GBP,CHF,SEK,DKK,NOK,PLN,CZK,CNY,JPY,CAD,AUD"
 EMBEDDED_SECRET = "embedded-default-not-secret"
 
 
+RATE_LIMIT_SETTINGS = (
+    "rate_limit_per_ip",
+    "rate_limit_per_caller",
+    "rate_limit_member_tokens",
+    "rate_limit_identify",
+)
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str
@@ -39,6 +47,14 @@ class Settings:
     max_body_bytes: int
     log_level: str
     run_embedded_worker: bool
+    # Request rate limits (limits-library strings such as "100/second;5000/hour", or None
+    # for off): per client IP, per caller (API key or member), and tighter per-key limits
+    # on minting member tokens and on identify. See loyalty/ratelimit.py.
+    rate_limit_per_ip: str | None
+    rate_limit_per_caller: str | None
+    rate_limit_member_tokens: str | None
+    rate_limit_identify: str | None
+    proxy_hops: int  # reverse proxies in front that set X-Forwarded-For (client IPs)
 
     @property
     def embedded(self) -> bool:
@@ -68,6 +84,34 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     if lowered in {"0", "false", "no", "off"}:
         return False
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _rate_limit(env: Mapping[str, str], name: str, default: str) -> str | None:
+    """A rate limit such as "100/second" or "10/second;5000/hour"; "off" disables it."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip()
+    if value.lower() == "off":
+        return None
+    return _checked_rate_limit(name, value)
+
+
+def _checked_rate_limit(name: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    from limits import parse_many
+
+    try:
+        items = parse_many(value)
+    except ValueError:
+        items = []
+    if not items or any(item.amount < 1 for item in items):
+        raise ConfigError(
+            f'{name} must be a rate limit such as "100/second" or "10/second;5000/hour" '
+            f'(or "off"), got {value!r}'
+        )
+    return value
 
 
 def _currencies(raw: str) -> frozenset[str]:
@@ -111,6 +155,15 @@ def load_settings(
         max_body_bytes=_int(env, "OMNILOYAL_MAX_BODY_BYTES", 1_000_000, minimum=1024),
         log_level=env.get("LOG_LEVEL", "INFO").upper(),
         run_embedded_worker=_bool(env, "OMNILOYAL_EMBEDDED_WORKER", True),
+        rate_limit_per_ip=_rate_limit(env, "OMNILOYAL_RATE_LIMIT_PER_IP", "200/second"),
+        rate_limit_per_caller=_rate_limit(env, "OMNILOYAL_RATE_LIMIT_PER_CALLER", "100/second"),
+        rate_limit_member_tokens=_rate_limit(
+            env, "OMNILOYAL_RATE_LIMIT_MEMBER_TOKENS", "20/second;20000/hour"
+        ),
+        rate_limit_identify=_rate_limit(
+            env, "OMNILOYAL_RATE_LIMIT_IDENTIFY", "10/second;5000/hour"
+        ),
+        proxy_hops=_int(env, "OMNILOYAL_PROXY_HOPS", 0),
     )
     if overrides:
         known = {f.name for f in fields(Settings)}
@@ -122,6 +175,8 @@ def load_settings(
 
 
 def _validated(settings: Settings) -> Settings:
+    for name in RATE_LIMIT_SETTINGS:  # overrides are checked like the environment
+        _checked_rate_limit(name, getattr(settings, name))
     if settings.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR: {settings.log_level}")
     if not settings.secret_key:

@@ -12,7 +12,8 @@ PROBLEM_BASE = "https://omniloyal.org/problems/"
 
 
 class OmniloyalError(Exception):
-    """Base of every expected failure; never a 5xx."""
+    """Base of every expected failure; never a 5xx (except ServiceUnavailable: a refusal
+    on purpose while a dependency is down)."""
 
     status: int = 400
     slug: str = "bad-request"
@@ -97,3 +98,12 @@ class RateLimited(OmniloyalError):
     """Too many (failed) attempts; retry after the given number of seconds."""
 
     status, slug, title = 429, "rate-limited", "Too many requests"
+
+
+class ServiceUnavailable(OmniloyalError):
+    """A dependency the request needs (e.g. Redis for the coupon guess lockout) is down.
+
+    The one deliberate 5xx: the request was refused on purpose (fail closed), not broken;
+    retry after the given number of seconds."""
+
+    status, slug, title = 503, "service-unavailable", "Service temporarily unavailable"

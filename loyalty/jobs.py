@@ -22,6 +22,7 @@ def purge_idempotency_keys() -> int:
 
 
 def periodic_jobs() -> list[Schedule]:
+    from loyalty.auth import jobs as auth_jobs
     from loyalty.coupons import jobs as coupon_jobs
     from loyalty.ledger import jobs as ledger_jobs
     from loyalty.tiers import jobs as tier_jobs
@@ -32,4 +33,5 @@ def periodic_jobs() -> list[Schedule]:
         *ledger_jobs.schedules(),
         *tier_jobs.schedules(),
         *coupon_jobs.schedules(),
+        *auth_jobs.schedules(),
     ]

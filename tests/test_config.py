@@ -41,6 +41,11 @@ def test_postgres_urls_use_the_psycopg_driver():
         ("OMNILOYAL_CURRENCIES", "euro", "OMNILOYAL_CURRENCIES"),
         ("OMNILOYAL_EMBEDDED_WORKER", "sometimes", "OMNILOYAL_EMBEDDED_WORKER"),
         ("LOG_LEVEL", "LOUD", "LOG_LEVEL"),
+        ("OMNILOYAL_RATE_LIMIT_PER_IP", "fast", "OMNILOYAL_RATE_LIMIT_PER_IP"),
+        ("OMNILOYAL_RATE_LIMIT_PER_CALLER", "100/fortnight", "OMNILOYAL_RATE_LIMIT_PER_CALLER"),
+        ("OMNILOYAL_RATE_LIMIT_MEMBER_TOKENS", "0/second", "OMNILOYAL_RATE_LIMIT_MEMBER_TOKENS"),
+        ("OMNILOYAL_RATE_LIMIT_IDENTIFY", "10", "OMNILOYAL_RATE_LIMIT_IDENTIFY"),
+        ("OMNILOYAL_PROXY_HOPS", "one", "OMNILOYAL_PROXY_HOPS"),
     ],
 )
 def test_malformed_values_fail_the_start_naming_the_variable(variable, value, message):
@@ -73,6 +78,20 @@ def test_readiness_reports_an_unreachable_redis(tmp_path):
     assert response.status_code == 503
     assert response.json["checks"]["redis"].startswith("error")
     assert response.json["checks"]["database"] == "ok"
+
+
+def test_rate_limits_have_defaults_and_can_be_set_or_switched_off():
+    defaults = load_settings({})
+    assert defaults.rate_limit_per_ip == "200/second"
+    assert defaults.rate_limit_identify == "10/second;5000/hour"
+    settings = load_settings(
+        {"OMNILOYAL_RATE_LIMIT_PER_CALLER": " 50/second; 1000/minute ",
+         "OMNILOYAL_RATE_LIMIT_PER_IP": "OFF"}
+    )  # fmt: skip
+    assert settings.rate_limit_per_caller == "50/second; 1000/minute"
+    assert settings.rate_limit_per_ip is None
+    with pytest.raises(ConfigError, match="rate_limit_identify"):
+        load_settings({}, overrides={"rate_limit_identify": "lots"})
 
 
 def test_readiness_names_the_in_process_queue_embedded_not_ok(tmp_path):

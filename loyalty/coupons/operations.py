@@ -843,14 +843,29 @@ def rollback_redemption(redemption_id: int, *, now: datetime, actor: str) -> Cou
 
     Of two concurrent rollbacks only one changes anything (conditional UPDATE on the
     status); the other, like any later one, returns the rolled-back redemption as it is.
+
+    A redemption that belongs to an order (made by `redeem_for_order`) is refused (409
+    `belongs_to_order`): the order keeps its discount, so giving the use back on its own
+    would let a single-use code discount a second order. It comes back only through the
+    order's refund or cancellation (`rollback_order_redemptions`). The condition is part of
+    the UPDATE, so no interleaving can roll an order's redemption back here.
     """
     table = CouponRedemption.__table__
     closed = _close(
-        table.c.id == redemption_id, RedemptionStatus.REDEEMED, RedemptionStatus.ROLLED_BACK, now
+        sa.and_(table.c.id == redemption_id, table.c.order_id.is_(None)),
+        RedemptionStatus.REDEEMED,
+        RedemptionStatus.ROLLED_BACK,
+        now,
     )
     redemption = db.session.get(CouponRedemption, redemption_id, populate_existing=True)
     if redemption is None:
         raise NotFound(f"no redemption {redemption_id}")
+    if redemption.order_id is not None and not closed:
+        raise Conflict(
+            f"redemption {redemption_id} belongs to an order; refund or cancel the order "
+            "to give the code back",
+            reason="belongs_to_order",
+        )
     if redemption.status == RedemptionStatus.HELD:
         raise Conflict("this redemption is held; release the hold instead", reason="held")
     if redemption.status != RedemptionStatus.ROLLED_BACK:

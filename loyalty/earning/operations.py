@@ -9,7 +9,7 @@ from __future__ import annotations
 import calendar
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from typing import Any
@@ -306,10 +306,11 @@ def resolve_order_member(
     if spec.get("member_id") is not None:
         member, locked = _existing_member(spec["member_id"], lock=lock)
         return member, False, locked
-    for field, reader in (
-        ("qr_token", tokens.member_id_from_qr),
+    readers: tuple[tuple[str, Callable[[str], int]], ...] = (
+        ("qr_token", lambda token: tokens.use_member_qr(token, now=now)),  # one use per QR
         ("member_token", tokens.member_id_from_token),
-    ):
+    )
+    for field, reader in readers:
         if spec.get(field):
             try:
                 member_id = reader(spec[field])

@@ -50,6 +50,9 @@ class Member(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Bumped when the member is blocked or erased: app tokens carry the epoch they were
+    # minted under and stop working once it changes (loyalty.auth.tokens).
+    token_epoch: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
 
     identities: Mapped[list[MemberIdentity]] = relationship(
         back_populates="member", order_by="MemberIdentity.id"

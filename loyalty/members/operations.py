@@ -336,6 +336,9 @@ def block_member(member_id: int, *, reason: str, now: datetime, actor: str) -> M
     member.status = MemberStatus.BLOCKED.value
     member.updated_at = now
     db.session.flush()
+    from loyalty.auth.tokens import revoke_member_tokens
+
+    revoke_member_tokens(member.id)  # the member's app tokens stop working, even after unblock
     outbox.emit(
         "member.blocked",
         member_id=member.id,
@@ -376,19 +379,25 @@ class MemberCodeInvalid(NotFound):
     slug, title = "member-code-invalid", "Member code not valid"
 
 
-def identify_member(kind: str, value: str, *, default_region: str | None = None) -> Member:
+def identify_member(
+    kind: str, value: str, *, now: datetime, default_region: str | None = None
+) -> Member:
     """The active or blocked member behind one identity or a member QR token (POS lookup).
 
-    Unknown, erased and forged all answer NotFound alike.
+    Unknown, erased and forged all answer NotFound alike. A QR token is used up by this
+    look-up (one use per token at a till; the caller commits): the till goes on with the
+    member id it got back.
     """
     if kind == "qr_token":
-        from loyalty.auth.tokens import member_id_from_qr
+        from loyalty.auth.tokens import use_member_qr
         from loyalty.errors import NotAuthenticated
 
         try:
-            member: Member | None = get_member(member_id_from_qr(value))
-        except NotAuthenticated:
-            raise MemberCodeInvalid("the member code is not valid or has expired") from None
+            member: Member | None = get_member(use_member_qr(value, now=now))
+        except NotAuthenticated as error:
+            raise MemberCodeInvalid(
+                f"the member code is not valid, has expired or was used ({error.detail})"
+            ) from None
     else:
         member = find_member_by_identity(kind, value, default_region=default_region)
     if member is None or member.status in {MemberStatus.ERASED, MemberStatus.MERGED}:
