@@ -19,7 +19,7 @@ from loyalty.config import Settings, load_settings
 from loyalty.db import BIGINT_MAX, db
 from loyalty.errors import OmniloyalError
 from loyalty.extensions import api, migrate
-from loyalty.http import refuse_deeply_nested_json
+from loyalty.http import check_json_body
 
 REQUEST_ID_HEADER = "X-Request-ID"
 
@@ -192,7 +192,7 @@ def _init_request_hooks(app: Flask) -> None:
 
         g.caller = None
         g.caller = authenticate_request()
-        refuse_deeply_nested_json()
+        check_json_body()
 
     @app.after_request
     def finish_request(response: Response) -> Response:
