@@ -15,7 +15,7 @@ from werkzeug.routing import IntegerConverter, Map, UnicodeConverter, Validation
 
 from loyalty import logs
 from loyalty.api import domain_error_response
-from loyalty.config import Settings, load_settings
+from loyalty.config import SecretSource, Settings, load_settings
 from loyalty.db import BIGINT_MAX, db
 from loyalty.errors import OmniloyalError
 from loyalty.extensions import api, migrate
@@ -43,14 +43,24 @@ class OmniloyalApp(Flask):
         )
 
 
-def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
-    """Build the app. `overrides` replaces settings by name (see loyalty.config.Settings)."""
+def create_app(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    secret_source: SecretSource = SecretSource.REQUIRED,
+) -> Flask:
+    """Build the app. `overrides` replaces settings by name (see loyalty.config.Settings).
+
+    Without SECRET_KEY it refuses to start unless `secret_source` says otherwise (only the
+    `omniloyal` command does: see loyalty.cli).
+    """
     instance_path = os.environ.get("OMNILOYAL_INSTANCE_PATH") or os.path.join(
         os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "instance"
     )
     app = OmniloyalApp("loyalty", instance_path=instance_path, instance_relative_config=True)
     os.makedirs(app.instance_path, exist_ok=True)
-    settings = load_settings(overrides=overrides, instance_path=app.instance_path)
+    settings = load_settings(
+        overrides=overrides, instance_path=app.instance_path, secret_source=secret_source
+    )
     _configure(app, settings)
     logs.configure(settings.log_level)
     _init_database(app, settings)

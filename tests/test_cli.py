@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import click
 from click.testing import CliRunner
+from flask.cli import ScriptInfo
 
-from loyalty.cli import create_api_key_command, main, run_command
+from loyalty.cli import _create_app, create_api_key_command, main, run_command
 
 
 def test_run_is_omniloyals_own_command_not_flasks():
-    context = click.Context(main)
+    # What FlaskGroup.make_context gives the `omniloyal` command: its own app factory.
+    context = click.Context(main, obj=ScriptInfo(create_app=_create_app))
     assert main.get_command(context, "run") is run_command
     for name in ("worker", "demo", "create-api-key", "db", "shell"):
         assert main.get_command(context, name) is not None, name

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
+from loyalty.config import ConfigError
 from loyalty.errors import NotAuthenticated
 
 APP_TOKEN_PREFIX = "omt_"
@@ -28,7 +29,10 @@ class MintedToken:
 
 
 def _serializer(salt: str) -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=salt)
+    secret = current_app.config["SECRET_KEY"]
+    if not secret:  # a maintenance command started without one (see loyalty.config)
+        raise ConfigError("SECRET_KEY is not set: this process can't sign or check tokens")
+    return URLSafeTimedSerializer(secret, salt=salt)
 
 
 def _settings():  # type: ignore[no-untyped-def]
