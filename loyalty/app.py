@@ -16,7 +16,7 @@ from werkzeug.routing import IntegerConverter, Map, UnicodeConverter, Validation
 from loyalty import logs
 from loyalty.api import domain_error_response
 from loyalty.config import SecretSource, Settings, load_settings
-from loyalty.db import BIGINT_MAX, db
+from loyalty.db import BIGINT_MAX, db, sqlite_begin_statement, start_reading, stop_reading
 from loyalty.errors import OmniloyalError
 from loyalty.extensions import api, migrate
 from loyalty.http import check_json_body
@@ -121,7 +121,8 @@ def _init_database(app: Flask, settings: Settings) -> None:
 
 
 def _tune_sqlite(engine: sa.Engine) -> None:
-    """WAL for concurrent readers; BEGIN IMMEDIATE so writers queue instead of deadlocking."""
+    """WAL so readers never wait; writers BEGIN IMMEDIATE so they queue on the write lock
+    instead of failing, readers a deferred BEGIN (see loyalty.db.sqlite_begin_statement)."""
 
     @sa.event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -135,7 +136,7 @@ def _tune_sqlite(engine: sa.Engine) -> None:
 
     @sa.event.listens_for(engine, "begin")
     def on_begin(connection: sa.Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        connection.exec_driver_sql(sqlite_begin_statement())
 
 
 class DatabaseIdConverter(IntegerConverter):
@@ -194,6 +195,8 @@ def _init_request_hooks(app: Flask) -> None:
 
     @app.before_request
     def start_request() -> None:
+        # A request reads until write_endpoint says otherwise (SQLite: no write lock).
+        g.sqlite_reading = start_reading()
         incoming = request.headers.get(REQUEST_ID_HEADER, "")
         valid = 0 < len(incoming) <= 128 and incoming.isascii() and incoming.isprintable()
         g.request_id = incoming if valid else uuid.uuid4().hex
@@ -203,6 +206,12 @@ def _init_request_hooks(app: Flask) -> None:
         g.caller = None
         g.caller = authenticate_request()
         check_json_body()
+
+    @app.teardown_request
+    def end_request(_error: BaseException | None) -> None:
+        token = g.pop("sqlite_reading", None)
+        if token is not None:
+            stop_reading(token)
 
     @app.after_request
     def finish_request(response: Response) -> Response:

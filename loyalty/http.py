@@ -15,7 +15,7 @@ from werkzeug.exceptions import BadRequest
 from loyalty import idempotency
 from loyalty.auth.context import current_caller
 from loyalty.clock import utcnow
-from loyalty.db import db
+from loyalty.db import db, prepare_to_write
 from loyalty.errors import IdempotencyKeyMissing
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -123,6 +123,7 @@ def write_endpoint(*, key_required: bool = True) -> Callable[[F], F]:
                     "send an Idempotency-Key header (e.g. a UUID) so retries are safe"
                 )
             try:
+                prepare_to_write()
                 if key is None:
                     response = make_response(view(*args, **kwargs))
                 else:
