@@ -96,13 +96,18 @@ def _configure(app: Flask, settings: Settings) -> None:
 
 
 def _engine_options(url: str) -> dict[str, Any]:
+    # hide_parameters: SQL parameters carry names, emails and phone numbers; they must not
+    # reach logs (echo at DEBUG) or error messages (an IntegrityError's text).
     if url.startswith("sqlite"):
-        return {"connect_args": {"timeout": 30, "check_same_thread": False}}
+        return {
+            "connect_args": {"timeout": 30, "check_same_thread": False},
+            "hide_parameters": True,
+        }
     # No pool_pre_ping: it costs a SELECT 1 round trip on every request. A connection the
     # server dropped fails one request (SQLAlchemy detects the disconnect and invalidates the
     # pool, so the next checkout reconnects); pool_recycle retires connections before
     # server-side idle timeouts would cut them.
-    return {"pool_size": 10, "max_overflow": 20, "pool_recycle": 1800}
+    return {"pool_size": 10, "max_overflow": 20, "pool_recycle": 1800, "hide_parameters": True}
 
 
 def _init_database(app: Flask, settings: Settings) -> None:

@@ -97,3 +97,10 @@ class RateLimited(OmniloyalError):
     """Too many (failed) attempts; retry after the given number of seconds."""
 
     status, slug, title = 429, "rate-limited", "Too many requests"
+
+
+class ResponseErased(OmniloyalError):
+    """The Idempotency-Key's request succeeded earlier, but its stored response concerned a
+    member who has since been erased: the write is not run again and the body is gone."""
+
+    status, slug, title = 410, "response-erased", "Response erased"

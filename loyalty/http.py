@@ -17,6 +17,7 @@ from loyalty.auth.context import current_caller
 from loyalty.clock import utcnow
 from loyalty.db import db, prepare_to_write
 from loyalty.errors import IdempotencyKeyMissing
+from loyalty.members.models import forget_members_seen, members_seen, people_now
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -145,6 +146,7 @@ def write_endpoint(*, key_required: bool = True) -> Callable[[F], F]:
 def _run_once(view: Callable[..., Any], key: str, args: Any, kwargs: Any) -> Response:
     scope = current_caller().idempotency_scope
     print_ = idempotency.fingerprint(request.method, request.path, _canonical_body())
+    forget_members_seen(db.session)
     earlier = idempotency.claim(scope, key, print_, utcnow())
     if earlier is not None and earlier.status_code is not None:
         replay = current_app.response_class(
@@ -154,5 +156,24 @@ def _run_once(view: Callable[..., Any], key: str, args: Any, kwargs: Any) -> Res
         return replay
     response = make_response(view(*args, **kwargs))
     if response.status_code < 400:
-        idempotency.record_response(scope, key, response.status_code, response.get_data())
+        idempotency.record_response(
+            scope,
+            key,
+            response.status_code,
+            response.get_data(),
+            member_id=_member_concerned(current_caller().member_id),
+        )
     return response
+
+
+def _member_concerned(caller_member_id: int | None) -> int | None:
+    """The person whose data the response may show: the member calling with their token,
+    else the one person the write loaded or created. A write that touches several people
+    (a referral, a merge, coupons issued to many) shows none of their personal data; its
+    response names them by id only."""
+    if caller_member_id is not None:
+        return caller_member_id
+    people = members_seen(db.session)
+    if len(people) > 1:  # a merge loaded both before folding one into the other
+        people = people_now(people)
+    return people.pop() if len(people) == 1 else None
