@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import traceback
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -20,6 +21,7 @@ from loyalty.db import BIGINT_MAX, db, sqlite_begin_statement, start_reading, st
 from loyalty.errors import OmniloyalError
 from loyalty.extensions import api, migrate
 from loyalty.http import check_json_body
+from loyalty.members.models import watch_members
 
 REQUEST_ID_HEADER = "X-Request-ID"
 
@@ -32,15 +34,20 @@ class OmniloyalApp(Flask):
     """
 
     def log_exception(self, exc_info: Any) -> None:
-        self.logger.error(
-            "unhandled exception",
-            exc_info=exc_info,
-            extra={
-                "request_id": g.get("request_id"),
-                "method": request.method,
-                "path": request.path,
-            },
-        )
+        extra = {"request_id": g.get("request_id"), "method": request.method, "path": request.path}
+        error = exc_info[1] if exc_info else None
+        if isinstance(error, sa.exc.DBAPIError):
+            # The driver's message can quote row values (PostgreSQL's "DETAIL: Key (kind,
+            # value)=(email, jane@...) already exists"): log what locates the bug (error
+            # class, SQLSTATE, statement without parameters, stack), not the message.
+            extra.update(
+                db_error=type(error.orig).__name__,
+                sqlstate=getattr(error.orig, "sqlstate", None),
+                statement=error.statement,
+                stack="".join(traceback.format_tb(error.__traceback__)),
+            )
+            exc_info = None
+        self.logger.error("unhandled exception", exc_info=exc_info, extra=extra)
 
 
 def create_app(
@@ -202,6 +209,9 @@ def _init_request_hooks(app: Flask) -> None:
     def start_request() -> None:
         # A request reads until write_endpoint says otherwise (SQLite: no write lock).
         g.sqlite_reading = start_reading()
+        # Which members this request loads: a write's stored response is linked to them, so
+        # erasure can blank it (loyalty.http). From the start: authentication may load one.
+        watch_members(db.session)
         incoming = request.headers.get(REQUEST_ID_HEADER, "")
         valid = 0 < len(incoming) <= 128 and incoming.isascii() and incoming.isprintable()
         g.request_id = incoming if valid else uuid.uuid4().hex

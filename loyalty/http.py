@@ -17,7 +17,7 @@ from loyalty.auth.context import current_caller
 from loyalty.clock import utcnow
 from loyalty.db import db, prepare_to_write
 from loyalty.errors import IdempotencyKeyMissing
-from loyalty.members.models import forget_members_seen, members_seen, people_now
+from loyalty.members.models import members_seen, people_now
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -146,7 +146,6 @@ def write_endpoint(*, key_required: bool = True) -> Callable[[F], F]:
 def _run_once(view: Callable[..., Any], key: str, args: Any, kwargs: Any) -> Response:
     scope = current_caller().idempotency_scope
     print_ = idempotency.fingerprint(request.method, request.path, _canonical_body())
-    forget_members_seen(db.session)
     earlier = idempotency.claim(scope, key, print_, utcnow())
     if earlier is not None and earlier.status_code is not None:
         replay = current_app.response_class(

@@ -87,36 +87,23 @@ class MemberIdentity(db.Model):
 SEEN_MEMBERS = "omniloyal.members_seen"
 
 
+def watch_members(session: Any) -> None:
+    """Start noting the members `session` loads or creates (a write edge calls this; jobs
+    that walk millions of members never do, so nothing grows there)."""
+    session.info[SEEN_MEMBERS] = set()
+
+
 def members_seen(session: Any) -> set[int]:
-    """Ids of the people (merged members count as their survivor) the session loaded or
-    created since `forget_members_seen`."""
-    return set(session.info.get(SEEN_MEMBERS, ()))
-
-
-def people_now(member_ids: set[int]) -> set[int]:
-    """The same ids with each merged member replaced by whom it was merged into, now."""
-    people = set(member_ids)
-    for _ in range(8):  # merge chains are short; each round follows one step
-        merged = dict(
-            db.session.execute(
-                sa.select(Member.id, Member.merged_into_id).where(
-                    Member.id.in_(people), Member.merged_into_id.is_not(None)
-                )
-            ).all()
-        )
-        if not merged:
-            break
-        people = {merged.get(member_id, member_id) for member_id in people}
-    return people
-
-
-def forget_members_seen(session: Any) -> None:
-    session.info.pop(SEEN_MEMBERS, None)
+    """Stop watching; the ids of the people (a merged member counts as whom it was merged
+    into) the session loaded or created since `watch_members`."""
+    return set(session.info.pop(SEEN_MEMBERS, ()))
 
 
 def _saw(session: Any, member_id: int | None) -> None:
     if session is not None and member_id is not None:
-        session.info.setdefault(SEEN_MEMBERS, set()).add(member_id)
+        seen = session.info.get(SEEN_MEMBERS)
+        if seen is not None:
+            seen.add(member_id)
 
 
 @sa.event.listens_for(Member, "load")
@@ -136,6 +123,23 @@ def _identity_loaded(identity: MemberIdentity, context: Any) -> None:
 @sa.event.listens_for(MemberIdentity, "after_insert")
 def _created(_mapper: Any, _connection: Any, target: Any) -> None:
     _saw(sa.orm.object_session(target), getattr(target, "member_id", None) or target.id)
+
+
+def people_now(member_ids: set[int]) -> set[int]:
+    """The same ids with each merged member replaced by whom it was merged into, now."""
+    people = set(member_ids)
+    for _ in range(8):  # merge chains are short; each round follows one step
+        merged = dict(
+            db.session.execute(
+                sa.select(Member.id, Member.merged_into_id).where(
+                    Member.id.in_(people), Member.merged_into_id.is_not(None)
+                )
+            ).all()
+        )
+        if not merged:
+            break
+        people = {merged.get(member_id, member_id) for member_id in people}
+    return people
 
 
 class MemberMerge(db.Model):
