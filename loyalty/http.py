@@ -167,9 +167,9 @@ def _run_once(view: Callable[..., Any], key: str, args: Any, kwargs: Any) -> Res
 
 def _member_concerned(caller_member_id: int | None) -> int | None:
     """The person whose data the response may show: the member calling with their token,
-    else the one person the write loaded or created. A write that touches several people
-    (a referral, a merge, coupons issued to many) shows none of their personal data; its
-    response names them by id only."""
+    else the one person the write loaded or created (after a merge, the two ids it loaded
+    are one person). A write that touches several people (a referral, coupons issued to
+    many) shows none of their personal data, only ids, and is linked to nobody."""
     if caller_member_id is not None:
         return caller_member_id
     people = members_seen(db.session)
