@@ -17,10 +17,17 @@ from werkzeug.routing import IntegerConverter, Map, UnicodeConverter, Validation
 from loyalty import logs
 from loyalty.api import domain_error_response
 from loyalty.config import SecretSource, Settings, load_settings
-from loyalty.db import BIGINT_MAX, db, sqlite_begin_statement, start_reading, stop_reading
+from loyalty.db import (
+    BIGINT_MAX,
+    db,
+    keep_result_rows_out_of_logs,
+    sqlite_begin_statement,
+    start_reading,
+    stop_reading,
+)
 from loyalty.errors import OmniloyalError
 from loyalty.extensions import api, migrate
-from loyalty.http import check_json_body
+from loyalty.http import refuse_deeply_nested_json
 from loyalty.members.models import watch_members
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -87,7 +94,12 @@ def _configure(app: Flask, settings: Settings) -> None:
     app.config.update(
         SECRET_KEY=settings.secret_key,
         SQLALCHEMY_DATABASE_URI=settings.database_url,
-        SQLALCHEMY_ENGINE_OPTIONS=_engine_options(settings.database_url),
+        # hide_parameters: SQL parameters carry names, emails and phone numbers; they must
+        # not reach logs (SQL echo at DEBUG) or error messages (an IntegrityError's text).
+        SQLALCHEMY_ENGINE_OPTIONS={
+            **_engine_options(settings.database_url),
+            "hide_parameters": True,
+        },
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         API_TITLE="Omniloyal",
         API_VERSION="v1",
@@ -103,18 +115,13 @@ def _configure(app: Flask, settings: Settings) -> None:
 
 
 def _engine_options(url: str) -> dict[str, Any]:
-    # hide_parameters: SQL parameters carry names, emails and phone numbers; they must not
-    # reach logs (echo at DEBUG) or error messages (an IntegrityError's text).
     if url.startswith("sqlite"):
-        return {
-            "connect_args": {"timeout": 30, "check_same_thread": False},
-            "hide_parameters": True,
-        }
+        return {"connect_args": {"timeout": 30, "check_same_thread": False}}
     # No pool_pre_ping: it costs a SELECT 1 round trip on every request. A connection the
     # server dropped fails one request (SQLAlchemy detects the disconnect and invalidates the
     # pool, so the next checkout reconnects); pool_recycle retires connections before
     # server-side idle timeouts would cut them.
-    return {"pool_size": 10, "max_overflow": 20, "pool_recycle": 1800, "hide_parameters": True}
+    return {"pool_size": 10, "max_overflow": 20, "pool_recycle": 1800}
 
 
 def _init_database(app: Flask, settings: Settings) -> None:
@@ -123,6 +130,7 @@ def _init_database(app: Flask, settings: Settings) -> None:
         if path and path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     db.init_app(app)
+    keep_result_rows_out_of_logs()
     # Import every model so metadata (and Alembic) sees all tables.
     from loyalty import models  # noqa: F401
 
@@ -220,13 +228,7 @@ def _init_request_hooks(app: Flask) -> None:
 
         g.caller = None
         g.caller = authenticate_request()
-        check_json_body()
-
-    @app.teardown_request
-    def end_request(_error: BaseException | None) -> None:
-        token = g.pop("sqlite_reading", None)
-        if token is not None:
-            stop_reading(token)
+        refuse_deeply_nested_json()
 
     @app.after_request
     def finish_request(response: Response) -> Response:
@@ -244,3 +246,9 @@ def _init_request_hooks(app: Flask) -> None:
             },
         )
         return response
+
+    @app.teardown_request
+    def end_request(_error: BaseException | None) -> None:
+        token = g.pop("sqlite_reading", None)
+        if token is not None:
+            stop_reading(token)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -137,3 +138,27 @@ def insert_persistent(model: type[M], values: dict[str, Any]) -> M:
     make_transient_to_detached(instance)
     db.session.add(instance)
     return instance
+
+
+# --- SQL logging without personal data -------------------------------------------------------
+
+
+class NoResultRows(logging.Filter):
+    """Drops SQLAlchemy's "Row (...)" records: result rows hold personal data.
+
+    With SQL echo at DEBUG (LOG_LEVEL=DEBUG, or someone debugging), SQLAlchemy logs every
+    row it reads. Parameters are hidden by the engine (`hide_parameters`, loyalty.app);
+    rows have no such switch, so they are filtered on the logger that creates them.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != "Row %r"
+
+
+_no_result_rows = NoResultRows()
+
+
+def keep_result_rows_out_of_logs() -> None:
+    sql = logging.getLogger("sqlalchemy.engine.Engine")
+    if _no_result_rows not in sql.filters:
+        sql.addFilter(_no_result_rows)

@@ -39,7 +39,7 @@ TOO_MANY_DIGITS = f"a number of more than {MAX_INTEGER_DIGITS} digits is not acc
 
 
 class _TooLongInteger:
-    """Stands in for a JSON integer literal too long to convert (see check_json_body)."""
+    """Stands in for a JSON integer literal too long to convert (see refuse_deeply_nested_json)."""
 
 
 def _bounded_int(literal: str) -> int | _TooLongInteger:
@@ -48,8 +48,9 @@ def _bounded_int(literal: str) -> int | _TooLongInteger:
     return int(literal)
 
 
-def check_json_body() -> None:
-    """Refuse, as problems, the JSON bodies that every parser on the way would choke on.
+def refuse_deeply_nested_json() -> None:
+    """Refuse, as problems, the JSON bodies no parser on the way survives: too deep, or
+    holding an integer too long to convert (the name is older than the second check).
 
     This is the one JSON parsing edge, run before anything else parses the body:
     - nested deeper than MAX_JSON_DEPTH: a 400. Every parser recurses per level, so a body
@@ -118,13 +119,13 @@ def write_endpoint(*, key_required: bool = True) -> Callable[[F], F]:
     def decorate(view: F) -> F:
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Response:
+            prepare_to_write()  # SQLite: from here on, transactions take the write lock
             key = request.headers.get("Idempotency-Key")
             if key is None and key_required:
                 raise IdempotencyKeyMissing(
                     "send an Idempotency-Key header (e.g. a UUID) so retries are safe"
                 )
             try:
-                prepare_to_write()
                 if key is None:
                     response = make_response(view(*args, **kwargs))
                 else:

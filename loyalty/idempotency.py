@@ -41,6 +41,30 @@ class IdempotencyRecord(db.Model):
     erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+def member_scope(member_id: int) -> str:
+    """The scope of keys sent with a member's own token (see auth.context.Caller)."""
+    return f"member:{member_id}"
+
+
+def blank_for_members(member_ids: list[int], now: datetime) -> int:
+    """Erasure: drop the stored responses of writes that concerned these members or were
+    made with their tokens. The fingerprint goes too (a hash of a body that held their
+    data); the key stays, so a retry still can't run the write twice."""
+    table = IdempotencyRecord.__table__
+    result = db.session.execute(
+        sa.update(table)
+        .where(
+            sa.or_(
+                table.c.member_id.in_(member_ids),
+                table.c.scope.in_([member_scope(member_id) for member_id in member_ids]),
+            ),
+            table.c.erased_at.is_(None),
+        )
+        .values(response_body=None, fingerprint="erased", erased_at=now)
+    )
+    return result.rowcount or 0
+
+
 def fingerprint(method: str, path: str, body: bytes) -> str:
     return hashlib.sha256(b"\n".join([method.encode(), path.encode(), body])).hexdigest()
 
@@ -95,30 +119,6 @@ def record_response(
         ),
         {"s": scope, "k": key, "status": status_code, "body": body, "member": member_id},
     )
-
-
-def member_scope(member_id: int) -> str:
-    """The scope of keys sent with a member's own token (see auth.context.Caller)."""
-    return f"member:{member_id}"
-
-
-def blank_for_members(member_ids: list[int], now: datetime) -> int:
-    """Erasure: drop the stored responses of writes that concerned these members or were
-    made with their tokens. The fingerprint goes too (a hash of a body that held their
-    data); the key stays, so a retry still can't run the write twice."""
-    table = IdempotencyRecord.__table__
-    result = db.session.execute(
-        sa.update(table)
-        .where(
-            sa.or_(
-                table.c.member_id.in_(member_ids),
-                table.c.scope.in_([member_scope(member_id) for member_id in member_ids]),
-            ),
-            table.c.erased_at.is_(None),
-        )
-        .values(response_body=None, fingerprint="erased", erased_at=now)
-    )
-    return result.rowcount or 0
 
 
 def purge_expired(now: datetime, ttl_hours: int) -> int:

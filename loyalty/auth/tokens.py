@@ -15,7 +15,6 @@ from datetime import datetime, timedelta
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
-from loyalty.config import ConfigError
 from loyalty.errors import NotAuthenticated
 
 APP_TOKEN_PREFIX = "omt_"
@@ -31,6 +30,8 @@ class MintedToken:
 def _serializer(salt: str) -> URLSafeTimedSerializer:
     secret = current_app.config["SECRET_KEY"]
     if not secret:  # a maintenance command started without one (see loyalty.config)
+        from loyalty.config import ConfigError
+
         raise ConfigError("SECRET_KEY is not set: this process can't sign or check tokens")
     return URLSafeTimedSerializer(secret, salt=salt)
 
