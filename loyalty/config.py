@@ -137,12 +137,19 @@ def load_settings(
         if unknown:
             raise ConfigError(f"unknown setting override(s): {', '.join(sorted(unknown))}")
         settings = replace(settings, **overrides)
-    return _validated(settings, instance_path, secret_source)
+    return _with_signing_key(_validated(settings), instance_path, secret_source)
 
 
-def _validated(settings: Settings, instance_path: str, secret_source: SecretSource) -> Settings:
+def _validated(settings: Settings) -> Settings:
     if settings.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR: {settings.log_level}")
+    return settings
+
+
+def _with_signing_key(
+    settings: Settings, instance_path: str, secret_source: SecretSource
+) -> Settings:
+    """SECRET_KEY as given (long enough), else what `secret_source` allows, else refuse."""
     if settings.secret_key:
         if len(settings.secret_key) < MIN_SECRET_LENGTH:
             raise ConfigError(f"SECRET_KEY must be at least {MIN_SECRET_LENGTH} characters")
