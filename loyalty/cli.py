@@ -24,11 +24,29 @@ from loyalty import logs
 from loyalty.clock import utcnow
 from loyalty.db import db
 
+# The commands that serve requests or run jobs: they sign and check member tokens.
+_SERVING_COMMANDS = {"run", "worker"}
+
 
 def _create_app() -> Flask:
-    from loyalty.app import create_app
+    """The app for the command being run, with the key it may use to sign member tokens.
 
-    return create_app()
+    `omniloyal run` on the embedded default may generate the instance's own random key;
+    `worker` needs SECRET_KEY like any server; the maintenance commands (db, demo, import,
+    create-api-key, shell) never sign a token and may start without one.
+    """
+    from loyalty.app import create_app
+    from loyalty.config import SecretSource
+
+    context = click.get_current_context(silent=True)
+    command = context.info_name if context is not None else None
+    if command == "run":
+        source = SecretSource.INSTANCE
+    elif command in _SERVING_COMMANDS:
+        source = SecretSource.REQUIRED
+    else:
+        source = SecretSource.UNUSED
+    return create_app(secret_source=source)
 
 
 @click.group(

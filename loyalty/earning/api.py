@@ -254,13 +254,16 @@ def delete_rule(rule_id: int) -> None:
 
 
 def _register_member_hooks() -> None:
-    """Orders and activities follow a merge, and appear in the member's data export."""
+    """Orders and activities follow a merge, appear in the member's data export, and
+    erasure scrubs what they may hold of the person (loyalty.earning.privacy)."""
+    from loyalty.earning.privacy import erase_member_earning
     from loyalty.members import merge
 
     merge.register_merge_step(operations.merge_orders_and_activities)
     from loyalty.members import privacy
 
     privacy.register_export_section("orders", operations.export_member_orders)
+    privacy.register_erase_step("earning", erase_member_earning)
 
 
 _register_member_hooks()

@@ -17,6 +17,7 @@ from loyalty.errors import NotFound
 from loyalty.http import write_endpoint
 from loyalty.ledger import operations, queries
 from loyalty.ledger.models import PointHold
+from loyalty.ledger.notes import attach_notes, erase_notes, export_notes
 from loyalty.ledger.schemas import (
     ActivityQuery,
     ActivitySchema,
@@ -67,6 +68,7 @@ def _history_page(member: Any, query: dict[str, Any]) -> dict[str, Any]:
         since=query["since"],
         until=query["until"],
     )
+    attach_notes(page.items)
     return {"items": _with_local_time(page.items, member.timezone), "next_cursor": page.next_cursor}
 
 
@@ -257,3 +259,14 @@ def liability_report() -> Any:
 def activity_report(query: dict[str, Any]) -> Any:
     """Points issued, redeemed, expired, adjusted and reversed per UTC day."""
     return {"days": queries.activity(query["since"], query["until"])}
+
+
+def _register_member_hooks() -> None:
+    """Adjustment notes appear in the member's data export and are blanked by erasure."""
+    from loyalty.members import privacy
+
+    privacy.register_export_section("ledger_notes", export_notes)
+    privacy.register_erase_step("ledger_notes", erase_notes)
+
+
+_register_member_hooks()

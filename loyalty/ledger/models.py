@@ -200,6 +200,25 @@ class ExpiryNotice(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class LedgerNote(db.Model):
+    """Free text about a transaction (an adjustment's reason), kept out of the ledger.
+
+    Support writes whatever explains a correction ("goodwill: Jane Doe called about..."),
+    so the text may be personal data. The ledger is append-only and must stay so; this
+    table is not, so erasing the member blanks the text and leaves the transaction intact.
+    """
+
+    __tablename__ = "ledger_notes"
+
+    transaction_id: Mapped[int] = mapped_column(
+        BigInt, sa.ForeignKey("ledger_transactions.id"), primary_key=True
+    )
+    member_id: Mapped[int] = mapped_column(BigInt, index=True)
+    text: Mapped[str | None] = mapped_column(sa.String(500))  # None once erased
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 APPEND_ONLY_TABLES = ("ledger_transactions", "ledger_entries")
 
 _PG_FUNCTION = sa.DDL(

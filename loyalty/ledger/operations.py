@@ -37,6 +37,7 @@ from loyalty.ledger.models import (
     ProgramAccount,
     TransactionKind,
 )
+from loyalty.ledger.notes import add_note
 from loyalty.ledger.policy import ExpiryPolicy, ReturnPolicy
 from loyalty.members.models import Member, MemberStatus
 from loyalty.members.resolution import lock_current_member
@@ -526,9 +527,10 @@ def adjust_points(
     accounts = lock_member_accounts(member_id, require_active=False)
     member_id = accounts.member_id
     adjustments = program_account_id(ProgramAccount.ADJUSTMENTS)
-    tx = _begin(
-        member_id, TransactionKind.ADJUST, cause, amount=delta, actor=actor, now=now, reason=reason
-    )
+    # The reason is free text that may name the member: a note beside the append-only
+    # ledger (loyalty.ledger.notes), which erasure can blank; never the transaction row.
+    tx = _begin(member_id, TransactionKind.ADJUST, cause, amount=delta, actor=actor, now=now)
+    add_note(tx, reason, now=now)
     if delta > 0:
         expires_at = _settings().points_expiry.expires_at(now)
         _credit_available(accounts, tx, adjustments, delta, now=now, expires_at=expires_at)
@@ -540,7 +542,8 @@ def adjust_points(
             )
         lots = _open_lots(member_id, LotStatus.AVAILABLE)
         _take_from_lots(tx, lots, accounts.points, adjustments, -delta)
-    _finish(tx, "points.adjusted", now, reason=reason)
+    # The reason is free text (it may name the member): it stays on the transaction only.
+    _finish(tx, "points.adjusted", now)
     return tx
 
 

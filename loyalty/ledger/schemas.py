@@ -3,6 +3,7 @@ from __future__ import annotations
 from marshmallow import fields, validate
 
 from loyalty.ledger.models import TransactionKind
+from loyalty.ledger.notes import shown_reason
 from loyalty.schemas import MAX_POINTS, CursorQuery, Day, Instant, Points, StrictSchema, Text
 
 
@@ -20,13 +21,16 @@ class TransactionSchema(StrictSchema):
     kind = fields.String()
     points = fields.Integer(attribute="amount")
     cause = fields.Method("dump_cause")
-    reason = fields.String(allow_none=True)
+    reason = fields.Method("dump_reason", metadata={"type": ["string", "null"]})
     created_at = fields.DateTime()
     local_time = fields.String(metadata={"description": "created_at in the member's timezone"})
     details = fields.Dict()
 
     def dump_cause(self, tx) -> dict[str, str]:  # type: ignore[no-untyped-def]
         return {"type": tx.cause_type, "ref": tx.cause_ref}
+
+    def dump_reason(self, tx) -> str | None:  # type: ignore[no-untyped-def]
+        return shown_reason(tx)
 
 
 class HistoryQuery(CursorQuery):

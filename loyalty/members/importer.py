@@ -125,6 +125,33 @@ class _Row:
     qualifying_points: int = 0
 
 
+REPORT_HEADER = ("row", "column", "message", "external_id")
+# Cells a spreadsheet would read as a formula (OWASP "CSV Injection"): =, +, -, @ start
+# formulas; a leading tab or carriage return can hide one from the eye and some parsers.
+_FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def report_cell(value: Any) -> Any:
+    """A value for the error report, safe to open in a spreadsheet.
+
+    The report repeats what the uploaded file said (external ids, and messages quoting
+    values), so a cell like `=HYPERLINK(...)` would run when support opens it. Text that
+    starts like a formula gets a leading apostrophe, which spreadsheets show as text.
+    Numbers stay numbers.
+    """
+    if isinstance(value, str) and value.startswith(_FORMULA_TRIGGERS):
+        return "'" + value
+    return value
+
+
+def write_error_report(writer: Any, errors: Iterable[RowError]) -> None:
+    """Append `errors` to a csv.writer as (row, column, message, external_id) rows."""
+    writer.writerows(
+        [report_cell(cell) for cell in (e.row, e.column, e.message, e.external_id or "")]
+        for e in errors
+    )
+
+
 class _RowInvalid(Exception):
     def __init__(self, column: str, message: str) -> None:
         super().__init__(message)

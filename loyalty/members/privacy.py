@@ -185,3 +185,33 @@ def erase_member(member_id: int, *, now: datetime, actor: str) -> dict[str, Any]
         now=now,
     )
     return summary
+
+
+# --- the erase steps of the shared core and the members domain ------------------------------
+
+
+def erase_idempotent_responses(member_id: int, now: datetime) -> dict[str, Any]:
+    """Stored responses of writes that concerned the person (or were made with their
+    token) are blanked: replaying a profile change must not return the erased name."""
+    from loyalty import idempotency
+
+    return {"responses_blanked": idempotency.blank_for_members(same_person_ids(member_id), now)}
+
+
+def erase_merge_reasons(member_id: int, now: datetime) -> dict[str, Any]:
+    """A merge's reason is support's free text ("same person: Jane Doe, two emails"); the
+    audit row (who merged which ids, when, what moved) stays."""
+    ids = same_person_ids(member_id)
+    result = db.session.execute(
+        sa.update(MemberMerge)
+        .where(
+            sa.or_(MemberMerge.survivor_id.in_(ids), MemberMerge.merged_id.in_(ids)),
+            MemberMerge.reason.is_not(None),
+        )
+        .values(reason=None)
+    )
+    return {"merge_reasons_blanked": result.rowcount or 0}
+
+
+register_erase_step("idempotency", erase_idempotent_responses)
+register_erase_step("member_merges", erase_merge_reasons)
