@@ -76,10 +76,22 @@ def record_response(scope: str, key: str, status_code: int, body: bytes) -> None
     )
 
 
-def purge_expired(now: datetime, ttl_hours: int) -> int:
-    result = db.session.execute(
-        sa.delete(IdempotencyRecord).where(
-            IdempotencyRecord.created_at < now - timedelta(hours=ttl_hours)
-        )
+def purge_expired_chunk(now: datetime, ttl_hours: int, *, limit: int = 5000) -> int:
+    """Delete up to `limit` records older than the TTL, oldest first (no commit: the purge
+    job commits each chunk, so no transaction holds many row locks for long).
+
+    The ids come from the `created_at` index; on PostgreSQL rows a request has locked (a
+    replay in progress) are skipped and go in a later run.
+    """
+    table = IdempotencyRecord.__table__
+    old = table.alias("old")  # its own subquery, not correlated to the DELETE's table
+    chosen = (
+        sa.select(old.c.id)
+        .where(old.c.created_at < now - timedelta(hours=ttl_hours))
+        .order_by(old.c.created_at)
+        .limit(limit)
     )
+    if db.engine.dialect.name == "postgresql":
+        chosen = chosen.with_for_update(skip_locked=True)
+    result = db.session.execute(sa.delete(table).where(table.c.id.in_(chosen.scalar_subquery())))
     return result.rowcount or 0

@@ -523,7 +523,8 @@ def adjust_points(
             )
         lots = _open_lots(member_id, LotStatus.AVAILABLE)
         _take_from_lots(tx, lots, accounts.points, adjustments, -delta)
-    _finish(tx, "points.adjusted", now, reason=reason)
+    # The reason is free text (it may name the member): it stays on the transaction only.
+    _finish(tx, "points.adjusted", now)
     return tx
 
 

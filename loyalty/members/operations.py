@@ -342,7 +342,8 @@ def block_member(member_id: int, *, reason: str, now: datetime, actor: str) -> M
     outbox.emit(
         "member.blocked",
         member_id=member.id,
-        payload={"member_id": member.id, "reason": reason, "actor": actor},
+        # Not the reason: free text may carry personal data, and events carry ids only.
+        payload={"member_id": member.id, "actor": actor},
         now=now,
     )
     return member
