@@ -81,17 +81,21 @@ def purge_expired_chunk(now: datetime, ttl_hours: int, *, limit: int = 5000) -> 
     job commits each chunk, so no transaction holds many row locks for long).
 
     The ids come from the `created_at` index; on PostgreSQL rows a request has locked (a
-    replay in progress) are skipped and go in a later run.
+    replay in progress) are skipped and go in a later run. Two statements, not
+    `DELETE ... WHERE id IN (SELECT ... LIMIT n)`: for that one PostgreSQL may plan a hash
+    join over a sequential scan of the whole table; a list of ids is deleted by primary key.
     """
     table = IdempotencyRecord.__table__
-    old = table.alias("old")  # its own subquery, not correlated to the DELETE's table
     chosen = (
-        sa.select(old.c.id)
-        .where(old.c.created_at < now - timedelta(hours=ttl_hours))
-        .order_by(old.c.created_at)
+        sa.select(table.c.id)
+        .where(table.c.created_at < now - timedelta(hours=ttl_hours))
+        .order_by(table.c.created_at)
         .limit(limit)
     )
     if db.engine.dialect.name == "postgresql":
         chosen = chosen.with_for_update(skip_locked=True)
-    result = db.session.execute(sa.delete(table).where(table.c.id.in_(chosen.scalar_subquery())))
-    return result.rowcount or 0
+    ids = list(db.session.scalars(chosen))
+    if not ids:
+        return 0
+    db.session.execute(sa.delete(table).where(table.c.id.in_(ids)))
+    return len(ids)
