@@ -111,7 +111,7 @@ def load_settings(
         hold_ttl_seconds=_int(env, "OMNILOYAL_HOLD_TTL", 900, minimum=10),
         idempotency_ttl_hours=_int(env, "OMNILOYAL_IDEMPOTENCY_TTL_HOURS", 48, minimum=24),
         # A delivery is dead after this many failed attempts (backoff 10 s doubling to 1 h:
-        # the default gives up after 2.5 to 3.5 hours).
+        # the default gives up after 1.7 to 3.4 hours).
         outbox_max_attempts=_int(env, "OMNILOYAL_OUTBOX_MAX_ATTEMPTS", 12, minimum=1),
         # Events whose deliveries are all done are purged this long after dispatch.
         outbox_retention_days=_int(env, "OMNILOYAL_OUTBOX_RETENTION_DAYS", 7, minimum=1),
