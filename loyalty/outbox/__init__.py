@@ -15,6 +15,7 @@ delivery model").
 from loyalty.outbox.consumers import Consumer, Handler, consumer, registered, unregister
 from loyalty.outbox.events import Event, emit
 from loyalty.outbox.models import DeliveryStatus, OutboxDelivery, OutboxEvent
+from loyalty.outbox.relay import RelayResult, relay_batch
 
 __all__ = [
     "Consumer",
@@ -23,8 +24,10 @@ __all__ = [
     "Handler",
     "OutboxDelivery",
     "OutboxEvent",
+    "RelayResult",
     "consumer",
     "emit",
     "registered",
+    "relay_batch",
     "unregister",
 ]

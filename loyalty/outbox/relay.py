@@ -24,7 +24,7 @@ import random
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -45,6 +45,7 @@ RELAY_TIME_BUDGET = 60.0  # seconds per relay job; the next scheduled run contin
 DISPATCH_CHUNK = 1000
 CLAIM_CHUNK = 100
 MAX_ERROR_LENGTH = 1000
+DEFAULT_MAX_ATTEMPTS = 12  # OMNILOYAL_OUTBOX_MAX_ATTEMPTS' default; the job passes the setting
 # pg_try_advisory_xact_lock key: one dispatcher at a time keeps deliveries in event order.
 DISPATCH_LOCK_KEY = 0x0B0C_0001
 
@@ -65,7 +66,6 @@ class RelayResult:
     failed: int = 0
     dead: int = 0
     lost: int = 0  # claims another worker took over after our lease ended
-    consumers: dict[str, int] = field(default_factory=dict)
 
     @property
     def worked(self) -> int:
@@ -285,7 +285,6 @@ def deliver(claim_: Claim, now: datetime, *, max_attempts: int, result: RelayRes
     if record_done(claim_, now):
         db.session.commit()  # with the consumer's own database writes, atomically
         result.delivered += 1
-        result.consumers[claim_.consumer] = result.consumers.get(claim_.consumer, 0) + 1
     else:
         db.session.rollback()
         log.warning("outbox delivery %s was taken over by another worker", claim_.delivery_id)
@@ -295,7 +294,7 @@ def deliver(claim_: Claim, now: datetime, *, max_attempts: int, result: RelayRes
 def relay_batch(
     now: datetime,
     *,
-    max_attempts: int,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     claim_size: int = CLAIM_CHUNK,
     time_budget: float = RELAY_TIME_BUDGET,
 ) -> RelayResult:
