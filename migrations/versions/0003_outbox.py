@@ -5,7 +5,8 @@ Revises: 0002
 Create Date: 2026-11-30 13:50:00
 
 `outbox_events.published_at` becomes `dispatched_at` (an event published under the old relay
-counts as dispatched: its consumers had it), `attempts` moves to the deliveries.
+counts as dispatched: its consumers had it), `attempts` moves to the deliveries. Free-text
+reasons are removed from existing events' payloads (not restored by the downgrade).
 """
 from alembic import op
 import sqlalchemy as sa
@@ -31,6 +32,12 @@ def upgrade():
     with op.batch_alter_table('outbox_events', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_outbox_events_dispatched_at'), ['dispatched_at'], unique=False)
         batch_op.create_index('ix_outbox_events_undispatched', ['id'], unique=False, postgresql_where=sa.text('dispatched_at IS NULL'), sqlite_where=sa.text('dispatched_at IS NULL'))
+
+    # Events carry ids, not personal data: drop the free-text reasons older events carried.
+    if op.get_bind().dialect.name == 'postgresql':
+        op.execute("UPDATE outbox_events SET payload = payload - 'reason' WHERE topic IN ('points.adjusted', 'member.blocked')")
+    else:
+        op.execute("UPDATE outbox_events SET payload = json_remove(payload, '$.reason') WHERE topic IN ('points.adjusted', 'member.blocked')")
 
     op.create_table('outbox_deliveries',
     sa.Column('id', BigInt, nullable=False),
