@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -93,37 +94,85 @@ def retry_dead_letters(*, now: datetime, consumer: str | None = None) -> int:
     return db.session.execute(statement).rowcount or 0
 
 
-@dataclass(frozen=True)
-class Backlog:
-    undispatched: int
-    oldest_undispatched_at: datetime | None
-    pending: int  # deliveries not done yet (due, backing off, in flight or held back)
-    oldest_pending_since: datetime | None  # when the oldest of them was created
-    dead_letters: int
+BOUNDED_COUNT = 1000  # backlog counts stop here ("1000+"): a probe never counts a big table
 
 
-def backlog() -> Backlog:
-    """What /readyz reports: events not yet fanned out, the pending deliveries and how long
-    the oldest has waited, and how many dead letters wait for an operator.
+def _bounded_count(where: list[Any]) -> int | str:
+    d = OutboxDelivery.__table__
+    inner = sa.select(sa.literal(1)).select_from(d).where(*where).limit(BOUNDED_COUNT + 1)
+    count = db.session.scalar(sa.select(sa.func.count()).select_from(inner.subquery()))
+    return count if count <= BOUNDED_COUNT else f"{BOUNDED_COUNT}+"
 
-    Each count reads a partial index, so it costs the size of the backlog, not of history.
+
+def _age(oldest: datetime | None, now: datetime) -> dict[str, Any]:
+    return {
+        "oldest": oldest.isoformat() if oldest else None,
+        "age_seconds": max(0, int((now - oldest).total_seconds())) if oldest else 0,
+    }
+
+
+def _consumers_with_pending() -> list[str]:
+    """Distinct consumers of pending deliveries: a loose index scan of ix_outbox_deliveries_due
+    (one index probe per consumer, however many deliveries are pending)."""
+    found: list[str] = []
+    d = OutboxDelivery.__table__
+    pending = status_is(d.c.status, DeliveryStatus.PENDING)
+    while True:
+        query = sa.select(sa.func.min(d.c.consumer)).where(pending)
+        if found:
+            query = query.where(d.c.consumer > found[-1])
+        name = db.session.scalar(query)
+        if name is None:
+            return found
+        found.append(name)
+
+
+def backlog(now: datetime) -> dict[str, Any]:
+    """What /readyz reports about the outbox, each figure from an index (bounded counts):
+
+    - `undispatched_events`: events the relay has not fanned out yet, and the oldest's age;
+    - `due_deliveries`: per consumer, deliveries due (or held back behind a member's failing
+      event) and how long the longest-due one has waited;
+    - `dead_letters`: deliveries waiting for an operator's retry.
     """
     events = OutboxEvent.__table__
     d = OutboxDelivery.__table__
-    undispatched = db.session.execute(
-        sa.select(sa.func.count(), sa.func.min(events.c.occurred_at)).where(
-            events.c.dispatched_at.is_(None)
-        )
-    ).one()
-    pending = db.session.execute(
-        sa.select(sa.func.count(), sa.func.min(d.c.created_at)).where(
-            status_is(d.c.status, DeliveryStatus.PENDING)
-        )
-    ).one()
-    dead = db.session.scalar(
-        sa.select(sa.func.count()).where(status_is(d.c.status, DeliveryStatus.DEAD))
+    oldest_event = db.session.scalar(
+        sa.select(events.c.occurred_at)
+        .where(events.c.dispatched_at.is_(None))
+        .order_by(events.c.id)
+        .limit(1)
     )
-    return Backlog(undispatched[0], undispatched[1], pending[0], pending[1], dead or 0)
+    undispatched = db.session.scalar(
+        sa.select(sa.func.count()).select_from(
+            sa.select(sa.literal(1))
+            .select_from(events)
+            .where(events.c.dispatched_at.is_(None))
+            .limit(BOUNDED_COUNT + 1)
+            .subquery()
+        )
+    )
+    due: dict[str, Any] = {}
+    for name in _consumers_with_pending():
+        where = [
+            d.c.consumer == name,
+            status_is(d.c.status, DeliveryStatus.PENDING),
+            d.c.next_attempt_at <= now,
+        ]
+        oldest = db.session.scalar(sa.select(sa.func.min(d.c.next_attempt_at)).where(*where))
+        due[name] = {"count": _bounded_count(where), **_age(oldest, now)}
+    dead = [status_is(d.c.status, DeliveryStatus.DEAD)]
+    oldest_dead = db.session.scalar(
+        sa.select(d.c.updated_at).where(*dead).order_by(d.c.id).limit(1)
+    )
+    return {
+        "undispatched_events": {
+            "count": undispatched if undispatched <= BOUNDED_COUNT else f"{BOUNDED_COUNT}+",
+            **_age(oldest_event, now),
+        },
+        "due_deliveries": due,
+        "dead_letters": {"count": _bounded_count(dead), **_age(oldest_dead, now)},
+    }
 
 
 # --- retention -----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from loyalty import outbox
 from loyalty.auth import scopes
 from loyalty.clock import utcnow
 from loyalty.outbox import DeliveryStatus
+from loyalty.outbox.admin import backlog as admin_backlog
 from tests.factories import idem
 from tests.members.factories import PROBLEM
 from tests.outbox.conftest import MAX_ATTEMPTS, delivery, emit, relay
@@ -142,3 +143,26 @@ def test_the_dead_letter_api_is_in_the_openapi_document(client):
     assert set(paths["/v1/outbox/dead-letters"]) == {"get"}
     assert "post" in paths["/v1/outbox/dead-letters/{delivery_id}/retry"]
     assert "post" in paths["/v1/outbox/dead-letters/retry"]
+
+
+def test_the_backlog_shows_undispatched_events_due_deliveries_and_dead_letters(app, broken):
+    dead = emit("t.x", 1, T0)
+    _kill([dead])
+    waiting = emit("t.x", 2, T0)  # not dispatched yet
+    later = T0 + timedelta(days=1)
+
+    before = admin_backlog(later)
+    assert before["undispatched_events"] == {
+        "count": 1,
+        "oldest": T0.isoformat(),
+        "age_seconds": 86400,
+    }
+    assert before["due_deliveries"] == {}
+    assert before["dead_letters"]["count"] == 2
+    relay(later)  # dispatched; both consumers fail once and back off
+    backlog = admin_backlog(later + timedelta(hours=2))
+    assert backlog["undispatched_events"] == {"count": 0, "oldest": None, "age_seconds": 0}
+    assert set(backlog["due_deliveries"]) == {"test.mail", "test.sms"}
+    assert backlog["due_deliveries"]["test.sms"]["count"] == 1
+    assert 7000 < backlog["due_deliveries"]["test.sms"]["age_seconds"] <= 7200
+    assert delivery("test.sms", waiting).attempts == 1

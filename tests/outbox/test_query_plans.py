@@ -122,9 +122,10 @@ def test_relay_dead_letters_backlog_and_purges_use_indexes_at_50k_rows(app, regi
     register("test.b", lambda event: None, "t.x")
     now = utcnow()
     with _captured() as statements:
+        backlog = admin.backlog(now)
+        db.session.commit()
         relay(now, claim_size=50)
         admin.list_dead_letters(consumer="test.a", limit=20)
-        admin.backlog()
         db.session.commit()
         assert admin.retry_dead_letters(now=now, consumer="test.a") == 40
         db.session.rollback()
@@ -135,6 +136,9 @@ def test_relay_dead_letters_backlog_and_purges_use_indexes_at_50k_rows(app, regi
         erase_delivery_errors(42, now)
         db.session.rollback()
 
+    assert backlog["due_deliveries"]["test.b"]["count"] == 300
+    assert backlog["undispatched_events"]["count"] == 200
+    assert backlog["dead_letters"]["count"] == 40
     assert len(statements) >= 10
     assert any(
         "SKIP LOCKED" in text and "UPDATE outbox_deliveries" in text for text, _ in statements
