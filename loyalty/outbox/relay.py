@@ -38,8 +38,9 @@ log = logging.getLogger(__name__)
 
 BACKOFF_BASE = timedelta(seconds=10)
 BACKOFF_CAP = timedelta(hours=1)
-# How long a claimed delivery is reserved for its worker. Longer than a relay run
-# (RELAY_TIME_BUDGET plus one consumer call), so a live worker never loses its claim.
+# How long a claimed delivery is reserved for its worker. A relay run acts on claims only
+# within its time budget (the rest are released), so a live worker keeps its claims unless one
+# consumer call outlasts LEASE - RELAY_TIME_BUDGET: consumers bound their external calls.
 LEASE = timedelta(minutes=5)
 RELAY_TIME_BUDGET = 60.0  # seconds per relay job; the next scheduled run continues
 DISPATCH_CHUNK = 1000
@@ -254,6 +255,22 @@ def record_failure(
     return status if result.rowcount == 1 else None
 
 
+def release(claims: list[Claim], now: datetime) -> int:
+    """Give back claims this worker will not act on (its time budget is spent): due again at
+    once, and the attempt they were charged is refunded (no commit)."""
+    d = OutboxDelivery.__table__
+    released = 0
+    for claim_ in claims:
+        released += db.session.execute(
+            sa.update(d)
+            .where(*_ours(claim_))
+            .values(
+                attempts=d.c.attempts - 1, next_attempt_at=now, claim_token=None, updated_at=now
+            )
+        ).rowcount
+    return released
+
+
 # --- the edge ------------------------------------------------------------------------------
 
 
@@ -309,7 +326,12 @@ def relay_batch(
         for registered in consumers.registered():
             claims = claim(registered.name, now, limit=claim_size)
             db.session.commit()
-            for claim_ in claims:
+            for position, claim_ in enumerate(claims):
+                if time.monotonic() > deadline:
+                    # Never act on a claim near the end of its lease: give the rest back.
+                    release(claims[position:], now)
+                    db.session.commit()
+                    return result
                 deliver(claim_, now, max_attempts=max_attempts, result=result)
         if result.worked == before or time.monotonic() > deadline:
             return result

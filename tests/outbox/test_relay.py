@@ -272,3 +272,18 @@ def test_the_plain_topic_decorator_still_registers_under_the_functions_path(app)
         assert delivery(name, event_id).status == DeliveryStatus.DONE
     finally:
         outbox.unregister(name)
+
+
+def test_a_relay_out_of_time_gives_back_the_claims_it_has_not_acted_on(app, register):
+    seen: list[int] = []
+    register("test.slow", lambda event: seen.append(event.id), "t.x")
+    events = [emit("t.x", member, T0) for member in range(1, 4)]
+
+    result = relay(T0, time_budget=-1.0)  # the budget is spent before the first call
+
+    assert seen == [] and result.delivered == 0
+    for event_id in events:
+        released = delivery("test.slow", event_id)
+        assert (released.attempts, released.claim_token, released.next_attempt_at) == (0, None, T0)
+    relay(T0)
+    assert seen == events
