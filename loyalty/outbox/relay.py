@@ -312,11 +312,12 @@ def relay_batch(
     now: datetime,
     *,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-    claim_size: int = CLAIM_CHUNK,
+    limit: int = CLAIM_CHUNK,
     time_budget: float = RELAY_TIME_BUDGET,
 ) -> RelayResult:
     """Dispatch new events and deliver what is due, round after round, until nothing is left
-    or the time budget is spent (commits each step; see the module docstring)."""
+    or the time budget is spent (commits each step; see the module docstring). Each round
+    claims at most `limit` deliveries per consumer."""
     result = RelayResult()
     deadline = time.monotonic() + time_budget
     while True:
@@ -324,7 +325,7 @@ def relay_batch(
         result.dispatched += dispatch_events(now)
         db.session.commit()
         for registered in consumers.registered():
-            claims = claim(registered.name, now, limit=claim_size)
+            claims = claim(registered.name, now, limit=limit)
             db.session.commit()
             for position, claim_ in enumerate(claims):
                 if time.monotonic() > deadline:

@@ -124,7 +124,7 @@ def test_relay_dead_letters_backlog_and_purges_use_indexes_at_50k_rows(app, regi
     with _captured() as statements:
         backlog = admin.backlog(now)
         db.session.commit()
-        relay(now, claim_size=50)
+        relay(now, limit=50)
         admin.list_dead_letters(consumer="test.a", limit=20)
         db.session.commit()
         assert admin.retry_dead_letters(now=now, consumer="test.a") == 40

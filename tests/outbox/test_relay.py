@@ -57,13 +57,13 @@ def test_a_poison_event_becomes_a_dead_letter_and_never_blocks_other_members(app
     good = [emit("t.x", member, T0) for member in range(6, 16)]
 
     # Claims of 3 at a time: the old relay re-read the oldest poison rows on every run.
-    relay(T0, claim_size=3)
+    relay(T0, limit=3)
     assert seen == good
 
     now = T0
     for _ in range(MAX_ATTEMPTS - 1):
         now += LATER
-        relay(now, claim_size=3)
+        relay(now, limit=3)
     for event_id in poison:
         dead = delivery("test.picky", event_id)
         assert (dead.status, dead.attempts) == (DeliveryStatus.DEAD, MAX_ATTEMPTS)
@@ -129,7 +129,7 @@ def test_one_run_delivers_each_members_events_in_order(app, register):
     for n in range(12):
         emit("t.x", n % 3, T0, n=n)
 
-    result = relay(T0, claim_size=2)
+    result = relay(T0, limit=2)
 
     assert result.delivered == 12
     for member in range(3):
@@ -201,7 +201,7 @@ def test_a_worker_dying_before_it_records_means_one_more_delivery_after_the_leas
     seen: list[int] = []
     register("test.once", lambda event: seen.append(event.id), "t.x")
     event_id = emit("t.x", 1, T0)
-    relay(T0 + timedelta(days=-1), claim_size=0)  # dispatch only: nothing due yet
+    relay(T0 + timedelta(days=-1), limit=0)  # dispatch only: nothing due yet
     db.session.commit()
 
     claims = claim("test.once", T0, limit=10)

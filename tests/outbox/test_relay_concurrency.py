@@ -37,7 +37,7 @@ def test_concurrent_relays_deliver_once_each_in_member_order(app, register):
 
     def work(_: int) -> None:
         for _ in range(50):  # a worker whose claims find nothing stops; the others go on
-            relay(T0, claim_size=5)
+            relay(T0, limit=5)
             left = db.session.scalar(
                 sa.select(sa.func.count()).where(OutboxDelivery.status != DeliveryStatus.DONE)
             )
