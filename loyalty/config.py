@@ -62,6 +62,8 @@ class Settings:
     member_qr_ttl_seconds: int
     hold_ttl_seconds: int
     idempotency_ttl_hours: int
+    outbox_max_attempts: int
+    outbox_retention_days: int
     max_body_bytes: int
     log_level: str
     run_embedded_worker: bool
@@ -171,6 +173,11 @@ def load_settings(
         member_qr_ttl_seconds=_int(env, "OMNILOYAL_MEMBER_QR_TTL", 120, minimum=10),
         hold_ttl_seconds=_int(env, "OMNILOYAL_HOLD_TTL", 900, minimum=10),
         idempotency_ttl_hours=_int(env, "OMNILOYAL_IDEMPOTENCY_TTL_HOURS", 48, minimum=24),
+        # A delivery is dead after this many failed attempts (backoff 10 s doubling to 1 h:
+        # the default gives up after 1.7 to 3.4 hours).
+        outbox_max_attempts=_int(env, "OMNILOYAL_OUTBOX_MAX_ATTEMPTS", 12, minimum=1),
+        # Events whose deliveries are all done are purged this long after dispatch.
+        outbox_retention_days=_int(env, "OMNILOYAL_OUTBOX_RETENTION_DAYS", 7, minimum=1),
         max_body_bytes=_int(env, "OMNILOYAL_MAX_BODY_BYTES", 1_000_000, minimum=1024),
         log_level=env.get("LOG_LEVEL", "INFO").upper(),
         run_embedded_worker=_bool(env, "OMNILOYAL_EMBEDDED_WORKER", True),

@@ -121,10 +121,26 @@ def record_response(
     )
 
 
-def purge_expired(now: datetime, ttl_hours: int) -> int:
-    result = db.session.execute(
-        sa.delete(IdempotencyRecord).where(
-            IdempotencyRecord.created_at < now - timedelta(hours=ttl_hours)
-        )
+def purge_expired_chunk(now: datetime, ttl_hours: int, *, limit: int = 5000) -> int:
+    """Delete up to `limit` records older than the TTL, oldest first (no commit: the purge
+    job commits each chunk, so no transaction holds many row locks for long).
+
+    The ids come from the `created_at` index; on PostgreSQL rows a request has locked (a
+    replay in progress) are skipped and go in a later run. Two statements, not
+    `DELETE ... WHERE id IN (SELECT ... LIMIT n)`: for that one PostgreSQL may plan a hash
+    join over a sequential scan of the whole table; a list of ids is deleted by primary key.
+    """
+    table = IdempotencyRecord.__table__
+    chosen = (
+        sa.select(table.c.id)
+        .where(table.c.created_at < now - timedelta(hours=ttl_hours))
+        .order_by(table.c.created_at)
+        .limit(limit)
     )
-    return result.rowcount or 0
+    if db.engine.dialect.name == "postgresql":
+        chosen = chosen.with_for_update(skip_locked=True)
+    ids = list(db.session.scalars(chosen))
+    if not ids:
+        return 0
+    db.session.execute(sa.delete(table).where(table.c.id.in_(ids)))
+    return len(ids)
