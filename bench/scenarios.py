@@ -36,6 +36,9 @@ class Context:
     run_prefix: str  # makes order ids and keys unique across runs on one database
     codes: int = 1_000_000  # for the bulk code generation run
     coupon_setup: Any = None  # offers and the code batch, made once by bench.coupons
+    window: int = 10  # seconds per throughput window
+    phase: str = ""  # "empty" or "seeded": titles the sections
+    pg_options: str = ""  # the app's session settings, for pgbench too (PGOPTIONS)
 
     def wrk(
         self,
@@ -53,6 +56,7 @@ class Context:
             data,
             clients=clients or self.clients,
             duration=duration or self.duration,
+            window=self.window,
         )
 
     def raw(
@@ -66,6 +70,8 @@ class Context:
                 clients=self.clients,
                 duration=self.duration,
                 variables=variables,
+                window=self.window,
+                options=self.pg_options,
             )
         except BenchError as error:
             section.rows.append(Row(label, None, "raw", note="pgbench failed"))

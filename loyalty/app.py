@@ -125,7 +125,23 @@ def _engine_options(url: str) -> dict[str, Any]:
     # server dropped fails one request (SQLAlchemy detects the disconnect and invalidates the
     # pool, so the next checkout reconnects); pool_recycle retires connections before
     # server-side idle timeouts would cut them.
-    return {"pool_size": 10, "max_overflow": 20, "pool_recycle": 1800}
+    return {
+        "pool_size": 10,
+        "max_overflow": 20,
+        "pool_recycle": 1800,
+        "connect_args": {"options": f"-c plan_cache_mode={PLAN_CACHE_MODE}"},
+    }
+
+
+# psycopg prepares a statement from its sixth execution on a connection, and PostgreSQL
+# then plans it once for all parameter values ("generic plan") when that looks no dearer
+# than planning each execution. A generic plan made while a table was small or empty is a
+# sequential scan, and it stays in the connection's cache while the table grows (until the
+# next ANALYZE of that table): a fresh database read every redemption before each new one.
+# Planning each execution with its values costs a few tens of microseconds per statement;
+# it always sees the table as it is now (foreign-key checks included: they are cached plans
+# too). See docs/architecture.md, "Hot-path queries and indexes".
+PLAN_CACHE_MODE = "force_custom_plan"
 
 
 def _init_database(app: Flask, settings: Settings) -> None:

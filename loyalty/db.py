@@ -109,6 +109,17 @@ def upsert_insert(table: Any) -> Any:
     return insert(table)
 
 
+def constant(value: str) -> Any:
+    """`value` written into the SQL text instead of sent as a parameter.
+
+    For a column a partial index is filtered on (`WHERE status = 'held'`): PostgreSQL uses
+    such an index only when the query's own predicate proves the index's, and a parameter
+    proves nothing to a plan made for any value (a prepared statement's generic plan).
+    Only for fixed values in code, never for input.
+    """
+    return sa.literal(str(value), sa.String(), literal_execute=True)
+
+
 def utc_day(column: Any) -> Any:
     """The UTC calendar day of a timestamp column, as text YYYY-MM-DD, on both dialects."""
     if is_postgres():

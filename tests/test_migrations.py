@@ -112,3 +112,29 @@ def test_the_merges_revision_repoints_merge_chains_and_counts_imported_points(em
         assert (chains, qualifying, transit) == ({1: 3, 2: 3, 3: None}, 50000, 1)
         downgrade(revision="base")
         db.engine.dispose()
+
+
+@pytest.mark.postgres
+def test_migrated_indexes_are_the_models_indexes_predicates_included(app, empty_database_url):
+    """compare_metadata does not compare partial-index predicates: a migration that keeps
+    an old `WHERE` would leave production without the index its queries need."""
+    migrated = create_app(
+        {
+            "database_url": empty_database_url,
+            "redis_url": None,
+            "secret_key": "x" * 40,
+            "run_embedded_worker": False,
+        }
+    )
+    query = (
+        "SELECT indexname, indexdef FROM pg_indexes"
+        " WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+    )
+    with migrated.app_context():
+        upgrade()
+        with db.engine.connect() as connection:
+            after_migrations = dict(connection.exec_driver_sql(query).all())
+        db.engine.dispose()
+    with db.engine.connect() as connection:  # the test database, built by create_all
+        from_models = dict(connection.exec_driver_sql(query).all())
+    assert after_migrations == from_models

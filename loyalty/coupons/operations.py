@@ -45,7 +45,7 @@ from loyalty.coupons.models import (
     RedemptionStatus,
 )
 from loyalty.coupons.offers import generate_codes  # noqa: F401  (the operation lives there)
-from loyalty.db import db, insert_persistent, upsert_insert
+from loyalty.db import constant, db, insert_persistent, upsert_insert
 from loyalty.errors import Conflict, InvalidInput, NotFound
 from loyalty.members.resolution import current_member_id
 from loyalty.stores.models import Store
@@ -187,7 +187,8 @@ def _load_query(for_order: bool) -> sa.Select[Any]:
             sa.and_(
                 CouponRedemption.code_id == code.id,
                 CouponRedemption.order_ref == sa.bindparam("order_ref"),
-                CouponRedemption.status.in_(ACTIVE_REDEMPTION_STATUSES),
+                # Literal, so even a generic plan can use uq_coupon_redemptions_code_order.
+                CouponRedemption.status.in_([constant(s) for s in ACTIVE_REDEMPTION_STATUSES]),
             ),
         )
     return query.where(code.code.in_(sa.bindparam("codes", expanding=True)))
@@ -880,8 +881,8 @@ def expire_holds(now: datetime, *, limit: int = 1000) -> int:
     table = CouponRedemption.__table__
     due = (
         sa.select(table.c.id)
-        .where(table.c.status == RedemptionStatus.HELD.value, table.c.expires_at <= now)
-        .order_by(table.c.expires_at)
+        .where(table.c.status == constant(RedemptionStatus.HELD), table.c.expires_at <= now)
+        .order_by(table.c.expires_at)  # ix_coupon_redemptions_held_expiry
         .limit(limit)
     )
     ids = list(db.session.scalars(due))

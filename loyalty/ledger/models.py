@@ -138,9 +138,13 @@ class PointLot(db.Model):
         sa.CheckConstraint("amount > 0", name="amount_positive"),
         sa.CheckConstraint("(status = 'closed') = (remaining = 0)", name="closed_iff_empty"),
         sa.Index("ix_point_lots_member_open", "member_id", "status", "expires_at"),
-        sa.Index("ix_point_lots_expiry", "expires_at", postgresql_where=sa.text("remaining > 0")),
+        # The batch jobs' own predicates (status, not remaining > 0, which they don't say):
+        # expiry and reminders look for available lots, the release for pending ones.
         sa.Index(
-            "ix_point_lots_pending", "available_at", postgresql_where=sa.text("remaining > 0")
+            "ix_point_lots_expiry", "expires_at", postgresql_where=sa.text("status = 'available'")
+        ),
+        sa.Index(
+            "ix_point_lots_pending", "available_at", postgresql_where=sa.text("status = 'pending'")
         ),
     )
 

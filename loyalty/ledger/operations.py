@@ -22,7 +22,7 @@ from flask import current_app
 from sqlalchemy.orm.attributes import set_committed_value
 
 from loyalty import outbox
-from loyalty.db import db, insert_persistent, upsert_insert
+from loyalty.db import constant, db, insert_persistent, upsert_insert
 from loyalty.errors import Conflict, InsufficientPoints, InvalidInput, MemberNotActive, NotFound
 from loyalty.ledger.models import (
     AccountKind,
@@ -621,7 +621,8 @@ def _due_member_ids(condition: Any, limit: int) -> list[int]:
 
 def release_pending_points(now: datetime, *, limit_members: int = 500) -> int:
     """Pending lots whose return window has passed become available. Returns points released."""
-    due = sa.and_(PointLot.status == LotStatus.PENDING.value, PointLot.available_at <= now)
+    # ix_point_lots_pending: the status is written into the SQL so any plan can use it.
+    due = sa.and_(PointLot.status == constant(LotStatus.PENDING), PointLot.available_at <= now)
     released = 0
     for member_id in _due_member_ids(due, limit_members):
         accounts = lock_member_accounts(member_id, require_active=False)
@@ -658,8 +659,8 @@ def expire_points(now: datetime, *, limit_members: int = 500) -> int:
     Points held for a checkout are not expired under the hold; what a hold protects expires
     on a later run, once the hold is captured, released or has expired itself.
     """
-    due = sa.and_(
-        PointLot.status == LotStatus.AVAILABLE.value,
+    due = sa.and_(  # ix_point_lots_expiry
+        PointLot.status == constant(LotStatus.AVAILABLE),
         PointLot.expires_at.is_not(None),
         PointLot.expires_at <= now,
     )
@@ -705,8 +706,8 @@ def announce_expiring_points(now: datetime, *, within_days: int = 30, limit: int
     )
     rows = db.session.execute(
         sa.select(PointLot.member_id, PointLot.expires_at, sa.func.sum(PointLot.remaining))
-        .where(
-            PointLot.status == LotStatus.AVAILABLE.value,
+        .where(  # ix_point_lots_expiry
+            PointLot.status == constant(LotStatus.AVAILABLE),
             PointLot.expires_at.is_not(None),
             PointLot.expires_at > now,
             PointLot.expires_at <= horizon,
@@ -843,7 +844,7 @@ def expire_holds(now: datetime, *, limit: int = 1000) -> int:
     hold_ids = list(
         db.session.scalars(
             sa.select(PointHold.id)
-            .where(PointHold.status == HoldStatus.ACTIVE.value, PointHold.expires_at <= now)
+            .where(PointHold.status == constant(HoldStatus.ACTIVE), PointHold.expires_at <= now)
             .order_by(PointHold.id)
             .limit(limit)
         )
