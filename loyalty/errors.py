@@ -97,3 +97,10 @@ class RateLimited(OmniloyalError):
     """Too many (failed) attempts; retry after the given number of seconds."""
 
     status, slug, title = 429, "rate-limited", "Too many requests"
+
+
+class DatabaseBusy(OmniloyalError):
+    """The database aborted the request for a deadlock or serialization failure more times
+    than the edge retries it (loyalty/transactions.py); retry after the given seconds."""
+
+    status, slug, title = 503, "database-busy", "Try again"

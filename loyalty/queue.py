@@ -22,6 +22,7 @@ from rq import Queue, Retry, SimpleWorker
 from rq.timeouts import TimerDeathPenalty
 
 from loyalty.db import db
+from loyalty.transactions import commit_retrying
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger(__name__)
@@ -59,29 +60,41 @@ def get_queue(name: str = "default") -> Queue:
     return Queue(name, connection=get_redis())
 
 
-def job(queue: str = "default", *, retry: Retry | None = None) -> Callable[[F], F]:
-    """Declare a background job. Call it directly (tests, CLI) or `.enqueue(...)` it."""
+DEFAULT_JOB_TIMEOUT = 180  # seconds; RQ's own default, written down
+
+
+def job(
+    queue: str = "default", *, retry: Retry | None = None, timeout: int = DEFAULT_JOB_TIMEOUT
+) -> Callable[[F], F]:
+    """Declare a background job. Call it directly (tests, CLI) or `.enqueue(...)` it.
+
+    The job is the edge: it commits once, and a deadlock or serialization failure runs the
+    whole job again (loyalty/transactions.py). `timeout`: RQ stops the job after that many
+    seconds (batch jobs stop starting chunks well before, see loyalty/batches.py).
+    """
 
     def decorate(func: F) -> F:
         @wraps(func)
         def run(*args: Any, **kwargs: Any) -> Any:
             try:
-                result = func(*args, **kwargs)
-                db.session.commit()
-                return result
-            except BaseException:
-                db.session.rollback()
-                raise
+                return commit_retrying(lambda: func(*args, **kwargs), what=f"job {func.__name__}")
             finally:
                 db.session.remove()
 
         def enqueue(*args: Any, job_id: str | None = None, **kwargs: Any) -> Any:
             return get_queue(queue).enqueue_call(
-                run, args=args, kwargs=kwargs, job_id=job_id, retry=retry, failure_ttl=7 * 86400
+                run,
+                args=args,
+                kwargs=kwargs,
+                job_id=job_id,
+                retry=retry,
+                timeout=timeout,
+                failure_ttl=7 * 86400,
             )
 
         run.enqueue = enqueue  # type: ignore[attr-defined]
         run.queue_name = queue  # type: ignore[attr-defined]
+        run.timeout = timeout  # type: ignore[attr-defined]
         return run  # type: ignore[return-value]
 
     return decorate

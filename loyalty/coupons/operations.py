@@ -24,6 +24,7 @@ import sqlalchemy as sa
 
 from loyalty import outbox
 from loyalty.basket import Basket, OrderDiscounts
+from loyalty.batches import BatchCursor
 from loyalty.coupons.codes import is_well_formed, normalise
 from loyalty.coupons.discounts import (
     CouponDiscount,
@@ -495,13 +496,17 @@ def redeem_codes(
     actor: str,
     order_id: int | None = None,
     hold_seconds: int | None = None,
+    member_locked: bool = False,
 ) -> Checkout:
     """Redeem (or, with `hold_seconds`, hold) every code for the basket, or none of them.
 
     Raises CouponNotApplicable (422) / CouponUnavailable (409) with machine-readable
     reasons. Redeeming the same codes again for the same `order_ref` returns the first
     redemptions (a retry after a lost response), without taking another use.
+    The member is locked before any coupon row (`member_locked`: the caller did).
     """
+    if member_id is not None and not member_locked:
+        member_id = _lock_members([member_id])[0]
     evaluation = evaluate(codes, basket, member_id=member_id, now=now, order_ref=order_ref)
     replay = _replayed(evaluation)
     if replay is not None:
@@ -704,6 +709,31 @@ def _emit(topic: str, redemptions: list[CouponRedemption], now: datetime) -> Non
 # --- closing: capture, release, rollback, expiry ----------------------------------------------
 
 
+def _lock_members(member_ids: Sequence[int | None]) -> list[int]:
+    """Lock the members (following merges) before any coupon row: the service's lock order
+    (docs/architecture.md) puts members first, since merges and refunds lock the members
+    and then their coupon rows. Returns the locked ids in the order given."""
+    from loyalty.members.operations import get_member, lock_members
+
+    current = [get_member(m).id for m in member_ids if m is not None]
+    locked = lock_members(*current)
+    if any(member.merged_into_id is not None for member in locked.values()):
+        # merged while we waited: the survivors are locked after them (dead rows)
+        from loyalty.members.operations import lock_current_member
+
+        current = [lock_current_member(m).id for m in current]
+    return current
+
+
+def _redemption_members(condition: Any) -> list[int]:
+    table = CouponRedemption.__table__
+    return list(
+        db.session.scalars(
+            sa.select(table.c.member_id).where(condition, table.c.member_id.is_not(None)).distinct()
+        )
+    )
+
+
 def _close(
     condition: Any, from_status: RedemptionStatus, to_status: RedemptionStatus, now: datetime
 ) -> list[Any]:
@@ -747,7 +777,9 @@ def _restore(closed: list[Any]) -> None:
                 discount_spent_minor=offers.c.discount_spent_minor - row.discount_minor,
             )
         )
-    for row in sorted((r for r in closed if r.counted_member), key=lambda r: r.offer_id):
+    for row in sorted(
+        (r for r in closed if r.counted_member), key=lambda r: (r.offer_id, r.member_id)
+    ):
         db.session.execute(
             sa.update(members)
             .where(members.c.offer_id == row.offer_id, members.c.member_id == row.member_id)
@@ -810,6 +842,7 @@ def capture_hold(
 def release_hold(checkout_ref: str, *, now: datetime) -> Checkout:
     """Give a held checkout's uses back. Releasing twice (or after expiry) is a no-op."""
     table = CouponRedemption.__table__
+    _lock_members(_redemption_members(table.c.checkout_ref == checkout_ref))
     _close(
         table.c.checkout_ref == checkout_ref, RedemptionStatus.HELD, RedemptionStatus.RELEASED, now
     )
@@ -830,6 +863,7 @@ def rollback_redemption(redemption_id: int, *, now: datetime, actor: str) -> Cou
     status); the other, like any later one, returns the rolled-back redemption as it is.
     """
     table = CouponRedemption.__table__
+    _lock_members(_redemption_members(table.c.id == redemption_id))
     closed = _close(
         table.c.id == redemption_id, RedemptionStatus.REDEEMED, RedemptionStatus.ROLLED_BACK, now
     )
@@ -845,20 +879,26 @@ def rollback_redemption(redemption_id: int, *, now: datetime, actor: str) -> Cou
     return redemption
 
 
-def expire_holds(now: datetime, *, limit: int = 1000) -> int:
-    """Release holds past their TTL (the periodic job). Returns how many uses came back."""
+def expire_holds(now: datetime, *, limit: int = 500, cursor: BatchCursor | None = None) -> int:
+    """Release holds past their TTL (the periodic job). Returns how many uses came back.
+
+    One chunk of at most `limit` held redemptions, oldest first (through the partial index
+    on held rows); their members are locked first, in id order, like every coupon path.
+    """
     table = CouponRedemption.__table__
-    due = (
-        sa.select(table.c.id)
+    due = db.session.execute(
+        sa.select(table.c.id, table.c.member_id)
         .where(table.c.status == RedemptionStatus.HELD.value, table.c.expires_at <= now)
         .order_by(table.c.expires_at)
         .limit(limit)
-    )
-    ids = list(db.session.scalars(due))
-    if not ids:
+    ).all()
+    if cursor is not None:
+        cursor.handled += len(due)
+    if not due:
         return 0
+    _lock_members(sorted({member_id for _, member_id in due if member_id is not None}))
     closed = _close(
-        sa.and_(table.c.id.in_(ids), table.c.expires_at <= now),
+        sa.and_(table.c.id.in_([row_id for row_id, _ in due]), table.c.expires_at <= now),
         RedemptionStatus.HELD,
         RedemptionStatus.EXPIRED,
         now,
@@ -898,6 +938,7 @@ def redeem_for_order(
         order_id=order_id,
         now=now,
         actor=actor,
+        member_locked=True,  # post_order locks the member first
     )
     return checkout.totals()
 

@@ -194,6 +194,22 @@ def lock_members(*member_ids: int) -> dict[int, Member]:
     return found
 
 
+def lock_current_member(member_id: int) -> Member:
+    """Lock the member an id belongs to now: its own row, or its survivor's after a merge.
+
+    The first lock of every write about one member (docs/architecture.md, "Lock order").
+    A merge that commits while we wait for the row is followed: the survivor is locked
+    too (the merged row is dead: no later write locks it together with another member).
+    """
+    survivor_id = get_member(member_id).id
+    for _ in range(8):  # merge chains are short; a cycle is refused by `resolve`
+        member = lock_members(survivor_id)[survivor_id]
+        if member.status != MemberStatus.MERGED or member.merged_into_id is None:
+            return member
+        survivor_id = member.merged_into_id
+    raise Conflict(f"member {member_id} keeps being merged; try again")
+
+
 def _lock_changeable(member_id: int) -> Member:
     """The member (following merges), locked; erased members can't change any more."""
     survivor_id = get_member(member_id).id
