@@ -72,16 +72,18 @@ def batch_job_run(
     what: str,
     continuation: Any,
     cursor: BatchCursor | None = None,
+    budget_seconds: float | None = None,
 ) -> int:
     """The body of a batch job: run the chunks; inside an RQ job, within the job's time
     budget, re-enqueueing `continuation` (the job itself) when the budget runs out, with
     `after_id` when the cursor walks members in id order.
-    Called directly (CLI, tests) it runs to the end. Returns the chunks' total."""
+    Called directly (CLI, tests) it runs to the end, unless given `budget_seconds`.
+    Returns the chunks' total."""
     from rq import get_current_job
 
+    budget = budget_seconds
     current = get_current_job()
-    budget = None
-    if current is not None and current.timeout and current.timeout > 0:
+    if budget is None and current is not None and current.timeout and current.timeout > 0:
         budget = current.timeout * TIME_BUDGET_SHARE
     cursor = cursor if cursor is not None else BatchCursor()
     result = run_chunks(step, what=what, budget_seconds=budget, cursor=cursor)
