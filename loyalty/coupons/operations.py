@@ -4,8 +4,9 @@ The redeem path is lean on purpose (POS p99 target): one query loads the codes w
 offer and current terms; then, per code, one conditional UPDATE takes a use; offers with a
 total cap or budget take theirs with one conditional UPDATE on the offer row, offers with
 a per-member limit with one conditional upsert; one INSERT per redemption; no table locks.
-Rows are updated in a fixed order (codes by id, then offers by id, then member counters)
-so concurrent checkouts sharing codes can't deadlock.
+Rows are locked in the service's one order (docs/architecture.md, "Lock order"): the
+member first (a merge or a refund locks the member before its coupon rows), then codes by
+id, offers by id, member counters by (offer, member), so no two paths can deadlock.
 
 Offers, batches, issuing and rewards live in `offers.py` and `wallet.py`;
 `generate_codes` is re-exported here.
@@ -658,7 +659,7 @@ def _take_member_uses(applied: list[CodeResult]) -> None:
         for r in applied
         if r.candidate.per_member_limit is not None and r.member_id is not None  # type: ignore[union-attr]
     ]
-    for result in sorted(limited, key=lambda r: r.candidate.offer_id):  # type: ignore[union-attr]
+    for result in sorted(limited, key=lambda r: (r.candidate.offer_id, r.member_id)):  # type: ignore[union-attr]
         limit = result.candidate.per_member_limit  # type: ignore[union-attr]
         statement = (
             upsert_insert(table)

@@ -1,10 +1,11 @@
 """Ledger operations: the only code that moves points.
 
-Locking discipline: every operation that changes a member's accounts, lots or holds first
-locks the member row and then that member's three accounts (`SELECT ... FOR UPDATE`);
-operations on two members (merges) lock them in id order. Two operations
-on one member therefore run one after the other; operations on different members never
-wait on each other (program accounts keep no running balance, see models).
+Locking discipline (docs/architecture.md, "Lock order"): every operation that changes a
+member's accounts, lots or holds first locks the member row and then that member's three
+accounts (`SELECT ... FOR UPDATE`); operations on several members (merges, batch chunks)
+lock them in id order. Two operations on one member therefore run one after the other;
+operations on different members never wait on each other (program accounts keep no
+running balance, see models).
 
 Operations flush, never commit: the request or job edge commits once.
 """
