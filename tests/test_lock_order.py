@@ -40,6 +40,8 @@ def _post(app, path: str, body: dict | None, headers: dict[str, str]):
 
 
 def _no_retries(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The retries at the edge (each one logged): none, when the lock order holds."""
+    assert not logging.getLogger("loyalty.transactions").disabled
     return [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
 
 
