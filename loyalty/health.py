@@ -33,6 +33,9 @@ def readyz() -> tuple[dict[str, Any], int]:
     `backlog` is for dashboards and alerts, not for the status: a late job doesn't make
     this web process unready. Each figure comes from one index-backed query (the oldest
     due row, LIMIT 1) or one Redis call: cheap enough for a probe every few seconds.
+
+    Without REDIS_URL the queue is the in-process one (embedded default): `redis` then says
+    `embedded`, not `ok` for a server that isn't there.
     """
     checks: dict[str, str] = {}
     try:
@@ -42,16 +45,19 @@ def readyz() -> tuple[dict[str, Any], int]:
         db.session.rollback()
         checks["database"] = f"error: {type(error).__name__}"
     redis = current_app.extensions["omniloyal.redis"]
-    try:
-        redis.ping()
-        checks["redis"] = "ok"
-    except Exception as error:
-        checks["redis"] = f"error: {type(error).__name__}"
-    ready = all(value == "ok" for value in checks.values())
+    if current_app.extensions["omniloyal.settings"].redis_url is None:
+        checks["redis"] = "embedded"
+    else:
+        try:
+            redis.ping()
+            checks["redis"] = "ok"
+        except Exception as error:
+            checks["redis"] = f"error: {type(error).__name__}"
+    ready = all(value in {"ok", "embedded"} for value in checks.values())
     backlog: dict[str, Any] = {}
     if checks["database"] == "ok":
         backlog.update(_database_backlog(utcnow()))
-    if checks["redis"] == "ok":
+    if checks["redis"] in {"ok", "embedded"}:
         backlog.update(_queue_backlog(redis))
     body = {"status": "ready" if ready else "not-ready", "checks": checks, "backlog": backlog}
     return body, 200 if ready else 503
