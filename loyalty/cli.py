@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 
 import click
 from flask import Flask, current_app
@@ -108,8 +107,8 @@ def run_command(host: str, port: int, log_format: logs.LogFormat) -> None:
 @with_appcontext
 def worker_command(queues: tuple[str, ...], burst: bool) -> None:
     """Run an RQ worker (and the periodic scheduler) against REDIS_URL."""
-    from loyalty.queue import QUEUES, make_worker
-    from loyalty.scheduler import run_due_schedules
+    from loyalty.queue import QUEUES, make_worker, work_forever
+    from loyalty.scheduler import scheduler_loop
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     if app.extensions["omniloyal.settings"].redis_url is None and not burst:
@@ -117,16 +116,20 @@ def worker_command(queues: tuple[str, ...], burst: bool) -> None:
             "REDIS_URL is not set: on the embedded default `omniloyal run` runs the worker "
             "in-process. Set REDIS_URL to run separate workers."
         )
-
-    def schedule_loop() -> None:
-        while True:
-            with app.app_context():
-                run_due_schedules(app)
-            time.sleep(1)
-
-    if not burst:
-        threading.Thread(target=schedule_loop, name="omniloyal-scheduler", daemon=True).start()
-    make_worker(app, queues or QUEUES).work(burst=burst)
+    if burst:
+        make_worker(app, queues or QUEUES).work(burst=True)
+        return
+    # Both loops outlive Redis restarts: the scheduler retries its tick, a failed RQ
+    # worker is replaced (see their docstrings).
+    stop = threading.Event()
+    scheduler = threading.Thread(
+        target=scheduler_loop, args=(app, stop), name="omniloyal-scheduler", daemon=True
+    )
+    scheduler.start()
+    try:
+        work_forever(app, queues or QUEUES, stop)
+    finally:
+        stop.set()
 
 
 @click.command("demo")

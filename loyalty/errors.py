@@ -114,3 +114,10 @@ class ServiceUnavailable(OmniloyalError):
     retry after the given number of seconds."""
 
     status, slug, title = 503, "service-unavailable", "Service temporarily unavailable"
+
+
+class DatabaseBusy(OmniloyalError):
+    """The database aborted the request for a deadlock or serialization failure more times
+    than the edge retries it (loyalty/transactions.py); retry after the given seconds."""
+
+    status, slug, title = 503, "database-busy", "Try again"

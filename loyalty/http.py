@@ -8,15 +8,16 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
+import sqlalchemy as sa
 from flask import Response, current_app, make_response, request
 from flask_smorest import abort
 from werkzeug.exceptions import BadRequest
 
-from loyalty import idempotency
+from loyalty import idempotency, transactions
 from loyalty.auth.context import current_caller
 from loyalty.clock import utcnow
 from loyalty.db import db, prepare_to_write
-from loyalty.errors import IdempotencyKeyMissing
+from loyalty.errors import DatabaseBusy, IdempotencyKeyMissing
 from loyalty.members.models import members_seen, people_now
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -125,19 +126,36 @@ def write_endpoint(*, key_required: bool = True) -> Callable[[F], F]:
                 raise IdempotencyKeyMissing(
                     "send an Idempotency-Key header (e.g. a UUID) so retries are safe"
                 )
-            try:
-                if key is None:
-                    response = make_response(view(*args, **kwargs))
-                else:
-                    response = _run_once(view, idempotency.validate_key(key), args, kwargs)
-                if response.status_code < 400:
-                    db.session.commit()
-                else:
+            if key is not None:
+                key = idempotency.validate_key(key)
+
+            def attempt() -> Response:
+                try:
+                    if key is None:
+                        response = make_response(view(*args, **kwargs))
+                    else:
+                        response = _run_once(view, key, args, kwargs)
+                    if response.status_code < 400:
+                        db.session.commit()
+                    else:
+                        db.session.rollback()
+                    return response
+                except BaseException:
                     db.session.rollback()
-                return response
-            except BaseException:
-                db.session.rollback()
-                raise
+                    raise
+
+            # A deadlock or serialization failure aborted the whole transaction, the
+            # idempotency claim included: run the whole request again, then give up with
+            # a 503 the client may retry (with the same key), never a 500.
+            try:
+                return transactions.retrying(attempt, what=f"{request.method} {request.path}")
+            except sa.exc.DBAPIError as error:
+                if not transactions.is_retryable(error):
+                    raise
+                raise DatabaseBusy(
+                    "the database was too busy to complete this request; retry it",
+                    retry_after=1,
+                ) from error
 
         return wrapper  # type: ignore[return-value]
 

@@ -32,8 +32,10 @@ from loyalty.coupons.models import (
 from loyalty.coupons.offers import _mark_has_codes, code_expiry, current_terms, get_offer
 from loyalty.db import db, upsert_insert
 from loyalty.errors import Conflict, InvalidInput, NotFound
-from loyalty.ledger.operations import Cause, burn_points, reverse_burn
+from loyalty.ledger.models import LedgerTransaction
+from loyalty.ledger.operations import Cause, burn_points, lock_member_accounts, reverse_burn
 from loyalty.members.models import Member, MemberStatus
+from loyalty.members.operations import lock_members
 from loyalty.members.resolution import history_member_ids
 
 MAX_ISSUE_PER_CALL = 10_000
@@ -191,7 +193,9 @@ def buy_reward(reward_id: int, *, member_id: int, now: datetime, actor: str) -> 
     """Burn the reward's points and issue its coupon to the member, in one transaction.
 
     Raises InsufficientPoints (409) when the member can't pay; stock is taken with a
-    conditional UPDATE, so it never goes below zero."""
+    conditional UPDATE, so it never goes below zero. The member and their accounts are
+    locked first, before the reward and offer rows (docs/architecture.md, "Lock order")."""
+    lock_member_accounts(member_id)
     reward = db.session.get(CouponReward, reward_id)
     if reward is None or not reward.active:
         raise NotFound(f"no reward {reward_id}")
@@ -242,6 +246,9 @@ def return_reward_coupon(
         raise NotFound(f"no coupon {code_id}")
     if code.burn_transaction_id is None:
         raise Conflict("only coupons bought with points can be returned", reason="not_a_reward")
+    # Members first (the owner and whoever paid), in id order, then the code row.
+    burn = db.session.get(LedgerTransaction, code.burn_transaction_id)
+    lock_members(*(m for m in (code.member_id, burn.member_id if burn else None) if m is not None))
     returned = db.session.execute(
         sa.update(CouponCode)
         .where(

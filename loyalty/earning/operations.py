@@ -434,16 +434,14 @@ def post_order(
         return _replay(earlier, fingerprint)
 
     store_id = store.id if store is not None else None
-    # Without coupons, the member row is locked right away (the ledger's first lock), which
-    # saves the ledger a second read of it. With coupons it is locked after the coupon rows,
-    # as before, so coupon and member rows are always locked in the same order.
+    # The member row is the first lock (docs/architecture.md, "Lock order"): before the
+    # coupon rows, which a merge or a refund takes after the member. The ledger then
+    # needn't read it again.
     member, enrolled, member_locked = resolve_order_member(
-        data["member"],
-        channel=channel.value,
-        store_id=store_id,
-        now=now,
-        lock=not data.get("coupon_codes"),
+        data["member"], channel=channel.value, store_id=store_id, now=now, lock=True
     )
+    if not member_locked:
+        member = lock_current_member(member.id)
     _require_active(member)
     basket = _basket(data, channel.value, store_id)
     subtotal = basket.total_minor
@@ -547,7 +545,7 @@ def post_order(
             actor=actor,
             pending_until=pending_until,
             details={"order_id": external_id, "client_id": client_id},
-            member_locked=member_locked,
+            member_locked=True,
         )
         ledger_transaction_id = tx.id
         member_id = tx.member_id  # the person the points went to (a merge may have just moved them)
@@ -679,14 +677,28 @@ def _rollback_coupons(order: Order, now: datetime, actor: str) -> None:
 
 
 def _lock_order(order_id: int) -> Order:
-    """The order row, locked: refunds and cancels of one order run one after the other."""
-    order = db.session.scalars(
-        sa.select(Order)
-        .where(Order.id == order_id)
-        .with_for_update(key_share=True)
-        .execution_options(populate_existing=True)
-    ).one()
-    return order
+    """The order's member, then the order row, locked: refunds and cancels of one order run
+    one after the other.
+
+    Member first (docs/architecture.md, "Lock order"): a merge locks the members, then
+    moves their orders. The owner is read without a lock, so a merge may move the order
+    between that read and the member lock; the member lock follows the merge and the
+    order, read again under it, must belong to the member now locked.
+    """
+    for _ in range(3):
+        owner_id = db.session.scalar(sa.select(Order.member_id).where(Order.id == order_id))
+        if owner_id is None:
+            raise NotFound(f"no order {order_id}")
+        member = lock_current_member(owner_id)
+        order = db.session.scalars(
+            sa.select(Order)
+            .where(Order.id == order_id)
+            .with_for_update(key_share=True)
+            .execution_options(populate_existing=True)
+        ).one()
+        if order.member_id == member.id:
+            return order
+    raise Conflict(f"order {order_id} keeps moving between members; try again")
 
 
 def _reverse(order: Order, points: int, cause_ref: str, now: datetime, actor: str) -> dict:
@@ -871,6 +883,10 @@ def record_activity(
     """
     activity_kind = ActivityKind(kind)
     member, _ = _existing_member(member_id)
+    # The member row first (docs/architecture.md, "Lock order"): the activity's unique key
+    # below makes a concurrent duplicate wait for us, and a merge moves activities after
+    # locking the members.
+    member = lock_current_member(member.id)
     _require_active(member)
     referred_id = None
     if activity_kind == ActivityKind.REFERRAL:
@@ -924,6 +940,7 @@ def record_activity(
             now=now,
             actor=actor,
             details={"activity_id": activity.id},
+            member_locked=True,
         )
         activity.ledger_transaction_id = tx.id
     activity.points = result.total

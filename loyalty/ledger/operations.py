@@ -1,10 +1,11 @@
 """Ledger operations: the only code that moves points.
 
-Locking discipline: every operation that changes a member's accounts, lots or holds first
-locks the member row and then that member's three accounts (`SELECT ... FOR UPDATE`);
-operations on two members (merges) lock them in id order. Two operations
-on one member therefore run one after the other; operations on different members never
-wait on each other (program accounts keep no running balance, see models).
+Locking discipline (docs/architecture.md, "Lock order"): every operation that changes a
+member's accounts, lots or holds first locks the member row and then that member's three
+accounts (`SELECT ... FOR UPDATE`); operations on several members (merges, batch chunks)
+lock them in id order. Two operations on one member therefore run one after the other;
+operations on different members never wait on each other (program accounts keep no
+running balance, see models).
 
 Operations flush, never commit: the request or job edge commits once.
 """
@@ -22,6 +23,7 @@ from flask import current_app
 from sqlalchemy.orm.attributes import set_committed_value
 
 from loyalty import outbox
+from loyalty.batches import BatchCursor
 from loyalty.db import constant, db, insert_persistent, upsert_insert
 from loyalty.errors import Conflict, InsufficientPoints, InvalidInput, MemberNotActive, NotFound
 from loyalty.ledger.models import (
@@ -611,20 +613,38 @@ def reverse_earned(
 # --- pending points and expiry (jobs) --------------------------------------------------------
 
 
-def _due_member_ids(condition: Any, limit: int) -> list[int]:
-    return list(
-        db.session.scalars(
-            sa.select(PointLot.member_id).where(condition).group_by(PointLot.member_id).limit(limit)
-        )
-    )
+def _due_member_ids(
+    condition: Any, order_by: Any, limit: int, cursor: BatchCursor | None
+) -> list[int]:
+    """One chunk of members with due lots, in id order (the order they are locked in).
+
+    Due lots are found through the partial index on `order_by` (oldest first), so a chunk
+    reads about `limit` index entries however large the table; the lots a chunk closes
+    leave the index, so the next chunk starts on new members. Members this run already
+    handled and still shows as due (points under a hold) are in `cursor.skip`.
+    """
+    query = sa.select(PointLot.member_id).where(condition, PointLot.remaining > 0)
+    if cursor is not None and cursor.skip:
+        query = query.where(PointLot.member_id.not_in(sorted(cursor.skip)))
+    rows = db.session.scalars(query.order_by(order_by).limit(limit))
+    member_ids = sorted(set(rows))
+    if cursor is not None:
+        cursor.handled += len(member_ids)
+    return member_ids
 
 
-def release_pending_points(now: datetime, *, limit_members: int = 500) -> int:
-    """Pending lots whose return window has passed become available. Returns points released."""
+def release_pending_points(
+    now: datetime, *, limit_members: int = 500, cursor: BatchCursor | None = None
+) -> int:
+    """Pending lots whose return window has passed become available. Returns points released.
+
+    One chunk of at most `limit_members` members (locked in id order); the batch job runs
+    chunks until none is due (see loyalty/batches.py).
+    """
     # ix_point_lots_pending: the status is written into the SQL so any plan can use it.
     due = sa.and_(PointLot.status == constant(LotStatus.PENDING), PointLot.available_at <= now)
     released = 0
-    for member_id in _due_member_ids(due, limit_members):
+    for member_id in _due_member_ids(due, PointLot.available_at, limit_members, cursor):
         accounts = lock_member_accounts(member_id, require_active=False)
         member_id = accounts.member_id
         lots = [lot for lot in _open_lots(member_id, LotStatus.PENDING) if lot.available_at <= now]
@@ -653,11 +673,15 @@ def release_pending_points(now: datetime, *, limit_members: int = 500) -> int:
     return released
 
 
-def expire_points(now: datetime, *, limit_members: int = 500) -> int:
+def expire_points(
+    now: datetime, *, limit_members: int = 500, cursor: BatchCursor | None = None
+) -> int:
     """Expire the remainders of due lots through ledger entries. Returns points expired.
 
     Points held for a checkout are not expired under the hold; what a hold protects expires
     on a later run, once the hold is captured, released or has expired itself.
+    One chunk of at most `limit_members` members (locked in id order); the batch job runs
+    chunks until none is due (see loyalty/batches.py).
     """
     due = sa.and_(  # ix_point_lots_expiry
         PointLot.status == constant(LotStatus.AVAILABLE),
@@ -666,7 +690,7 @@ def expire_points(now: datetime, *, limit_members: int = 500) -> int:
     )
     expired_total = 0
     expired_account = program_account_id(ProgramAccount.EXPIRED)
-    for member_id in _due_member_ids(due, limit_members):
+    for member_id in _due_member_ids(due, PointLot.expires_at, limit_members, cursor):
         accounts = lock_member_accounts(member_id, require_active=False)
         member_id = accounts.member_id
         lots = [
@@ -677,6 +701,8 @@ def expire_points(now: datetime, *, limit_members: int = 500) -> int:
         expirable = min(
             sum(lot.remaining for lot in lots), accounts.points.balance - accounts.points.held
         )
+        if cursor is not None and expirable < sum(lot.remaining for lot in lots):
+            cursor.skip.add(member_id)  # still due after this run: held points wait
         if expirable <= 0:
             continue
         tx = _begin(
@@ -693,29 +719,38 @@ def expire_points(now: datetime, *, limit_members: int = 500) -> int:
     return expired_total
 
 
-def announce_expiring_points(now: datetime, *, within_days: int = 30, limit: int = 5000) -> int:
+def announce_expiring_points(
+    now: datetime, *, within_days: int = 30, limit: int = 5000, cursor: BatchCursor | None = None
+) -> int:
     """Emit `points.expiring` once per member and expiry instant within the horizon.
 
     Notifications consume the event (reminding members is what makes expiry fair); the
     notice table's unique key makes a rerun, or two workers at once, announce nothing twice.
-    Returns how many events were emitted.
+    Returns how many events were emitted. One chunk of at most `limit` (member, instant)
+    pairs in member id order; with a `cursor` the next chunk goes on from the last member.
     """
     horizon = now + timedelta(days=within_days)
     already = sa.select(ExpiryNotice.id).where(
         ExpiryNotice.member_id == PointLot.member_id, ExpiryNotice.expires_at == PointLot.expires_at
     )
+    after_id = cursor.after_id if cursor is not None else 0
     rows = db.session.execute(
         sa.select(PointLot.member_id, PointLot.expires_at, sa.func.sum(PointLot.remaining))
-        .where(  # ix_point_lots_expiry
-            PointLot.status == constant(LotStatus.AVAILABLE),
+        .where(
+            PointLot.member_id >= after_id,  # >=: the last chunk may have cut a member short
+            PointLot.status == constant(LotStatus.AVAILABLE),  # ix_point_lots_expiry
             PointLot.expires_at.is_not(None),
             PointLot.expires_at > now,
             PointLot.expires_at <= horizon,
             ~already.exists(),
         )
         .group_by(PointLot.member_id, PointLot.expires_at)
+        .order_by(PointLot.member_id, PointLot.expires_at)
         .limit(limit)
     ).all()
+    if cursor is not None and rows:
+        cursor.handled += len(rows)
+        cursor.after_id = rows[-1][0]
     table = ExpiryNotice.__table__
     emitted = 0
     for member_id, expires_at, points in rows:
@@ -840,19 +875,27 @@ def release_hold(hold_id: int, *, now: datetime) -> PointHold:
     return hold
 
 
-def expire_holds(now: datetime, *, limit: int = 1000) -> int:
-    hold_ids = list(
-        db.session.scalars(
-            sa.select(PointHold.id)
+def expire_holds(now: datetime, *, limit: int = 500, cursor: BatchCursor | None = None) -> int:
+    """Close active holds past their expiry; returns how many were closed.
+
+    One chunk of at most `limit` holds, oldest first (through the partial index on active
+    holds); their members are locked in id order, each before its holds are read again.
+    """
+    due = list(
+        db.session.execute(
+            sa.select(PointHold.member_id, PointHold.id)
             .where(PointHold.status == constant(HoldStatus.ACTIVE), PointHold.expires_at <= now)
-            .order_by(PointHold.id)
+            .order_by(PointHold.expires_at)
             .limit(limit)
         )
     )
+    if cursor is not None:
+        cursor.handled += len(due)
     expired = 0
-    for hold_id in hold_ids:
-        hold, accounts = _locked_hold(hold_id)
-        if hold.status == HoldStatus.ACTIVE:
+    for member_id, hold_id in sorted(due):
+        accounts = lock_member_accounts(member_id, require_active=False)
+        hold = db.session.get(PointHold, hold_id, populate_existing=True)
+        if hold is not None and hold.status == HoldStatus.ACTIVE:
             _close_hold(hold, accounts, HoldStatus.EXPIRED, now)
             expired += 1
     db.session.flush()
