@@ -36,6 +36,7 @@ from loyalty.earning.models import (
 )
 from loyalty.errors import Conflict, InvalidInput, MemberNotActive, NotAuthenticated, NotFound
 from loyalty.ledger import operations as ledger
+from loyalty.ledger.models import HoldStatus, PointHold
 from loyalty.members.models import Member
 from loyalty.members.operations import find_or_enrol, resolve
 from loyalty.stores.models import Channel
@@ -692,17 +693,26 @@ def _lock_order(order_id: int) -> Order:
     return order
 
 
-def _reverse(order: Order, points: int, cause_ref: str, now: datetime, actor: str) -> dict:
+def _reverse(
+    order: Order, points: int, share: tuple[int, int], cause_ref: str, now: datetime, actor: str
+) -> dict:
+    """Give back the points that paid for the refunded `share` of the order, then take back
+    `points` of those it earned (by the return policy). In that order: a refund that brings
+    points back covers the points it takes before anything is forgiven or clawed back."""
     policy = _settings().return_policy
     member = resolve(db.session.get(Member, order.member_id))  # type: ignore[arg-type]
+    cause = ledger.Cause("refund", cause_ref)
+    returned, return_tx = _return_paid_points(order, member.id, share, cause, now, actor)
     result = ledger.reverse_earned(
         member.id,
         points,
-        ledger.Cause("refund", cause_ref),
+        cause,
         earned_by=order_cause_ref(order.id),
         policy=policy,
         now=now,
         actor=actor,
+        earned=order.points_earned,
+        reversed_before=order.points_reversed,
     )
     return {
         "points_reversed": points,
@@ -710,9 +720,60 @@ def _reverse(order: Order, points: int, cause_ref: str, now: datetime, actor: st
         "revoked_available": result.revoked_available,
         "clawed_back": result.clawed_back,
         "forgiven": result.forgiven,
+        "already_expired": result.already_expired,
+        "points_returned": returned,
         "policy": policy.value,
         "ledger_transaction_id": result.transaction.id if result.transaction else None,
+        "return_transaction_id": return_tx.id if return_tx else None,
     }
+
+
+def _return_paid_points(
+    order: Order,
+    member_id: int,
+    share: tuple[int, int],
+    cause: ledger.Cause,
+    now: datetime,
+    actor: str,
+) -> tuple[int, ledger.LedgerTransaction | None]:
+    """The points captured for this order (holds captured with its order id, by the same
+    client or at the same store, for the same person), given back in `share`.
+
+    The member's accounts are locked before the holds are read: a capture racing with
+    this refund either committed first (and is seen here) or waits for the lock and then
+    finds the order refunded or cancelled (see check_order_payable).
+    """
+    ledger.lock_member_accounts(member_id, require_active=False)
+    same_till = PointHold.client_id == order.client_id
+    if order.store_id is not None:
+        same_till = sa.or_(same_till, PointHold.store_id == order.store_id)
+    candidates = db.session.scalars(
+        sa.select(PointHold)
+        .where(
+            PointHold.order_ref == order.external_id,
+            PointHold.status == HoldStatus.CAPTURED.value,
+            same_till,
+        )
+        .order_by(PointHold.id)
+    )
+    hold_ids = [hold.id for hold in candidates if _same_person(hold.member_id, member_id)]
+    return ledger.return_paid_points(member_id, hold_ids, share, cause, now=now, actor=actor)
+
+
+def _same_person(member_id: int, survivor_id: int) -> bool:
+    member = db.session.get(Member, member_id)
+    return member is not None and resolve(member).id == survivor_id
+
+
+def check_order_payable(order_ref: str, *, client_id: int | None, store_id: str | None) -> None:
+    """Points can't pay for an order that is already cancelled or fully refunded (they
+    would never come back). An order not posted yet is fine: tills capture first."""
+    try:
+        order = find_order(order_ref, client_id=client_id, store_id=store_id)
+    except NotFound:
+        return
+    if order.status in {OrderStatus.CANCELLED, OrderStatus.REFUNDED}:
+        raise Conflict(f"order {order_ref!r} is {order.status}: points can't pay for it")
 
 
 def refund_order(
@@ -747,9 +808,11 @@ def refund_order(
             refundable_minor=order.total_minor - order.refunded_minor,
         )
     full = (order.total_minor > 0 and cumulative == order.total_minor) or all_lines_back
-    target = order.points_earned if full else order.points_earned * cumulative // order.total_minor
+    share = _refunded_share(order, cumulative, full)
+    target = order.points_earned * share[0] // share[1]
     delta = max(0, target - order.points_reversed)
-    reversal = _reverse(order, delta, f"order:{order.id}/refund:{data['refund_id']}", now, actor)
+    cause_ref = f"order:{order.id}/refund:{data['refund_id']}"
+    reversal = _reverse(order, delta, share, cause_ref, now, actor)
     order.refunded_minor = cumulative
     order.points_reversed = max(target, order.points_reversed)
     order.status = (OrderStatus.REFUNDED if full else OrderStatus.PARTIALLY_REFUNDED).value
@@ -766,6 +829,8 @@ def refund_order(
         revoked_available=reversal["revoked_available"],
         clawed_back=reversal["clawed_back"],
         forgiven=reversal["forgiven"],
+        already_expired=reversal["already_expired"],
+        points_returned=reversal["points_returned"],
         policy=reversal["policy"],
         ledger_transaction_id=reversal["ledger_transaction_id"],
         created_at=now,
@@ -775,6 +840,24 @@ def refund_order(
         _rollback_coupons(order, now, actor)
     db.session.flush()
     return refund, True
+
+
+def _refunded_share(order: Order, cumulative: int, full: bool) -> tuple[int, int]:
+    """The part of the order refunded so far, as (numerator, denominator) > 0.
+
+    By money; for an order that cost nothing (free items that still earned a bonus) by
+    units: refunding 1 of 4 free items reverses a quarter of their points.
+    """
+    if full:
+        return 1, 1
+    if order.total_minor > 0:
+        return cumulative, order.total_minor
+    units, refunded = db.session.execute(
+        sa.select(sa.func.sum(OrderLine.quantity), sa.func.sum(OrderLine.refunded_quantity)).where(
+            OrderLine.order_id == order.id
+        )
+    ).one()
+    return int(refunded or 0), int(units or 1)
 
 
 def _refund_amount(order: Order, data: Mapping[str, Any]) -> tuple[int, list[dict[str, int]], bool]:
@@ -822,7 +905,7 @@ def cancel_order(order: Order, *, now: datetime, actor: str) -> Order:
     if order.status == OrderStatus.CANCELLED:
         return order
     delta = order.points_earned - order.points_reversed
-    reversal = _reverse(order, delta, f"order:{order.id}/cancel", now, actor)
+    reversal = _reverse(order, delta, (1, 1), f"order:{order.id}/cancel", now, actor)
     was_refunded = order.status == OrderStatus.REFUNDED
     order.points_reversed = order.points_earned
     order.status = OrderStatus.CANCELLED.value

@@ -112,6 +112,12 @@ class ReversalSchema(StrictSchema):
     revoked_available = fields.Integer()
     clawed_back = fields.Integer(metadata={"description": "recorded as debt (claw-back)"})
     forgiven = fields.Integer(metadata={"description": "not taken back (return policy)"})
+    already_expired = fields.Integer(
+        metadata={"description": "not taken back: the order's own points had expired"}
+    )
+    points_returned = fields.Integer(
+        metadata={"description": "points that paid for the order (captured holds) given back"}
+    )
     policy = fields.String()
     ledger_transaction_id = fields.Integer(allow_none=True)
     cancelled_at = fields.String()
@@ -181,6 +187,15 @@ class RefundSchema(StrictSchema):
     revoked_available = fields.Integer()
     clawed_back = fields.Integer(metadata={"description": "recorded as debt (claw-back)"})
     forgiven = fields.Integer(metadata={"description": "not taken back (return policy)"})
+    already_expired = fields.Integer(
+        metadata={"description": "not taken back: the order's own points had expired"}
+    )
+    points_returned = fields.Integer(
+        metadata={
+            "description": "points that paid for the order given back, in proportion to the "
+            "part of the order refunded so far"
+        }
+    )
     policy = fields.String()
     created_at = fields.DateTime()
 
