@@ -344,6 +344,19 @@ def _existing_member(member_id: int, *, lock: bool = False) -> tuple[Member, boo
     return survivor, lock and survivor is member
 
 
+def _lock_member(member: Member) -> Member:
+    """Lock the (resolved) member row, the ledger's first lock: activities of one member,
+    and profile changes (a new timezone), run one after the other."""
+    locked = db.session.scalar(
+        sa.select(Member)
+        .where(Member.id == member.id)
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
+    )
+    assert locked is not None
+    return locked
+
+
 def _require_active(member: Member) -> None:
     if not member.is_active:
         raise MemberNotActive(f"member {member.id} is {member.status}")
@@ -928,15 +941,46 @@ def order_lines(order_id: int) -> list[OrderLine]:
 # --- non-purchase activities ----------------------------------------------------------------
 
 
-def _dedupe_key(kind: ActivityKind, member: Member, now: datetime, referred: int | None) -> str:
+def _dedupe_key(
+    kind: ActivityKind, member: Member, now: datetime, referred: int | None, birthday: date | None
+) -> str:
     if kind in {ActivityKind.SIGNUP, ActivityKind.PROFILE_COMPLETED}:
         return "once"
-    today = local(now, member.timezone).date()
     if kind == ActivityKind.BIRTHDAY:
-        return str(today.year)
+        # The year of the birthday being celebrated, not of the claim: 28 December and
+        # 5 January both celebrate a 3 January birthday, once.
+        assert birthday is not None
+        return str(birthday.year)
     if kind == ActivityKind.APP_CHECKIN:
-        return today.isoformat()
+        return local(now, member.timezone).date().isoformat()
     return f"member:{referred}"
+
+
+def _same_day_checkin(member: Member, now: datetime) -> ActivityEvent | None:
+    """The member's last check-in when it falls on today's local date, judged both in the
+    timezone it was made in and in the member's current one.
+
+    The dedupe key alone is the local date in the current timezone, which the member can
+    change: without this, moving the timezone ahead across midnight would open a second
+    check-in on the same day. With it, whatever the timezone changes, two paid check-ins
+    are always on different days of both timezones involved (as for a member who never
+    changes it).
+    """
+    last = db.session.scalar(
+        sa.select(ActivityEvent)
+        .where(
+            ActivityEvent.member_id == member.id,
+            ActivityEvent.kind == ActivityKind.APP_CHECKIN.value,
+        )
+        .order_by(ActivityEvent.created_at.desc(), ActivityEvent.id.desc())
+        .limit(1)
+    )
+    if last is None:
+        return None
+    for timezone in {last.timezone or member.timezone, member.timezone}:
+        if local(last.created_at, timezone).date() >= local(now, timezone).date():
+            return last
+    return None
 
 
 def record_activity(
@@ -956,16 +1000,19 @@ def record_activity(
     Returns (activity, created); a repeat returns the earlier activity and earns nothing.
     """
     activity_kind = ActivityKind(kind)
-    member, _ = _existing_member(member_id)
+    member = _lock_member(_existing_member(member_id)[0])
     _require_active(member)
     referred_id = None
     if activity_kind == ActivityKind.REFERRAL:
         referred_id = _check_referral(member, referred_member_id)
     elif referred_member_id is not None:
         raise InvalidInput("referred_member_id is only for referrals", field="referred_member_id")
-    if activity_kind == ActivityKind.BIRTHDAY:
-        _check_birthday(member, now)
-    dedupe = _dedupe_key(activity_kind, member, now, referred_id)
+    birthday = _check_birthday(member, now) if activity_kind == ActivityKind.BIRTHDAY else None
+    if activity_kind == ActivityKind.APP_CHECKIN:
+        earlier_today = _same_day_checkin(member, now)
+        if earlier_today is not None:
+            return earlier_today, False
+    dedupe = _dedupe_key(activity_kind, member, now, referred_id, birthday)
     table = ActivityEvent.__table__
     inserted = db.session.execute(
         upsert_insert(table)
@@ -976,6 +1023,7 @@ def record_activity(
             reference=reference,
             referred_member_id=referred_id,
             client_id=client_id,
+            timezone=member.timezone,
             points=0,
             breakdown=[],
             created_at=now,
@@ -1023,15 +1071,19 @@ def record_activity(
 BIRTHDAY_WINDOW_DAYS = 7
 
 
-def _check_birthday(member: Member, now: datetime) -> None:
-    """The birthday bonus is earned within a week of the birthday, in the member's timezone."""
+def _check_birthday(member: Member, now: datetime) -> date:
+    """The birthday bonus is earned within a week of the birthday, in the member's timezone.
+
+    Returns the birthday being celebrated (its year is the dedupe key).
+    """
     if member.birthday is None:
         raise InvalidInput("the member has no birthday on record", field="kind")
     today = local(now, member.timezone).date()
     for year in (today.year - 1, today.year, today.year + 1):
         day = min(member.birthday.day, calendar.monthrange(year, member.birthday.month)[1])
-        if abs((date(year, member.birthday.month, day) - today).days) <= BIRTHDAY_WINDOW_DAYS:
-            return
+        celebrated = date(year, member.birthday.month, day)
+        if abs((celebrated - today).days) <= BIRTHDAY_WINDOW_DAYS:
+            return celebrated
     raise InvalidInput(
         f"the birthday bonus is earned within {BIRTHDAY_WINDOW_DAYS} days of the birthday",
         field="kind",
