@@ -218,7 +218,7 @@ class TestHeldPointsAreNotShielded:
         assert_ledger_consistent()
 
     def test_pending_only_never_touches_held_points(self, app, make):
-        member, hold, result = self.reverse_with_hold(make, ReturnPolicy.PENDING_ONLY)
+        _member, hold, result = self.reverse_with_hold(make, ReturnPolicy.PENDING_ONLY)
         assert (result.transaction, result.forgiven, result.voided_hold_ids) == (None, 100, [])
         assert db.session.get(PointHold, hold.id).status == HoldStatus.ACTIVE
 
