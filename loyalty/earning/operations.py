@@ -451,6 +451,8 @@ def post_order(
         earlier = db.session.get(Order, earlier_id)
         assert earlier is not None
         return _replay(earlier, fingerprint)
+    # Checked after the replay: a retry of an order accepted yesterday still replays.
+    _check_not_too_old(occurred_at, now, settings.max_order_age_days)
 
     store_id = store.id if store is not None else None
     # Without coupons, the member row is locked right away (the ledger's first lock), which
@@ -584,6 +586,15 @@ def post_order(
     db.session.flush()
     tiers.reevaluate_member_tier(member.id, now, tiers=tier_list)
     return order, True
+
+
+def _check_not_too_old(occurred_at: datetime, now: datetime, max_age_days: int) -> None:
+    """An order is posted within OMNILOYAL_MAX_ORDER_AGE_DAYS of its purchase: a back-dated
+    order would otherwise earn under long-ended promotions and skip its return window."""
+    if occurred_at < now - timedelta(days=max_age_days):
+        raise InvalidInput(
+            f"occurred_at is more than {max_age_days} days in the past", field="occurred_at"
+        )
 
 
 @cache

@@ -73,7 +73,14 @@ class OrderRequestSchema(StrictSchema):
         validate=validate.Length(min=1, max=MAX_LINES),
     )
     currency = fields.String(required=True, validate=CURRENCY)
-    occurred_at = Instant(load_default=None)
+    occurred_at = Instant(
+        load_default=None,
+        metadata={
+            "description": "when the purchase happened (default: now), with an offset. At most "
+            "5 minutes ahead of the server clock and at most OMNILOYAL_MAX_ORDER_AGE_DAYS "
+            "(default 30) days in the past; otherwise a 422 naming occurred_at."
+        },
+    )
     coupon_codes = _strings(max_items=10, load_default=None)
     subtotal_minor = fields.Integer(
         strict=True,
