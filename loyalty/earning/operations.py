@@ -803,10 +803,12 @@ def check_order_payable(order_ref: str, *, client_id: int | None, store_id: str 
 def refund_order(
     order: Order, data: Mapping[str, Any], *, client_id: int | None, now: datetime, actor: str
 ) -> tuple[Refund, bool]:
-    """Refund part or all of an order and reverse its points in proportion.
+    """Refund part or all of an order: give back the points that paid for it and reverse
+    the points it earned, both in proportion (docs/architecture.md, "Return policy").
 
-    reversed so far = floor(points_earned * refunded_minor / total_minor), so a full refund
-    reverses exactly everything. Idempotent by (order, refund id). Returns (refund, created).
+    reversed so far = floor(points_earned * refunded_minor / total_minor) (by units for an
+    order that cost nothing), so a full refund reverses exactly everything. Idempotent by
+    (order, refund id). Returns (refund, created).
     """
     order = _lock_order(order.id)
     fingerprint = _fingerprint(
@@ -921,7 +923,8 @@ def _refund_amount(order: Order, data: Mapping[str, Any]) -> tuple[int, list[dic
 
 
 def cancel_order(order: Order, *, now: datetime, actor: str) -> Order:
-    """Cancel an order: every point not yet reversed is reversed, coupons are given back.
+    """Cancel an order: every point not yet reversed is reversed, the points that paid for
+    it and its coupons are given back.
 
     Cancelling a cancelled order changes nothing and returns it as it is.
     """
