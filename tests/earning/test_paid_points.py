@@ -111,6 +111,8 @@ def test_partial_refunds_give_back_in_proportion_and_never_more_than_was_paid(cl
     assert again.status_code == 200 and again.json["points_returned"] == 34
     cancelled = client.post(f"/v1/orders/{order['order_id']}/cancel", headers=till)
     assert cancelled.json["cancellation"]["points_returned"] == 0
+    shown = client.get(f"/v1/holds/{hold_id}", headers=till).json
+    assert (shown["order_id"], shown["captured"], shown["returned"]) == ("ORD-1", 100, 100)
     db.session.rollback()
     stored = db.session.get(PointHold, hold_id)
     assert (stored.captured, stored.returned) == (100, 100)
