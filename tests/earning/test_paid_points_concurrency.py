@@ -85,3 +85,37 @@ def test_a_capture_racing_a_cancel_is_either_given_back_or_refused(app, client, 
         # came first and the capture was refused: the member has their 500 either way.
         assert ledger.member_balance(member.id).balance == 500, capture_code
     assert_ledger_consistent()
+
+
+def test_a_capture_racing_a_refund_that_needs_the_held_points(app, client, make):
+    """The member's 100 points came from an order; 80 are held. The order is cancelled
+    while the till captures: either the capture spends 80 first (the cancel takes the
+    other 20 and, under cap-at-zero, forgives the rest) or the cancel voids the hold
+    first (all 100 taken back, the capture is a 409). Never both, never below zero."""
+    headers = make.api_key(scopes.ORDERS_WRITE, scopes.POINTS_WRITE)
+    base_rate()
+    for round_ in range(5):
+        member = make.member()
+        order_id = f"VOID-{round_}"
+        body = order_body({"member_id": member.id}, ("A", None, 1, 10_000), order_id=order_id)
+        assert client.post("/v1/orders", json=body, headers=headers).json["points_earned"] == 100
+        hold = client.post(
+            f"/v1/members/{member.id}/holds", json={"points": 80}, headers=idem(headers)
+        ).json
+
+        def act(i, hold_id=hold["id"], order_id=order_id):
+            test_client = app.test_client()
+            if i == 0:
+                return test_client.post(
+                    f"/v1/holds/{hold_id}/capture", json={}, headers=idem(headers)
+                ).status_code
+            return test_client.post(f"/v1/orders/{order_id}/cancel", headers=headers).status_code
+
+        capture_code, cancel_code = in_threads(app, 2, act)
+        assert cancel_code == 200 and capture_code in {200, 409}
+        db.session.rollback()
+        after = ledger.member_balance(member.id)
+        assert (after.balance, after.held, after.debt) == (0, 0, 0)
+        status = db.session.get(PointHold, hold["id"]).status
+        assert status == ("captured" if capture_code == 200 else "voided")
+    assert_ledger_consistent()
