@@ -57,6 +57,7 @@ class Settings:
     currencies: frozenset[str]
     points_expiry: ExpiryPolicy
     pending_days: int
+    max_order_age_days: int  # how far in the past an order's occurred_at may lie
     return_policy: ReturnPolicy
     member_token_ttl_seconds: int
     member_qr_ttl_seconds: int
@@ -168,6 +169,7 @@ def load_settings(
         currencies=_currencies(env.get("OMNILOYAL_CURRENCIES", DEFAULT_CURRENCIES)),
         points_expiry=ExpiryPolicy.parse(env.get("OMNILOYAL_POINTS_EXPIRY", "months:24:end")),
         pending_days=_int(env, "OMNILOYAL_PENDING_DAYS", 0),
+        max_order_age_days=_int(env, "OMNILOYAL_MAX_ORDER_AGE_DAYS", 30, minimum=1),
         return_policy=ReturnPolicy.parse(env.get("OMNILOYAL_RETURN_POLICY", "cap-at-zero")),
         member_token_ttl_seconds=_int(env, "OMNILOYAL_MEMBER_TOKEN_TTL", 900, minimum=30),
         member_qr_ttl_seconds=_int(env, "OMNILOYAL_MEMBER_QR_TTL", 120, minimum=10),

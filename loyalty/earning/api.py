@@ -118,6 +118,8 @@ def _refund_view(refund: Refund, order: Order) -> dict[str, Any]:
         "revoked_available": refund.revoked_available,
         "clawed_back": refund.clawed_back,
         "forgiven": refund.forgiven,
+        "already_expired": refund.already_expired,
+        "points_returned": refund.points_returned,
         "policy": refund.policy,
         "created_at": refund.created_at,
     }

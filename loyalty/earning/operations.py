@@ -36,6 +36,7 @@ from loyalty.earning.models import (
 )
 from loyalty.errors import Conflict, InvalidInput, MemberNotActive, NotAuthenticated, NotFound
 from loyalty.ledger import operations as ledger
+from loyalty.ledger.models import HoldStatus, PointHold
 from loyalty.members.models import Member
 from loyalty.members.operations import find_or_enrol, get_member
 from loyalty.members.resolution import current_member_id, history_member_ids, lock_current_member
@@ -432,6 +433,8 @@ def post_order(
         earlier = db.session.get(Order, earlier_id)
         assert earlier is not None
         return _replay(earlier, fingerprint)
+    # Checked after the replay: a retry of an order accepted yesterday still replays.
+    _check_not_too_old(occurred_at, now, settings.max_order_age_days)
 
     store_id = store.id if store is not None else None
     # The member row is the first lock (docs/architecture.md, "Lock order"): before the
@@ -565,6 +568,15 @@ def post_order(
     db.session.flush()
     tiers.reevaluate_member_tier(member_id, now, tiers=tier_list)
     return order, True
+
+
+def _check_not_too_old(occurred_at: datetime, now: datetime, max_age_days: int) -> None:
+    """An order is posted within OMNILOYAL_MAX_ORDER_AGE_DAYS of its purchase: a back-dated
+    order would otherwise earn under long-ended promotions and skip its return window."""
+    if occurred_at < now - timedelta(days=max_age_days):
+        raise InvalidInput(
+            f"occurred_at is more than {max_age_days} days in the past", field="occurred_at"
+        )
 
 
 @cache
@@ -701,17 +713,27 @@ def _lock_order(order_id: int) -> Order:
     raise Conflict(f"order {order_id} keeps moving between members; try again")
 
 
-def _reverse(order: Order, points: int, cause_ref: str, now: datetime, actor: str) -> dict:
+def _reverse(
+    order: Order, points: int, share: tuple[int, int], cause_ref: str, now: datetime, actor: str
+) -> dict:
+    """Give back the points that paid for the refunded `share` of the order, then take back
+    `points` of those it earned (by the return policy). In that order: a refund that brings
+    points back covers the points it takes before anything is forgiven or clawed back."""
     policy = _settings().return_policy
     # The order's member now (merges followed; the ledger resolves again under its lock).
+    member_id = current_member_id(order.member_id)
+    cause = ledger.Cause("refund", cause_ref)
+    returned, return_tx = _return_paid_points(order, member_id, share, cause, now, actor)
     result = ledger.reverse_earned(
-        current_member_id(order.member_id),
+        member_id,
         points,
-        ledger.Cause("refund", cause_ref),
+        cause,
         earned_by=order_cause_ref(order.id),
         policy=policy,
         now=now,
         actor=actor,
+        earned=order.points_earned,
+        reversed_before=order.points_reversed,
     )
     return {
         "points_reversed": points,
@@ -719,18 +741,70 @@ def _reverse(order: Order, points: int, cause_ref: str, now: datetime, actor: st
         "revoked_available": result.revoked_available,
         "clawed_back": result.clawed_back,
         "forgiven": result.forgiven,
+        "already_expired": result.already_expired,
+        "points_returned": returned,
         "policy": policy.value,
         "ledger_transaction_id": result.transaction.id if result.transaction else None,
+        "return_transaction_id": return_tx.id if return_tx else None,
     }
+
+
+def _return_paid_points(
+    order: Order,
+    member_id: int,
+    share: tuple[int, int],
+    cause: ledger.Cause,
+    now: datetime,
+    actor: str,
+) -> tuple[int, ledger.LedgerTransaction | None]:
+    """The points captured for this order (holds captured with its order id, by the same
+    client or at the same store, for the same person), given back in `share`.
+
+    The member's accounts are locked before the holds are read: a capture racing with
+    this refund either committed first (and is seen here) or waits for the lock and then
+    finds the order refunded or cancelled (see check_order_payable).
+    """
+    ledger.lock_member_accounts(member_id, require_active=False)
+    same_till = PointHold.client_id == order.client_id
+    if order.store_id is not None:
+        same_till = sa.or_(same_till, PointHold.store_id == order.store_id)
+    candidates = db.session.scalars(
+        sa.select(PointHold)
+        .where(
+            PointHold.order_ref == order.external_id,
+            PointHold.status == HoldStatus.CAPTURED.value,
+            same_till,
+        )
+        .order_by(PointHold.id)
+    )
+    hold_ids = [hold.id for hold in candidates if _same_person(hold.member_id, member_id)]
+    return ledger.return_paid_points(member_id, hold_ids, share, cause, now=now, actor=actor)
+
+
+def _same_person(member_id: int, survivor_id: int) -> bool:
+    return current_member_id(member_id) == survivor_id
+
+
+def check_order_payable(order_ref: str, *, client_id: int | None, store_id: str | None) -> None:
+    """Points can't pay for an order that is already cancelled or fully refunded (they
+    would never come back). An order not posted yet is fine: tills capture first."""
+    try:
+        order = find_order(order_ref, client_id=client_id, store_id=store_id)
+    except NotFound:
+        return
+    if order.status in {OrderStatus.CANCELLED, OrderStatus.REFUNDED}:
+        raise Conflict(f"order {order_ref!r} is {order.status}: points can't pay for it")
 
 
 def refund_order(
     order: Order, data: Mapping[str, Any], *, client_id: int | None, now: datetime, actor: str
 ) -> tuple[Refund, bool]:
-    """Refund part or all of an order and reverse its points in proportion.
+    """Refund part or all of an order: give back the points that paid for it and reverse
+    the points it earned, both in proportion (docs/architecture.md, "Return policy").
 
-    reversed so far = floor(points_earned * refunded_minor / total_minor), so a full refund
-    reverses exactly everything. Idempotent by (order, refund id). Returns (refund, created).
+    reversed so far = floor(points_earned * refunded_minor / total_minor) (by units for an
+    order that cost nothing), so a full refund reverses exactly everything. Idempotent by
+    (order, refund id). Returns (refund, created).
     """
     order = _lock_order(order.id)
     fingerprint = _fingerprint(
@@ -756,9 +830,11 @@ def refund_order(
             refundable_minor=order.total_minor - order.refunded_minor,
         )
     full = (order.total_minor > 0 and cumulative == order.total_minor) or all_lines_back
-    target = order.points_earned if full else order.points_earned * cumulative // order.total_minor
+    share = _refunded_share(order, cumulative, full)
+    target = order.points_earned * share[0] // share[1]
     delta = max(0, target - order.points_reversed)
-    reversal = _reverse(order, delta, f"order:{order.id}/refund:{data['refund_id']}", now, actor)
+    cause_ref = f"order:{order.id}/refund:{data['refund_id']}"
+    reversal = _reverse(order, delta, share, cause_ref, now, actor)
     order.refunded_minor = cumulative
     order.points_reversed = max(target, order.points_reversed)
     order.status = (OrderStatus.REFUNDED if full else OrderStatus.PARTIALLY_REFUNDED).value
@@ -775,6 +851,8 @@ def refund_order(
         revoked_available=reversal["revoked_available"],
         clawed_back=reversal["clawed_back"],
         forgiven=reversal["forgiven"],
+        already_expired=reversal["already_expired"],
+        points_returned=reversal["points_returned"],
         policy=reversal["policy"],
         ledger_transaction_id=reversal["ledger_transaction_id"],
         created_at=now,
@@ -784,6 +862,24 @@ def refund_order(
         _rollback_coupons(order, now, actor)
     db.session.flush()
     return refund, True
+
+
+def _refunded_share(order: Order, cumulative: int, full: bool) -> tuple[int, int]:
+    """The part of the order refunded so far, as (numerator, denominator) > 0.
+
+    By money; for an order that cost nothing (free items that still earned a bonus) by
+    units: refunding 1 of 4 free items reverses a quarter of their points.
+    """
+    if full:
+        return 1, 1
+    if order.total_minor > 0:
+        return cumulative, order.total_minor
+    units, refunded = db.session.execute(
+        sa.select(sa.func.sum(OrderLine.quantity), sa.func.sum(OrderLine.refunded_quantity)).where(
+            OrderLine.order_id == order.id
+        )
+    ).one()
+    return int(refunded or 0), int(units or 1)
 
 
 def _refund_amount(order: Order, data: Mapping[str, Any]) -> tuple[int, list[dict[str, int]], bool]:
@@ -823,7 +919,8 @@ def _refund_amount(order: Order, data: Mapping[str, Any]) -> tuple[int, list[dic
 
 
 def cancel_order(order: Order, *, now: datetime, actor: str) -> Order:
-    """Cancel an order: every point not yet reversed is reversed, coupons are given back.
+    """Cancel an order: every point not yet reversed is reversed, the points that paid for
+    it and its coupons are given back.
 
     Cancelling a cancelled order changes nothing and returns it as it is.
     """
@@ -831,7 +928,7 @@ def cancel_order(order: Order, *, now: datetime, actor: str) -> Order:
     if order.status == OrderStatus.CANCELLED:
         return order
     delta = order.points_earned - order.points_reversed
-    reversal = _reverse(order, delta, f"order:{order.id}/cancel", now, actor)
+    reversal = _reverse(order, delta, (1, 1), f"order:{order.id}/cancel", now, actor)
     was_refunded = order.status == OrderStatus.REFUNDED
     order.points_reversed = order.points_earned
     order.status = OrderStatus.CANCELLED.value
@@ -854,15 +951,46 @@ def order_lines(order_id: int) -> list[OrderLine]:
 # --- non-purchase activities ----------------------------------------------------------------
 
 
-def _dedupe_key(kind: ActivityKind, member: Member, now: datetime, referred: int | None) -> str:
+def _dedupe_key(
+    kind: ActivityKind, member: Member, now: datetime, referred: int | None, birthday: date | None
+) -> str:
     if kind in {ActivityKind.SIGNUP, ActivityKind.PROFILE_COMPLETED}:
         return "once"
-    today = local(now, member.timezone).date()
     if kind == ActivityKind.BIRTHDAY:
-        return str(today.year)
+        # The year of the birthday being celebrated, not of the claim: 28 December and
+        # 5 January both celebrate a 3 January birthday, once.
+        assert birthday is not None
+        return str(birthday.year)
     if kind == ActivityKind.APP_CHECKIN:
-        return today.isoformat()
+        return local(now, member.timezone).date().isoformat()
     return f"member:{referred}"
+
+
+def _same_day_checkin(member: Member, now: datetime) -> ActivityEvent | None:
+    """The member's last check-in when it falls on today's local date, judged both in the
+    timezone it was made in and in the member's current one.
+
+    The dedupe key alone is the local date in the current timezone, which the member can
+    change: without this, moving the timezone ahead across midnight would open a second
+    check-in on the same day. With it, whatever the timezone changes, two paid check-ins
+    are always on different days of both timezones involved (as for a member who never
+    changes it).
+    """
+    last = db.session.scalar(
+        sa.select(ActivityEvent)
+        .where(
+            ActivityEvent.member_id == member.id,
+            ActivityEvent.kind == ActivityKind.APP_CHECKIN.value,
+        )
+        .order_by(ActivityEvent.created_at.desc(), ActivityEvent.id.desc())
+        .limit(1)
+    )
+    if last is None:
+        return None
+    for timezone in {last.timezone or member.timezone, member.timezone}:
+        if local(last.created_at, timezone).date() >= local(now, timezone).date():
+            return last
+    return None
 
 
 def record_activity(
@@ -893,9 +1021,12 @@ def record_activity(
         referred_id = _check_referral(member, referred_member_id)
     elif referred_member_id is not None:
         raise InvalidInput("referred_member_id is only for referrals", field="referred_member_id")
-    if activity_kind == ActivityKind.BIRTHDAY:
-        _check_birthday(member, now)
-    dedupe = _dedupe_key(activity_kind, member, now, referred_id)
+    birthday = _check_birthday(member, now) if activity_kind == ActivityKind.BIRTHDAY else None
+    if activity_kind == ActivityKind.APP_CHECKIN:
+        earlier_today = _same_day_checkin(member, now)
+        if earlier_today is not None:
+            return earlier_today, False
+    dedupe = _dedupe_key(activity_kind, member, now, referred_id, birthday)
     table = ActivityEvent.__table__
     inserted = db.session.execute(
         upsert_insert(table)
@@ -906,6 +1037,7 @@ def record_activity(
             reference=reference,
             referred_member_id=referred_id,
             client_id=client_id,
+            timezone=member.timezone,
             points=0,
             breakdown=[],
             created_at=now,
@@ -954,15 +1086,19 @@ def record_activity(
 BIRTHDAY_WINDOW_DAYS = 7
 
 
-def _check_birthday(member: Member, now: datetime) -> None:
-    """The birthday bonus is earned within a week of the birthday, in the member's timezone."""
+def _check_birthday(member: Member, now: datetime) -> date:
+    """The birthday bonus is earned within a week of the birthday, in the member's timezone.
+
+    Returns the birthday being celebrated (its year is the dedupe key).
+    """
     if member.birthday is None:
         raise InvalidInput("the member has no birthday on record", field="kind")
     today = local(now, member.timezone).date()
     for year in (today.year - 1, today.year, today.year + 1):
         day = min(member.birthday.day, calendar.monthrange(year, member.birthday.month)[1])
-        if abs((date(year, member.birthday.month, day) - today).days) <= BIRTHDAY_WINDOW_DAYS:
-            return
+        celebrated = date(year, member.birthday.month, day)
+        if abs((celebrated - today).days) <= BIRTHDAY_WINDOW_DAYS:
+            return celebrated
     raise InvalidInput(
         f"the birthday bonus is earned within {BIRTHDAY_WINDOW_DAYS} days of the birthday",
         field="kind",

@@ -178,12 +178,26 @@ def get_hold(hold_id: int) -> Any:
 @blp.arguments(CaptureRequestSchema)
 @blp.response(200, HoldSchema)
 def capture_hold(data: dict[str, Any], hold_id: int) -> Any:
-    """Spend all (default) or part of the held points; the rest becomes available again."""
+    """Spend all (default) or part of the held points; the rest becomes available again.
+
+    With `order_id`, the points pay for that order: refunding or cancelling it gives them
+    back. An order already cancelled or fully refunded can't be paid (409).
+    """
+    from loyalty.earning.operations import check_order_payable
+
     hold = _own_hold(hold_id)
-    cause = operations.Cause("hold", data["order_id"] or f"hold:{hold.id}")
+    order_ref = data["order_id"]
+    cause = operations.Cause("hold", order_ref or f"hold:{hold.id}")
     hold, _tx = operations.capture_hold(
-        hold.id, data["points"], cause, now=utcnow(), actor=current_caller().actor
+        hold.id,
+        data["points"],
+        cause,
+        now=utcnow(),
+        actor=current_caller().actor,
+        order_ref=order_ref,
     )
+    if order_ref is not None:  # after capture_hold locked the member: see _return_paid_points
+        check_order_payable(order_ref, client_id=hold.client_id, store_id=hold.store_id)
     return hold
 
 

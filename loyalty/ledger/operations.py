@@ -13,7 +13,7 @@ Operations flush, never commit: the request or job edge commits once.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
@@ -80,6 +80,8 @@ class ReversalResult:
     revoked_available: int
     clawed_back: int  # recorded as debt
     forgiven: int  # not taken back because of the return policy
+    already_expired: int = 0  # not taken back: the cause's own points had expired
+    voided_hold_ids: list[int] = field(default_factory=list)  # holds voided to take points
 
 
 # --- accounts -------------------------------------------------------------------------------
@@ -305,6 +307,8 @@ def _new_lot(
         "source_transaction_id": tx.id,
         "cause_type": tx.cause_type,
         "cause_ref": tx.cause_ref,
+        "expired_points": 0,
+        "reversed_points": 0,
     }
     return insert_persistent(PointLot, values)
 
@@ -351,8 +355,14 @@ def _take_from_lots(
     source: LedgerAccount,
     target: LedgerAccount | int,
     amount: int,
+    *,
+    tally: str | None = None,
 ) -> int:
-    """Move up to `amount` out of `lots` (in order); returns how much was moved."""
+    """Move up to `amount` out of `lots` (in order); returns how much was moved.
+
+    `tally` ("expired" or "reversed"): also count the points on the lot's
+    `<tally>_points`, so later refunds know how its points left it.
+    """
     left = amount
     for lot in lots:
         if left == 0:
@@ -361,6 +371,9 @@ def _take_from_lots(
         if take == 0:
             continue
         lot.remaining -= take
+        if tally is not None:
+            column = f"{tally}_points"
+            setattr(lot, column, getattr(lot, column) + take)
         if lot.remaining == 0:
             lot.status = LotStatus.CLOSED.value
         _move(tx, source, target, take, lot_id=lot.id)
@@ -558,32 +571,74 @@ def reverse_earned(
     policy: ReturnPolicy,
     now: datetime,
     actor: str,
+    earned: int | None = None,
+    reversed_before: int = 0,
 ) -> ReversalResult:
     """Take back `points` earned by `earned_by` (a lot cause ref, e.g. the order).
 
-    Always writes one REVERSE transaction of -(points taken), with `details` naming the
-    whole reversal (`reversed_points`, what tier qualification drops by) and what the return
-    policy forgave (`forgiven`). Pending points of that cause go first; then, by the
-    return policy, available points (that cause's lots first, then soonest-expiring), then
-    debt for a claw-back.
+    `earned`: what the cause earned in all (default: its lots' amounts); `reversed_before`:
+    what earlier reversals of the same cause already counted (the order's points_reversed).
+
+    1. The cause's own lots go first: its pending points, then (unless pending-only) its
+       available points.
+    2. What they no longer hold either expired or was spent. Expired points are never
+       taken a second time: they count first, as `already_expired`. Only the spent part
+       (`earned` - what the lots still hold, expired or lost to reversals) is left to the
+       return policy, across all reversals of the cause: pending-only forgives it,
+       cap-at-zero takes it from other lots as far as the balance goes and forgives the
+       rest, claw-back records the rest as debt.
+    3. Points under an active hold are takeable (cap-at-zero, claw-back): when the balance
+       less holds can't cover what is taken, the newest holds are voided whole until it can.
+
+    Always writes one REVERSE transaction (also of 0 points, with no entries, when nothing
+    could be taken), whose `details` name the whole reversal (`reversed_points`, what tier
+    qualification drops by, whatever part of it the balance could pay) and what the return
+    policy forgave (`forgiven`).
     """
     if points <= 0:
         return ReversalResult(None, 0, 0, 0, 0)
     accounts = lock_member_accounts(member_id, require_active=False)
-    member_id = accounts.member_id
-    pending_lots = _open_lots(member_id, LotStatus.PENDING, cause_ref=earned_by)
-    from_pending = min(points, sum(lot.remaining for lot in pending_lots))
+    member_id = accounts.member_id  # the person now (merges followed under the lock)
+    own = _cause_lots(earned_by)
+    pending_lots = [
+        lot for lot in own if lot.member_id == member_id and lot.status == LotStatus.PENDING
+    ]
+    available_lots = [
+        lot for lot in own if lot.member_id == member_id and lot.status == LotStatus.AVAILABLE
+    ]
+    in_pending = sum(lot.remaining for lot in pending_lots)
+    in_available = sum(lot.remaining for lot in available_lots)
+    expired = sum(lot.expired_points for lot in own)
+    own_reversed = sum(lot.reversed_points for lot in own)
+    if earned is None:
+        earned = sum(lot.amount for lot in own)
+    spent = max(0, earned - in_pending - in_available - expired - own_reversed)
+    # Earlier reversals' part not taken from the cause's own lots: counted against the
+    # expired points first, then against the spent ones. Once a reversal reaches past the
+    # own lots they are empty, so `expired` and `spent` no longer change.
+    beyond_before = max(0, reversed_before - own_reversed)
+    expired_before = min(expired, beyond_before)
+    spent_before = beyond_before - expired_before
+
+    from_pending = min(points, in_pending)
     left = points - from_pending
-    from_available = clawed = 0
-    if left and policy != ReturnPolicy.PENDING_ONLY:
-        from_available = min(left, accounts.points.balance - accounts.points.held)
-        left -= from_available
-        if left and policy == ReturnPolicy.CLAW_BACK:
-            clawed, left = left, 0
-    taken = from_pending + from_available + clawed
-    # Even when the policy forgave everything, the reversal is recorded (0 points, no
-    # entries): tier qualification drops by `reversed_points`, the whole reversal, whatever
-    # part of it the balance could pay.
+    from_own = min(left, in_available) if policy != ReturnPolicy.PENDING_ONLY else 0
+    left -= from_own
+    already_expired = min(left, expired - expired_before)
+    left -= already_expired
+    by_policy = min(left, max(0, spent - spent_before))
+    forgiven = left - by_policy  # more than the cause could ever owe: never taken
+    from_others = clawed = 0
+    if policy == ReturnPolicy.PENDING_ONLY:
+        forgiven += by_policy
+    else:
+        from_others = min(by_policy, accounts.points.balance - from_own)
+        if policy == ReturnPolicy.CLAW_BACK:
+            clawed = by_policy - from_others
+        else:
+            forgiven += by_policy - from_others
+    taken = from_pending + from_own + from_others + clawed
+    voided = _void_holds_for(accounts, from_own + from_others, now)
     tx = _begin(
         member_id,
         TransactionKind.REVERSE,
@@ -595,19 +650,63 @@ def reverse_earned(
             "earned_by": earned_by,
             "policy": policy.value,
             "reversed_points": points,
-            "forgiven": left,
+            "forgiven": forgiven,
+            **({"voided_hold_ids": voided} if voided else {}),
         },
     )
     issued = program_account_id(ProgramAccount.ISSUED)
-    _take_from_lots(tx, pending_lots, accounts.pending, issued, from_pending)
-    if from_available:
-        own = _open_lots(member_id, LotStatus.AVAILABLE, cause_ref=earned_by)
+    _take_from_lots(tx, pending_lots, accounts.pending, issued, from_pending, tally="reversed")
+    _take_from_lots(tx, available_lots, accounts.points, issued, from_own, tally="reversed")
+    if from_others:
         others = [lot for lot in _open_lots(member_id, LotStatus.AVAILABLE) if lot not in own]
-        _take_from_lots(tx, own + others, accounts.points, issued, from_available)
+        _take_from_lots(tx, others, accounts.points, issued, from_others)
     if clawed:
         _move(tx, accounts.debt, issued, clawed)
-    _finish(tx, "points.reversed", now, forgiven=left)
-    return ReversalResult(tx, from_pending, from_available, clawed, left)
+    _finish(tx, "points.reversed", now, forgiven=forgiven, already_expired=already_expired)
+    return ReversalResult(
+        tx, from_pending, from_own + from_others, clawed, forgiven, already_expired, voided
+    )
+
+
+def _cause_lots(cause_ref: str) -> list[PointLot]:
+    """Every lot a cause earned (open or closed, whoever holds it now), soonest expiry first."""
+    return list(
+        db.session.scalars(
+            sa.select(PointLot)
+            .where(PointLot.cause_ref == cause_ref)
+            .order_by(PointLot.expires_at.is_(None), PointLot.expires_at, PointLot.id)
+            .execution_options(populate_existing=True)
+        )
+    )
+
+
+def _void_holds_for(accounts: MemberAccounts, needed: int, now: datetime) -> list[int]:
+    """Void active holds, newest first, until `needed` points are free of holds.
+
+    A refund takes back points the member no longer owns; a checkout must not spend them
+    after that (nor keep them from the refund). Holds are voided whole, never shrunk: the
+    till sees a clear `voided` status and holds again what is still there.
+    """
+    points = accounts.points
+    if needed <= points.balance - points.held:
+        return []
+    voided = []
+    holds = db.session.scalars(
+        sa.select(PointHold)
+        .where(
+            PointHold.member_id == points.member_id,
+            PointHold.status == HoldStatus.ACTIVE.value,
+        )
+        .order_by(PointHold.created_at.desc(), PointHold.id.desc())
+        .execution_options(populate_existing=True)
+    )
+    for hold in holds:
+        if needed <= points.balance - points.held:
+            break
+        _close_hold(hold, accounts, HoldStatus.VOIDED, now)
+        voided.append(hold.id)
+    db.session.flush()  # `held` drops before the balance does (CHECK held <= balance)
+    return voided
 
 
 # --- pending points and expiry (jobs) --------------------------------------------------------
@@ -678,8 +777,12 @@ def expire_points(
 ) -> int:
     """Expire the remainders of due lots through ledger entries. Returns points expired.
 
-    Points held for a checkout are not expired under the hold; what a hold protects expires
-    on a later run, once the hold is captured, released or has expired itself.
+    Points under an active hold are not expired until the hold ends. Held points are the
+    soonest-expiring ones, the very points a capture would spend (captures, like every
+    burn, consume the soonest-expiring lots first), so the first `held` points of the due
+    lots are skipped and only the rest expire. Whether this job runs before or after the
+    capture or release, the books end the same: a capture spends the shielded points, a
+    release leaves them to expire on the next run.
     One chunk of at most `limit_members` members (locked in id order); the batch job runs
     chunks until none is due (see loyalty/batches.py).
     """
@@ -698,9 +801,7 @@ def expire_points(
             for lot in _open_lots(member_id, LotStatus.AVAILABLE)
             if lot.expires_at is not None and lot.expires_at <= now
         ]
-        expirable = min(
-            sum(lot.remaining for lot in lots), accounts.points.balance - accounts.points.held
-        )
+        expirable = sum(lot.remaining for lot in lots) - accounts.points.held
         if cursor is not None and expirable < sum(lot.remaining for lot in lots):
             cursor.skip.add(member_id)  # still due after this run: held points wait
         if expirable <= 0:
@@ -713,7 +814,10 @@ def expire_points(
             actor="system",
             now=now,
         )
-        _take_from_lots(tx, lots, accounts.points, expired_account, expirable)
+        # From the latest-expiring due lots back: the soonest ones are those under the hold.
+        _take_from_lots(
+            tx, reversed(lots), accounts.points, expired_account, expirable, tally="expired"
+        )
         _finish(tx, "points.expired", now)
         expired_total += expirable
     return expired_total
@@ -828,9 +932,19 @@ def _close_hold(
 
 
 def capture_hold(
-    hold_id: int, amount: int | None, cause: Cause, *, now: datetime, actor: str
+    hold_id: int,
+    amount: int | None,
+    cause: Cause,
+    *,
+    now: datetime,
+    actor: str,
+    order_ref: str | None = None,
 ) -> tuple[PointHold, LedgerTransaction | None]:
-    """Spend all or part of a hold; the rest returns to available. Capturing twice is refused."""
+    """Spend all or part of a hold; the rest returns to available. Capturing twice is refused.
+
+    `order_ref`: the order the points pay for; its refunds and cancellation give them back
+    (see return_paid_points).
+    """
     hold, accounts = _locked_hold(hold_id)
     if hold.status == HoldStatus.ACTIVE and hold.expires_at <= now:
         _close_hold(hold, accounts, HoldStatus.EXPIRED, now)
@@ -843,6 +957,7 @@ def capture_hold(
         raise InvalidInput(f"capture between 0 and {hold.amount} points")
     _close_hold(hold, accounts, HoldStatus.CAPTURED, now)
     hold.captured = amount
+    hold.order_ref = order_ref
     tx = None
     if amount:
         tx = _begin(
@@ -862,6 +977,86 @@ def capture_hold(
         _finish(tx, "points.burned", now, hold_id=hold.id)
     db.session.flush()
     return hold, tx
+
+
+def return_paid_points(
+    member_id: int,
+    hold_ids: list[int],
+    share: tuple[int, int],
+    cause: Cause,
+    *,
+    now: datetime,
+    actor: str,
+) -> tuple[int, LedgerTransaction | None]:
+    """Give back the points captured by `hold_ids` for an order, up to `share` of them.
+
+    `share` = (numerator, denominator): the part of the order refunded so far, so that
+    after every refund `floor(captured * numerator / denominator)` has been given back in
+    all (everything for a full refund): partial refunds in proportion, a repeat gives
+    nothing more. `hold.returned` counts what went back (CHECK `returned <= captured`: never
+    more than was paid). Each point comes back with the expiry of the lot it was paid
+    from, repaying recorded debt first, as one `reverse_burn` transaction for
+    `member_id` (the order's member). Returns (points returned, transaction or None).
+    """
+    numerator, denominator = share
+    if not hold_ids or denominator <= 0:
+        return 0, None
+    accounts = lock_member_accounts(member_id, require_active=False)
+    holds = list(
+        db.session.scalars(
+            sa.select(PointHold)
+            .where(PointHold.id.in_(hold_ids), PointHold.status == HoldStatus.CAPTURED.value)
+            .order_by(PointHold.id)
+            .execution_options(populate_existing=True)
+        )
+    )
+    captured = sum(hold.captured for hold in holds)
+    due = captured if numerator >= denominator else captured * numerator // denominator
+    left = due - sum(hold.returned for hold in holds)
+    if left <= 0:
+        return 0, None
+    tx = _begin(
+        member_id,
+        TransactionKind.REVERSE_BURN,
+        cause,
+        amount=left,
+        actor=actor,
+        now=now,
+        details={"hold_ids": [hold.id for hold in holds]},
+    )
+    redeemed = program_account_id(ProgramAccount.REDEEMED)
+    total = left
+    for hold in holds:
+        give = min(left, hold.captured - hold.returned)
+        if give <= 0:
+            continue
+        for amount, expires_at in _paid_slices(hold, give):
+            _credit_available(accounts, tx, redeemed, amount, now=now, expires_at=expires_at)
+        hold.returned += give
+        left -= give
+    _finish(tx, "points.burn_reversed", now, hold_ids=[hold.id for hold in holds])
+    db.session.flush()
+    return total, tx
+
+
+def _paid_slices(hold: PointHold, amount: int) -> list[tuple[int, datetime | None]]:
+    """The next `amount` points of a capture after those already returned, as
+    (points, expiry of the lot they were paid from), in the order the capture spent them."""
+    consumed = db.session.execute(
+        sa.select(LedgerEntry.amount, PointLot.expires_at)
+        .join(PointLot, PointLot.id == LedgerEntry.lot_id)
+        .where(LedgerEntry.transaction_id == hold.capture_transaction_id)
+        .order_by(LedgerEntry.id)
+    ).all()
+    skip, left, slices = hold.returned, amount, []
+    for points, expires_at in consumed:
+        passed = min(skip, points)
+        skip -= passed
+        take = min(points - passed, left)
+        if take > 0:
+            slices.append((take, expires_at))
+            left -= take
+    return slices
 
 
 def release_hold(hold_id: int, *, now: datetime) -> PointHold:

@@ -82,7 +82,18 @@ class HoldSchema(StrictSchema):
     member_id = fields.Integer()
     points = fields.Integer(attribute="amount")
     captured = fields.Integer()
-    status = fields.String()
+    status = fields.String(
+        metadata={
+            "description": "active, captured, released, expired, or voided: a refund took "
+            "the held points back (hold again what is left)"
+        }
+    )
+    order_id = fields.String(
+        attribute="order_ref", allow_none=True, metadata={"description": "the order paid"}
+    )
+    returned = fields.Integer(
+        metadata={"description": "captured points given back by the order's refunds"}
+    )
     reference = fields.String(allow_none=True)
     store_id = fields.String(allow_none=True)
     expires_at = fields.DateTime()
