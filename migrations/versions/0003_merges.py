@@ -8,7 +8,7 @@
   transaction and the survivor's incoming one.
 
 Revision ID: 0003_merges
-Revises: 0002
+Revises: (chained in merge order; see down_revision)
 Create Date: 2026-11-30 13:40:00
 
 """

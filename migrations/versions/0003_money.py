@@ -1,7 +1,7 @@
 """money: paid points given back, expired points taken once, voided holds, activity timezone
 
 Revision ID: 0003_money
-Revises: 0002
+Revises: (chained in merge order; see down_revision)
 Create Date: 2026-11-30 14:00:00
 
 - point_lots.expired_points / reversed_points: how a lot's points left it (backfilled from
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = "0003_money"
-down_revision = "0002"
+down_revision = "0003_merges"
 branch_labels = None
 depends_on = None
 

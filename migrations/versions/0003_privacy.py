@@ -7,7 +7,7 @@
   ledger_transactions.reason (append-only); see docs/architecture.md.
 
 Revision ID: 0003_privacy
-Revises: 0002
+Revises: (chained in merge order; see down_revision)
 """
 
 import sqlalchemy as sa
@@ -16,7 +16,7 @@ from alembic import op
 import loyalty.db
 
 revision = "0003_privacy"
-down_revision = "0002"
+down_revision = "0003_outbox"
 branch_labels = None
 depends_on = None
 

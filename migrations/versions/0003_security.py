@@ -1,7 +1,7 @@
 """security: member token epochs, one use per member QR token
 
 Revision ID: 0003_security
-Revises: 0002
+Revises: (chained in merge order; see down_revision)
 Create Date: 2026-11-30 13:45:00
 
 """
@@ -12,7 +12,7 @@ import loyalty.db  # noqa: F401 - custom column types (UTCDateTime)
 
 # revision identifiers, used by Alembic.
 revision = '0003_security'
-down_revision = '0002'
+down_revision = "0003_privacy"
 branch_labels = None
 depends_on = None
 
