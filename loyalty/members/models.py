@@ -116,7 +116,9 @@ def _saw(session: Any, member_id: int | None) -> None:
 def _member_loaded(member: Member, context: Any, *_: Any) -> None:
     # From the loaded state only: touching an unloaded attribute here would load it.
     state = sa.inspect(member)
-    _saw(context.session, state.dict.get("merged_into_id") or state.dict.get("id"))
+    # A bulk UPDATE that synchronises loaded objects refreshes them with no query context.
+    session = context.session if context is not None else state.session
+    _saw(session, state.dict.get("merged_into_id") or state.dict.get("id"))
 
 
 @sa.event.listens_for(MemberIdentity, "load")
