@@ -292,7 +292,15 @@ def hot_paths(client: FlaskClient, world: World) -> dict[str, Callable[[int], No
         db.session.commit()
 
     def jobs(n: int) -> None:
-        now = utcnow() + timedelta(minutes=n)
+        # Work that falls due a day from now: pending points, expiring points, a hold.
+        member_id, today = world.member(n), utcnow()
+        world.make.earn(member_id, 10, pending_days=1)
+        world.make.earn(member_id, 10, expires_at=today + timedelta(days=1))
+        ledger.hold_points(
+            member_id, 5, now=today, ttl_seconds=60, reference=None, client_id=None, store_id=None
+        )
+        db.session.commit()
+        now = today + timedelta(days=2)
         ledger.expire_points(now)
         ledger.release_pending_points(now)
         ledger.expire_holds(now)
