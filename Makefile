@@ -9,19 +9,22 @@ REDIS_HOST ?= 127.0.0.1
 
 .PHONY: install run test test-sqlite test-postgres lint format bench bench-smoke clean
 
+# pip is quiet (its output would bury what `make run` prints); say once why nothing moves.
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	@echo "installing dependencies into $(VENV) (first run, about a minute)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	@$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
 
 install: $(STAMP)
 
 ## Run the service on the embedded default (SQLite + in-process queue): migrate, seed, serve.
+## `make run PORT=8080` (or FLASK_RUN_PORT=8080) serves on another port; the default is 5000.
 run: install
-	$(BIN)/omniloyal db upgrade
-	$(BIN)/omniloyal demo --if-empty
-	$(BIN)/omniloyal run
+	@$(BIN)/omniloyal db upgrade
+	@$(BIN)/omniloyal demo --if-empty
+	@$(BIN)/omniloyal run --log-format console $(if $(PORT),--port $(PORT))
 
 ## The whole suite: lint, then SQLite (embedded default), then PostgreSQL + Redis.
 test: install lint test-sqlite test-postgres

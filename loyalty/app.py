@@ -9,8 +9,9 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+import flask_swagger_ui
 import sqlalchemy as sa
-from flask import Flask, Response, g, request
+from flask import Flask, Response, g, request, send_from_directory
 from werkzeug.routing import IntegerConverter, Map, UnicodeConverter, ValidationError
 
 from loyalty import logs
@@ -78,9 +79,12 @@ def _configure(app: Flask, settings: Settings) -> None:
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs",
-        # Swagger UI's assets are served from the swagger-ui-bundle package: /docs works
-        # offline, with no CDN.
+        # Swagger UI 5 (it reads OpenAPI 3.1; 4.x shows nothing for our document), served
+        # from the flask-swagger-ui package: /docs works offline, with no CDN.
         OPENAPI_SWAGGER_UI_URL="/docs-assets/",
+        # A pasted key is not persisted (persistAuthorization would keep it in the
+        # browser's localStorage); no validator badge is fetched from validator.swagger.io.
+        OPENAPI_SWAGGER_UI_CONFIG={"validatorUrl": None, "displayRequestDuration": True},
         JSON_SORT_KEYS=False,
     )
 
@@ -174,25 +178,46 @@ def _init_api(app: Flask) -> None:
     app.url_map.converters["default"] = app.url_map.converters["string"] = StoredTextConverter
     api.init_app(app)
     _serve_swagger_assets(app)
-    api.spec.components.security_scheme(
-        "ApiKey", {"type": "http", "scheme": "bearer", "description": "olk_... API key"}
-    )
-    api.spec.components.security_scheme(
-        "MemberToken", {"type": "http", "scheme": "bearer", "description": "omt_... member token"}
-    )
+    _declare_security_schemes()
+    from loyalty import home
     from loyalty.blueprints import register_blueprints
 
     register_blueprints(api)
+    app.register_blueprint(home.blp)
     app.register_error_handler(OmniloyalError, domain_error_response)
 
 
-def _serve_swagger_assets(app: Flask) -> None:
-    import swagger_ui_bundle
-    from flask import send_from_directory
+def _declare_security_schemes() -> None:
+    """Both credentials travel as `Authorization: Bearer ...` (loyalty.auth.context)."""
+    api.spec.components.security_scheme(
+        "ApiKey",
+        {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "olk_<prefix>_<secret>",
+            "description": "An API client's key (`omniloyal create-api-key`, or the demo keys "
+            "`make run` prints). Each operation needs one scope of the key.",
+        },
+    )
+    api.spec.components.security_scheme(
+        "MemberToken",
+        {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "omt_...",
+            "description": "A short-lived member token for the member app, minted by the app's "
+            "backend with `POST /v1/member-tokens` (scope `member-tokens:issue`).",
+        },
+    )
 
+
+SWAGGER_UI_DIST = os.path.join(os.path.dirname(flask_swagger_ui.__file__), "dist")
+
+
+def _serve_swagger_assets(app: Flask) -> None:
     @app.route("/docs-assets/<path:filename>")
     def swagger_assets(filename: str) -> Response:
-        return send_from_directory(swagger_ui_bundle.swagger_ui_path, filename)
+        return send_from_directory(SWAGGER_UI_DIST, filename)
 
 
 def _init_request_hooks(app: Flask) -> None:

@@ -10,6 +10,7 @@ omniloyal create-api-key  create an API client and print its key once
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 
@@ -19,6 +20,7 @@ from flask.cli import FlaskGroup, with_appcontext
 from flask.cli import routes_command as flask_routes_command
 from flask.cli import shell_command as flask_shell_command
 
+from loyalty import logs
 from loyalty.clock import utcnow
 from loyalty.db import db
 
@@ -50,18 +52,29 @@ def register(app: Flask) -> None:
 
 
 @click.command("run")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="FLASK_RUN_HOST")
+@click.option(
+    "--port", default=5000, show_default=True, type=int, envvar="FLASK_RUN_PORT", show_envvar=True
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["json", "console"]),
+    default="json",
+    show_default=True,
+    help="console: one short line per request (make run); json: JSON lines for collectors.",
+)
 @with_appcontext
-def run_command(host: str, port: int) -> None:
+def run_command(host: str, port: int, log_format: logs.LogFormat) -> None:
     """Serve the API. On the embedded default a worker thread runs the jobs."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     settings = app.extensions["omniloyal.settings"]
+    logs.configure(settings.log_level, log_format)
     if settings.redis_url is None and settings.run_embedded_worker:
         from loyalty.queue import start_embedded_worker
 
         start_embedded_worker(app)
         click.echo("embedded worker: running in-process (no REDIS_URL)")
+    click.echo(f"Home:     http://{host}:{port}/")
     click.echo(f"API:      http://{host}:{port}/v1")
     click.echo(f"API docs: http://{host}:{port}/docs")
     click.echo(f"OpenAPI:  http://{host}:{port}/openapi.json")
@@ -100,21 +113,43 @@ def worker_command(queues: tuple[str, ...], burst: bool) -> None:
 
 @click.command("demo")
 @click.option("--members", default=200, show_default=True, help="How many demo members.")
-@click.option("--if-empty", is_flag=True, help="Seed only an empty database (keys are new).")
+@click.option(
+    "--if-empty",
+    is_flag=True,
+    help="Seed only an empty database; otherwise print the saved demo keys again.",
+)
 @with_appcontext
 def demo_command(members: int, if_empty: bool) -> None:
-    """Seed realistic demo data and print API keys to try it with."""
-    from loyalty.demo import database_is_empty, mint_demo_keys, seed_demo
+    """Seed realistic demo data and print API keys to try it with.
 
+    The keys are kept in the instance folder (demo-keys.json, mode 0600), so a later
+    `--if-empty` on the seeded database prints the same working keys again.
+    """
+    from loyalty.demo import (
+        DEMO_KEYS,
+        DEMO_KEYS_FILE,
+        database_is_empty,
+        read_saved_keys,
+        reuse_demo_keys,
+        save_keys,
+        seed_demo,
+    )
+
+    path = os.path.join(current_app.instance_path, DEMO_KEYS_FILE)
     if if_empty and not database_is_empty():
-        keys = mint_demo_keys(utcnow())
-        click.echo("Demo data already there; new API keys (shown once):")
+        keys, minted = reuse_demo_keys(read_saved_keys(path), utcnow())
+        heading = "Demo data already there. API keys"
+        if minted:
+            heading += f" (new: {', '.join(minted)})"
     else:
         keys = seed_demo(member_count=members, now=utcnow())
-        click.echo("Demo data ready. API keys (shown once):")
+        heading = "Demo data ready. API keys"
     db.session.commit()
+    save_keys(path, keys)
+    shown = os.path.relpath(path)
+    click.echo(f"{heading}, kept in {path if shown.startswith('..') else shown}:")
     for name, key in keys.items():
-        click.echo(f"  {name:<14} {key}")
+        click.echo(f"  {name:<11} {key}  ({DEMO_KEYS[name][3]})")
 
 
 @click.command("create-api-key")

@@ -6,14 +6,17 @@ smoke test of the whole write path. Deterministic (seeded), so two runs look ali
 
 from __future__ import annotations
 
+import json
+import os
 import random
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
 from loyalty.auth import scopes
-from loyalty.auth.keys import create_api_client
+from loyalty.auth.keys import client_for_key, create_api_client
 from loyalty.coupons import offers as coupon_offers
 from loyalty.coupons import wallet
 from loyalty.coupons.schemas import OfferCreateSchema, RewardCreateSchema
@@ -156,35 +159,72 @@ def seed_demo(*, member_count: int, now: datetime) -> dict[str, str]:
     return keys
 
 
-def mint_demo_keys(now: datetime) -> dict[str, str]:
-    """Fresh keys for an already-seeded database (keys are shown only once)."""
-    return _api_keys(now)
+# The demo's API keys: name -> (client name, scopes, bound store, what it is for).
+DEMO_KEYS: dict[str, tuple[str, frozenset[str], str | None, str]] = {
+    "admin": ("demo admin", scopes.ALL, None, "every scope"),
+    "pos PAR-01": ("demo till PAR-01", scopes.POS, "PAR-01", "a till: POS scopes, store PAR-01"),
+    "web shop": (
+        "demo web shop",
+        scopes.POS | {scopes.MEMBER_TOKENS},
+        None,
+        "POS scopes + member tokens for the app",
+    ),
+}
+# Where `omniloyal demo` keeps the demo keys (in the instance folder, mode 0600): a key's
+# secret is stored only as a digest, so this file is how `make run` can print working keys
+# again on its next start instead of minting new ones every time.
+DEMO_KEYS_FILE = "demo-keys.json"
 
 
-def _api_keys(now: datetime) -> dict[str, str]:
-    stamp = now.strftime("%Y-%m-%d %H:%M")
-    return {
-        "admin": create_api_client(
-            name=f"demo admin ({stamp})", scopes=sorted(scopes.ALL), store_id=None, now=now
-        ).key,
-        "pos PAR-01": create_api_client(
-            name=f"demo till PAR-01 ({stamp})",
-            scopes=sorted(scopes.POS),
-            store_id="PAR-01",
-            now=now,
-        ).key,
-        "web shop": create_api_client(
-            name=f"demo web shop ({stamp})",
-            scopes=sorted(scopes.POS | {scopes.MEMBER_TOKENS}),
-            store_id=None,
-            now=now,
-        ).key,
+def reuse_demo_keys(saved: Mapping[str, str], now: datetime) -> tuple[dict[str, str], list[str]]:
+    """The demo keys for an already-seeded database, and the names of those minted now.
+
+    Saved keys that still authenticate (not revoked, same database) are reused; the others
+    are minted afresh.
+    """
+    keys = {
+        name: key
+        for name, key in saved.items()
+        if name in DEMO_KEYS and isinstance(key, str) and client_for_key(key) is not None
     }
+    minted = [name for name in DEMO_KEYS if name not in keys]
+    keys.update(_api_keys(now, minted))
+    return {name: keys[name] for name in DEMO_KEYS}, minted
+
+
+def read_saved_keys(path: str) -> dict[str, str]:
+    """The keys in `path`; nothing when the file is missing or unreadable (keys get minted)."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            saved = json.load(file)
+    except (OSError, ValueError):
+        return {}
+    return saved if isinstance(saved, dict) else {}
+
+
+def save_keys(path: str, keys: Mapping[str, str]) -> None:
+    """Write the keys readable by the owner only (0600), replacing the file atomically."""
+    temporary = f"{path}.tmp"
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        json.dump(dict(keys), file, indent=2)
+        file.write("\n")
+    os.chmod(temporary, 0o600)  # O_CREAT keeps the mode of a file left over from before
+    os.replace(temporary, path)
+
+
+def _api_keys(now: datetime, names: Iterable[str] = DEMO_KEYS) -> dict[str, str]:
+    stamp = now.strftime("%Y-%m-%d %H:%M")
+    keys = {}
+    for name in names:
+        client_name, key_scopes, store_id, _ = DEMO_KEYS[name]
+        keys[name] = create_api_client(
+            name=f"{client_name} ({stamp})", scopes=sorted(key_scopes), store_id=store_id, now=now
+        ).key
+    return keys
 
 
 def _client_id_of(key: str) -> int:
-    from loyalty.auth.keys import client_for_key
-
     client = client_for_key(key)
     assert client is not None
     return client.id

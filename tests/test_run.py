@@ -1,0 +1,78 @@
+"""`omniloyal run` as `make run` starts it: the port from FLASK_RUN_PORT, short request lines."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_until_up(url: str, process: subprocess.Popen[str], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer within {seconds} s")
+
+
+def test_run_serves_on_flask_run_port_and_logs_one_short_line_per_request(tmp_path: Path):
+    port = _free_port()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY"}
+    }
+    env.update(
+        OMNILOYAL_INSTANCE_PATH=str(tmp_path),
+        OMNILOYAL_EMBEDDED_WORKER="false",
+        FLASK_RUN_PORT=str(port),
+    )
+    command = [sys.executable, "-c", "from loyalty.cli import main; main()"]
+    process = subprocess.Popen(
+        [*command, "run", "--log-format", "console"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_until_up(f"http://127.0.0.1:{port}/healthz", process)
+    finally:
+        process.terminate()
+        stdout, stderr = process.communicate(timeout=10)
+
+    assert f"API docs: http://127.0.0.1:{port}/docs" in stdout
+    request_lines = [line for line in stderr.splitlines() if "/healthz" in line]
+    assert request_lines, stderr
+    assert re.fullmatch(r"\d\d:\d\d:\d\d GET /healthz 200 \d+ ms", request_lines[-1])
+
+
+def _make_run_commands(*args: str) -> str:
+    """The commands `make run` would run (dry run: nothing is installed or started)."""
+    env = {key: value for key, value in os.environ.items() if key not in {"PORT", "MAKEFLAGS"}}
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        ["make", "--dry-run", "run", *args], cwd=root, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_make_run_serves_on_port_when_given_and_leaves_flask_run_port_in_charge_otherwise():
+    assert "omniloyal run --log-format console --port 8080" in _make_run_commands("PORT=8080")
+    assert "--port" not in _make_run_commands()
