@@ -140,7 +140,6 @@ def test_migrated_indexes_are_the_models_indexes_predicates_included(app, empty_
     assert after_migrations == from_models
 
 
-
 def test_0003_backfills_lot_tallies_and_paid_orders_from_the_ledger(empty_database_url):
     """Built by the operations at head, taken down to 0002 and up again: the upgrade
     recomputes from the ledger entries what the operations counted."""
