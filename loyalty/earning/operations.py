@@ -764,7 +764,7 @@ def _return_paid_points(
     this refund either committed first (and is seen here) or waits for the lock and then
     finds the order refunded or cancelled (see check_order_payable).
     """
-    ledger.lock_member_accounts(member_id, require_active=False)
+    member_id = ledger.lock_member_accounts(member_id, require_active=False).member_id
     same_till = PointHold.client_id == order.client_id
     if order.store_id is not None:
         same_till = sa.or_(same_till, PointHold.store_id == order.store_id)
