@@ -66,14 +66,14 @@ def build(seed: int, *, members: int, now: datetime) -> dict[int, Person]:
         member = enrol_member(
             identities={"email": f"m{seed}-{n}@example.com"},
             now=now - timedelta(days=rng.randint(0, 700), minutes=rng.randint(0, 1000)),
-            channel=rng.choice(CHANNELS + [None]),
+            channel=rng.choice([*CHANNELS, None]),
             profile={
-                "region": rng.choice(REGIONS + [None]),
+                "region": rng.choice([*REGIONS, None]),
                 "birthday": rng.choice([None, date(1990, rng.randint(1, 12), rng.randint(1, 28))]),
                 "attributes": {"tags": rng.sample(TAGS, rng.randint(0, 2))},
             },
         )
-        tier = rng.choice(TIERS + [None])
+        tier = rng.choice([*TIERS, None])
         member.tier_id = tiers[tier].id if tier else None
         created.append(member)
     db.session.flush()
@@ -111,7 +111,7 @@ def _order(rng: random.Random, member_id: int, client_id: int, now: datetime, re
     status = rng.choice(["posted"] * 5 + ["partially_refunded", "refunded", "cancelled"])
     occurred = now - timedelta(days=rng.randint(0, 500), hours=rng.randint(0, 23))
     lines = [
-        (rng.choice(CATEGORIES + [None]), rng.randint(1, 3), rng.choice([500, 1000, 2500]))
+        (rng.choice([*CATEGORIES, None]), rng.randint(1, 3), rng.choice([500, 1000, 2500]))
         for _ in range(rng.randint(1, 3))
     ]
     total = sum(q * p for _, q, p in lines)
@@ -171,9 +171,14 @@ def load(now: datetime) -> dict[int, Person]:
     for line in db.session.scalars(sa.select(OrderLine)):
         order = db.session.get(Order, line.order_id)
         person = people.get(owner[order.member_id])
-        if person is not None and order.status in ("posted", "partially_refunded"):
-            if line.category and line.refunded_quantity < line.quantity:
-                person.lines.append((order, line))
+        counted = order.status in ("posted", "partially_refunded")
+        if (
+            person is not None
+            and counted
+            and line.category
+            and line.refunded_quantity < line.quantity
+        ):
+            person.lines.append((order, line))
     for lot in db.session.scalars(sa.select(PointLot).where(PointLot.status == "available")):
         person = people.get(owner[lot.member_id])
         if person is not None:
