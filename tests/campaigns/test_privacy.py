@@ -36,10 +36,7 @@ def test_export_shows_and_erasure_removes_profiles_tags_and_static_memberships(a
     db.session.commit()
     assert summary["campaigns"]["segment_memberships_deleted"] == 1
     assert summary["campaigns"]["profiles_deleted"] == 1
-    for model, column in (
-        (MemberProfile, MemberProfile.person_id),
-        (MemberTag, MemberTag.person_id),
-    ):
+    for column in (MemberProfile.person_id, MemberTag.person_id):
         assert db.session.scalar(sa.select(sa.func.count()).where(column == member.id)) == 0
     memberships = db.session.scalars(
         sa.select(SegmentMember.member_id).where(SegmentMember.segment_id == segment.id)

@@ -156,7 +156,6 @@ def test_a_dynamic_segment_needs_a_rule_and_edits_bump_the_version(client, write
 
 
 def test_a_static_snapshot_keeps_its_people_until_retaken(client, writer, people, make):
-    north, _ = people
     created = client.post(
         "/v1/segments",
         json={"name": "North now", "kind": "static", "rule": GOLD_RULE},
