@@ -116,12 +116,14 @@ FROM (SELECT g, n, 1000 + (random() * 20000)::int AS avg, random() * 700 AS age,
              least(n, (random() * 5)::int) AS n365
       FROM (SELECT g, (random() * random() * 14)::int AS n FROM generate_series(1, {n}) g) y) x;
 INSERT INTO member_category_purchases (person_id, category, channel, first_at, last_at)
-SELECT p.person_id, 'c' || (1 + (random() * 19)::int), (ARRAY['online','app','store','partner'])[1 + k],
+SELECT p.person_id, 'c' || (1 + (random() * 19)::int),
+       (ARRAY['online','app','store','partner'])[1 + k],
        p.first_order_at, p.last_order_at - random() * interval '60 days'
 FROM member_profiles p CROSS JOIN generate_series(0, 3) k
 WHERE p.orders_lifetime > 0 AND random() < 0.45
 ON CONFLICT DO NOTHING;
-UPDATE member_category_purchases SET category = 'phones' WHERE person_id % 7 = 0 AND category = 'c1';
+UPDATE member_category_purchases SET category = 'phones'
+WHERE person_id % 7 = 0 AND category = 'c1';
 INSERT INTO member_category_purchases (person_id, category, channel, first_at, last_at)
 SELECT person_id, 'phones', (ARRAY['store','app'])[1 + (random() * 1.2)::int % 2],
        last_order_at, last_order_at
@@ -131,7 +133,8 @@ INSERT INTO member_tags (person_id, tag)
 SELECT g, (ARRAY['vip','staff','press'])[1 + g % 3] FROM generate_series(1, {n}) g
 WHERE random() < 0.06;
 INSERT INTO point_lots (member_id, status, amount, remaining, earned_at, expires_at,
-                        source_transaction_id, cause_type, cause_ref, expired_points, reversed_points)
+                        source_transaction_id, cause_type, cause_ref,
+                        expired_points, reversed_points)
 SELECT g, 'available', a, a, now() - interval '200 days', now() + random() * interval '400 days',
        1, 'bench', 'b' || g, 0, 0
 FROM (SELECT g, 1 + (random() * 1500)::int AS a FROM generate_series(1, {n}) g) x;
@@ -210,7 +213,8 @@ def _run(url: str, args: argparse.Namespace) -> int:
         rfm = time.monotonic() - started
     _psql(url, "VACUUM ANALYZE")
     print(
-        f"\nseeded {args.members:,} members in {seeded:.1f} s; RFM scoring (nightly UPDATE) {rfm:.1f} s\n"
+        f"\nseeded {args.members:,} members in {seeded:.1f} s; "
+        f"RFM scoring (nightly UPDATE) {rfm:.1f} s\n"
     )
     rows = []
     with app.app_context(), psycopg.connect(url) as raw:
@@ -240,7 +244,8 @@ def _run(url: str, args: argparse.Namespace) -> int:
     for label, result, app_s, psql_s in rows:
         verdict = "met" if app_s < 1 else "missed"
         print(
-            f"| {label} | {result:,} | {app_s * 1000:.0f} ms | {psql_s * 1000:.0f} ms | < 1 s: {verdict} |"
+            f"| {label} | {result:,} | {app_s * 1000:.0f} ms | {psql_s * 1000:.0f} ms "
+            f"| < 1 s: {verdict} |"
         )
     return 0
 
