@@ -74,6 +74,7 @@ def purge_outbox(chunk: int = 1000) -> int:
 
 
 def periodic_jobs() -> list[Schedule]:
+    from loyalty.auth import jobs as auth_jobs
     from loyalty.coupons import jobs as coupon_jobs
     from loyalty.ledger import jobs as ledger_jobs
     from loyalty.tiers import jobs as tier_jobs
@@ -85,4 +86,5 @@ def periodic_jobs() -> list[Schedule]:
         *ledger_jobs.schedules(),
         *tier_jobs.schedules(),
         *coupon_jobs.schedules(),
+        *auth_jobs.schedules(),
     ]

@@ -1,7 +1,7 @@
 """outbox: per-consumer deliveries (backoff, dead letters, per-member order)
 
 Revision ID: 0003_outbox
-Revises: 0002
+Revises: (chained in merge order; see down_revision)
 Create Date: 2026-11-30 13:50:00
 
 `outbox_events.published_at` becomes `dispatched_at` (an event published under the old relay
@@ -15,7 +15,7 @@ import loyalty.db  # noqa: F401 - custom column types (UTCDateTime)
 
 # revision identifiers, used by Alembic.
 revision = '0003_outbox'
-down_revision = '0002'
+down_revision = "0003_money"
 branch_labels = None
 depends_on = None
 

@@ -187,4 +187,4 @@ def test_readiness_on_a_database_not_migrated_yet_reports_the_backlog_error(tmp_
     app = create_app({"database_url": f"sqlite:///{tmp_path / 'empty.db'}", "redis_url": None})
     response = app.test_client().get("/readyz")
     assert response.status_code == 200
-    assert response.json["backlog"] == {"outbox": {"error": "OperationalError"}}
+    assert response.json["backlog"]["outbox"] == {"error": "OperationalError"}
