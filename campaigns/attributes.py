@@ -181,8 +181,12 @@ def _share(column: str) -> Expression:
 
 
 def _tier(ctx: Context) -> Any:
-    tiers = Tier.__table__
-    return sa.select(tiers.c.code).where(tiers.c.id == ctx.member.c.tier_id).scalar_subquery()
+    # A LEFT JOIN of the (few) tiers, hashed once, rather than a subquery per member row.
+    def join() -> tuple[Any, Any]:
+        tiers = Tier.__table__.alias("member_tier")
+        return tiers, tiers.c.id == ctx.member.c.tier_id
+
+    return ctx.left_join("tier", join).c.code
 
 
 def _birthday_month(ctx: Context) -> Any:
