@@ -7,7 +7,7 @@ PYTHON ?= python3
 PG_URL ?= postgresql://postgres@127.0.0.1:5432/test
 REDIS_HOST ?= 127.0.0.1
 
-.PHONY: install run test test-sqlite test-postgres lint format bench clean
+.PHONY: install run test test-sqlite test-postgres lint format bench bench-smoke clean
 
 # pip is quiet (its output would bury what `make run` prints); say once why nothing moves.
 $(STAMP): pyproject.toml
@@ -48,9 +48,16 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-## Benchmarks against gunicorn on PostgreSQL, beside raw pgbench baselines (not a test).
+## Benchmarks against gunicorn on PostgreSQL, beside raw pgbench baselines (not a test):
+## every scenario on an empty database, then on a retailer's history (1M members, 10M
+## ledger entries, ...), 60 s each. Smaller: make bench BENCH_SCALE=0.01 BENCH_DURATION=10
 bench: install
 	$(BIN)/python -m bench
+
+## The same in about two minutes: a small history, 5 s runs, one worker setting.
+bench-smoke: install
+	BENCH_SCALE=0.005 BENCH_DURATION=5 BENCH_MEMBERS=200 BENCH_CODES=20000 \
+	  $(BIN)/python -m bench --workers sync:4
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache

@@ -54,7 +54,7 @@ class CouponSetup:
     batch_size: int = 0
 
 
-def _setup(ctx: Context) -> CouponSetup:
+def coupon_setup(ctx: Context) -> CouponSetup:
     """Two offers through the coupons operations (once per run): 10 % off, 5 EUR off."""
     if ctx.coupon_setup is not None:
         return ctx.coupon_setup
@@ -119,7 +119,7 @@ def codes(ctx: Context) -> Section:
     if missing:
         section.skipped = missing
         return section
-    setup = _setup(ctx)
+    setup = coupon_setup(ctx)
     ctx.database.psql("CHECKPOINT")  # both runs start without a pending checkpoint
     batch_id, seconds = _generate(setup.distinct_offer_id, count)
     api = Measurement(rps=count / seconds, p50_ms=-1, p99_ms=-1, completed=count)
@@ -180,7 +180,7 @@ def redeem(ctx: Context) -> Section:
     if missing:
         section.skipped = missing
         return section
-    setup = _setup(ctx)
+    setup = coupon_setup(ctx)
     if setup.batch_id is None:
         batch_id, _ = _generate(setup.distinct_offer_id, REDEEM_CODES_WITHOUT_BULK)
         _remember_batch(ctx, setup, batch_id)
@@ -248,7 +248,7 @@ def hot(ctx: Context) -> Section:
     if missing:
         section.skipped = missing
         return section
-    setup = _setup(ctx)
+    setup = coupon_setup(ctx)
     _probe(ctx, HOT_CODE, "hot", save=False)
     status, response, round_trips = _probe(ctx, HOT_CODE, "hot")
     if status >= 300:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -25,6 +26,34 @@ class Measurement:
     completed: int
     errors: int = 0
     error_sample: str = ""
+    windows: tuple[float, ...] = ()  # throughput per consecutive window (e.g. 10 s)
+
+    @property
+    def flat(self) -> bool | None:
+        """The last window within 10 % of the first (None: fewer than two windows)."""
+        if len(self.windows) < 2 or not self.windows[0]:
+            return None
+        return abs(self.windows[-1] - self.windows[0]) <= 0.1 * self.windows[0]
+
+
+def per_window(per_second: dict[int, int], window: int) -> tuple[float, ...]:
+    """Throughput per `window` seconds from responses counted per wall-clock second.
+
+    The first and last seconds are partial (the run starts and ends inside them), so they
+    are left out; a second with no response at all (a stall) counts as zero; a tail
+    shorter than half a window is left out too."""
+    if len(per_second) < 3:
+        return ()
+    first, last = min(per_second) + 1, max(per_second) - 1
+    windows: list[float] = []
+    start = first
+    while start <= last:
+        end = min(start + window, last + 1)
+        if windows and end - start < window / 2:
+            break
+        windows.append(sum(per_second.get(s, 0) for s in range(start, end)) / (end - start))
+        start = end
+    return tuple(windows)
 
 
 # --- wrk -------------------------------------------------------------------------------------
@@ -58,6 +87,7 @@ def run_wrk(
     clients: int,
     duration: int,
     threads: int = 2,
+    window: int = 10,
 ) -> Measurement:
     """Run bench/lua/<script> for `duration` seconds with `clients` connections."""
     threads = min(threads, clients)
@@ -84,10 +114,10 @@ def run_wrk(
         )
     if result.returncode != 0:
         raise BenchError(f"wrk failed ({result.returncode}): {result.stderr or result.stdout}")
-    return _parse_wrk(result.stdout)
+    return _parse_wrk(result.stdout, window)
 
 
-def _parse_wrk(output: str) -> Measurement:
+def _parse_wrk(output: str, window: int = 10) -> Measurement:
     line = next((x for x in output.splitlines() if x.startswith("BENCH_RESULT ")), None)
     if line is None:
         raise BenchError(f"wrk printed no BENCH_RESULT line:\n{output[-2000:]}")
@@ -96,6 +126,8 @@ def _parse_wrk(output: str) -> Measurement:
     requests = int(values["requests"])
     seconds = int(values["duration_us"]) / 1e6
     errors = sum(int(values[k]) for k in values if k.startswith("errors_"))
+    seconds_line = next((x for x in output.splitlines() if x.startswith("BENCH_SECONDS")), "")
+    per_second = {int(a): int(b) for a, b in (p.split("=") for p in seconds_line.split()[1:])}
     return Measurement(
         rps=(requests - errors) / seconds if seconds else 0.0,
         p50_ms=int(values["p50_us"]) / 1000,
@@ -103,6 +135,7 @@ def _parse_wrk(output: str) -> Measurement:
         completed=requests,
         errors=errors,
         error_sample=sample.removeprefix("BENCH_ERROR ")[:300],
+        windows=per_window(per_second, window),
     )
 
 
@@ -111,6 +144,7 @@ def _parse_wrk(output: str) -> Measurement:
 _TPS = re.compile(r"^tps = ([\d.]+) \(without initial connection time\)", re.MULTILINE)
 _FAILED = re.compile(r"^number of failed transactions: (\d+)", re.MULTILINE)
 _PROCESSED = re.compile(r"^number of transactions actually processed: (\d+)", re.MULTILINE)
+_PROGRESS = re.compile(r"^progress: ([\d.]+) s, ([\d.]+) tps", re.MULTILINE)
 
 
 def run_pgbench(
@@ -121,8 +155,12 @@ def run_pgbench(
     duration: int,
     variables: dict[str, object] | None = None,
     threads: int = 2,
+    window: int = 10,
+    options: str = "",
 ) -> Measurement:
-    """Run bench/sql/<script> with prepared statements; latency percentiles from -l logs."""
+    """Run bench/sql/<script> with prepared statements; latency percentiles from -l logs.
+
+    `options` are the session settings the app's connections use (PGOPTIONS)."""
     log_dir = Path(tempfile.mkdtemp(prefix="bench-pgbench-"))
     try:
         command = [
@@ -135,11 +173,15 @@ def run_pgbench(
             f"--file={SQL_DIR / script}",
             "--log",
             f"--log-prefix={log_dir / 'tx'}",
+            f"--progress={window}",
         ]
         for name, value in (variables or {}).items():
             command += ["--define", f"{name}={value}"]
         command.append(database_url)
-        result = subprocess.run(command, capture_output=True, text=True, timeout=duration + 120)
+        env = {**os.environ, "PGOPTIONS": options} if options else None
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=duration + 120, env=env
+        )
         if result.returncode not in (0, 2) or not _TPS.search(result.stdout):
             raise BenchError(
                 f"pgbench {script} failed ({result.returncode}):\n{result.stderr[-3000:]}"
@@ -161,6 +203,7 @@ def run_pgbench(
         completed=int(processed.group(1)) if processed else len(latencies),
         errors=int(failed_match.group(1)) if failed_match else 0,
         error_sample=result.stderr.strip().splitlines()[-1][:300] if result.returncode else "",
+        windows=tuple(float(tps) for _, tps in _PROGRESS.findall(result.stderr)),
     )
 
 

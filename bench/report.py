@@ -34,6 +34,7 @@ class Section:
     notes: list[str] = field(default_factory=list)
     skipped: str | None = None
     unit: str = "requests/s"
+    phase: str = ""  # "empty" or "seeded" database
 
     def api(self) -> Measurement | None:
         return next((r.measurement for r in self.rows if r.kind == "api"), None)
@@ -49,25 +50,41 @@ def _verdict(met: bool | None) -> str:
     return {True: "met", False: "NOT met", None: "n/a"}[met]
 
 
+def _windows(m: Measurement) -> str:
+    if not m.windows:
+        return "-"
+    flat = {True: " (flat)", False: " (NOT flat)", None: ""}[m.flat]
+    return " / ".join(f"{w:,.0f}" for w in m.windows) + flat
+
+
 def section_markdown(section: Section) -> list[str]:
-    lines = [f"### {section.title}", ""]
+    phase = f" [{section.phase} database]" if section.phase else ""
+    lines = [f"### {section.title}{phase}", ""]
     if section.skipped:
         return [*lines, f"Skipped: {section.skipped}", ""]
     api = section.api()
     lines += [
-        f"| measured | {section.unit} | p50 ms | p99 ms | API/raw | errors |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        f"| measured | {section.unit} | p50 ms | p99 ms | API/raw | errors | per window |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for row in section.rows:
         m = row.measurement
         if m is None:
-            lines.append(f"| {row.label} | - | - | - | - | {row.note or 'not run'} |")
+            lines.append(f"| {row.label} | - | - | - | - | {row.note or 'not run'} | - |")
             continue
         ratio = ""
         if row.kind == "raw" and api is not None and m.rps:
             ratio = f"{api.rps / m.rps:.2f}"
         errors = f"{m.errors} of {m.completed}" if m.errors else "0"
-        cells = [row.label, f"{m.rps:,.0f}", _ms(m.p50_ms), _ms(m.p99_ms), ratio, errors]
+        cells = [
+            row.label,
+            f"{m.rps:,.0f}",
+            _ms(m.p50_ms),
+            _ms(m.p99_ms),
+            ratio,
+            errors,
+            _windows(m),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     for target in section.targets:
@@ -79,7 +96,11 @@ def section_markdown(section: Section) -> list[str]:
 
 
 def document(
-    facts: dict[str, str], settings: dict[str, str], sections: list[Section], extra: list[str]
+    facts: dict[str, str],
+    settings: dict[str, str],
+    sections: list[Section],
+    extra: list[str],
+    comparison: list[str] | None = None,
 ) -> str:
     lines = ["# Omniloyal benchmark", ""]
     lines += ["| machine / run | |", "| --- | --- |"]
@@ -93,6 +114,7 @@ def document(
         lines.append("| --- | --- | --- |")
         lines += [f"| {t.text} | {t.measured} | {_verdict(t.met)} |" for t in targets]
         lines.append("")
+    lines += comparison or []
     lines += extra
     return "\n".join(lines).rstrip() + "\n"
 
@@ -102,3 +124,56 @@ def write(markdown: str) -> Path:
     path = RESULTS_DIR / "latest.md"
     path.write_text(markdown)
     return path
+
+
+HISTORY_RATIO = 0.9  # ISSUE-12: history costs nothing
+
+
+def history_comparison(empty: list[Section], seeded: list[Section]) -> list[str]:
+    """Each row's throughput on the seeded database beside the empty one, and whether each
+    API run was flat (last window within 10 % of the first)."""
+    lines = [
+        "## History: the same runs on an empty and on a seeded database",
+        "",
+        "| scenario | measured | empty | seeded | seeded / empty | flat (empty, seeded) |",
+        "| --- | --- | ---: | ---: | ---: | --- |",
+    ]
+    verdicts: list[Target] = []
+    for before in empty:
+        after = next((s for s in seeded if s.key == before.key), None)
+        if after is None or before.skipped or after.skipped:
+            continue
+        for row, other in zip(before.rows, after.rows, strict=False):
+            a, b = row.measurement, other.measurement
+            if a is None or b is None or not a.rps:
+                continue
+            ratio = b.rps / a.rps
+            flat = f"{_flat(a.flat)}, {_flat(b.flat)}"
+            lines.append(
+                f"| {before.key} | {row.label} | {a.rps:,.0f} | {b.rps:,.0f} | {ratio:.2f} "
+                f"| {flat} |"
+            )
+            if row.kind == "api" and before.unit == "requests/s":  # not the bulk rate
+                verdicts.append(
+                    Target(
+                        f"{before.key}: seeded >= {HISTORY_RATIO} x empty",
+                        f"{b.rps:,.0f} / {a.rps:,.0f} = {ratio:.2f}",
+                        ratio >= HISTORY_RATIO,
+                    )
+                )
+                verdicts.append(
+                    Target(f"{before.key}: flat on both databases", flat, _both(a.flat, b.flat))
+                )
+    lines.append("")
+    lines += [f"- Target: {t.text}: {t.measured} -> **{_verdict(t.met)}**" for t in verdicts]
+    return [*lines, ""]
+
+
+def _flat(flat: bool | None) -> str:
+    return {True: "flat", False: "NOT flat", None: "n/a"}[flat]
+
+
+def _both(a: bool | None, b: bool | None) -> bool | None:
+    if a is None or b is None:
+        return None
+    return a and b

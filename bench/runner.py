@@ -53,32 +53,78 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=",".join(SCENARIOS),
         help=f"comma-separated scenarios (default: all of {','.join(SCENARIOS)})",
     )
-    parser.add_argument("--duration", type=int, default=12, help="seconds per run (default 12)")
+    parser.add_argument(
+        "--duration",
+        type=int,
+        default=_env_int("BENCH_DURATION", 60),
+        help="seconds per run (default 60, or $BENCH_DURATION)",
+    )
+    parser.add_argument(
+        "--window", type=int, default=10, help="seconds per throughput window (default 10)"
+    )
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=_env_float("BENCH_SCALE", 1.0),
+        help=(
+            "history for the seeded phase, as a fraction of a real retailer (1.0: 1M members, "
+            "10M ledger entries, 1M orders, 1M redemptions, 1M idempotency records); "
+            "0 runs the empty database only (default 1.0, or $BENCH_SCALE)"
+        ),
+    )
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
-    parser.add_argument("--members", type=int, default=2000, help="members to seed (default 2000)")
+    parser.add_argument(
+        "--members",
+        type=int,
+        default=_env_int("BENCH_MEMBERS", 2000),
+        help="members the scenarios use, enrolled through the operations (default 2000)",
+    )
     parser.add_argument(
         "--tokens", type=int, default=300, help="member tokens rotated by the balance run"
     )
     parser.add_argument(
-        "--codes", type=int, default=1_000_000, help="codes for the bulk generation run"
+        "--codes",
+        type=int,
+        default=_env_int("BENCH_CODES", 1_000_000),
+        help="codes for the bulk generation run (default 1,000,000, or $BENCH_CODES)",
     )
     parser.add_argument(
         "--workers",
         help="gunicorn workers, e.g. sync:4 or gthread:4:4 (default: try a few, keep the best)",
     )
     parser.add_argument(
-        "--trial-duration", type=int, default=5, help="seconds per worker-config trial"
+        "--trial-duration", type=int, help="seconds per worker-config trial (default 5)"
     )
     parser.add_argument("--pg", default=DEFAULT_PG, help=f"server (default {DEFAULT_PG})")
     parser.add_argument("--redis", default=DEFAULT_REDIS, help=f"Redis (default {DEFAULT_REDIS})")
     args = parser.parse_args(argv)
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
+    if args.trial_duration is None:
+        args.trial_duration = min(5, args.duration)
     unknown = set(args.only) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenario(s) {', '.join(sorted(unknown))}; known: {list(SCENARIOS)}")
     if args.duration < 1 or args.clients < 1 or args.members < args.clients:
         parser.error("--duration and --clients must be positive, --members >= --clients")
+    if args.window < 1 or args.scale < 0:
+        parser.error("--window must be positive, --scale not negative")
     return args
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    try:
+        return int(value) if value else default
+    except ValueError:
+        raise SystemExit(f"bench: ${name} must be an integer, not {value!r}") from None
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name, "").strip()
+    try:
+        return float(value) if value else default
+    except ValueError:
+        raise SystemExit(f"bench: ${name} must be a number, not {value!r}") from None
 
 
 def _worker_config(spec: str) -> WorkerConfig:
@@ -147,7 +193,9 @@ def run(args: argparse.Namespace) -> None:
     }
     os.environ.update(env)  # the in-process app (seeding, tokens, captures) sees the same
     server: Gunicorn | None = None
+    ctx: Context | None = None
     sections: list[Section] = []
+    comparison: list[str] = []
     run_facts: dict[str, str] = {}
     try:
         _say(f"creating database {database.name}")
@@ -167,9 +215,14 @@ def run(args: argparse.Namespace) -> None:
 
         config, trials = _choose_workers(args, wrk, env, seeded)
         run_facts["gunicorn"] = config.label + trials
+        from loyalty.app import PLAN_CACHE_MODE
+
+        pg_options = f"-c plan_cache_mode={PLAN_CACHE_MODE}"
         run_facts["load"] = (
-            f"{args.clients} concurrent clients, {args.duration} s per run, wrk and pgbench "
-            "on loopback, 2 threads each; pgbench -n -M prepared, synchronous_commit on"
+            f"{args.clients} concurrent clients, {args.duration} s per run (throughput per "
+            f"{args.window} s window), wrk and pgbench on loopback, 2 threads each; pgbench -n "
+            f"-M prepared with the app's session settings ({pg_options}), "
+            "synchronous_commit on"
         )
         _say(f"starting gunicorn ({config.label})")
         server = Gunicorn(config, env)
@@ -181,30 +234,62 @@ def run(args: argparse.Namespace) -> None:
             wrk_path=wrk,
             server=server,
             seeded=seeded,
-            run_prefix=f"r{os.getpid()}",
+            run_prefix=f"r{os.getpid()}-empty",
             codes=args.codes,
+            window=args.window,
+            phase="empty",
+            pg_options=pg_options,
         )
-        for name in args.only:
-            _say(f"scenario {name}")
-            section = SCENARIOS[name](ctx)
-            sections.append(section)
-            print("\n".join(report.section_markdown(section)), flush=True)
+        empty = _run_phase(ctx, args.only)
+        sections += empty
+        if args.scale > 0:
+            run_facts["load average before seeding (1 min, 5 min)"] = _load()
+            _say(f"seeding the history at {args.scale:g} x a retailer's size")
+            setup = coupons.coupon_setup(ctx)
+            run_facts.update(
+                seed.seed_history(database, seeded, setup.distinct_offer_id, args.scale, _say)
+            )
+            setup.batch_id = None  # the seeded phase redeems codes of its own
+            ctx.phase, ctx.run_prefix = "seeded", f"r{os.getpid()}-seeded"
+            run_facts["load average before the seeded phase (1 min, 5 min)"] = _load()
+            seeded_sections = _run_phase(ctx, args.only)
+            sections += seeded_sections
+            comparison = report.history_comparison(empty, seeded_sections)
     finally:
-        if server is not None:
-            server.stop()
+        for running in (server, ctx.server if ctx is not None else None):
+            if running is not None:  # the scenarios restart it around pgbench runs
+                running.stop()
         _dispose_app()
         try:
             database.drop()
         except Exception as error:  # report, but never hide the original failure
             print(f"bench: could not drop {database.name}: {error}", file=sys.stderr)
-    load1, load5, _ = os.getloadavg()
-    run_facts["load average at end (1 min, 5 min)"] = f"{load1:.2f}, {load5:.2f}"
+    run_facts["load average at end (1 min, 5 min)"] = _load()
     run_facts["total time"] = f"{time.monotonic() - started:.0f} s"
     run_facts["CPU time during the run (core-seconds)"] = cpu.stop()
-    markdown = report.document(facts, run_facts, sections, _extra_notes())
+    markdown = report.document(facts, run_facts, sections, _extra_notes(), comparison)
     path = report.write(markdown)
     print("\n" + markdown)
     _say(f"written to {path}")
+
+
+def _load() -> str:
+    load1, load5, _ = os.getloadavg()
+    return f"{load1:.2f}, {load5:.2f}"
+
+
+def _run_phase(ctx: Context, names: list[str]) -> list[Section]:
+    """Every chosen scenario on the database as it is now (empty, or seeded)."""
+    sections = []
+    for name in names:
+        _say(f"scenario {name} ({ctx.phase} database)")
+        section = SCENARIOS[name](ctx)
+        section.phase = ctx.phase
+        for target in section.targets:
+            target.text = f"[{ctx.phase}] {target.text}"
+        sections.append(section)
+        print("\n".join(report.section_markdown(section)), flush=True)
+    return sections
 
 
 def _choose_workers(
@@ -231,6 +316,7 @@ def _choose_workers(
                 data,
                 clients=args.clients,
                 duration=args.trial_duration,
+                window=args.window,
             )
         finally:
             server.stop()

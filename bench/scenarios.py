@@ -36,6 +36,9 @@ class Context:
     run_prefix: str  # makes order ids and keys unique across runs on one database
     codes: int = 1_000_000  # for the bulk code generation run
     coupon_setup: Any = None  # offers and the code batch, made once by bench.coupons
+    window: int = 10  # seconds per throughput window
+    phase: str = ""  # "empty" or "seeded": titles the sections
+    pg_options: str = ""  # the app's session settings, for pgbench too (PGOPTIONS)
 
     def wrk(
         self,
@@ -53,12 +56,17 @@ class Context:
             data,
             clients=clients or self.clients,
             duration=duration or self.duration,
+            window=self.window,
         )
 
     def raw(
         self, section: Section, label: str, script: str, variables: dict[str, object]
     ) -> Measurement | None:
-        """Run bench/sql/<script> with pgbench and add its row (a failure is a row too)."""
+        """Run bench/sql/<script> with pgbench and add its row (a failure is a row too).
+
+        gunicorn is stopped meanwhile: its pooled connections and pgbench's would not fit in
+        a shared server's max_connections together, and pgbench gets the machine alone."""
+        self.server.stop()
         try:
             measured = run_pgbench(
                 self.database.url,
@@ -66,11 +74,15 @@ class Context:
                 clients=self.clients,
                 duration=self.duration,
                 variables=variables,
+                window=self.window,
+                options=self.pg_options,
             )
         except BenchError as error:
             section.rows.append(Row(label, None, "raw", note="pgbench failed"))
             section.notes.append(f"{script} failed: {str(error)[:600]}")
             return None
+        finally:
+            self.server = self.server.restarted()
         section.rows.append(Row(label, measured, "raw"))
         if measured.errors:
             section.notes.append(f"{script}: {measured.errors} failed transactions")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import traceback
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -16,11 +17,19 @@ from werkzeug.routing import IntegerConverter, Map, UnicodeConverter, Validation
 
 from loyalty import logs
 from loyalty.api import domain_error_response
-from loyalty.config import Settings, load_settings
-from loyalty.db import BIGINT_MAX, db
+from loyalty.config import SecretSource, Settings, load_settings
+from loyalty.db import (
+    BIGINT_MAX,
+    db,
+    keep_result_rows_out_of_logs,
+    sqlite_begin_statement,
+    start_reading,
+    stop_reading,
+)
 from loyalty.errors import NotAuthenticated, OmniloyalError
 from loyalty.extensions import api, migrate
 from loyalty.http import refuse_deeply_nested_json
+from loyalty.members.models import watch_members
 
 REQUEST_ID_HEADER = "X-Request-ID"
 
@@ -33,25 +42,40 @@ class OmniloyalApp(Flask):
     """
 
     def log_exception(self, exc_info: Any) -> None:
-        self.logger.error(
-            "unhandled exception",
-            exc_info=exc_info,
-            extra={
-                "request_id": g.get("request_id"),
-                "method": request.method,
-                "path": request.path,
-            },
-        )
+        extra = {"request_id": g.get("request_id"), "method": request.method, "path": request.path}
+        error = exc_info[1] if exc_info else None
+        if isinstance(error, sa.exc.DBAPIError):
+            # The driver's message can quote row values (PostgreSQL's "DETAIL: Key (kind,
+            # value)=(email, jane@...) already exists"): log what locates the bug (error
+            # class, SQLSTATE, statement without parameters, stack), not the message.
+            extra.update(
+                db_error=type(error.orig).__name__,
+                sqlstate=getattr(error.orig, "sqlstate", None),
+                statement=error.statement,
+                stack="".join(traceback.format_tb(error.__traceback__)),
+            )
+            exc_info = None
+        self.logger.error("unhandled exception", exc_info=exc_info, extra=extra)
 
 
-def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
-    """Build the app. `overrides` replaces settings by name (see loyalty.config.Settings)."""
+def create_app(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    secret_source: SecretSource = SecretSource.REQUIRED,
+) -> Flask:
+    """Build the app. `overrides` replaces settings by name (see loyalty.config.Settings).
+
+    Without SECRET_KEY it refuses to start unless `secret_source` says otherwise (only the
+    `omniloyal` command does: see loyalty.cli).
+    """
     instance_path = os.environ.get("OMNILOYAL_INSTANCE_PATH") or os.path.join(
         os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "instance"
     )
     app = OmniloyalApp("loyalty", instance_path=instance_path, instance_relative_config=True)
     os.makedirs(app.instance_path, exist_ok=True)
-    settings = load_settings(overrides=overrides, instance_path=app.instance_path)
+    settings = load_settings(
+        overrides=overrides, instance_path=app.instance_path, secret_source=secret_source
+    )
     _configure(app, settings)
     logs.configure(settings.log_level)
     _init_database(app, settings)
@@ -71,7 +95,12 @@ def _configure(app: Flask, settings: Settings) -> None:
     app.config.update(
         SECRET_KEY=settings.secret_key,
         SQLALCHEMY_DATABASE_URI=settings.database_url,
-        SQLALCHEMY_ENGINE_OPTIONS=_engine_options(settings.database_url),
+        # hide_parameters: SQL parameters carry names, emails and phone numbers; they must
+        # not reach logs (SQL echo at DEBUG) or error messages (an IntegrityError's text).
+        SQLALCHEMY_ENGINE_OPTIONS={
+            **_engine_options(settings.database_url),
+            "hide_parameters": True,
+        },
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         API_TITLE="Omniloyal",
         API_VERSION="v1",
@@ -96,7 +125,23 @@ def _engine_options(url: str) -> dict[str, Any]:
     # server dropped fails one request (SQLAlchemy detects the disconnect and invalidates the
     # pool, so the next checkout reconnects); pool_recycle retires connections before
     # server-side idle timeouts would cut them.
-    return {"pool_size": 10, "max_overflow": 20, "pool_recycle": 1800}
+    return {
+        "pool_size": 10,
+        "max_overflow": 20,
+        "pool_recycle": 1800,
+        "connect_args": {"options": f"-c plan_cache_mode={PLAN_CACHE_MODE}"},
+    }
+
+
+# psycopg prepares a statement from its sixth execution on a connection, and PostgreSQL
+# then plans it once for all parameter values ("generic plan") when that looks no dearer
+# than planning each execution. A generic plan made while a table was small or empty is a
+# sequential scan, and it stays in the connection's cache while the table grows (until the
+# next ANALYZE of that table): a fresh database read every redemption before each new one.
+# Planning each execution with its values costs a few tens of microseconds per statement;
+# it always sees the table as it is now (foreign-key checks included: they are cached plans
+# too). See docs/architecture.md, "Hot-path queries and indexes".
+PLAN_CACHE_MODE = "force_custom_plan"
 
 
 def _init_database(app: Flask, settings: Settings) -> None:
@@ -105,6 +150,7 @@ def _init_database(app: Flask, settings: Settings) -> None:
         if path and path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     db.init_app(app)
+    keep_result_rows_out_of_logs()
     # Import every model so metadata (and Alembic) sees all tables.
     from loyalty import models  # noqa: F401
 
@@ -115,7 +161,8 @@ def _init_database(app: Flask, settings: Settings) -> None:
 
 
 def _tune_sqlite(engine: sa.Engine) -> None:
-    """WAL for concurrent readers; BEGIN IMMEDIATE so writers queue instead of deadlocking."""
+    """WAL so readers never wait; writers BEGIN IMMEDIATE so they queue on the write lock
+    instead of failing, readers a deferred BEGIN (see loyalty.db.sqlite_begin_statement)."""
 
     @sa.event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -129,7 +176,7 @@ def _tune_sqlite(engine: sa.Engine) -> None:
 
     @sa.event.listens_for(engine, "begin")
     def on_begin(connection: sa.Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        connection.exec_driver_sql(sqlite_begin_statement())
 
 
 class DatabaseIdConverter(IntegerConverter):
@@ -209,6 +256,11 @@ def _init_request_hooks(app: Flask, settings: Settings) -> None:
 
     @app.before_request
     def start_request() -> None:
+        # A request reads until write_endpoint says otherwise (SQLite: no write lock).
+        g.sqlite_reading = start_reading()
+        # Which members this request loads: a write's stored response is linked to them, so
+        # erasure can blank it (loyalty.http). From the start: authentication may load one.
+        watch_members(db.session)
         incoming = request.headers.get(REQUEST_ID_HEADER, "")
         valid = 0 < len(incoming) <= 128 and incoming.isascii() and incoming.isprintable()
         g.request_id = incoming if valid else uuid.uuid4().hex
@@ -249,3 +301,9 @@ def _init_request_hooks(app: Flask, settings: Settings) -> None:
             },
         )
         return response
+
+    @app.teardown_request
+    def end_request(_error: BaseException | None) -> None:
+        token = g.pop("sqlite_reading", None)
+        if token is not None:
+            stop_reading(token)

@@ -94,6 +94,13 @@ class IdempotencyKeyMissing(OmniloyalError):
     status, slug, title = 428, "idempotency-key-required", "Idempotency-Key header required"
 
 
+class ResponseErased(OmniloyalError):
+    """The Idempotency-Key's request succeeded earlier, but its stored response concerned a
+    member who has since been erased: the write is not run again and the body is gone."""
+
+    status, slug, title = 410, "response-erased", "Response erased"
+
+
 class RateLimited(OmniloyalError):
     """Too many (failed) attempts; retry after the given number of seconds."""
 
@@ -107,3 +114,10 @@ class ServiceUnavailable(OmniloyalError):
     retry after the given number of seconds."""
 
     status, slug, title = 503, "service-unavailable", "Service temporarily unavailable"
+
+
+class DatabaseBusy(OmniloyalError):
+    """The database aborted the request for a deadlock or serialization failure more times
+    than the edge retries it (loyalty/transactions.py); retry after the given seconds."""
+
+    status, slug, title = 503, "database-busy", "Try again"

@@ -21,6 +21,7 @@ function common.init(args)
   counter = 0
   math.randomseed(os.time() * 1000 + (thread_no or 0) * 7919)
   first_error = nil
+  per_second = {}  -- successful responses per wall-clock second (throughput per window)
   return data
 end
 
@@ -49,9 +50,14 @@ function common.pick(list)
 end
 
 function common.response(status, headers, body)
-  if status >= 300 and first_error == nil then
-    first_error = status .. " " .. string.gsub(string.sub(body or "", 1, 240), "%s+", " ")
+  if status >= 300 then
+    if first_error == nil then
+      first_error = status .. " " .. string.gsub(string.sub(body or "", 1, 240), "%s+", " ")
+    end
+    return
   end
+  local second = os.time()
+  per_second[second] = (per_second[second] or 0) + 1
 end
 
 function common.done(summary, latency, requests)
@@ -62,6 +68,17 @@ function common.done(summary, latency, requests)
     "max_us=%d\n",
     summary.requests, summary.duration, e.status, e.connect, e.read, e.write, e.timeout,
     latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+  local seconds = {}
+  for _, thread in ipairs(threads) do
+    for second, count in pairs(thread:get("per_second") or {}) do
+      seconds[second] = (seconds[second] or 0) + count
+    end
+  end
+  io.write("BENCH_SECONDS")
+  for second, count in pairs(seconds) do
+    io.write(string.format(" %d=%d", second, count))
+  end
+  io.write("\n")
   for _, thread in ipairs(threads) do
     local err = thread:get("first_error")
     if err ~= nil then

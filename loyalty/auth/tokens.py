@@ -42,7 +42,12 @@ class MintedToken:
 
 
 def _serializer(salt: str) -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=salt)
+    secret = current_app.config["SECRET_KEY"]
+    if not secret:  # a maintenance command started without one (see loyalty.config)
+        from loyalty.config import ConfigError
+
+        raise ConfigError("SECRET_KEY is not set: this process can't sign or check tokens")
+    return URLSafeTimedSerializer(secret, salt=salt)
 
 
 def _settings():  # type: ignore[no-untyped-def]

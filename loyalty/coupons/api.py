@@ -599,11 +599,14 @@ def return_my_coupon(code_id: int) -> Any:
 
 
 def _register_member_hooks() -> None:
-    """Coupons follow a member merge and appear in the member's data export."""
+    """Coupons follow a member merge, appear in the member's data export and are accounted
+    for in an erasure (loyalty.coupons.privacy)."""
+    from loyalty.coupons.privacy import erase_member_coupons
     from loyalty.members import merge, privacy
 
     merge.register_merge_step(wallet.merge_member_coupons)
     privacy.register_export_section("coupons", wallet.export_member_coupons)
+    privacy.register_erase_step("coupons", erase_member_coupons)
 
 
 _register_member_hooks()

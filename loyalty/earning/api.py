@@ -118,6 +118,8 @@ def _refund_view(refund: Refund, order: Order) -> dict[str, Any]:
         "revoked_available": refund.revoked_available,
         "clawed_back": refund.clawed_back,
         "forgiven": refund.forgiven,
+        "already_expired": refund.already_expired,
+        "points_returned": refund.points_returned,
         "policy": refund.policy,
         "created_at": refund.created_at,
     }
@@ -254,13 +256,16 @@ def delete_rule(rule_id: int) -> None:
 
 
 def _register_member_hooks() -> None:
-    """Orders and activities follow a merge, and appear in the member's data export."""
+    """Orders and activities follow a merge, appear in the member's data export, and
+    erasure scrubs what they may hold of the person (loyalty.earning.privacy)."""
+    from loyalty.earning.privacy import erase_member_earning
     from loyalty.members import merge
 
     merge.register_merge_step(operations.merge_orders_and_activities)
     from loyalty.members import privacy
 
     privacy.register_export_section("orders", operations.export_member_orders)
+    privacy.register_erase_step("earning", erase_member_earning)
 
 
 _register_member_hooks()

@@ -1,7 +1,7 @@
 """security: member token epochs, one use per member QR token
 
 Revision ID: 0003_security
-Revises: 0002
+Revises: (chained in merge order; see down_revision)
 Create Date: 2026-11-30 13:45:00
 
 """
@@ -12,7 +12,7 @@ import loyalty.db  # noqa: F401 - custom column types (UTCDateTime)
 
 # revision identifiers, used by Alembic.
 revision = '0003_security'
-down_revision = '0002'
+down_revision = "0003_privacy"
 branch_labels = None
 depends_on = None
 
@@ -37,5 +37,6 @@ def downgrade():
     with op.batch_alter_table('used_member_qr_tokens', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_used_member_qr_tokens_expires_at'))
     op.drop_table('used_member_qr_tokens')
-    with op.batch_alter_table('members', schema=None) as batch_op:
-        batch_op.drop_column('token_epoch')
+    # A plain DROP COLUMN (SQLite >= 3.35): batch mode would recreate `members`, which other
+    # tables' rows reference, and SQLite refuses to drop a referenced table.
+    op.drop_column('members', 'token_epoch')
