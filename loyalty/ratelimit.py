@@ -5,8 +5,8 @@
   refused, so guessing keys or tokens is limited. A request with a valid key or member
   token has its per-caller limit instead: members' phones often share one carrier-NAT
   address, and sparing authenticated calls the per-IP counter keeps them at one limiter
-  round trip (two on identify and token minting). Behind reverse proxies set OMNILOYAL_PROXY_HOPS so the client's
-  address is read from X-Forwarded-For.
+  round trip (two on identify and token minting). Behind reverse proxies set
+  OMNILOYAL_PROXY_HOPS so the client's address is read from X-Forwarded-For.
 - per caller (`OMNILOYAL_RATE_LIMIT_PER_CALLER`): every request of one API key, or of one
   member's app tokens.
 - minting member tokens (`OMNILOYAL_RATE_LIMIT_MEMBER_TOKENS`) and identify
