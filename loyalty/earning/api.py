@@ -29,6 +29,7 @@ from loyalty.earning.schemas import (
     RuleUpdateSchema,
 )
 from loyalty.http import write_endpoint
+from loyalty.pagination import page_of
 
 blp = Blueprint(
     "earning", __name__, description="Earning: orders, refunds, activities and earning rules"
@@ -211,8 +212,9 @@ def record_activity(data: dict[str, Any], member_id: int) -> Any:
 @blp.arguments(RuleQuery, location="query")
 @blp.response(200, RulePageSchema)
 def list_rules(query: dict[str, Any]) -> Any:
-    """Every earning rule, optionally by kind or active flag."""
-    return {"items": operations.list_rules(kind=query["kind"], active=query["active"])}
+    """List the earning rules, optionally by kind or active flag."""
+    rules = operations.list_rules(kind=query["kind"], active=query["active"])
+    return page_of(rules, cursor=query["cursor"], limit=query["limit"], key=lambda r: r.id)
 
 
 @blp.route("/earning-rules", methods=["POST"])
