@@ -210,12 +210,28 @@ def _init_api(app: Flask) -> None:
     api.init_app(app)
     _serve_swagger_assets(app)
     _declare_security_schemes()
-    from loyalty import home
+    from loyalty import home, problems
     from loyalty.blueprints import register_blueprints
 
     register_blueprints(api)
+    _complete_document(app)
     app.register_blueprint(home.blp)
+    app.register_blueprint(problems.blp)
     app.register_error_handler(OmniloyalError, domain_error_response)
+
+
+def _complete_document(app: Flask) -> None:
+    """Shared problem responses, then every operation completed from its decorators."""
+    import http
+
+    from loyalty.contract import STATUS_PROBLEMS, complete_document, problem_response
+
+    for status in STATUS_PROBLEMS:
+        phrase = http.HTTPStatus(status).phrase
+        api.spec.components.response(
+            f"Problem{status}", problem_response(status, phrase), lazy=True
+        )
+    complete_document(app, api.spec)
 
 
 def _declare_security_schemes() -> None:

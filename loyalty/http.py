@@ -180,9 +180,18 @@ def write_endpoint(*, key_required: bool = True) -> Callable[[F], F]:
                     retry_after=1,
                 ) from error
 
+        # Read by loyalty.contract: the document declares the header and the 428.
+        wrapper._idempotency = "required" if key_required else "optional"  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def replayed(body: Any, status: int) -> tuple[Any, int, dict[str, str]]:
+    """The answer to a repeat of a write that already took effect (same order id, a second
+    cancel or capture...): the first status and the resulting object, marked like a replay
+    by Idempotency-Key, so every kind of repeat looks the same to a client."""
+    return body, status, {REPLAY_HEADER: "true"}
 
 
 def _run_once(view: Callable[..., Any], key: str, args: Any, kwargs: Any) -> Response:

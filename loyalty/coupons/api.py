@@ -68,7 +68,7 @@ from loyalty.coupons.schemas import (
 )
 from loyalty.db import db
 from loyalty.errors import InvalidInput, NotFound
-from loyalty.http import write_endpoint
+from loyalty.http import replayed, write_endpoint
 from loyalty.members.operations import get_member
 from loyalty.pagination import PageQuery, int_cursor, page, page_of, page_schema
 from loyalty.stores.models import Channel, Store
@@ -476,6 +476,8 @@ def _redeem_or_hold(data: dict[str, Any], *, hold_seconds: int | None) -> Any:
             actor=caller.actor,
             hold_seconds=hold_seconds,
         )
+    if checkout.replayed:  # the same codes for the same order_ref: the first redemptions
+        return replayed(_checkout_view(checkout), 201)
     return _checkout_view(checkout)
 
 
@@ -491,6 +493,8 @@ def capture(data: dict[str, Any], checkout_ref: str) -> Any:
     checkout = operations.capture_hold(
         checkout_ref, order_ref=data["order_ref"], now=utcnow(), actor=current_caller().actor
     )
+    if checkout.replayed:  # captured before for this order: the same redemptions
+        return replayed(_checkout_view(checkout), 200)
     return _checkout_view(checkout)
 
 

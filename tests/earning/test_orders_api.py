@@ -66,7 +66,10 @@ def test_posting_the_same_order_again_returns_the_first_result_without_a_second_
     body = order_body({"member_id": member.id})
     first = client.post("/v1/orders", json=body, headers=pos)
     again = client.post("/v1/orders", json=body, headers=pos)
-    assert (first.status_code, again.status_code) == (201, 200)
+    # A repeat by order id answers like a replay by Idempotency-Key: the first status.
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert "Idempotent-Replayed" not in first.headers
+    assert again.headers["Idempotent-Replayed"] == "true"
     assert again.json == first.json
     assert ledger.member_balance(member.id).balance == 100
     assert count(LedgerTransaction) == 1 and count(Order) == 1
@@ -90,7 +93,7 @@ def test_a_retry_may_name_the_member_another_way(client, make, pos):
     body = order_body({"member_id": member.id})
     assert client.post("/v1/orders", json=body, headers=pos).status_code == 201
     retry = {**body, "member": {"phone": "+33 6 12 34 56 78"}}
-    assert client.post("/v1/orders", json=retry, headers=pos).status_code == 200
+    assert client.post("/v1/orders", json=retry, headers=pos).status_code == 201
 
 
 def test_the_same_order_id_with_other_content_is_a_conflict(client, make, pos):
@@ -431,7 +434,8 @@ def test_a_retry_of_an_accepted_order_replays_even_once_it_is_older_than_the_bou
     assert client.post("/v1/orders", json=body, headers=pos).status_code == 201
     with_settings(app, monkeypatch, max_order_age_days=5)  # as if the retry came much later
     again = client.post("/v1/orders", json=body, headers=pos)
-    assert again.status_code == 200, again.json
+    assert again.status_code == 201, again.json
+    assert again.headers["Idempotent-Replayed"] == "true"
 
 
 def test_the_order_age_bound_is_in_the_api_schema(client):
