@@ -76,6 +76,14 @@ class OmniloyalError(Exception):
         }
 
 
+register_problem_type(
+    OmniloyalError.slug,
+    OmniloyalError.status,
+    OmniloyalError.title,
+    "The request can't be processed as sent (e.g. a JSON body that doesn't parse).",
+)
+
+
 class InvalidInput(OmniloyalError):
     """The request's input is not valid: a field has the wrong type or format, is missing,
     out of range or unknown (the schema), or breaks a rule that needs the database to check

@@ -85,7 +85,7 @@ def refuse_deeply_nested_json() -> None:
 def takes_json_body(view: Callable[..., Any] | None) -> bool:
     """Whether an endpoint declares a JSON request body (flask-smorest's `arguments`)."""
     declared = getattr(view, "_apidoc", {}).get("arguments", {}).get("parameters", [])
-    return any(parameter.get("location") == "json" for parameter in declared)
+    return any(parameter.get("in") == "json" for parameter in declared)
 
 
 def refuse_a_body_that_is_not_json() -> None:

@@ -197,6 +197,7 @@ def list_offers(query: dict[str, Any]) -> Any:
 @requires(scopes.COUPONS_ADMIN)
 @blp.response(200, OfferSchema)
 def get_offer(offer_id: int) -> Any:
+    """Get an offer with its current terms and counters."""
     return _offer_view(offers.get_offer(offer_id))
 
 
@@ -329,6 +330,7 @@ def issue(data: dict[str, Any], offer_id: int) -> Any:
 @requires(scopes.COUPONS_ADMIN)
 @blp.response(200, BatchSchema)
 def get_batch(batch_id: int) -> Any:
+    """Get a code batch: how many codes were asked for and made."""
     return offers.get_batch(batch_id)
 
 
@@ -410,6 +412,7 @@ def list_rewards(query: dict[str, Any]) -> Any:
 @blp.arguments(RewardUpdateSchema)
 @blp.response(200, RewardSchema)
 def update_reward(changes: dict[str, Any], reward_id: int) -> Any:
+    """Change a reward's name, cost, stock or availability."""
     return wallet.update_reward(reward_id, changes)
 
 
@@ -514,6 +517,7 @@ def release(checkout_ref: str) -> Any:
 @requires(scopes.COUPONS_REDEEM)
 @blp.response(200, RedemptionSchema)
 def get_redemption(redemption_id: int) -> Any:
+    """Get a redemption (this key's own, or its store's)."""
     return _own_redemption(redemption_id)
 
 

@@ -241,6 +241,7 @@ def create_rule(data: dict[str, Any]) -> Any:
 @requires(scopes.ADMIN)
 @blp.response(200, RuleSchema)
 def get_rule(rule_id: int) -> Any:
+    """Get an earning rule."""
     return operations.get_rule(rule_id)
 
 

@@ -168,6 +168,7 @@ def _own_hold(hold_id: int) -> PointHold:
 @requires(scopes.POINTS_WRITE)
 @blp.response(200, HoldSchema)
 def get_hold(hold_id: int) -> Any:
+    """Get a points hold: its status (active, captured, released, expired) and amounts."""
     return _own_hold(hold_id)
 
 

@@ -200,6 +200,7 @@ def block(data: dict[str, Any], member_id: int) -> Any:
 @write_endpoint()
 @blp.response(200, MemberSchema)
 def unblock(member_id: int) -> Any:
+    """Unblock a member: earning and spending work again (a no-op when active)."""
     return operations.unblock_member(member_id, now=utcnow(), actor=current_caller().actor)
 
 
@@ -249,6 +250,7 @@ def erase(member_id: int) -> Any:
 @requires_member
 @blp.response(200, ProfileResponseSchema)
 def my_profile() -> Any:
+    """The member's own profile: name, contact details, preferences, consents."""
     return operations.get_member(current_caller().member_id)
 
 

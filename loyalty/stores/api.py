@@ -64,6 +64,7 @@ def list_stores(query: dict[str, Any]) -> Any:
 @requires(scopes.ADMIN)
 @blp.response(200, StoreSchema)
 def get_store(store_id: str) -> Any:
+    """Get a store by its code (a store-bound key: only its own; others answer 404)."""
     if not current_caller().may_act_for_store(store_id):
         raise NotFound(f"no store {store_id!r}")  # other owners' objects answer 404
     return operations.get_store(store_id)

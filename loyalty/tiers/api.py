@@ -74,6 +74,7 @@ def create_tier(data: dict[str, Any]) -> Any:
 @requires(scopes.ADMIN)
 @blp.response(200, TierSchema)
 def get_tier(tier_id: int) -> Any:
+    """Get a tier."""
     return operations.get_tier(tier_id)
 
 
