@@ -21,6 +21,7 @@ from apispec import APISpec
 from flask import Flask
 
 from loyalty.contract_examples import EXAMPLES
+from loyalty.contract_glossary import FIELDS
 from loyalty.errors import PROBLEM_TYPES
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -115,6 +116,15 @@ def complete_document(app: Flask, spec: APISpec) -> None:
             operation = operations.get(method.lower())
             if operation is not None:
                 _complete_operation(spec, operation, view, method, rule.rule)
+    describe_fields(spec)
+
+
+def describe_fields(spec: APISpec) -> None:
+    """Give every component schema's undescribed fields the glossary's meaning."""
+    for schema in spec.components.schemas.values():
+        for name, field in schema.get("properties", {}).items():
+            if name in FIELDS and isinstance(field, dict) and "description" not in field:
+                field["description"] = FIELDS[name]
 
 
 def _openapi_path(rule: str) -> str:

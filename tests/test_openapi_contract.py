@@ -269,3 +269,12 @@ def test_a_401_says_how_to_authenticate(client):
         response = client.get("/v1/me/balance", headers=headers)
         assert response.status_code == 401
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_the_main_flows_describe_every_field_of_what_they_send(document):
+    schemas = document["components"]["schemas"]
+    main = ("EnrolRequest", "OrderRequest", "MemberRef", "OrderLine", "Validate", "Redeem")
+    for name in (*main, "HoldRequest", "CaptureRequest", "RefundRequest", "Balance"):
+        properties = schemas[name]["properties"]
+        undescribed = [field for field, spec in properties.items() if "description" not in spec]
+        assert undescribed == [], (name, undescribed)
