@@ -53,6 +53,9 @@ def _seed() -> None:
             SELECT 'client:1', 'k' || g, 'f', 200,
                    now() - interval '60 days' + g * interval '100 seconds'
             FROM generate_series(1, {EVENTS}) g""",
+        # The member whose erasure is planned below (events name members by id only).
+        """INSERT INTO members (id, status, locale, timezone, attributes, created_at, updated_at)
+            VALUES (42, 'active', 'en', 'UTC', '{}', now(), now())""",
         "ANALYZE outbox_events",
         "ANALYZE outbox_deliveries",
         "ANALYZE idempotency_keys",
