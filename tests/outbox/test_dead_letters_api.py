@@ -184,7 +184,13 @@ def test_readiness_reports_the_outbox_backlog(client, broken):
 def test_readiness_on_a_database_not_migrated_yet_reports_the_backlog_error(tmp_path):
     from loyalty.app import create_app
 
-    app = create_app({"database_url": f"sqlite:///{tmp_path / 'empty.db'}", "redis_url": None})
+    app = create_app(
+        {
+            "database_url": f"sqlite:///{tmp_path / 'empty.db'}",
+            "redis_url": None,
+            "secret_key": "a-test-secret-that-is-long-enough-0123456789",
+        }
+    )
     response = app.test_client().get("/readyz")
     assert response.status_code == 200
     assert response.json["backlog"]["outbox"] == {"error": "OperationalError"}
