@@ -185,6 +185,12 @@ def run(args: argparse.Namespace) -> None:
         "LOG_LEVEL": "WARNING",
         "OMNILOYAL_INSTANCE_PATH": instance,
         "OMNILOYAL_EMBEDDED_WORKER": "false",
+        # The load comes from one IP and a few keys: keep the rate limiter on (its cost is
+        # part of every request) with limits the bench never reaches.
+        "OMNILOYAL_RATE_LIMIT_PER_IP": "1000000/second",
+        "OMNILOYAL_RATE_LIMIT_PER_CALLER": "1000000/second",
+        "OMNILOYAL_RATE_LIMIT_MEMBER_TOKENS": "1000000/second",
+        "OMNILOYAL_RATE_LIMIT_IDENTIFY": "1000000/second",
     }
     os.environ.update(env)  # the in-process app (seeding, tokens, captures) sees the same
     server: Gunicorn | None = None

@@ -108,14 +108,22 @@ def seed_earning_rules(now: datetime) -> int:
 
 def mint_tokens(member_ids: list[int], count: int) -> list[str]:
     """App tokens for `count` different members, as an app backend would mint them."""
+    from loyalty.auth import scopes
+    from loyalty.auth.keys import create_api_client
     from loyalty.auth.tokens import mint_member_token
     from loyalty.clock import utcnow
+    from loyalty.db import db
 
     with bench_app().app_context():
         now = utcnow()
+        # Tokens name the client that minted them; it must exist and stay active.
+        backend = create_api_client(
+            name="bench app backend", scopes=[scopes.MEMBER_TOKENS], store_id=None, now=now
+        )
+        db.session.commit()
         return [
-            mint_member_token(member_id, issued_by_client=0, now=now).token
-            for member_id in member_ids[:count]
+            mint_member_token(member_id, issued_by_client=backend.client.id, epoch=0, now=now).token
+            for member_id in member_ids[:count]  # fresh members: token epoch 0
         ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import traceback
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -16,11 +17,19 @@ from werkzeug.routing import IntegerConverter, Map, UnicodeConverter, Validation
 
 from loyalty import logs
 from loyalty.api import domain_error_response
-from loyalty.config import Settings, load_settings
-from loyalty.db import BIGINT_MAX, db
-from loyalty.errors import OmniloyalError
+from loyalty.config import SecretSource, Settings, load_settings
+from loyalty.db import (
+    BIGINT_MAX,
+    db,
+    keep_result_rows_out_of_logs,
+    sqlite_begin_statement,
+    start_reading,
+    stop_reading,
+)
+from loyalty.errors import NotAuthenticated, OmniloyalError
 from loyalty.extensions import api, migrate
 from loyalty.http import refuse_deeply_nested_json
+from loyalty.members.models import watch_members
 
 REQUEST_ID_HEADER = "X-Request-ID"
 
@@ -33,30 +42,45 @@ class OmniloyalApp(Flask):
     """
 
     def log_exception(self, exc_info: Any) -> None:
-        self.logger.error(
-            "unhandled exception",
-            exc_info=exc_info,
-            extra={
-                "request_id": g.get("request_id"),
-                "method": request.method,
-                "path": request.path,
-            },
-        )
+        extra = {"request_id": g.get("request_id"), "method": request.method, "path": request.path}
+        error = exc_info[1] if exc_info else None
+        if isinstance(error, sa.exc.DBAPIError):
+            # The driver's message can quote row values (PostgreSQL's "DETAIL: Key (kind,
+            # value)=(email, jane@...) already exists"): log what locates the bug (error
+            # class, SQLSTATE, statement without parameters, stack), not the message.
+            extra.update(
+                db_error=type(error.orig).__name__,
+                sqlstate=getattr(error.orig, "sqlstate", None),
+                statement=error.statement,
+                stack="".join(traceback.format_tb(error.__traceback__)),
+            )
+            exc_info = None
+        self.logger.error("unhandled exception", exc_info=exc_info, extra=extra)
 
 
-def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
-    """Build the app. `overrides` replaces settings by name (see loyalty.config.Settings)."""
+def create_app(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    secret_source: SecretSource = SecretSource.REQUIRED,
+) -> Flask:
+    """Build the app. `overrides` replaces settings by name (see loyalty.config.Settings).
+
+    Without SECRET_KEY it refuses to start unless `secret_source` says otherwise (only the
+    `omniloyal` command does: see loyalty.cli).
+    """
     instance_path = os.environ.get("OMNILOYAL_INSTANCE_PATH") or os.path.join(
         os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "instance"
     )
     app = OmniloyalApp("loyalty", instance_path=instance_path, instance_relative_config=True)
     os.makedirs(app.instance_path, exist_ok=True)
-    settings = load_settings(overrides=overrides, instance_path=app.instance_path)
+    settings = load_settings(
+        overrides=overrides, instance_path=app.instance_path, secret_source=secret_source
+    )
     _configure(app, settings)
     logs.configure(settings.log_level)
     _init_database(app, settings)
     _init_api(app)
-    _init_request_hooks(app)
+    _init_request_hooks(app, settings)
     from loyalty.queue import connect_redis
 
     app.extensions["omniloyal.redis"] = connect_redis(settings.redis_url)
@@ -71,7 +95,12 @@ def _configure(app: Flask, settings: Settings) -> None:
     app.config.update(
         SECRET_KEY=settings.secret_key,
         SQLALCHEMY_DATABASE_URI=settings.database_url,
-        SQLALCHEMY_ENGINE_OPTIONS=_engine_options(settings.database_url),
+        # hide_parameters: SQL parameters carry names, emails and phone numbers; they must
+        # not reach logs (SQL echo at DEBUG) or error messages (an IntegrityError's text).
+        SQLALCHEMY_ENGINE_OPTIONS={
+            **_engine_options(settings.database_url),
+            "hide_parameters": True,
+        },
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         API_TITLE="Omniloyal",
         API_VERSION="v1",
@@ -121,6 +150,7 @@ def _init_database(app: Flask, settings: Settings) -> None:
         if path and path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     db.init_app(app)
+    keep_result_rows_out_of_logs()
     # Import every model so metadata (and Alembic) sees all tables.
     from loyalty import models  # noqa: F401
 
@@ -131,7 +161,8 @@ def _init_database(app: Flask, settings: Settings) -> None:
 
 
 def _tune_sqlite(engine: sa.Engine) -> None:
-    """WAL for concurrent readers; BEGIN IMMEDIATE so writers queue instead of deadlocking."""
+    """WAL so readers never wait; writers BEGIN IMMEDIATE so they queue on the write lock
+    instead of failing, readers a deferred BEGIN (see loyalty.db.sqlite_begin_statement)."""
 
     @sa.event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -145,7 +176,7 @@ def _tune_sqlite(engine: sa.Engine) -> None:
 
     @sa.event.listens_for(engine, "begin")
     def on_begin(connection: sa.Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        connection.exec_driver_sql(sqlite_begin_statement())
 
 
 class DatabaseIdConverter(IntegerConverter):
@@ -220,11 +251,16 @@ def _serve_swagger_assets(app: Flask) -> None:
         return send_from_directory(SWAGGER_UI_DIST, filename)
 
 
-def _init_request_hooks(app: Flask) -> None:
+def _init_request_hooks(app: Flask, settings: Settings) -> None:
     access_log = logging.getLogger("omniloyal.access")
 
     @app.before_request
     def start_request() -> None:
+        # A request reads until write_endpoint says otherwise (SQLite: no write lock).
+        g.sqlite_reading = start_reading()
+        # Which members this request loads: a write's stored response is linked to them, so
+        # erasure can blank it (loyalty.http). From the start: authentication may load one.
+        watch_members(db.session)
         incoming = request.headers.get(REQUEST_ID_HEADER, "")
         valid = 0 < len(incoming) <= 128 and incoming.isascii() and incoming.isprintable()
         g.request_id = incoming if valid else uuid.uuid4().hex
@@ -232,7 +268,21 @@ def _init_request_hooks(app: Flask) -> None:
         from loyalty.auth.context import authenticate_request
 
         g.caller = None
-        g.caller = authenticate_request()
+        g.auth_error = None
+        try:
+            g.caller = authenticate_request()
+        except NotAuthenticated as error:
+            g.auth_error = error  # refused after the rate limits: failures count per IP
+
+    # Its before_request hook runs here: between authentication and the refusal below.
+    from loyalty.ratelimit import init_rate_limits
+
+    init_rate_limits(app, settings)
+
+    @app.before_request
+    def refuse_bad_requests() -> None:
+        if g.auth_error is not None:
+            raise g.auth_error
         refuse_deeply_nested_json()
 
     @app.after_request
@@ -251,3 +301,9 @@ def _init_request_hooks(app: Flask) -> None:
             },
         )
         return response
+
+    @app.teardown_request
+    def end_request(_error: BaseException | None) -> None:
+        token = g.pop("sqlite_reading", None)
+        if token is not None:
+            stop_reading(token)

@@ -12,9 +12,10 @@ def register_blueprints(api: Api) -> None:
     from loyalty.health import blp as health
     from loyalty.ledger.api import blp as ledger
     from loyalty.members.api import blp as members
+    from loyalty.outbox.api import blp as outbox
     from loyalty.stores.api import blp as stores
     from loyalty.tiers.api import blp as tiers
 
     api.register_blueprint(health)
-    for blueprint in (auth, members, stores, ledger, earning, tiers, coupons):
+    for blueprint in (auth, members, stores, ledger, earning, tiers, coupons, outbox):
         api.register_blueprint(blueprint, url_prefix="/v1")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 
 import click
 from flask import Flask, current_app
@@ -24,11 +23,29 @@ from loyalty import logs
 from loyalty.clock import utcnow
 from loyalty.db import db
 
+# The commands that serve requests or run jobs: they sign and check member tokens.
+_SERVING_COMMANDS = {"run", "worker"}
+
 
 def _create_app() -> Flask:
-    from loyalty.app import create_app
+    """The app for the command being run, with the key it may use to sign member tokens.
 
-    return create_app()
+    `omniloyal run` on the embedded default may generate the instance's own random key;
+    `worker` needs SECRET_KEY like any server; the maintenance commands (db, demo, import,
+    create-api-key, shell) never sign a token and may start without one.
+    """
+    from loyalty.app import create_app
+    from loyalty.config import SecretSource
+
+    context = click.get_current_context(silent=True)
+    command = context.info_name if context is not None else None
+    if command == "run":
+        source = SecretSource.INSTANCE
+    elif command in _SERVING_COMMANDS:
+        source = SecretSource.REQUIRED
+    else:
+        source = SecretSource.UNUSED
+    return create_app(secret_source=source)
 
 
 @click.group(
@@ -90,8 +107,8 @@ def run_command(host: str, port: int, log_format: logs.LogFormat) -> None:
 @with_appcontext
 def worker_command(queues: tuple[str, ...], burst: bool) -> None:
     """Run an RQ worker (and the periodic scheduler) against REDIS_URL."""
-    from loyalty.queue import QUEUES, make_worker
-    from loyalty.scheduler import run_due_schedules
+    from loyalty.queue import QUEUES, make_worker, work_forever
+    from loyalty.scheduler import scheduler_loop
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     if app.extensions["omniloyal.settings"].redis_url is None and not burst:
@@ -99,16 +116,20 @@ def worker_command(queues: tuple[str, ...], burst: bool) -> None:
             "REDIS_URL is not set: on the embedded default `omniloyal run` runs the worker "
             "in-process. Set REDIS_URL to run separate workers."
         )
-
-    def schedule_loop() -> None:
-        while True:
-            with app.app_context():
-                run_due_schedules(app)
-            time.sleep(1)
-
-    if not burst:
-        threading.Thread(target=schedule_loop, name="omniloyal-scheduler", daemon=True).start()
-    make_worker(app, queues or QUEUES).work(burst=burst)
+    if burst:
+        make_worker(app, queues or QUEUES).work(burst=True)
+        return
+    # Both loops outlive Redis restarts: the scheduler retries its tick, a failed RQ
+    # worker is replaced (see their docstrings).
+    stop = threading.Event()
+    scheduler = threading.Thread(
+        target=scheduler_loop, args=(app, stop), name="omniloyal-scheduler", daemon=True
+    )
+    scheduler.start()
+    try:
+        work_forever(app, queues or QUEUES, stop)
+    finally:
+        stop.set()
 
 
 @click.command("demo")

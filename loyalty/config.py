@@ -6,8 +6,11 @@ names the variable, so a typo fails the start instead of silently changing behav
 
 from __future__ import annotations
 
+import contextlib
+import enum
 import os
 import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -20,7 +23,30 @@ class ConfigError(ValueError):
 
 
 DEFAULT_CURRENCIES = "EUR,USD,GBP,CHF,SEK,DKK,NOK,PLN,CZK,CNY,JPY,CAD,AUD"
-EMBEDDED_SECRET = "embedded-default-not-secret"
+INSTANCE_SECRET_FILE = "secret_key"  # in the instance folder, mode 0600
+MIN_SECRET_LENGTH = 32
+SECRET_KEY_HINT = 'Generate one with: python -c "import secrets; print(secrets.token_urlsafe(48))"'
+
+
+class SecretSource(enum.StrEnum):
+    """Where the key that signs member tokens may come from when SECRET_KEY is unset.
+
+    A public or guessable key would let anyone forge a member token, so only the local,
+    embedded `omniloyal run` may make one up, and it makes a random one per instance.
+    """
+
+    REQUIRED = "required"  # servers (wsgi, create_app) and workers: refuse to start
+    INSTANCE = "instance"  # `omniloyal run` on the embedded default: the instance's own key
+    UNUSED = "unused"  # CLI maintenance commands (db, demo, import): they never sign;
+    # they use the instance's key if `omniloyal run` made one, else none (signing refuses)
+
+
+RATE_LIMIT_SETTINGS = (
+    "rate_limit_per_ip",
+    "rate_limit_per_caller",
+    "rate_limit_member_tokens",
+    "rate_limit_identify",
+)
 
 
 @dataclass(frozen=True)
@@ -31,14 +57,25 @@ class Settings:
     currencies: frozenset[str]
     points_expiry: ExpiryPolicy
     pending_days: int
+    max_order_age_days: int  # how far in the past an order's occurred_at may lie
     return_policy: ReturnPolicy
     member_token_ttl_seconds: int
     member_qr_ttl_seconds: int
     hold_ttl_seconds: int
     idempotency_ttl_hours: int
+    outbox_max_attempts: int
+    outbox_retention_days: int
     max_body_bytes: int
     log_level: str
     run_embedded_worker: bool
+    # Request rate limits (limits-library strings such as "100/second;5000/hour", or None
+    # for off): per client IP, per caller (API key or member), and tighter per-key limits
+    # on minting member tokens and on identify. See loyalty/ratelimit.py.
+    rate_limit_per_ip: str | None
+    rate_limit_per_caller: str | None
+    rate_limit_member_tokens: str | None
+    rate_limit_identify: str | None
+    proxy_hops: int  # reverse proxies in front that set X-Forwarded-For (client IPs)
 
     @property
     def embedded(self) -> bool:
@@ -70,6 +107,34 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
+def _rate_limit(env: Mapping[str, str], name: str, default: str) -> str | None:
+    """A rate limit such as "100/second" or "10/second;5000/hour"; "off" disables it."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip()
+    if value.lower() == "off":
+        return None
+    return _checked_rate_limit(name, value)
+
+
+def _checked_rate_limit(name: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    from limits import parse_many
+
+    try:
+        items = parse_many(value)
+    except ValueError:
+        items = []
+    if not items or any(item.amount < 1 for item in items):
+        raise ConfigError(
+            f'{name} must be a rate limit such as "100/second" or "10/second;5000/hour" '
+            f'(or "off"), got {value!r}'
+        )
+    return value
+
+
 def _currencies(raw: str) -> frozenset[str]:
     codes = [c.strip().upper() for c in raw.split(",") if c.strip()]
     bad = [c for c in codes if not re.fullmatch(r"[A-Z]{3}", c)]
@@ -82,6 +147,7 @@ def load_settings(
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
     instance_path: str = "instance",
+    secret_source: SecretSource = SecretSource.REQUIRED,
 ) -> Settings:
     env = os.environ if env is None else env
     database_url = env.get("DATABASE_URL") or f"sqlite:///{instance_path}/omniloyal.db"
@@ -103,14 +169,29 @@ def load_settings(
         currencies=_currencies(env.get("OMNILOYAL_CURRENCIES", DEFAULT_CURRENCIES)),
         points_expiry=ExpiryPolicy.parse(env.get("OMNILOYAL_POINTS_EXPIRY", "months:24:end")),
         pending_days=_int(env, "OMNILOYAL_PENDING_DAYS", 0),
+        max_order_age_days=_int(env, "OMNILOYAL_MAX_ORDER_AGE_DAYS", 30, minimum=1),
         return_policy=ReturnPolicy.parse(env.get("OMNILOYAL_RETURN_POLICY", "cap-at-zero")),
         member_token_ttl_seconds=_int(env, "OMNILOYAL_MEMBER_TOKEN_TTL", 900, minimum=30),
         member_qr_ttl_seconds=_int(env, "OMNILOYAL_MEMBER_QR_TTL", 120, minimum=10),
         hold_ttl_seconds=_int(env, "OMNILOYAL_HOLD_TTL", 900, minimum=10),
         idempotency_ttl_hours=_int(env, "OMNILOYAL_IDEMPOTENCY_TTL_HOURS", 48, minimum=24),
+        # A delivery is dead after this many failed attempts (backoff 10 s doubling to 1 h:
+        # the default gives up after 1.7 to 3.4 hours).
+        outbox_max_attempts=_int(env, "OMNILOYAL_OUTBOX_MAX_ATTEMPTS", 12, minimum=1),
+        # Events whose deliveries are all done are purged this long after dispatch.
+        outbox_retention_days=_int(env, "OMNILOYAL_OUTBOX_RETENTION_DAYS", 7, minimum=1),
         max_body_bytes=_int(env, "OMNILOYAL_MAX_BODY_BYTES", 1_000_000, minimum=1024),
         log_level=env.get("LOG_LEVEL", "INFO").upper(),
         run_embedded_worker=_bool(env, "OMNILOYAL_EMBEDDED_WORKER", True),
+        rate_limit_per_ip=_rate_limit(env, "OMNILOYAL_RATE_LIMIT_PER_IP", "200/second"),
+        rate_limit_per_caller=_rate_limit(env, "OMNILOYAL_RATE_LIMIT_PER_CALLER", "100/second"),
+        rate_limit_member_tokens=_rate_limit(
+            env, "OMNILOYAL_RATE_LIMIT_MEMBER_TOKENS", "20/second;20000/hour"
+        ),
+        rate_limit_identify=_rate_limit(
+            env, "OMNILOYAL_RATE_LIMIT_IDENTIFY", "10/second;5000/hour"
+        ),
+        proxy_hops=_int(env, "OMNILOYAL_PROXY_HOPS", 0),
     )
     if overrides:
         known = {f.name for f in fields(Settings)}
@@ -118,19 +199,64 @@ def load_settings(
         if unknown:
             raise ConfigError(f"unknown setting override(s): {', '.join(sorted(unknown))}")
         settings = replace(settings, **overrides)
-    return _validated(settings)
+    return _with_signing_key(_validated(settings), instance_path, secret_source)
 
 
 def _validated(settings: Settings) -> Settings:
+    for name in RATE_LIMIT_SETTINGS:  # overrides are checked like the environment
+        _checked_rate_limit(name, getattr(settings, name))
     if settings.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR: {settings.log_level}")
-    if not settings.secret_key:
-        if not settings.embedded:
-            raise ConfigError(
-                "SECRET_KEY is required when DATABASE_URL or REDIS_URL point at real servers; "
-                'generate one with: python -c "import secrets; print(secrets.token_urlsafe(48))"'
-            )
-        settings = replace(settings, secret_key=EMBEDDED_SECRET)
-    elif len(settings.secret_key) < 32 and not settings.embedded:
-        raise ConfigError("SECRET_KEY must be at least 32 characters")
     return settings
+
+
+def _with_signing_key(
+    settings: Settings, instance_path: str, secret_source: SecretSource
+) -> Settings:
+    """SECRET_KEY as given (long enough), else what `secret_source` allows, else refuse."""
+    if settings.secret_key:
+        if len(settings.secret_key) < MIN_SECRET_LENGTH:
+            raise ConfigError(f"SECRET_KEY must be at least {MIN_SECRET_LENGTH} characters")
+        return settings
+    if secret_source is SecretSource.INSTANCE and settings.embedded:
+        return replace(settings, secret_key=instance_secret(instance_path, create=True))
+    if secret_source is SecretSource.UNUSED:
+        return replace(settings, secret_key=instance_secret(instance_path, create=False))
+    raise ConfigError(
+        "SECRET_KEY is required: it signs member tokens, and without it anyone could forge "
+        "one. Only `omniloyal run` on the embedded default (SQLite, no REDIS_URL) makes up "
+        f"its own. {SECRET_KEY_HINT}"
+    )
+
+
+def instance_secret(instance_path: str, *, create: bool) -> str:
+    """The instance's own random signing key (`<instance>/secret_key`, mode 0600).
+
+    With `create`, a missing key is generated, atomically: two processes starting at once
+    end up with the same key. Without it, a missing key is "" (nothing can be signed).
+    """
+    path = os.path.join(instance_path, INSTANCE_SECRET_FILE)
+    if not os.path.exists(path) and create:
+        _write_new_secret(path)
+    try:
+        with open(path, encoding="ascii") as handle:
+            secret = handle.read().strip()
+    except FileNotFoundError:
+        return ""
+    if len(secret) < MIN_SECRET_LENGTH:
+        raise ConfigError(f"{path} holds no usable key: delete it, or set SECRET_KEY")
+    return secret
+
+
+def _write_new_secret(path: str) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    draft = f"{path}.{os.getpid()}.{secrets.token_hex(4)}"
+    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w", encoding="ascii") as handle:
+            handle.write(secrets.token_urlsafe(48) + "\n")
+        # Atomic, and refuses to replace a key another process made meanwhile.
+        with contextlib.suppress(FileExistsError):
+            os.link(draft, path)
+    finally:
+        os.unlink(draft)

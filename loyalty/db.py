@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -52,6 +54,46 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
 BigInt = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 BIGINT_MAX = 2**63 - 1  # the largest id or amount either database can store
 JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+# --- SQLite transactions: deferred for reads, IMMEDIATE for writes ----------------------------
+#
+# SQLite has one writer at a time. A write transaction must take the write lock at BEGIN
+# (BEGIN IMMEDIATE): a deferred one that reads first and writes later fails at once
+# (SQLITE_BUSY, no waiting) when another writer committed in between. A read must NOT take
+# it, or every balance read queues behind a background job. So the mode is chosen per unit
+# of work: jobs, CLI commands and anything else write by default; a request reads (deferred
+# BEGIN, a WAL snapshot that never waits) until `write_endpoint` calls `prepare_to_write`.
+# PostgreSQL ignores all of this (the listener is SQLite's only).
+
+SQLITE_BEGIN_READ = "BEGIN"
+SQLITE_BEGIN_WRITE = "BEGIN IMMEDIATE"
+_sqlite_begin: ContextVar[str] = ContextVar("omniloyal_sqlite_begin", default=SQLITE_BEGIN_WRITE)
+
+
+def sqlite_begin_statement() -> str:
+    """How the current unit of work begins a SQLite transaction."""
+    return _sqlite_begin.get()
+
+
+def start_reading() -> Token[str]:
+    """A request starts as a reader; give the token back to `stop_reading` at its end."""
+    return _sqlite_begin.set(SQLITE_BEGIN_READ)
+
+
+def stop_reading(token: Token[str]) -> None:
+    _sqlite_begin.reset(token)
+
+
+def prepare_to_write() -> None:
+    """From now on this unit of work writes: the next SQLite transaction takes the write lock
+    at BEGIN. A read transaction already open (authentication) is ended first, since it
+    can't be upgraded safely; it holds no changes."""
+    if _sqlite_begin.get() == SQLITE_BEGIN_WRITE:
+        return
+    _sqlite_begin.set(SQLITE_BEGIN_WRITE)
+    if db.engine.dialect.name == "sqlite" and db.session().in_transaction():
+        db.session.commit()
 
 
 def is_postgres() -> bool:
@@ -107,3 +149,27 @@ def insert_persistent(model: type[M], values: dict[str, Any]) -> M:
     make_transient_to_detached(instance)
     db.session.add(instance)
     return instance
+
+
+# --- SQL logging without personal data -------------------------------------------------------
+
+
+class NoResultRows(logging.Filter):
+    """Drops SQLAlchemy's "Row (...)" records: result rows hold personal data.
+
+    With SQL echo at DEBUG (LOG_LEVEL=DEBUG, or someone debugging), SQLAlchemy logs every
+    row it reads. Parameters are hidden by the engine (`hide_parameters`, loyalty.app);
+    rows have no such switch, so they are filtered on the logger that creates them.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != "Row %r"
+
+
+_no_result_rows = NoResultRows()
+
+
+def keep_result_rows_out_of_logs() -> None:
+    sql = logging.getLogger("sqlalchemy.engine.Engine")
+    if _no_result_rows not in sql.filters:
+        sql.addFilter(_no_result_rows)

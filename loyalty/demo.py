@@ -272,7 +272,8 @@ def _orders(rng: random.Random, member: Member, pos_client_id: int, now: datetim
             "member": {"member_id": member.id},
             "lines": lines,
             "currency": "EUR",
-            "occurred_at": (now - timedelta(days=rng.randint(0, 300))).isoformat(),
+            # Within OMNILOYAL_MAX_ORDER_AGE_DAYS (default 30), as a till would post them.
+            "occurred_at": (now - timedelta(days=rng.randint(0, 29))).isoformat(),
         }
         if channel == "store":
             body["store_id"] = store["id"]

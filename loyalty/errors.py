@@ -12,7 +12,8 @@ PROBLEM_BASE = "https://omniloyal.org/problems/"
 
 
 class OmniloyalError(Exception):
-    """Base of every expected failure; never a 5xx."""
+    """Base of every expected failure; never a 5xx (except ServiceUnavailable: a refusal
+    on purpose while a dependency is down)."""
 
     status: int = 400
     slug: str = "bad-request"
@@ -93,7 +94,30 @@ class IdempotencyKeyMissing(OmniloyalError):
     status, slug, title = 428, "idempotency-key-required", "Idempotency-Key header required"
 
 
+class ResponseErased(OmniloyalError):
+    """The Idempotency-Key's request succeeded earlier, but its stored response concerned a
+    member who has since been erased: the write is not run again and the body is gone."""
+
+    status, slug, title = 410, "response-erased", "Response erased"
+
+
 class RateLimited(OmniloyalError):
     """Too many (failed) attempts; retry after the given number of seconds."""
 
     status, slug, title = 429, "rate-limited", "Too many requests"
+
+
+class ServiceUnavailable(OmniloyalError):
+    """A dependency the request needs (e.g. Redis for the coupon guess lockout) is down.
+
+    The one deliberate 5xx: the request was refused on purpose (fail closed), not broken;
+    retry after the given number of seconds."""
+
+    status, slug, title = 503, "service-unavailable", "Service temporarily unavailable"
+
+
+class DatabaseBusy(OmniloyalError):
+    """The database aborted the request for a deadlock or serialization failure more times
+    than the edge retries it (loyalty/transactions.py); retry after the given seconds."""
+
+    status, slug, title = 503, "database-busy", "Try again"

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
+import sqlalchemy as sa
 from flask import Response, current_app, make_response, request
+from flask_smorest import abort
 from werkzeug.exceptions import BadRequest
 
-from loyalty import idempotency
+from loyalty import idempotency, transactions
 from loyalty.auth.context import current_caller
 from loyalty.clock import utcnow
-from loyalty.db import db
-from loyalty.errors import IdempotencyKeyMissing
+from loyalty.db import db, prepare_to_write
+from loyalty.errors import DatabaseBusy, IdempotencyKeyMissing
+from loyalty.members.models import members_seen, people_now
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -30,26 +34,70 @@ def _canonical_body() -> bytes:
         return raw  # not (parseable) JSON: fingerprint the bytes; the schema refuses it
 
 
-def refuse_deeply_nested_json() -> None:
-    """A JSON body nested deeper than MAX_JSON_DEPTH is a 400 problem.
+MAX_INTEGER_DIGITS = 40  # twice a BIGINT's 19 digits: every real value fits, and then some
+_LONG_DIGIT_RUN = re.compile(rb"\d{%d}" % (MAX_INTEGER_DIGITS + 1))
+TOO_MANY_DIGITS = f"a number of more than {MAX_INTEGER_DIGITS} digits is not accepted"
 
-    Every JSON parser on the way (the idempotency fingerprint, the schema's) recurses per
-    level: a body of 100,000 '[' would be a RecursionError, i.e. a 500. Only a body with
-    enough brackets to be that deep is parsed here, so ordinary requests pay nothing.
+
+class _TooLongInteger:
+    """Stands in for a JSON integer literal too long to convert (see refuse_deeply_nested_json)."""
+
+
+def _bounded_int(literal: str) -> int | _TooLongInteger:
+    if len(literal.lstrip("-")) > MAX_INTEGER_DIGITS:
+        return _TooLongInteger()
+    return int(literal)
+
+
+def refuse_deeply_nested_json() -> None:
+    """Refuse, as problems, the JSON bodies no parser on the way survives: too deep, or
+    holding an integer too long to convert (the name is older than the second check).
+
+    This is the one JSON parsing edge, run before anything else parses the body:
+    - nested deeper than MAX_JSON_DEPTH: a 400. Every parser recurses per level, so a body
+      of 100,000 '[' would be a RecursionError, i.e. a 500;
+    - an integer literal of more than MAX_INTEGER_DIGITS digits: a 422 naming the field.
+      Python refuses to convert more than 4,300 digits (a ValueError inside json.loads, a
+      500), and no field takes more than 19 digits anyway.
+    Only a body that could be affected (enough brackets, a long run of digits) is parsed
+    here, so ordinary requests pay a byte count and a regex scan.
     """
     if not request.is_json:
         return
     body = request.get_data(cache=True)
-    if body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH:
+    deep = body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH
+    if not deep and _LONG_DIGIT_RUN.search(body) is None:
         return
     try:
-        document = json.loads(body)
+        document = json.loads(body, parse_int=_bounded_int)
     except RecursionError:
         raise BadRequest(f"The JSON body nests deeper than {MAX_JSON_DEPTH} levels.") from None
     except ValueError:
         return  # not JSON at all: the schema's parser answers that
-    if _depth(document) > MAX_JSON_DEPTH:
+    if deep and _depth(document) > MAX_JSON_DEPTH:
         raise BadRequest(f"The JSON body nests deeper than {MAX_JSON_DEPTH} levels.")
+    errors = _too_long_integers(document)
+    if errors:
+        abort(422, messages={"json": errors if isinstance(errors, dict) else [TOO_MANY_DIGITS]})
+
+
+def _too_long_integers(node: Any) -> Any:
+    """Field errors, nested like marshmallow's, for every too long integer in `node`."""
+    if isinstance(node, _TooLongInteger):
+        return [TOO_MANY_DIGITS]
+    children = (
+        node.items()
+        if isinstance(node, dict)
+        else enumerate(node)
+        if isinstance(node, list)
+        else ()
+    )
+    errors = {}
+    for name, child in children:
+        found = _too_long_integers(child)
+        if found:
+            errors[str(name)] = found
+    return errors
 
 
 def _depth(document: Any) -> int:
@@ -72,24 +120,42 @@ def write_endpoint(*, key_required: bool = True) -> Callable[[F], F]:
     def decorate(view: F) -> F:
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Response:
+            prepare_to_write()  # SQLite: from here on, transactions take the write lock
             key = request.headers.get("Idempotency-Key")
             if key is None and key_required:
                 raise IdempotencyKeyMissing(
                     "send an Idempotency-Key header (e.g. a UUID) so retries are safe"
                 )
-            try:
-                if key is None:
-                    response = make_response(view(*args, **kwargs))
-                else:
-                    response = _run_once(view, idempotency.validate_key(key), args, kwargs)
-                if response.status_code < 400:
-                    db.session.commit()
-                else:
+            if key is not None:
+                key = idempotency.validate_key(key)
+
+            def attempt() -> Response:
+                try:
+                    if key is None:
+                        response = make_response(view(*args, **kwargs))
+                    else:
+                        response = _run_once(view, key, args, kwargs)
+                    if response.status_code < 400:
+                        db.session.commit()
+                    else:
+                        db.session.rollback()
+                    return response
+                except BaseException:
                     db.session.rollback()
-                return response
-            except BaseException:
-                db.session.rollback()
-                raise
+                    raise
+
+            # A deadlock or serialization failure aborted the whole transaction, the
+            # idempotency claim included: run the whole request again, then give up with
+            # a 503 the client may retry (with the same key), never a 500.
+            try:
+                return transactions.retrying(attempt, what=f"{request.method} {request.path}")
+            except sa.exc.DBAPIError as error:
+                if not transactions.is_retryable(error):
+                    raise
+                raise DatabaseBusy(
+                    "the database was too busy to complete this request; retry it",
+                    retry_after=1,
+                ) from error
 
         return wrapper  # type: ignore[return-value]
 
@@ -108,5 +174,24 @@ def _run_once(view: Callable[..., Any], key: str, args: Any, kwargs: Any) -> Res
         return replay
     response = make_response(view(*args, **kwargs))
     if response.status_code < 400:
-        idempotency.record_response(scope, key, response.status_code, response.get_data())
+        idempotency.record_response(
+            scope,
+            key,
+            response.status_code,
+            response.get_data(),
+            member_id=_member_concerned(current_caller().member_id),
+        )
     return response
+
+
+def _member_concerned(caller_member_id: int | None) -> int | None:
+    """The person whose data the response may show: the member calling with their token,
+    else the one person the write loaded or created (after a merge, the two ids it loaded
+    are one person). A write that touches several people (a referral, coupons issued to
+    many) shows none of their personal data, only ids, and is linked to nobody."""
+    if caller_member_id is not None:
+        return caller_member_id
+    people = members_seen(db.session)
+    if len(people) > 1:  # a merge loaded both before folding one into the other
+        people = people_now(people)
+    return people.pop() if len(people) == 1 else None

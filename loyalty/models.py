@@ -1,6 +1,7 @@
 """Imports every model module so SQLAlchemy metadata and Alembic see all tables.
 
-Each domain package that adds tables adds its models module here.
+Each domain package that adds tables adds its models module here (and a module that
+registers its privacy erase step, which must be imported for erasure to reach its tables).
 """
 
 from loyalty import idempotency, outbox  # noqa: F401
@@ -9,5 +10,6 @@ from loyalty.coupons import models as coupon_models  # noqa: F401
 from loyalty.earning import models as earning_models  # noqa: F401
 from loyalty.ledger import models as ledger_models  # noqa: F401
 from loyalty.members import models as member_models  # noqa: F401
+from loyalty.outbox import erasure as outbox_erasure  # noqa: F401  (registers an erase step)
 from loyalty.stores import models as store_models  # noqa: F401
 from loyalty.tiers import models as tier_models  # noqa: F401

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
@@ -22,6 +23,7 @@ from rq import Queue, Retry, SimpleWorker
 from rq.timeouts import TimerDeathPenalty
 
 from loyalty.db import db
+from loyalty.transactions import commit_retrying
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger(__name__)
@@ -59,29 +61,41 @@ def get_queue(name: str = "default") -> Queue:
     return Queue(name, connection=get_redis())
 
 
-def job(queue: str = "default", *, retry: Retry | None = None) -> Callable[[F], F]:
-    """Declare a background job. Call it directly (tests, CLI) or `.enqueue(...)` it."""
+DEFAULT_JOB_TIMEOUT = 180  # seconds; RQ's own default, written down
+
+
+def job(
+    queue: str = "default", *, retry: Retry | None = None, timeout: int = DEFAULT_JOB_TIMEOUT
+) -> Callable[[F], F]:
+    """Declare a background job. Call it directly (tests, CLI) or `.enqueue(...)` it.
+
+    The job is the edge: it commits once, and a deadlock or serialization failure runs the
+    whole job again (loyalty/transactions.py). `timeout`: RQ stops the job after that many
+    seconds (batch jobs stop starting chunks well before, see loyalty/batches.py).
+    """
 
     def decorate(func: F) -> F:
         @wraps(func)
         def run(*args: Any, **kwargs: Any) -> Any:
             try:
-                result = func(*args, **kwargs)
-                db.session.commit()
-                return result
-            except BaseException:
-                db.session.rollback()
-                raise
+                return commit_retrying(lambda: func(*args, **kwargs), what=f"job {func.__name__}")
             finally:
                 db.session.remove()
 
         def enqueue(*args: Any, job_id: str | None = None, **kwargs: Any) -> Any:
             return get_queue(queue).enqueue_call(
-                run, args=args, kwargs=kwargs, job_id=job_id, retry=retry, failure_ttl=7 * 86400
+                run,
+                args=args,
+                kwargs=kwargs,
+                job_id=job_id,
+                retry=retry,
+                timeout=timeout,
+                failure_ttl=7 * 86400,
             )
 
         run.enqueue = enqueue  # type: ignore[attr-defined]
         run.queue_name = queue  # type: ignore[attr-defined]
+        run.timeout = timeout  # type: ignore[attr-defined]
         return run  # type: ignore[return-value]
 
     return decorate
@@ -96,10 +110,16 @@ class AppWorker(SimpleWorker):
 
     death_penalty_class = TimerDeathPenalty
     flask_app: Flask | None = None
+    stop_event: threading.Event | None = None  # set on SIGTERM/SIGINT (see work_forever)
 
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is threading.main_thread():
             super()._install_signal_handlers()
+
+    def request_stop(self, signum: Any, frame: Any) -> None:
+        if self.stop_event is not None:
+            self.stop_event.set()
+        super().request_stop(signum, frame)
 
     def execute_job(self, job: Any, queue: Any) -> Any:
         assert self.flask_app is not None
@@ -114,6 +134,43 @@ def make_worker(app: Flask, queues: tuple[str, ...] = QUEUES) -> AppWorker:
     )
     worker.flask_app = app
     return worker
+
+
+MAX_RECONNECT_SECONDS = 30.0
+STEADY_SECONDS = 60.0  # a worker that ran this long resets the reconnect backoff
+
+
+def work_forever(app: Flask, queues: tuple[str, ...], stop: threading.Event) -> None:
+    """Run RQ workers until `stop` is set (SIGTERM/SIGINT set it too).
+
+    RQ's work loop quits on an error it doesn't expect ("found an unhandled exception,
+    quitting"), e.g. when Redis restarts while a job finishes; a Redis that is down at
+    start raises. Either way a new worker starts after a doubling pause (up to 30 s), so
+    the process never looks healthy while doing nothing.
+    """
+    from rq.exceptions import StopRequested
+
+    pause = 1.0
+    while not stop.is_set():
+        worker = make_worker(app, queues)
+        worker.stop_event = stop
+        started = time.monotonic()
+        try:
+            worker.work(logging_level="INFO")
+        except StopRequested:
+            return
+        except Exception:
+            log.warning("RQ worker failed", exc_info=True)
+        if stop.is_set():
+            return
+        if time.monotonic() - started > STEADY_SECONDS:
+            pause = 1.0
+        log.warning("RQ worker stopped on an error (Redis away?); restarting in %.0f s", pause)
+        try:
+            stop.wait(pause)
+        except StopRequested:  # a signal during the pause, through the last worker's handler
+            return
+        pause = min(pause * 2, MAX_RECONNECT_SECONDS)
 
 
 def start_embedded_worker(app: Flask, stop: threading.Event | None = None) -> threading.Thread:

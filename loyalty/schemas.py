@@ -15,39 +15,66 @@ MAX_MINOR = 10**13  # 100 billion in major units: bigger than any real order
 
 
 NUL_MESSAGE = "must not contain NUL (\\u0000) characters"
+NOT_UNICODE_MESSAGE = "must be valid Unicode text (a lone surrogate such as \\ud800 is not)"
 
 
 class StrictSchema(Schema):
-    """Unknown fields are an error, not silently dropped; no text may contain NUL.
+    """Unknown fields are an error, not silently dropped; all text must be storable.
 
-    PostgreSQL can't store NUL in text or JSONB, so a NUL anywhere in a field's value is
-    refused here, as a 422 naming the field, for every request schema at once.
+    Checked here, for every request schema at once, as a 422 naming the field:
+    - no NUL: PostgreSQL can't store NUL in text or JSONB;
+    - valid Unicode only: JSON's \\ud800 escape decodes to a lone surrogate, which no
+      database driver can encode (UTF-8 has no encoding for it).
+    Nested values (lists, objects, their keys) are checked too.
     """
 
     class Meta:
         ordered = True
 
     @pre_load
-    def refuse_nul_characters(self, data: Any, **_: Any) -> Any:
+    def refuse_unstorable_text(self, data: Any, **_: Any) -> Any:
         if isinstance(data, Mapping):
-            errors = {
-                str(key): [NUL_MESSAGE]
-                for key, value in data.items()
-                if _contains_nul(key) or _contains_nul(value)
-            }
+            errors = {}
+            for key, value in data.items():
+                problem = _text_problem(key) or _text_problem(value)
+                if problem:
+                    errors[_printable_key(key)] = [problem]
             if errors:
                 raise ValidationError(errors)
         return data
 
 
-def _contains_nul(value: Any) -> bool:
+def _text_problem(value: Any) -> str | None:
+    """Why `value` (or any text inside it) can't be stored, or None."""
     if isinstance(value, str):
-        return "\x00" in value
+        if "\x00" in value:
+            return NUL_MESSAGE
+        if not _is_unicode(value):
+            return NOT_UNICODE_MESSAGE
+        return None
     if isinstance(value, Mapping):
-        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return any(_contains_nul(item) for item in value)
-    return False
+        items: Any = (item for pair in value.items() for item in pair)
+    elif isinstance(value, list | tuple):
+        items = value
+    else:
+        return None
+    return next((problem for item in items if (problem := _text_problem(item))), None)
+
+
+def _is_unicode(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable_key(key: Any) -> str:
+    """The field name for the error; an unencodable name is escaped so the answer is valid."""
+    name = str(key)
+    return name if _is_unicode(name) else name.encode("utf-8", "backslashreplace").decode()
 
 
 class Instant(fields.AwareDateTime):

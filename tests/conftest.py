@@ -72,6 +72,17 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     admin.dispose()
 
 
+# The limiter runs on every test request but never limits the suite's own traffic (one
+# client IP, a few keys, thousands of requests); tests/test_rate_limits.py tests the limits.
+UNREACHABLE = "1000000/second"
+NO_RATE_LIMITS = {
+    "rate_limit_per_ip": UNREACHABLE,
+    "rate_limit_per_caller": UNREACHABLE,
+    "rate_limit_member_tokens": UNREACHABLE,
+    "rate_limit_identify": UNREACHABLE,
+}
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str | None:
     """A real Redis on the PostgreSQL run, the embedded fakeredis on the SQLite run."""
@@ -98,6 +109,7 @@ def app(
             "redis_url": redis_url,
             "secret_key": "test-secret-key-that-is-long-enough-0123456789",
             "run_embedded_worker": False,
+            **NO_RATE_LIMITS,
         }
     )
     app.config["TESTING"] = True

@@ -99,8 +99,21 @@ class Factories:
         db.session.commit()
         return {"Authorization": f"Bearer {issued.key}"}
 
-    def member_token(self, member_id: int) -> dict[str, str]:
-        minted = mint_member_token(member_id, issued_by_client=0, now=utcnow())
+    def member_token(
+        self, member_id: int, *, issued_by_client: int | None = None
+    ) -> dict[str, str]:
+        """Headers with an app token for the member, minted by an app backend's key (a new
+        one unless `issued_by_client` names it)."""
+        if issued_by_client is None:
+            issued_by_client = create_api_client(
+                name="app backend", scopes=[all_scopes.MEMBER_TOKENS], store_id=None, now=utcnow()
+            ).client.id
+        member = db.session.get(Member, member_id)
+        assert member is not None
+        db.session.commit()
+        minted = mint_member_token(
+            member_id, issued_by_client=issued_by_client, epoch=member.token_epoch, now=utcnow()
+        )
         return {"Authorization": f"Bearer {minted.token}"}
 
 

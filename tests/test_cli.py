@@ -12,17 +12,19 @@ import click
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
+from flask.cli import ScriptInfo
 
 from loyalty.auth.keys import client_for_key, revoke_api_client
 from loyalty.auth.models import ApiClient
-from loyalty.cli import create_api_key_command, demo_command, main, run_command
+from loyalty.cli import _create_app, create_api_key_command, demo_command, main, run_command
 from loyalty.clock import utcnow
 from loyalty.db import db
 from loyalty.demo import DEMO_KEYS, DEMO_KEYS_FILE
 
 
 def test_run_is_omniloyals_own_command_not_flasks():
-    context = click.Context(main)
+    # What FlaskGroup.make_context gives the `omniloyal` command: its own app factory.
+    context = click.Context(main, obj=ScriptInfo(create_app=_create_app))
     assert main.get_command(context, "run") is run_command
     for name in ("worker", "demo", "create-api-key", "db", "shell"):
         assert main.get_command(context, name) is not None, name

@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from loyalty.app import create_app
 from tests.factories import idem
@@ -41,6 +42,41 @@ def test_an_unhandled_exception_is_a_500_problem_with_the_request_id_and_is_logg
     [logged] = [r for r in caplog.records if r.getMessage() == "unhandled exception"]
     assert logged.levelno == logging.ERROR and logged.request_id == "req-bug-1"
     assert logged.exc_info[0] is RuntimeError
+
+
+def test_a_database_error_is_logged_without_the_values_the_driver_quotes(tmp_path, caplog):
+    """PostgreSQL's error text quotes the row ("Key (kind, value)=(email, ...) already
+    exists"): the log names the error, SQLSTATE, statement and stack, not the values."""
+    app = create_app(
+        {
+            "database_url": f"sqlite:///{tmp_path / 'bug.db'}",
+            "secret_key": "s" * 40,
+            "run_embedded_worker": False,
+        }
+    )
+    email = "jane.doe@example.org"
+
+    class UniqueViolation(Exception):
+        sqlstate = "23505"
+
+    @app.route("/db-bug")
+    def db_bug() -> Any:
+        raise sa.exc.IntegrityError(
+            "INSERT INTO member_identities (kind, value) VALUES (?, ?)",
+            ("email", email),
+            UniqueViolation(f"duplicate key\nDETAIL: Key (kind, value)=(email, {email}) exists"),
+            hide_parameters=True,
+        )
+
+    logging.getLogger().addHandler(caplog.handler)
+    response = app.test_client().get("/db-bug")
+
+    assert response.status_code == 500
+    [logged] = [r for r in caplog.records if r.getMessage() == "unhandled exception"]
+    assert (logged.db_error, logged.sqlstate) == ("UniqueViolation", "23505")
+    assert logged.statement.startswith("INSERT INTO member_identities")
+    assert "db_bug" in logged.stack
+    assert email not in caplog.text and email not in repr(logged.__dict__)
 
 
 def test_a_body_that_is_not_json_is_a_400_problem_without_field_errors(client, make):

@@ -8,11 +8,13 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
+from loyalty import outbox
 from loyalty.clock import utcnow
 from loyalty.db import db
+from loyalty.jobs import relay_outbox
 from loyalty.ledger import jobs as ledger_jobs
 from loyalty.ledger import operations as ledger
-from loyalty.outbox import OutboxEvent, consumer
+from loyalty.outbox import OutboxDelivery, consumer, unregister
 from loyalty.queue import get_queue, make_worker, start_embedded_worker
 from loyalty.scheduler import run_due_schedules
 
@@ -43,27 +45,28 @@ def test_each_schedule_slot_is_enqueued_once_even_with_many_workers(app):
     assert again == []
 
 
-def test_the_outbox_relay_delivers_each_event_once_and_in_order(app, make):
+def test_the_outbox_relay_job_delivers_each_event_once_and_in_order(app, make):
     seen: list[int] = []
-    consumer("test.relay")(lambda event: seen.append(event.id))
-    from loyalty import outbox
-
-    for n in range(3):
-        outbox.emit("test.relay", member_id=None, payload={"n": n}, now=utcnow())
-    db.session.commit()
-    from loyalty.jobs import relay_outbox
-
-    relay_outbox()
-    relay_outbox()
-    assert len(seen) == 3 and seen == sorted(seen)
-    assert (
-        db.session.scalar(
-            sa.select(sa.func.count())
-            .select_from(OutboxEvent)
-            .where(OutboxEvent.published_at.is_(None))
+    consumer("test.relay", name="test.queue.relay")(lambda event: seen.append(event.id))
+    try:
+        for n in range(3):
+            outbox.emit("test.relay", member_id=None, payload={"n": n}, now=utcnow())
+        db.session.commit()
+        job = relay_outbox.enqueue()
+        make_worker(app, ("default",)).work(burst=True)
+        assert job.get_status() == "finished"
+        relay_outbox()
+        assert len(seen) == 3 and seen == sorted(seen)
+        assert (
+            db.session.scalar(
+                sa.select(sa.func.count())
+                .select_from(OutboxDelivery)
+                .where(OutboxDelivery.status != "done")
+            )
+            == 0
         )
-        == 0
-    )
+    finally:
+        unregister("test.queue.relay")
 
 
 def test_the_embedded_worker_thread_runs_jobs_in_process(app, make):

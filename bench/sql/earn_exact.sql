@@ -52,11 +52,11 @@ SELECT :tx_id, :issued_account, ledger_accounts.id, :points, :lot_id, now()
 FROM ledger_accounts WHERE member_id = :member AND kind = 'member_points';
 UPDATE ledger_accounts SET balance = balance + :points
 WHERE member_id = :member AND kind = 'member_points';
-INSERT INTO outbox_events (topic, member_id, payload, occurred_at, published_at, attempts)
+INSERT INTO outbox_events (topic, member_id, payload, occurred_at, dispatched_at)
 VALUES ('points.earned', :member,
   jsonb_build_object('transaction_id', :tx_id::bigint, 'points', :points::bigint,
     'kind', 'earn', 'cause', jsonb_build_object('type', 'order', 'ref', 'order:' || :order_id::text)),
-  now(), NULL, 0);
+  now(), NULL);
 UPDATE orders SET discount_minor = 0, total_minor = 10597, points_earned = :points,
   pending_until = NULL, coupons = '[]',
   breakdown = '[{"rule_id": 1, "name": "1 point per EUR", "kind": "base_rate", "points": 104}, {"rule_id": 2, "name": "Shoes x2", "kind": "multiplier", "points": 89}, {"rule_id": 3, "name": "Socks bonus", "kind": "bonus", "points": 10}]',

@@ -48,12 +48,12 @@ VALUES (:code_id, :taken_code, :offer_id, :version_id, 1, 'redeemed',
   1058, '{"0": 899, "1": 159}', 0, 100, false, false, NULL, NULL, NULL, NULL,
   now(), now(), NULL, :actor)
 RETURNING coupon_redemptions.id;
-INSERT INTO outbox_events (topic, member_id, payload, occurred_at, published_at, attempts)
+INSERT INTO outbox_events (topic, member_id, payload, occurred_at, dispatched_at)
 VALUES ('coupon.redeemed', NULL,
   jsonb_build_object('checkout_ref', md5('c' || :n::text), 'order_ref', 'r' || :n::text,
     'codes', jsonb_build_array(:taken_code::text), 'store_id', :store_id::text,
     'channel', 'store', 'discount_minor', 1058, 'client_id', :api_client::bigint),
-  now(), NULL, 0);
+  now(), NULL);
 UPDATE idempotency_keys SET status_code = 201,
   response_body = convert_to(repeat('{"bonus_points": 0, "checkout_ref": "x"} ', 21), 'UTF8')
 WHERE idempotency_keys.scope = 'client' || ':' || :api_client::text

@@ -9,7 +9,7 @@ from flask_smorest import Blueprint
 
 from loyalty.auth import scopes
 from loyalty.auth.context import current_caller, requires
-from loyalty.auth.keys import create_api_client, revoke_api_client
+from loyalty.auth.keys import Minter, create_api_client, revoke_api_client
 from loyalty.auth.models import ApiClient
 from loyalty.auth.schemas import (
     ApiClientCreatedSchema,
@@ -18,7 +18,7 @@ from loyalty.auth.schemas import (
     MemberTokenRequestSchema,
     MemberTokenSchema,
 )
-from loyalty.auth.tokens import mint_member_token
+from loyalty.auth.tokens import mint_member_token, revoke_member_tokens
 from loyalty.clock import utcnow
 from loyalty.db import db
 from loyalty.errors import MemberNotActive, NotFound
@@ -36,9 +36,17 @@ blp = Blueprint("auth", __name__, description="API clients and member tokens")
 @blp.arguments(ApiClientCreateSchema)
 @blp.response(201, ApiClientCreatedSchema)
 def create_client(data: dict[str, Any]) -> Any:
-    """Create an API client. The key is in this response only."""
+    """Create an API client. The key is in this response only.
+
+    A key mints only keys within its own reach: scopes it holds itself, and, when it is
+    bound to a store, only keys bound to that same store (403 otherwise)."""
+    caller = current_caller()
     issued = create_api_client(
-        name=data["name"], scopes=data["scopes"], store_id=data["store_id"], now=utcnow()
+        name=data["name"],
+        scopes=data["scopes"],
+        store_id=data["store_id"],
+        now=utcnow(),
+        minted_by=Minter(scopes=caller.scopes, store_id=caller.store_id),
     )
     issued.client.key = issued.key  # type: ignore[attr-defined]
     return issued.client
@@ -49,7 +57,12 @@ def create_client(data: dict[str, Any]) -> Any:
 @requires(scopes.ADMIN)
 @blp.response(200, ApiClientSchema(many=True))
 def list_clients() -> Any:
-    return db.session.scalars(sa.select(ApiClient).order_by(ApiClient.id)).all()
+    """Every API client; a store-bound admin key sees its own store's keys only."""
+    query = sa.select(ApiClient).order_by(ApiClient.id)
+    store_id = current_caller().store_id
+    if store_id is not None:
+        query = query.where(ApiClient.store_id == store_id)
+    return db.session.scalars(query).all()
 
 
 @blp.route("/api-clients/<int:client_id>/revoke", methods=["POST"])
@@ -59,8 +72,10 @@ def list_clients() -> Any:
 @blp.response(200, ApiClientSchema)
 def revoke_client(client_id: int) -> Any:
     """Revoke a key; requests with it get 401 from then on (other server processes cache
-    keys for up to 5 seconds, so there it may take that long)."""
-    return revoke_api_client(client_id, now=utcnow())
+    keys for up to 5 seconds, so there it may take that long). Member tokens the client
+    minted stop working with it. A store-bound admin key revokes its own store's keys only;
+    others answer 404."""
+    return revoke_api_client(client_id, now=utcnow(), store_id=current_caller().store_id)
 
 
 @blp.route("/member-tokens", methods=["POST"])
@@ -78,7 +93,19 @@ def issue_member_token(data: dict[str, Any]) -> Any:
             raise NotFound("no member with that app user id")
     if not member.is_active:
         raise MemberNotActive(f"member {member.id} is {member.status}")
+    client_id = current_caller().client_id
+    assert client_id is not None  # @requires: an API client
     minted = mint_member_token(
-        member.id, issued_by_client=current_caller().client_id or 0, now=utcnow()
+        member.id, issued_by_client=client_id, epoch=member.token_epoch, now=utcnow()
     )
     return {"token": minted.token, "member_id": member.id, "expires_at": minted.expires_at}
+
+
+def _register_member_hooks() -> None:
+    """Erasing a member revokes their app tokens (blocking does it in block_member)."""
+    from loyalty.members import privacy
+
+    privacy.register_erase_step("member_tokens", revoke_member_tokens)
+
+
+_register_member_hooks()

@@ -19,7 +19,7 @@ from loyalty.auth import scopes as all_scopes
 from loyalty.auth.models import ApiClient
 from loyalty.cache import TTLCache
 from loyalty.db import db
-from loyalty.errors import InvalidInput, NotFound
+from loyalty.errors import Forbidden, InvalidInput, NotFound
 
 KEY_PREFIX = "olk_"
 
@@ -34,12 +34,30 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class Minter:
+    """The reach of the key creating another key: what it may hand on."""
+
+    scopes: frozenset[str]
+    store_id: str | None  # bound to this store: it mints keys bound to it only
+
+
 def create_api_client(
-    *, name: str, scopes: list[str], store_id: str | None, now: datetime
+    *,
+    name: str,
+    scopes: list[str],
+    store_id: str | None,
+    now: datetime,
+    minted_by: Minter | None = None,
 ) -> IssuedKey:
+    """Create a client and its key. `minted_by` (None: the CLI, an operator) limits the new
+    key to the minting key's own scopes and store binding, so no key can widen its reach
+    by minting another (a store's admin key could otherwise mint an unbound one)."""
     unknown = set(scopes) - all_scopes.ALL
     if unknown:
         raise InvalidInput(f"unknown scope(s): {', '.join(sorted(unknown))}")
+    if minted_by is not None:
+        _ensure_within_reach(minted_by, set(scopes), store_id)
     if store_id is not None:
         from loyalty.stores.models import Store
 
@@ -61,9 +79,25 @@ def create_api_client(
     return IssuedKey(client, f"{KEY_PREFIX}{prefix}_{secret}")
 
 
-def revoke_api_client(client_id: int, *, now: datetime) -> ApiClient:
+def _ensure_within_reach(minter: Minter, scopes: set[str], store_id: str | None) -> None:
+    wider = scopes - minter.scopes
+    if wider:
+        raise Forbidden(
+            f"a key can't grant scopes it doesn't hold: {', '.join(sorted(wider))}",
+            reason="scope_not_held",
+        )
+    if minter.store_id is not None and store_id != minter.store_id:
+        raise Forbidden(
+            f"this key is bound to store {minter.store_id!r}; it mints keys bound to that "
+            "store only",
+            reason="store_binding",
+        )
+
+
+def revoke_api_client(client_id: int, *, now: datetime, store_id: str | None = None) -> ApiClient:
+    """Revoke a key. With `store_id` (a store-bound caller) only that store's keys."""
     client = db.session.get(ApiClient, client_id)
-    if client is None:
+    if client is None or (store_id is not None and client.store_id != store_id):
         raise NotFound(f"no API client {client_id}")
     client.active = False
     client.revoked_at = now

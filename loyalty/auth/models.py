@@ -28,3 +28,17 @@ class ApiClient(db.Model):
     active: Mapped[bool] = mapped_column(sa.Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class UsedQrToken(db.Model):
+    """A member QR token used at a till: each token is good for one use.
+
+    Keyed by a digest of what the token's signature covers; purged once past expiry.
+    """
+
+    __tablename__ = "used_member_qr_tokens"
+
+    digest: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    member_id: Mapped[int] = mapped_column(BigInt)
+    used_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

@@ -26,8 +26,6 @@ the same order_ref returns the first redemptions ("replayed": true) without a se
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from flask import Response, current_app, stream_with_context
@@ -104,24 +102,16 @@ def _member_id(given: int | None) -> int | None:
     return None if given is None else get_member(given).id
 
 
-@contextmanager
-def _counting_failures(subjects: list[str]) -> Iterator[None]:
-    """Count guess-like refusals (unknown or someone else's code) toward the lockout."""
-    try:
-        yield
-    except (operations.CouponNotApplicable, operations.CouponUnavailable) as error:
-        guesses = sum(
-            1
-            for reasons in error.extra.get("reasons", {}).values()
-            if set(reasons) & operations.GUESS_REASONS
-        )
-        if guesses:
-            abuse.record_failures(subjects, guesses)
-        raise
+def _lockout_subjects(caller: Caller) -> list[str]:
+    """Who a failed guess counts against: the caller's key, its bound store, or the member
+    of a member token; never a store named in the body (see loyalty.coupons.abuse)."""
+    return abuse.subjects(
+        client_id=caller.client_id, bound_store_id=caller.store_id, member_id=caller.member_id
+    )
 
 
 def _record_guesses(evaluation: operations.Evaluation, subjects: list[str]) -> None:
-    guesses = sum(1 for r in evaluation.results if set(r.reasons) & operations.GUESS_REASONS)
+    guesses = abuse.guesses_in({r.code: r.reasons for r in evaluation.results if r.reasons})
     if guesses:
         abuse.record_failures(subjects, guesses)
 
@@ -424,7 +414,7 @@ def validate_codes(data: dict[str, Any]) -> Any:
     machine-readable reasons when it doesn't. Changes nothing."""
     caller = current_caller()
     store_id = _store_for(caller, data)
-    subjects = abuse.subjects(client_id=caller.client_id, store_id=store_id, member_id=None)
+    subjects = _lockout_subjects(caller)
     abuse.ensure_not_locked(subjects)
     evaluation = operations.evaluate(
         data["codes"],
@@ -463,9 +453,7 @@ def _redeem_or_hold(data: dict[str, Any], *, hold_seconds: int | None) -> Any:
     """Redeem now (hold_seconds None) or reserve; failed guesses count towards a lockout."""
     caller = current_caller()
     store_id = _store_for(caller, data)
-    subjects = abuse.subjects(client_id=caller.client_id, store_id=store_id, member_id=None)
-    abuse.ensure_not_locked(subjects)
-    with _counting_failures(subjects):
+    with abuse.guarded(_lockout_subjects(caller)):
         checkout = operations.redeem_codes(
             codes=data["codes"],
             basket=basket_from(data, store_id),
@@ -519,8 +507,12 @@ def get_redemption(redemption_id: int) -> Any:
 @write_endpoint()
 @blp.response(200, RedemptionSchema)
 def rollback(redemption_id: int) -> Any:
-    """Refund or cancellation: restore the use and the budget, exactly once (a second
-    rollback changes nothing and answers the same)."""
+    """Refund or cancellation of a sale outside Omniloyal's orders: restore the use and
+    the budget, exactly once (a second rollback changes nothing and answers the same).
+
+    A redemption made by `POST /v1/orders` belongs to that order: it is rolled back only by
+    the order's refund or cancellation (409 `belongs_to_order` here), so the order's
+    discount and the code's use can't come apart."""
     redemption = _own_redemption(redemption_id)
     return operations.rollback_redemption(redemption.id, now=utcnow(), actor=current_caller().actor)
 
@@ -558,7 +550,7 @@ def my_validate(data: dict[str, Any]) -> Any:
     member = get_member(current_caller().member_id)  # type: ignore[arg-type]
     if Channel(data["channel"]).needs_store and data["store_id"] is None:
         raise InvalidInput(f"a {data['channel']} basket needs a store_id", field="store_id")
-    subjects = abuse.subjects(client_id=None, store_id=None, member_id=member.id)
+    subjects = _lockout_subjects(current_caller())
     abuse.ensure_not_locked(subjects)
     evaluation = operations.evaluate(
         data["codes"],
@@ -607,11 +599,14 @@ def return_my_coupon(code_id: int) -> Any:
 
 
 def _register_member_hooks() -> None:
-    """Coupons follow a member merge and appear in the member's data export."""
+    """Coupons follow a member merge, appear in the member's data export and are accounted
+    for in an erasure (loyalty.coupons.privacy)."""
+    from loyalty.coupons.privacy import erase_member_coupons
     from loyalty.members import merge, privacy
 
     merge.register_merge_step(wallet.merge_member_coupons)
     privacy.register_export_section("coupons", wallet.export_member_coupons)
+    privacy.register_erase_step("coupons", erase_member_coupons)
 
 
 _register_member_hooks()

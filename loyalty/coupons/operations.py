@@ -4,8 +4,9 @@ The redeem path is lean on purpose (POS p99 target): one query loads the codes w
 offer and current terms; then, per code, one conditional UPDATE takes a use; offers with a
 total cap or budget take theirs with one conditional UPDATE on the offer row, offers with
 a per-member limit with one conditional upsert; one INSERT per redemption; no table locks.
-Rows are updated in a fixed order (codes by id, then offers by id, then member counters)
-so concurrent checkouts sharing codes can't deadlock.
+Rows are locked in the service's one order (docs/architecture.md, "Lock order"): the
+member first (a merge or a refund locks the member before its coupon rows), then codes by
+id, offers by id, member counters by (offer, member), so no two paths can deadlock.
 
 Offers, batches, issuing and rewards live in `offers.py` and `wallet.py`;
 `generate_codes` is re-exported here.
@@ -24,6 +25,7 @@ import sqlalchemy as sa
 
 from loyalty import outbox
 from loyalty.basket import Basket, OrderDiscounts
+from loyalty.batches import BatchCursor
 from loyalty.coupons.codes import is_well_formed, normalise
 from loyalty.coupons.discounts import (
     CouponDiscount,
@@ -47,6 +49,7 @@ from loyalty.coupons.models import (
 from loyalty.coupons.offers import generate_codes  # noqa: F401  (the operation lives there)
 from loyalty.db import constant, db, insert_persistent, upsert_insert
 from loyalty.errors import Conflict, InvalidInput, NotFound
+from loyalty.members.resolution import current_member_id
 from loyalty.stores.models import Store
 
 MAX_CODES_PER_CHECKOUT = 10
@@ -496,13 +499,17 @@ def redeem_codes(
     actor: str,
     order_id: int | None = None,
     hold_seconds: int | None = None,
+    member_locked: bool = False,
 ) -> Checkout:
     """Redeem (or, with `hold_seconds`, hold) every code for the basket, or none of them.
 
     Raises CouponNotApplicable (422) / CouponUnavailable (409) with machine-readable
     reasons. Redeeming the same codes again for the same `order_ref` returns the first
     redemptions (a retry after a lost response), without taking another use.
+    The member is locked before any coupon row (`member_locked`: the caller did).
     """
+    if member_id is not None and not member_locked:
+        member_id = _lock_members([member_id])[0]
     evaluation = evaluate(codes, basket, member_id=member_id, now=now, order_ref=order_ref)
     replay = _replayed(evaluation)
     if replay is not None:
@@ -654,7 +661,7 @@ def _take_member_uses(applied: list[CodeResult]) -> None:
         for r in applied
         if r.candidate.per_member_limit is not None and r.member_id is not None  # type: ignore[union-attr]
     ]
-    for result in sorted(limited, key=lambda r: r.candidate.offer_id):  # type: ignore[union-attr]
+    for result in sorted(limited, key=lambda r: (r.candidate.offer_id, r.member_id)):  # type: ignore[union-attr]
         limit = result.candidate.per_member_limit  # type: ignore[union-attr]
         statement = (
             upsert_insert(table)
@@ -705,6 +712,31 @@ def _emit(topic: str, redemptions: list[CouponRedemption], now: datetime) -> Non
 # --- closing: capture, release, rollback, expiry ----------------------------------------------
 
 
+def _lock_members(member_ids: Sequence[int | None]) -> list[int]:
+    """Lock the members (following merges) before any coupon row: the service's lock order
+    (docs/architecture.md) puts members first, since merges and refunds lock the members
+    and then their coupon rows. Returns the locked ids in the order given."""
+    from loyalty.members.operations import get_member, lock_members
+
+    current = [get_member(m).id for m in member_ids if m is not None]
+    locked = lock_members(*current)
+    if any(member.merged_into_id is not None for member in locked.values()):
+        # merged while we waited: the survivors are locked after them (dead rows)
+        from loyalty.members.resolution import lock_current_member
+
+        current = [lock_current_member(m).id for m in current]
+    return current
+
+
+def _redemption_members(condition: Any) -> list[int]:
+    table = CouponRedemption.__table__
+    return list(
+        db.session.scalars(
+            sa.select(table.c.member_id).where(condition, table.c.member_id.is_not(None)).distinct()
+        )
+    )
+
+
 def _close(
     condition: Any, from_status: RedemptionStatus, to_status: RedemptionStatus, now: datetime
 ) -> list[Any]:
@@ -730,11 +762,7 @@ def _close(
 
 
 def _restore(closed: list[Any]) -> None:
-    codes, offers, members = (
-        CouponCode.__table__,
-        CouponOffer.__table__,
-        CouponMemberUse.__table__,
-    )
+    codes, offers = CouponCode.__table__, CouponOffer.__table__
     for row in sorted(closed, key=lambda r: r.code_id):
         db.session.execute(
             sa.update(codes).where(codes.c.id == row.code_id).values(uses=codes.c.uses - 1)
@@ -748,12 +776,32 @@ def _restore(closed: list[Any]) -> None:
                 discount_spent_minor=offers.c.discount_spent_minor - row.discount_minor,
             )
         )
-    for row in sorted((r for r in closed if r.counted_member), key=lambda r: r.offer_id):
-        db.session.execute(
-            sa.update(members)
-            .where(members.c.offer_id == row.offer_id, members.c.member_id == row.member_id)
-            .values(uses=members.c.uses - 1)
-        )
+    for row in sorted(
+        (r for r in closed if r.counted_member), key=lambda r: (r.offer_id, r.member_id)
+    ):
+        _give_member_use_back(row.offer_id, row.member_id)
+
+
+def _give_member_use_back(offer_id: int, member_id: int) -> None:
+    """One use back on the per-member counter of the person who holds it now.
+
+    A merge folds the merged member's counters into the survivor's, while the redemption
+    keeps the id it was made under: the use goes back to the member that id belongs to now
+    (the merge rule). Should a merge commit between our lookup and our UPDATE (which then
+    finds the folded row gone), the id is resolved again and the UPDATE retried.
+    """
+    table = CouponMemberUse.__table__
+    holder = current_member_id(member_id)
+    while True:
+        restored = db.session.execute(
+            sa.update(table)
+            .where(table.c.offer_id == offer_id, table.c.member_id == holder)
+            .values(uses=table.c.uses - 1)
+        ).rowcount
+        now_holder = current_member_id(member_id)
+        if restored or now_holder == holder:
+            return
+        holder = now_holder
 
 
 def _checkout(checkout_ref: str) -> list[CouponRedemption]:
@@ -811,6 +859,7 @@ def capture_hold(
 def release_hold(checkout_ref: str, *, now: datetime) -> Checkout:
     """Give a held checkout's uses back. Releasing twice (or after expiry) is a no-op."""
     table = CouponRedemption.__table__
+    _lock_members(_redemption_members(table.c.checkout_ref == checkout_ref))
     _close(
         table.c.checkout_ref == checkout_ref, RedemptionStatus.HELD, RedemptionStatus.RELEASED, now
     )
@@ -829,14 +878,30 @@ def rollback_redemption(redemption_id: int, *, now: datetime, actor: str) -> Cou
 
     Of two concurrent rollbacks only one changes anything (conditional UPDATE on the
     status); the other, like any later one, returns the rolled-back redemption as it is.
+
+    A redemption that belongs to an order (made by `redeem_for_order`) is refused (409
+    `belongs_to_order`): the order keeps its discount, so giving the use back on its own
+    would let a single-use code discount a second order. It comes back only through the
+    order's refund or cancellation (`rollback_order_redemptions`). The condition is part of
+    the UPDATE, so no interleaving can roll an order's redemption back here.
     """
     table = CouponRedemption.__table__
+    _lock_members(_redemption_members(table.c.id == redemption_id))
     closed = _close(
-        table.c.id == redemption_id, RedemptionStatus.REDEEMED, RedemptionStatus.ROLLED_BACK, now
+        sa.and_(table.c.id == redemption_id, table.c.order_id.is_(None)),
+        RedemptionStatus.REDEEMED,
+        RedemptionStatus.ROLLED_BACK,
+        now,
     )
     redemption = db.session.get(CouponRedemption, redemption_id, populate_existing=True)
     if redemption is None:
         raise NotFound(f"no redemption {redemption_id}")
+    if redemption.order_id is not None and not closed:
+        raise Conflict(
+            f"redemption {redemption_id} belongs to an order; refund or cancel the order "
+            "to give the code back",
+            reason="belongs_to_order",
+        )
     if redemption.status == RedemptionStatus.HELD:
         raise Conflict("this redemption is held; release the hold instead", reason="held")
     if redemption.status != RedemptionStatus.ROLLED_BACK:
@@ -846,20 +911,26 @@ def rollback_redemption(redemption_id: int, *, now: datetime, actor: str) -> Cou
     return redemption
 
 
-def expire_holds(now: datetime, *, limit: int = 1000) -> int:
-    """Release holds past their TTL (the periodic job). Returns how many uses came back."""
+def expire_holds(now: datetime, *, limit: int = 500, cursor: BatchCursor | None = None) -> int:
+    """Release holds past their TTL (the periodic job). Returns how many uses came back.
+
+    One chunk of at most `limit` held redemptions, oldest first (through the partial index
+    on held rows); their members are locked first, in id order, like every coupon path.
+    """
     table = CouponRedemption.__table__
-    due = (
-        sa.select(table.c.id)
+    due = db.session.execute(
+        sa.select(table.c.id, table.c.member_id)
         .where(table.c.status == constant(RedemptionStatus.HELD), table.c.expires_at <= now)
         .order_by(table.c.expires_at)  # ix_coupon_redemptions_held_expiry
         .limit(limit)
-    )
-    ids = list(db.session.scalars(due))
-    if not ids:
+    ).all()
+    if cursor is not None:
+        cursor.handled += len(due)
+    if not due:
         return 0
+    _lock_members(sorted({member_id for _, member_id in due if member_id is not None}))
     closed = _close(
-        sa.and_(table.c.id.in_(ids), table.c.expires_at <= now),
+        sa.and_(table.c.id.in_([row_id for row_id, _ in due]), table.c.expires_at <= now),
         RedemptionStatus.HELD,
         RedemptionStatus.EXPIRED,
         now,
@@ -899,6 +970,7 @@ def redeem_for_order(
         order_id=order_id,
         now=now,
         actor=actor,
+        member_locked=True,  # post_order locks the member first
     )
     return checkout.totals()
 

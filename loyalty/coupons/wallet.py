@@ -32,8 +32,11 @@ from loyalty.coupons.models import (
 from loyalty.coupons.offers import _mark_has_codes, code_expiry, current_terms, get_offer
 from loyalty.db import db, upsert_insert
 from loyalty.errors import Conflict, InvalidInput, NotFound
-from loyalty.ledger.operations import Cause, burn_points, reverse_burn
+from loyalty.ledger.models import LedgerTransaction
+from loyalty.ledger.operations import Cause, burn_points, lock_member_accounts, reverse_burn
 from loyalty.members.models import Member, MemberStatus
+from loyalty.members.operations import lock_members
+from loyalty.members.resolution import history_member_ids
 
 MAX_ISSUE_PER_CALL = 10_000
 
@@ -190,7 +193,9 @@ def buy_reward(reward_id: int, *, member_id: int, now: datetime, actor: str) -> 
     """Burn the reward's points and issue its coupon to the member, in one transaction.
 
     Raises InsufficientPoints (409) when the member can't pay; stock is taken with a
-    conditional UPDATE, so it never goes below zero."""
+    conditional UPDATE, so it never goes below zero. The member and their accounts are
+    locked first, before the reward and offer rows (docs/architecture.md, "Lock order")."""
+    lock_member_accounts(member_id)
     reward = db.session.get(CouponReward, reward_id)
     if reward is None or not reward.active:
         raise NotFound(f"no reward {reward_id}")
@@ -241,6 +246,9 @@ def return_reward_coupon(
         raise NotFound(f"no coupon {code_id}")
     if code.burn_transaction_id is None:
         raise Conflict("only coupons bought with points can be returned", reason="not_a_reward")
+    # Members first (the owner and whoever paid), in id order, then the code row.
+    burn = db.session.get(LedgerTransaction, code.burn_transaction_id)
+    lock_members(*(m for m in (code.member_id, burn.member_id if burn else None) if m is not None))
     returned = db.session.execute(
         sa.update(CouponCode)
         .where(
@@ -392,9 +400,7 @@ def merge_member_coupons(merged_id: int, survivor_id: int, now: datetime) -> dic
 def export_member_coupons(member_id: int) -> dict[str, Any]:
     """The member's coupons and redemptions (also those made under ids merged into it), for
     a privacy export."""
-    from loyalty.members.privacy import same_person_ids
-
-    ids = same_person_ids(member_id)
+    ids = history_member_ids(member_id)
     codes = db.session.scalars(
         sa.select(CouponCode).where(CouponCode.member_id == member_id).order_by(CouponCode.id)
     ).all()

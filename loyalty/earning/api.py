@@ -5,12 +5,13 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from flask_smorest import Blueprint
 
 from loyalty.auth import scopes
-from loyalty.auth.context import current_caller, ensure_store, requires
+from loyalty.auth.context import Caller, current_caller, ensure_store, requires
 from loyalty.clock import utcnow
 from loyalty.earning import operations
 from loyalty.earning.models import ActivityEvent, Order, Refund
@@ -69,10 +70,31 @@ def post_order(data: dict[str, Any]) -> Any:
     store_id = data["store_id"] or caller.store_id
     ensure_store(caller, store_id)
     assert caller.client_id is not None
-    order, created = operations.post_order(
-        {**data, "store_id": store_id}, client_id=caller.client_id, now=utcnow(), actor=caller.actor
-    )
+    with _coupon_guess_lockout(caller, data.get("coupon_codes")):
+        order, created = operations.post_order(
+            {**data, "store_id": store_id},
+            client_id=caller.client_id,
+            now=utcnow(),
+            actor=caller.actor,
+        )
     return order, _status(created)
+
+
+def _coupon_guess_lockout(caller: Caller, codes: list[str] | None) -> AbstractContextManager[Any]:
+    """Orders with coupon codes go through the coupons' guess lockout like the coupon
+    routes do: a locked-out caller gets 429, unknown codes count against the key (and
+    its bound store), and with Redis down the order is refused with 503."""
+    if not codes:
+        return nullcontext()
+    try:
+        from loyalty.coupons import abuse  # type: ignore[import-not-found]
+    except ImportError as error:  # coupons not installed: the order refuses the codes
+        if error.name not in {"loyalty.coupons", "loyalty.coupons.abuse", None}:
+            raise
+        return nullcontext()
+    return abuse.guarded(
+        abuse.subjects(client_id=caller.client_id, bound_store_id=caller.store_id, member_id=None)
+    )
 
 
 @blp.route("/orders/<order_id>")
@@ -96,6 +118,8 @@ def _refund_view(refund: Refund, order: Order) -> dict[str, Any]:
         "revoked_available": refund.revoked_available,
         "clawed_back": refund.clawed_back,
         "forgiven": refund.forgiven,
+        "already_expired": refund.already_expired,
+        "points_returned": refund.points_returned,
         "policy": refund.policy,
         "created_at": refund.created_at,
     }
@@ -232,13 +256,16 @@ def delete_rule(rule_id: int) -> None:
 
 
 def _register_member_hooks() -> None:
-    """Orders and activities follow a merge, and appear in the member's data export."""
+    """Orders and activities follow a merge, appear in the member's data export, and
+    erasure scrubs what they may hold of the person (loyalty.earning.privacy)."""
+    from loyalty.earning.privacy import erase_member_earning
     from loyalty.members import merge
 
     merge.register_merge_step(operations.merge_orders_and_activities)
     from loyalty.members import privacy
 
     privacy.register_export_section("orders", operations.export_member_orders)
+    privacy.register_erase_step("earning", erase_member_earning)
 
 
 _register_member_hooks()

@@ -151,6 +151,10 @@ class Refund(db.Model):
     revoked_available: Mapped[int] = mapped_column(BigInt, default=0)
     clawed_back: Mapped[int] = mapped_column(BigInt, default=0)
     forgiven: Mapped[int] = mapped_column(BigInt, default=0)
+    # Not taken back because the order's own points had already expired (taken once).
+    already_expired: Mapped[int] = mapped_column(BigInt, default=0, server_default="0")
+    # Points that paid for the order (captured holds) given back by this refund.
+    points_returned: Mapped[int] = mapped_column(BigInt, default=0, server_default="0")
     policy: Mapped[str] = mapped_column(sa.String(16))
     ledger_transaction_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("ledger_transactions.id")
@@ -217,6 +221,9 @@ class ActivityEvent(db.Model):
     reference: Mapped[str | None] = mapped_column(sa.String(128))  # the client's own key
     referred_member_id: Mapped[int | None] = mapped_column(sa.ForeignKey("members.id"))
     client_id: Mapped[int | None] = mapped_column(sa.ForeignKey("api_clients.id"))
+    # The member's timezone when it was recorded: the local day of a check-in is judged in
+    # it as well as in the current one, so changing timezone opens no second check-in.
+    timezone: Mapped[str | None] = mapped_column(sa.String(64))
     points: Mapped[int] = mapped_column(BigInt, default=0)
     breakdown: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
     ledger_transaction_id: Mapped[int | None] = mapped_column(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import calendar
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from typing import Any
@@ -36,8 +36,10 @@ from loyalty.earning.models import (
 )
 from loyalty.errors import Conflict, InvalidInput, MemberNotActive, NotAuthenticated, NotFound
 from loyalty.ledger import operations as ledger
+from loyalty.ledger.models import HoldStatus, PointHold
 from loyalty.members.models import Member
-from loyalty.members.operations import find_or_enrol, resolve
+from loyalty.members.operations import find_or_enrol, get_member
+from loyalty.members.resolution import current_member_id, history_member_ids, lock_current_member
 from loyalty.stores.models import Channel
 from loyalty.stores.operations import StoreSnapshot, cached_store
 from loyalty.tiers import operations as tiers
@@ -305,10 +307,11 @@ def resolve_order_member(
     if spec.get("member_id") is not None:
         member, locked = _existing_member(spec["member_id"], lock=lock)
         return member, False, locked
-    for field, reader in (
-        ("qr_token", tokens.member_id_from_qr),
+    readers: tuple[tuple[str, Callable[[str], int]], ...] = (
+        ("qr_token", lambda token: tokens.use_member_qr(token, now=now)),  # one use per QR
         ("member_token", tokens.member_id_from_token),
-    ):
+    )
+    for field, reader in readers:
         if spec.get(field):
             try:
                 member_id = reader(spec[field])
@@ -326,21 +329,14 @@ def resolve_order_member(
 
 
 def _existing_member(member_id: int, *, lock: bool = False) -> tuple[Member, bool]:
-    """(member, locked): the member, merges followed; `locked` when `lock` was asked and
-    the row returned is the one locked (a merged id's survivor is not locked here)."""
-    if lock:
-        member = db.session.scalar(
-            sa.select(Member)
-            .where(Member.id == member_id)
-            .with_for_update(key_share=True)
-            .execution_options(populate_existing=True)
-        )
-    else:
-        member = db.session.get(Member, member_id)
-    if member is None:
-        raise InvalidInput(f"no member {member_id}", field="member")
-    survivor = resolve(member)
-    return survivor, lock and survivor is member
+    """(member, locked): the member the id belongs to now (merges followed, under the row
+    lock when `lock` is asked: the ledger's lock helper, see lock_member_accounts)."""
+    try:
+        if lock:
+            return lock_current_member(member_id), True
+        return get_member(member_id), False
+    except NotFound:
+        raise InvalidInput(f"no member {member_id}", field="member") from None
 
 
 def _require_active(member: Member) -> None:
@@ -437,18 +433,18 @@ def post_order(
         earlier = db.session.get(Order, earlier_id)
         assert earlier is not None
         return _replay(earlier, fingerprint)
+    # Checked after the replay: a retry of an order accepted yesterday still replays.
+    _check_not_too_old(occurred_at, now, settings.max_order_age_days)
 
     store_id = store.id if store is not None else None
-    # Without coupons, the member row is locked right away (the ledger's first lock), which
-    # saves the ledger a second read of it. With coupons it is locked after the coupon rows,
-    # as before, so coupon and member rows are always locked in the same order.
+    # The member row is the first lock (docs/architecture.md, "Lock order"): before the
+    # coupon rows, which a merge or a refund takes after the member. The ledger then
+    # needn't read it again.
     member, enrolled, member_locked = resolve_order_member(
-        data["member"],
-        channel=channel.value,
-        store_id=store_id,
-        now=now,
-        lock=not data.get("coupon_codes"),
+        data["member"], channel=channel.value, store_id=store_id, now=now, lock=True
     )
+    if not member_locked:
+        member = lock_current_member(member.id)
     _require_active(member)
     basket = _basket(data, channel.value, store_id)
     subtotal = basket.total_minor
@@ -552,11 +548,13 @@ def post_order(
             actor=actor,
             pending_until=pending_until,
             details={"order_id": external_id, "client_id": client_id},
-            member_locked=member_locked,
+            member_locked=True,
         )
         ledger_transaction_id = tx.id
+        member_id = tx.member_id  # the person the points went to (a merge may have just moved them)
     else:
         pending_until = None
+        member_id = member.id
     _finish_order(
         order,
         discount_minor=discount,
@@ -568,8 +566,17 @@ def post_order(
         ledger_transaction_id=ledger_transaction_id,
     )
     db.session.flush()
-    tiers.reevaluate_member_tier(member.id, now, tiers=tier_list)
+    tiers.reevaluate_member_tier(member_id, now, tiers=tier_list)
     return order, True
+
+
+def _check_not_too_old(occurred_at: datetime, now: datetime, max_age_days: int) -> None:
+    """An order is posted within OMNILOYAL_MAX_ORDER_AGE_DAYS of its purchase: a back-dated
+    order would otherwise earn under long-ended promotions and skip its return window."""
+    if occurred_at < now - timedelta(days=max_age_days):
+        raise InvalidInput(
+            f"occurred_at is more than {max_age_days} days in the past", field="occurred_at"
+        )
 
 
 @cache
@@ -682,27 +689,51 @@ def _rollback_coupons(order: Order, now: datetime, actor: str) -> None:
 
 
 def _lock_order(order_id: int) -> Order:
-    """The order row, locked: refunds and cancels of one order run one after the other."""
-    order = db.session.scalars(
-        sa.select(Order)
-        .where(Order.id == order_id)
-        .with_for_update(key_share=True)
-        .execution_options(populate_existing=True)
-    ).one()
-    return order
+    """The order's member, then the order row, locked: refunds and cancels of one order run
+    one after the other.
+
+    Member first (docs/architecture.md, "Lock order"): a merge locks the members, then
+    moves their orders. The owner is read without a lock, so a merge may move the order
+    between that read and the member lock; the member lock follows the merge and the
+    order, read again under it, must belong to the member now locked.
+    """
+    for _ in range(3):
+        owner_id = db.session.scalar(sa.select(Order.member_id).where(Order.id == order_id))
+        if owner_id is None:
+            raise NotFound(f"no order {order_id}")
+        member = lock_current_member(owner_id)
+        order = db.session.scalars(
+            sa.select(Order)
+            .where(Order.id == order_id)
+            .with_for_update(key_share=True)
+            .execution_options(populate_existing=True)
+        ).one()
+        if order.member_id == member.id:
+            return order
+    raise Conflict(f"order {order_id} keeps moving between members; try again")
 
 
-def _reverse(order: Order, points: int, cause_ref: str, now: datetime, actor: str) -> dict:
+def _reverse(
+    order: Order, points: int, share: tuple[int, int], cause_ref: str, now: datetime, actor: str
+) -> dict:
+    """Give back the points that paid for the refunded `share` of the order, then take back
+    `points` of those it earned (by the return policy). In that order: a refund that brings
+    points back covers the points it takes before anything is forgiven or clawed back."""
     policy = _settings().return_policy
-    member = resolve(db.session.get(Member, order.member_id))  # type: ignore[arg-type]
+    # The order's member now (merges followed; the ledger resolves again under its lock).
+    member_id = current_member_id(order.member_id)
+    cause = ledger.Cause("refund", cause_ref)
+    returned, return_tx = _return_paid_points(order, member_id, share, cause, now, actor)
     result = ledger.reverse_earned(
-        member.id,
+        member_id,
         points,
-        ledger.Cause("refund", cause_ref),
+        cause,
         earned_by=order_cause_ref(order.id),
         policy=policy,
         now=now,
         actor=actor,
+        earned=order.points_earned,
+        reversed_before=order.points_reversed,
     )
     return {
         "points_reversed": points,
@@ -710,18 +741,70 @@ def _reverse(order: Order, points: int, cause_ref: str, now: datetime, actor: st
         "revoked_available": result.revoked_available,
         "clawed_back": result.clawed_back,
         "forgiven": result.forgiven,
+        "already_expired": result.already_expired,
+        "points_returned": returned,
         "policy": policy.value,
         "ledger_transaction_id": result.transaction.id if result.transaction else None,
+        "return_transaction_id": return_tx.id if return_tx else None,
     }
+
+
+def _return_paid_points(
+    order: Order,
+    member_id: int,
+    share: tuple[int, int],
+    cause: ledger.Cause,
+    now: datetime,
+    actor: str,
+) -> tuple[int, ledger.LedgerTransaction | None]:
+    """The points captured for this order (holds captured with its order id, by the same
+    client or at the same store, for the same person), given back in `share`.
+
+    The member's accounts are locked before the holds are read: a capture racing with
+    this refund either committed first (and is seen here) or waits for the lock and then
+    finds the order refunded or cancelled (see check_order_payable).
+    """
+    member_id = ledger.lock_member_accounts(member_id, require_active=False).member_id
+    same_till = PointHold.client_id == order.client_id
+    if order.store_id is not None:
+        same_till = sa.or_(same_till, PointHold.store_id == order.store_id)
+    candidates = db.session.scalars(
+        sa.select(PointHold)
+        .where(
+            PointHold.order_ref == order.external_id,
+            PointHold.status == HoldStatus.CAPTURED.value,
+            same_till,
+        )
+        .order_by(PointHold.id)
+    )
+    hold_ids = [hold.id for hold in candidates if _same_person(hold.member_id, member_id)]
+    return ledger.return_paid_points(member_id, hold_ids, share, cause, now=now, actor=actor)
+
+
+def _same_person(member_id: int, survivor_id: int) -> bool:
+    return current_member_id(member_id) == survivor_id
+
+
+def check_order_payable(order_ref: str, *, client_id: int | None, store_id: str | None) -> None:
+    """Points can't pay for an order that is already cancelled or fully refunded (they
+    would never come back). An order not posted yet is fine: tills capture first."""
+    try:
+        order = find_order(order_ref, client_id=client_id, store_id=store_id)
+    except NotFound:
+        return
+    if order.status in {OrderStatus.CANCELLED, OrderStatus.REFUNDED}:
+        raise Conflict(f"order {order_ref!r} is {order.status}: points can't pay for it")
 
 
 def refund_order(
     order: Order, data: Mapping[str, Any], *, client_id: int | None, now: datetime, actor: str
 ) -> tuple[Refund, bool]:
-    """Refund part or all of an order and reverse its points in proportion.
+    """Refund part or all of an order: give back the points that paid for it and reverse
+    the points it earned, both in proportion (docs/architecture.md, "Return policy").
 
-    reversed so far = floor(points_earned * refunded_minor / total_minor), so a full refund
-    reverses exactly everything. Idempotent by (order, refund id). Returns (refund, created).
+    reversed so far = floor(points_earned * refunded_minor / total_minor) (by units for an
+    order that cost nothing), so a full refund reverses exactly everything. Idempotent by
+    (order, refund id). Returns (refund, created).
     """
     order = _lock_order(order.id)
     fingerprint = _fingerprint(
@@ -747,9 +830,11 @@ def refund_order(
             refundable_minor=order.total_minor - order.refunded_minor,
         )
     full = (order.total_minor > 0 and cumulative == order.total_minor) or all_lines_back
-    target = order.points_earned if full else order.points_earned * cumulative // order.total_minor
+    share = _refunded_share(order, cumulative, full)
+    target = order.points_earned * share[0] // share[1]
     delta = max(0, target - order.points_reversed)
-    reversal = _reverse(order, delta, f"order:{order.id}/refund:{data['refund_id']}", now, actor)
+    cause_ref = f"order:{order.id}/refund:{data['refund_id']}"
+    reversal = _reverse(order, delta, share, cause_ref, now, actor)
     order.refunded_minor = cumulative
     order.points_reversed = max(target, order.points_reversed)
     order.status = (OrderStatus.REFUNDED if full else OrderStatus.PARTIALLY_REFUNDED).value
@@ -766,6 +851,8 @@ def refund_order(
         revoked_available=reversal["revoked_available"],
         clawed_back=reversal["clawed_back"],
         forgiven=reversal["forgiven"],
+        already_expired=reversal["already_expired"],
+        points_returned=reversal["points_returned"],
         policy=reversal["policy"],
         ledger_transaction_id=reversal["ledger_transaction_id"],
         created_at=now,
@@ -775,6 +862,24 @@ def refund_order(
         _rollback_coupons(order, now, actor)
     db.session.flush()
     return refund, True
+
+
+def _refunded_share(order: Order, cumulative: int, full: bool) -> tuple[int, int]:
+    """The part of the order refunded so far, as (numerator, denominator) > 0.
+
+    By money; for an order that cost nothing (free items that still earned a bonus) by
+    units: refunding 1 of 4 free items reverses a quarter of their points.
+    """
+    if full:
+        return 1, 1
+    if order.total_minor > 0:
+        return cumulative, order.total_minor
+    units, refunded = db.session.execute(
+        sa.select(sa.func.sum(OrderLine.quantity), sa.func.sum(OrderLine.refunded_quantity)).where(
+            OrderLine.order_id == order.id
+        )
+    ).one()
+    return int(refunded or 0), int(units or 1)
 
 
 def _refund_amount(order: Order, data: Mapping[str, Any]) -> tuple[int, list[dict[str, int]], bool]:
@@ -814,7 +919,8 @@ def _refund_amount(order: Order, data: Mapping[str, Any]) -> tuple[int, list[dic
 
 
 def cancel_order(order: Order, *, now: datetime, actor: str) -> Order:
-    """Cancel an order: every point not yet reversed is reversed, coupons are given back.
+    """Cancel an order: every point not yet reversed is reversed, the points that paid for
+    it and its coupons are given back.
 
     Cancelling a cancelled order changes nothing and returns it as it is.
     """
@@ -822,7 +928,7 @@ def cancel_order(order: Order, *, now: datetime, actor: str) -> Order:
     if order.status == OrderStatus.CANCELLED:
         return order
     delta = order.points_earned - order.points_reversed
-    reversal = _reverse(order, delta, f"order:{order.id}/cancel", now, actor)
+    reversal = _reverse(order, delta, (1, 1), f"order:{order.id}/cancel", now, actor)
     was_refunded = order.status == OrderStatus.REFUNDED
     order.points_reversed = order.points_earned
     order.status = OrderStatus.CANCELLED.value
@@ -845,15 +951,46 @@ def order_lines(order_id: int) -> list[OrderLine]:
 # --- non-purchase activities ----------------------------------------------------------------
 
 
-def _dedupe_key(kind: ActivityKind, member: Member, now: datetime, referred: int | None) -> str:
+def _dedupe_key(
+    kind: ActivityKind, member: Member, now: datetime, referred: int | None, birthday: date | None
+) -> str:
     if kind in {ActivityKind.SIGNUP, ActivityKind.PROFILE_COMPLETED}:
         return "once"
-    today = local(now, member.timezone).date()
     if kind == ActivityKind.BIRTHDAY:
-        return str(today.year)
+        # The year of the birthday being celebrated, not of the claim: 28 December and
+        # 5 January both celebrate a 3 January birthday, once.
+        assert birthday is not None
+        return str(birthday.year)
     if kind == ActivityKind.APP_CHECKIN:
-        return today.isoformat()
+        return local(now, member.timezone).date().isoformat()
     return f"member:{referred}"
+
+
+def _same_day_checkin(member: Member, now: datetime) -> ActivityEvent | None:
+    """The member's last check-in when it falls on today's local date, judged both in the
+    timezone it was made in and in the member's current one.
+
+    The dedupe key alone is the local date in the current timezone, which the member can
+    change: without this, moving the timezone ahead across midnight would open a second
+    check-in on the same day. With it, whatever the timezone changes, two paid check-ins
+    are always on different days of both timezones involved (as for a member who never
+    changes it).
+    """
+    last = db.session.scalar(
+        sa.select(ActivityEvent)
+        .where(
+            ActivityEvent.member_id == member.id,
+            ActivityEvent.kind == ActivityKind.APP_CHECKIN.value,
+        )
+        .order_by(ActivityEvent.created_at.desc(), ActivityEvent.id.desc())
+        .limit(1)
+    )
+    if last is None:
+        return None
+    for timezone in {last.timezone or member.timezone, member.timezone}:
+        if local(last.created_at, timezone).date() >= local(now, timezone).date():
+            return last
+    return None
 
 
 def record_activity(
@@ -874,15 +1011,25 @@ def record_activity(
     """
     activity_kind = ActivityKind(kind)
     member, _ = _existing_member(member_id)
+    # The member row first (docs/architecture.md, "Lock order"): the activity's unique key
+    # below makes a concurrent duplicate wait for us, and a merge moves activities after
+    # locking the members.
+    member = lock_current_member(member.id)
     _require_active(member)
     referred_id = None
     if activity_kind == ActivityKind.REFERRAL:
         referred_id = _check_referral(member, referred_member_id)
     elif referred_member_id is not None:
         raise InvalidInput("referred_member_id is only for referrals", field="referred_member_id")
-    if activity_kind == ActivityKind.BIRTHDAY:
-        _check_birthday(member, now)
-    dedupe = _dedupe_key(activity_kind, member, now, referred_id)
+    birthday = _check_birthday(member, now) if activity_kind == ActivityKind.BIRTHDAY else None
+    earlier: ActivityEvent | None = None
+    if activity_kind == ActivityKind.APP_CHECKIN:
+        earlier = _same_day_checkin(member, now)
+    elif activity_kind == ActivityKind.BIRTHDAY:
+        earlier = _recent_birthday(member, now)
+    if earlier is not None:
+        return earlier, False
+    dedupe = _dedupe_key(activity_kind, member, now, referred_id, birthday)
     table = ActivityEvent.__table__
     inserted = db.session.execute(
         upsert_insert(table)
@@ -893,6 +1040,7 @@ def record_activity(
             reference=reference,
             referred_member_id=referred_id,
             client_id=client_id,
+            timezone=member.timezone,
             points=0,
             breakdown=[],
             created_at=now,
@@ -927,41 +1075,63 @@ def record_activity(
             now=now,
             actor=actor,
             details={"activity_id": activity.id},
+            member_locked=True,
         )
         activity.ledger_transaction_id = tx.id
     activity.points = result.total
     activity.breakdown = [entry.as_dict() for entry in result.breakdown]
     db.session.flush()
     if result.total > 0:
-        tiers.reevaluate_member_tier(member.id, now)
+        tiers.reevaluate_member_tier(tx.member_id, now)
     return activity, True
 
 
 BIRTHDAY_WINDOW_DAYS = 7
 
 
-def _check_birthday(member: Member, now: datetime) -> None:
-    """The birthday bonus is earned within a week of the birthday, in the member's timezone."""
+def _check_birthday(member: Member, now: datetime) -> date:
+    """The birthday bonus is earned within a week of the birthday, in the member's timezone.
+
+    Returns the birthday being celebrated (its year is the dedupe key).
+    """
     if member.birthday is None:
         raise InvalidInput("the member has no birthday on record", field="kind")
     today = local(now, member.timezone).date()
     for year in (today.year - 1, today.year, today.year + 1):
         day = min(member.birthday.day, calendar.monthrange(year, member.birthday.month)[1])
-        if abs((date(year, member.birthday.month, day) - today).days) <= BIRTHDAY_WINDOW_DAYS:
-            return
+        celebrated = date(year, member.birthday.month, day)
+        if abs((celebrated - today).days) <= BIRTHDAY_WINDOW_DAYS:
+            return celebrated
     raise InvalidInput(
         f"the birthday bonus is earned within {BIRTHDAY_WINDOW_DAYS} days of the birthday",
         field="kind",
     )
 
 
+def _recent_birthday(member: Member, now: datetime) -> ActivityEvent | None:
+    """A birthday bonus recorded within the claim window's span: it celebrated the same
+    birthday, whatever its key says (keys recorded before the key became the celebrated
+    birthday's year were the claim's year). Birthdays are a year apart, so the next one is
+    never refused."""
+    return db.session.scalar(
+        sa.select(ActivityEvent)
+        .where(
+            ActivityEvent.member_id == member.id,
+            ActivityEvent.kind == ActivityKind.BIRTHDAY.value,
+            ActivityEvent.created_at > now - timedelta(days=2 * BIRTHDAY_WINDOW_DAYS + 1),
+        )
+        .order_by(ActivityEvent.created_at.desc(), ActivityEvent.id.desc())
+        .limit(1)
+    )
+
+
 def _check_referral(member: Member, referred_member_id: int | None) -> int:
     if referred_member_id is None:
         raise InvalidInput("a referral needs referred_member_id", field="referred_member_id")
-    referred = db.session.get(Member, referred_member_id)
-    if referred is None:
-        raise InvalidInput(f"no member {referred_member_id}", field="referred_member_id")
-    referred = resolve(referred)
+    try:
+        referred = get_member(referred_member_id)
+    except NotFound:
+        raise InvalidInput(f"no member {referred_member_id}", field="referred_member_id") from None
     if referred.id == member.id:
         raise InvalidInput("a member can't refer themselves", field="referred_member_id")
     if referred.created_at < member.created_at:
@@ -1007,9 +1177,7 @@ def merge_orders_and_activities(merged_id: int, survivor_id: int, now: datetime)
 def export_member_orders(member_id: int) -> dict[str, Any]:
     """Privacy export section: the member's orders (with lines and refunds) and activities,
     including those kept by members merged into this one."""
-    from loyalty.members.privacy import same_person_ids
-
-    member_ids = same_person_ids(member_id)
+    member_ids = history_member_ids(member_id)
     orders = list(
         db.session.scalars(
             sa.select(Order).where(Order.member_id.in_(member_ids)).order_by(Order.id)

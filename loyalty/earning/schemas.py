@@ -73,7 +73,14 @@ class OrderRequestSchema(StrictSchema):
         validate=validate.Length(min=1, max=MAX_LINES),
     )
     currency = fields.String(required=True, validate=CURRENCY)
-    occurred_at = Instant(load_default=None)
+    occurred_at = Instant(
+        load_default=None,
+        metadata={
+            "description": "when the purchase happened (default: now), with an offset. At most "
+            "5 minutes ahead of the server clock and at most OMNILOYAL_MAX_ORDER_AGE_DAYS "
+            "(default 30) days in the past; otherwise a 422 naming occurred_at."
+        },
+    )
     coupon_codes = _strings(max_items=10, load_default=None)
     subtotal_minor = fields.Integer(
         strict=True,
@@ -112,6 +119,12 @@ class ReversalSchema(StrictSchema):
     revoked_available = fields.Integer()
     clawed_back = fields.Integer(metadata={"description": "recorded as debt (claw-back)"})
     forgiven = fields.Integer(metadata={"description": "not taken back (return policy)"})
+    already_expired = fields.Integer(
+        metadata={"description": "not taken back: the order's own points had expired"}
+    )
+    points_returned = fields.Integer(
+        metadata={"description": "points that paid for the order (captured holds) given back"}
+    )
     policy = fields.String()
     ledger_transaction_id = fields.Integer(allow_none=True)
     cancelled_at = fields.String()
@@ -181,6 +194,15 @@ class RefundSchema(StrictSchema):
     revoked_available = fields.Integer()
     clawed_back = fields.Integer(metadata={"description": "recorded as debt (claw-back)"})
     forgiven = fields.Integer(metadata={"description": "not taken back (return policy)"})
+    already_expired = fields.Integer(
+        metadata={"description": "not taken back: the order's own points had expired"}
+    )
+    points_returned = fields.Integer(
+        metadata={
+            "description": "points that paid for the order given back, in proportion to the "
+            "part of the order refunded so far"
+        }
+    )
     policy = fields.String()
     created_at = fields.DateTime()
 

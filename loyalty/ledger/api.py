@@ -17,6 +17,7 @@ from loyalty.errors import NotFound
 from loyalty.http import write_endpoint
 from loyalty.ledger import operations, queries
 from loyalty.ledger.models import PointHold
+from loyalty.ledger.notes import attach_notes, erase_notes, export_notes
 from loyalty.ledger.schemas import (
     ActivityQuery,
     ActivitySchema,
@@ -33,6 +34,7 @@ from loyalty.ledger.schemas import (
     TransactionSchema,
 )
 from loyalty.members.operations import get_member
+from loyalty.members.resolution import history_member_ids
 from loyalty.schemas import StrictSchema
 from loyalty.stores.operations import require_store
 from loyalty.timezones import local
@@ -56,14 +58,17 @@ def _with_local_time(transactions: list[Any], timezone: str) -> list[Any]:
 
 
 def _history_page(member: Any, query: dict[str, Any]) -> dict[str, Any]:
+    """A page of the person's history: `member` (merges already followed) and every id
+    merged into it."""
     page = queries.history(
-        member.id,
+        history_member_ids(member.id),
         cursor=query["cursor"],
         limit=query["limit"],
         kinds=query["kind"],
         since=query["since"],
         until=query["until"],
     )
+    attach_notes(page.items)
     return {"items": _with_local_time(page.items, member.timezone), "next_cursor": page.next_cursor}
 
 
@@ -75,8 +80,12 @@ def _history_page(member: Any, query: dict[str, Any]) -> dict[str, Any]:
 @requires_member
 @blp.response(200, BalanceSchema)
 def my_balance() -> Any:
-    """The member's balance, available, pending and held points (the app's home screen)."""
-    return operations.member_balance(current_caller().member_id, standalone=True)
+    """The member's balance, available, pending and held points (the app's home screen).
+
+    A token minted before a merge reads the survivor's (like every /me route)."""
+    return operations.member_balance(
+        current_caller().member_id, standalone=True, follow_merges=True
+    )
 
 
 @blp.route("/me/history")
@@ -169,12 +178,26 @@ def get_hold(hold_id: int) -> Any:
 @blp.arguments(CaptureRequestSchema)
 @blp.response(200, HoldSchema)
 def capture_hold(data: dict[str, Any], hold_id: int) -> Any:
-    """Spend all (default) or part of the held points; the rest becomes available again."""
+    """Spend all (default) or part of the held points; the rest becomes available again.
+
+    With `order_id`, the points pay for that order: refunding or cancelling it gives them
+    back. An order already cancelled or fully refunded can't be paid (409).
+    """
+    from loyalty.earning.operations import check_order_payable
+
     hold = _own_hold(hold_id)
-    cause = operations.Cause("hold", data["order_id"] or f"hold:{hold.id}")
+    order_ref = data["order_id"]
+    cause = operations.Cause("hold", order_ref or f"hold:{hold.id}")
     hold, _tx = operations.capture_hold(
-        hold.id, data["points"], cause, now=utcnow(), actor=current_caller().actor
+        hold.id,
+        data["points"],
+        cause,
+        now=utcnow(),
+        actor=current_caller().actor,
+        order_ref=order_ref,
     )
+    if order_ref is not None:  # after capture_hold locked the member: see _return_paid_points
+        check_order_payable(order_ref, client_id=hold.client_id, store_id=hold.store_id)
     return hold
 
 
@@ -228,13 +251,9 @@ def adjust(data: dict[str, Any], member_id: int) -> Any:
 @blp.arguments(HistoryQuery, location="query")
 @blp.response(200, HistoryPageSchema)
 def member_ledger(query: dict[str, Any], member_id: int) -> Any:
-    """Support's view of any member's ledger (merged members keep their own history)."""
-    from loyalty.members.models import Member
-
-    member = db.session.get(Member, member_id)
-    if member is None:
-        raise NotFound(f"no member {member_id}")
-    return _history_page(member, query)
+    """Support's view of a member's ledger: the person's, like every route naming a member
+    (a merged id shows its survivor's, which includes the merged member's own history)."""
+    return _history_page(get_member(member_id), query)
 
 
 @blp.route("/reports/liability")
@@ -254,3 +273,14 @@ def liability_report() -> Any:
 def activity_report(query: dict[str, Any]) -> Any:
     """Points issued, redeemed, expired, adjusted and reversed per UTC day."""
     return {"days": queries.activity(query["since"], query["until"])}
+
+
+def _register_member_hooks() -> None:
+    """Adjustment notes appear in the member's data export and are blanked by erasure."""
+    from loyalty.members import privacy
+
+    privacy.register_export_section("ledger_notes", export_notes)
+    privacy.register_erase_step("ledger_notes", erase_notes)
+
+
+_register_member_hooks()

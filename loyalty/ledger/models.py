@@ -41,6 +41,9 @@ class ProgramAccount(enum.StrEnum):
     EXPIRED = "expired"  # points that reached their lot's expiry
     ADJUSTMENTS = "adjustments"  # support's manual corrections, both ways
     OPENING = "opening"  # opening balances brought from a previous system
+    # Points in transit between two members being merged: the merged member's outgoing
+    # transaction pays in, the survivor's incoming one takes out the same amount (nets to 0).
+    MERGES = "merges"
 
 
 class TransactionKind(enum.StrEnum):
@@ -66,6 +69,9 @@ class HoldStatus(enum.StrEnum):
     CAPTURED = "captured"
     RELEASED = "released"
     EXPIRED = "expired"
+    # Closed by the system: a refund under cap-at-zero or claw-back needed the held points
+    # (see reverse_earned); the checkout that held them can no longer capture them.
+    VOIDED = "voided"
 
 
 class LedgerAccount(db.Model):
@@ -134,6 +140,11 @@ class PointLot(db.Model):
         sa.CheckConstraint("remaining >= 0 AND remaining <= amount", name="remaining_in_range"),
         sa.CheckConstraint("amount > 0", name="amount_positive"),
         sa.CheckConstraint("(status = 'closed') = (remaining = 0)", name="closed_iff_empty"),
+        sa.CheckConstraint(
+            "expired_points >= 0 AND reversed_points >= 0 "
+            "AND expired_points + reversed_points <= amount - remaining",
+            name="tallies_within_consumed",
+        ),
         sa.Index("ix_point_lots_member_open", "member_id", "status", "expires_at"),
         # The batch jobs' own predicates (status, not remaining > 0, which they don't say):
         # expiry and reminders look for available lots, the release for pending ones.
@@ -156,6 +167,11 @@ class PointLot(db.Model):
     source_transaction_id: Mapped[int] = mapped_column(sa.ForeignKey("ledger_transactions.id"))
     cause_type: Mapped[str] = mapped_column(sa.String(32))
     cause_ref: Mapped[str] = mapped_column(sa.String(128), index=True)
+    # What left the lot by expiry and by reversals of its own cause (refunds of its order).
+    # The rest of `amount - remaining` was spent (burns, debits, debt repaid, merges keep
+    # it). A refund never takes expired points a second time: see reverse_earned.
+    expired_points: Mapped[int] = mapped_column(BigInt, default=0, server_default="0")
+    reversed_points: Mapped[int] = mapped_column(BigInt, default=0, server_default="0")
 
 
 class PointHold(db.Model):
@@ -165,6 +181,8 @@ class PointHold(db.Model):
     __table_args__ = (
         sa.CheckConstraint("amount > 0", name="amount_positive"),
         sa.CheckConstraint("captured >= 0 AND captured <= amount", name="captured_in_range"),
+        # Points given back by refunds of the order they paid: never more than captured.
+        sa.CheckConstraint("returned >= 0 AND returned <= captured", name="returned_in_range"),
         sa.Index(
             "ix_point_holds_active_expiry",
             "expires_at",
@@ -186,6 +204,9 @@ class PointHold(db.Model):
     capture_transaction_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("ledger_transactions.id")
     )
+    # The order the capture paid (the capture's `order_id`): its refunds give the points back.
+    order_ref: Mapped[str | None] = mapped_column(sa.String(128), index=True)
+    returned: Mapped[int] = mapped_column(BigInt, default=0, server_default="0")
 
 
 class ExpiryNotice(db.Model):
@@ -199,6 +220,25 @@ class ExpiryNotice(db.Model):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     points: Mapped[int] = mapped_column(BigInt)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LedgerNote(db.Model):
+    """Free text about a transaction (an adjustment's reason), kept out of the ledger.
+
+    Support writes whatever explains a correction ("goodwill: Jane Doe called about..."),
+    so the text may be personal data. The ledger is append-only and must stay so; this
+    table is not, so erasing the member blanks the text and leaves the transaction intact.
+    """
+
+    __tablename__ = "ledger_notes"
+
+    transaction_id: Mapped[int] = mapped_column(
+        BigInt, sa.ForeignKey("ledger_transactions.id"), primary_key=True
+    )
+    member_id: Mapped[int] = mapped_column(BigInt, index=True)
+    text: Mapped[str | None] = mapped_column(sa.String(500))  # None once erased
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 APPEND_ONLY_TABLES = ("ledger_transactions", "ledger_entries")

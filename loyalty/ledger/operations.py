@@ -1,10 +1,11 @@
 """Ledger operations: the only code that moves points.
 
-Locking discipline: every operation that changes a member's accounts, lots or holds first
-locks the member row and then that member's three accounts (`SELECT ... FOR UPDATE`);
-operations on two members (merges) lock them in id order. Two operations
-on one member therefore run one after the other; operations on different members never
-wait on each other (program accounts keep no running balance, see models).
+Locking discipline (docs/architecture.md, "Lock order"): every operation that changes a
+member's accounts, lots or holds first locks the member row and then that member's three
+accounts (`SELECT ... FOR UPDATE`); operations on several members (merges, batch chunks)
+lock them in id order. Two operations on one member therefore run one after the other;
+operations on different members never wait on each other (program accounts keep no
+running balance, see models).
 
 Operations flush, never commit: the request or job edge commits once.
 """
@@ -12,7 +13,7 @@ Operations flush, never commit: the request or job edge commits once.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
@@ -22,6 +23,7 @@ from flask import current_app
 from sqlalchemy.orm.attributes import set_committed_value
 
 from loyalty import outbox
+from loyalty.batches import BatchCursor
 from loyalty.db import constant, db, insert_persistent, upsert_insert
 from loyalty.errors import Conflict, InsufficientPoints, InvalidInput, MemberNotActive, NotFound
 from loyalty.ledger.models import (
@@ -37,8 +39,10 @@ from loyalty.ledger.models import (
     ProgramAccount,
     TransactionKind,
 )
+from loyalty.ledger.notes import add_note
 from loyalty.ledger.policy import ExpiryPolicy, ReturnPolicy
 from loyalty.members.models import Member, MemberStatus
+from loyalty.members.resolution import lock_current_member
 
 MAX_POINTS_PER_MOVE = 10**12  # far above any real basket; keeps sums well inside BIGINT
 
@@ -53,6 +57,7 @@ class Cause:
 
 @dataclass
 class MemberAccounts:
+    member_id: int  # whose accounts: the member the id given to the lock belongs to now
     points: LedgerAccount
     pending: LedgerAccount
     debt: LedgerAccount
@@ -75,6 +80,8 @@ class ReversalResult:
     revoked_available: int
     clawed_back: int  # recorded as debt
     forgiven: int  # not taken back because of the return policy
+    already_expired: int = 0  # not taken back: the cause's own points had expired
+    voided_hold_ids: list[int] = field(default_factory=list)  # holds voided to take points
 
 
 # --- accounts -------------------------------------------------------------------------------
@@ -115,6 +122,10 @@ def lock_member_accounts(
 ) -> MemberAccounts:
     """Lock the member row, then its accounts: the one lock order every operation uses.
 
+    Merges are followed, and resolved again under the row lock: a merge that commits
+    between the caller's lookup and this lock moves the write to the survivor (the merge
+    rule, loyalty.members.resolution). Callers post under `accounts.member_id`, never
+    under the id they passed.
     Profile changes, tier changes and merges lock the member row too, so taking it first
     here means no two operations can ever wait on each other in opposite orders.
     FOR NO KEY UPDATE (key_share): rows inserted elsewhere that reference the member (orders,
@@ -123,16 +134,10 @@ def lock_member_accounts(
     this transaction, with no other lock before it) and checked the member's status.
     """
     if not member_locked:
-        member = db.session.scalar(
-            sa.select(Member)
-            .where(Member.id == member_id)
-            .with_for_update(key_share=True)
-            .execution_options(populate_existing=True)
-        )
-        if member is None:
-            raise NotFound(f"no member {member_id}")
+        member = lock_current_member(member_id)
         if require_active and member.status != MemberStatus.ACTIVE:
-            raise MemberNotActive(f"member {member_id} is {member.status}")
+            raise MemberNotActive(f"member {member.id} is {member.status}")
+        member_id = member.id
     rows = db.session.scalars(
         sa.select(LedgerAccount)
         .where(LedgerAccount.member_id == member_id)
@@ -142,33 +147,46 @@ def lock_member_accounts(
     ).all()
     by_kind = {row.kind: row for row in rows}
     return MemberAccounts(
+        member_id=member_id,
         points=by_kind[AccountKind.MEMBER_POINTS],
         pending=by_kind[AccountKind.MEMBER_PENDING],
         debt=by_kind[AccountKind.MEMBER_DEBT],
     )
 
 
-def member_balance(member_id: int, *, standalone: bool = False) -> Balance:
+def member_balance(
+    member_id: int, *, standalone: bool = False, follow_merges: bool = False
+) -> Balance:
     """The member's balances, from their three accounts in one SELECT.
 
     `standalone`: the caller reads nothing else in this transaction (GET /me/balance). On
     PostgreSQL the SELECT then runs in autocommit: one round trip instead of BEGIN, SELECT,
     ROLLBACK, and one statement sees one consistent snapshot of the three rows anyway.
+    `follow_merges`: the balance of the person `member_id` belongs to now (the merge rule),
+    resolved inside the same statement (a merged member's token reads the survivor's).
     """
     if standalone and db.engine.dialect.name == "postgresql" and not db.session().in_transaction():
         db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-    rows = db.session.execute(
-        sa.select(LedgerAccount.kind, LedgerAccount.balance, LedgerAccount.held).where(
-            LedgerAccount.member_id == member_id
+    owner: Any = member_id
+    if follow_merges:
+        members = Member.__table__
+        owner = (
+            sa.select(sa.func.coalesce(members.c.merged_into_id, members.c.id))
+            .where(members.c.id == member_id)
+            .scalar_subquery()
         )
+    rows = db.session.execute(
+        sa.select(
+            LedgerAccount.member_id, LedgerAccount.kind, LedgerAccount.balance, LedgerAccount.held
+        ).where(LedgerAccount.member_id == owner)
     ).all()
     if not rows:
         raise NotFound(f"no member {member_id}")
-    by_kind = {kind: (balance, held) for kind, balance, held in rows}
+    by_kind = {kind: (balance, held) for _, kind, balance, held in rows}
     points, held = by_kind[AccountKind.MEMBER_POINTS]
     debt = by_kind[AccountKind.MEMBER_DEBT][0]
     return Balance(
-        member_id=member_id,
+        member_id=rows[0][0],
         balance=points + debt,
         available=points - held,
         pending=by_kind[AccountKind.MEMBER_PENDING][0],
@@ -289,6 +307,8 @@ def _new_lot(
         "source_transaction_id": tx.id,
         "cause_type": tx.cause_type,
         "cause_ref": tx.cause_ref,
+        "expired_points": 0,
+        "reversed_points": 0,
     }
     return insert_persistent(PointLot, values)
 
@@ -335,8 +355,14 @@ def _take_from_lots(
     source: LedgerAccount,
     target: LedgerAccount | int,
     amount: int,
+    *,
+    tally: str | None = None,
 ) -> int:
-    """Move up to `amount` out of `lots` (in order); returns how much was moved."""
+    """Move up to `amount` out of `lots` (in order); returns how much was moved.
+
+    `tally` ("expired" or "reversed"): also count the points on the lot's
+    `<tally>_points`, so later refunds know how its points left it.
+    """
     left = amount
     for lot in lots:
         if left == 0:
@@ -345,6 +371,9 @@ def _take_from_lots(
         if take == 0:
             continue
         lot.remaining -= take
+        if tally is not None:
+            column = f"{tally}_points"
+            setattr(lot, column, getattr(lot, column) + take)
         if lot.remaining == 0:
             lot.status = LotStatus.CLOSED.value
         _move(tx, source, target, take, lot_id=lot.id)
@@ -406,6 +435,7 @@ def earn_points(
     """
     _check_amount(amount)
     accounts = lock_member_accounts(member_id, member_locked=member_locked)
+    member_id = accounts.member_id
     if expires_at is None:
         expires_at = (policy or _settings().points_expiry).expires_at(now)
     tx = _begin(member_id, kind, cause, amount=amount, actor=actor, now=now, details=details)
@@ -440,6 +470,7 @@ def burn_points(
     """Spend available points, consuming the soonest-expiring lots first."""
     _check_amount(amount)
     accounts = lock_member_accounts(member_id)
+    member_id = accounts.member_id
     available = accounts.points.balance - accounts.points.held
     if amount > available:
         raise InsufficientPoints(
@@ -471,6 +502,7 @@ def reverse_burn(
     burn = db.session.get(LedgerTransaction, burn_transaction_id)
     if burn is None or burn.kind != TransactionKind.BURN:
         raise NotFound(f"no burn transaction {burn_transaction_id}")
+    # The burn's member may have been merged since: the points go back to the person now.
     accounts = lock_member_accounts(burn.member_id, require_active=False)
     already = db.session.scalar(
         sa.select(LedgerTransaction.id).where(LedgerTransaction.reverses_id == burn.id)
@@ -478,7 +510,7 @@ def reverse_burn(
     if already is not None:
         raise Conflict(f"burn {burn.id} was already reversed by transaction {already}")
     tx = _begin(
-        burn.member_id,
+        accounts.member_id,
         TransactionKind.REVERSE_BURN,
         cause,
         amount=-burn.amount,
@@ -508,10 +540,12 @@ def adjust_points(
     _check_amount(abs(delta))
     cause = Cause("adjustment", reference)
     accounts = lock_member_accounts(member_id, require_active=False)
+    member_id = accounts.member_id
     adjustments = program_account_id(ProgramAccount.ADJUSTMENTS)
-    tx = _begin(
-        member_id, TransactionKind.ADJUST, cause, amount=delta, actor=actor, now=now, reason=reason
-    )
+    # The reason is free text that may name the member: a note beside the append-only
+    # ledger (loyalty.ledger.notes), which erasure can blank; never the transaction row.
+    tx = _begin(member_id, TransactionKind.ADJUST, cause, amount=delta, actor=actor, now=now)
+    add_note(tx, reason, now=now)
     if delta > 0:
         expires_at = _settings().points_expiry.expires_at(now)
         _credit_available(accounts, tx, adjustments, delta, now=now, expires_at=expires_at)
@@ -523,7 +557,8 @@ def adjust_points(
             )
         lots = _open_lots(member_id, LotStatus.AVAILABLE)
         _take_from_lots(tx, lots, accounts.points, adjustments, -delta)
-    _finish(tx, "points.adjusted", now, reason=reason)
+    # The reason is free text (it may name the member): it stays on the transaction only.
+    _finish(tx, "points.adjusted", now)
     return tx
 
 
@@ -536,27 +571,74 @@ def reverse_earned(
     policy: ReturnPolicy,
     now: datetime,
     actor: str,
+    earned: int | None = None,
+    reversed_before: int = 0,
 ) -> ReversalResult:
     """Take back `points` earned by `earned_by` (a lot cause ref, e.g. the order).
 
-    Pending points of that cause go first; then, by the return policy, available points
-    (that cause's lots first, then soonest-expiring), then debt for a claw-back.
+    `earned`: what the cause earned in all (default: its lots' amounts); `reversed_before`:
+    what earlier reversals of the same cause already counted (the order's points_reversed).
+
+    1. The cause's own lots go first: its pending points, then (unless pending-only) its
+       available points.
+    2. What they no longer hold either expired or was spent. Expired points are never
+       taken a second time: they count first, as `already_expired`. Only the spent part
+       (`earned` - what the lots still hold, expired or lost to reversals) is left to the
+       return policy, across all reversals of the cause: pending-only forgives it,
+       cap-at-zero takes it from other lots as far as the balance goes and forgives the
+       rest, claw-back records the rest as debt.
+    3. Points under an active hold are takeable (cap-at-zero, claw-back): when the balance
+       less holds can't cover what is taken, the newest holds are voided whole until it can.
+
+    Always writes one REVERSE transaction (also of 0 points, with no entries, when nothing
+    could be taken), whose `details` name the whole reversal (`reversed_points`, what tier
+    qualification drops by, whatever part of it the balance could pay) and what the return
+    policy forgave (`forgiven`).
     """
     if points <= 0:
         return ReversalResult(None, 0, 0, 0, 0)
     accounts = lock_member_accounts(member_id, require_active=False)
-    pending_lots = _open_lots(member_id, LotStatus.PENDING, cause_ref=earned_by)
-    from_pending = min(points, sum(lot.remaining for lot in pending_lots))
+    member_id = accounts.member_id  # the person now (merges followed under the lock)
+    own = _cause_lots(earned_by)
+    pending_lots = [
+        lot for lot in own if lot.member_id == member_id and lot.status == LotStatus.PENDING
+    ]
+    available_lots = [
+        lot for lot in own if lot.member_id == member_id and lot.status == LotStatus.AVAILABLE
+    ]
+    in_pending = sum(lot.remaining for lot in pending_lots)
+    in_available = sum(lot.remaining for lot in available_lots)
+    expired = sum(lot.expired_points for lot in own)
+    own_reversed = sum(lot.reversed_points for lot in own)
+    if earned is None:
+        earned = sum(lot.amount for lot in own)
+    spent = max(0, earned - in_pending - in_available - expired - own_reversed)
+    # Earlier reversals' part not taken from the cause's own lots: counted against the
+    # expired points first, then against the spent ones. Once a reversal reaches past the
+    # own lots they are empty, so `expired` and `spent` no longer change.
+    beyond_before = max(0, reversed_before - own_reversed)
+    expired_before = min(expired, beyond_before)
+    spent_before = beyond_before - expired_before
+
+    from_pending = min(points, in_pending)
     left = points - from_pending
-    from_available = clawed = 0
-    if left and policy != ReturnPolicy.PENDING_ONLY:
-        from_available = min(left, accounts.points.balance - accounts.points.held)
-        left -= from_available
-        if left and policy == ReturnPolicy.CLAW_BACK:
-            clawed, left = left, 0
-    taken = from_pending + from_available + clawed
-    if taken == 0:
-        return ReversalResult(None, 0, 0, 0, left)  # keep the ledger free of empty entries
+    from_own = min(left, in_available) if policy != ReturnPolicy.PENDING_ONLY else 0
+    left -= from_own
+    already_expired = min(left, expired - expired_before)
+    left -= already_expired
+    by_policy = min(left, max(0, spent - spent_before))
+    forgiven = left - by_policy  # more than the cause could ever owe: never taken
+    from_others = clawed = 0
+    if policy == ReturnPolicy.PENDING_ONLY:
+        forgiven += by_policy
+    else:
+        from_others = min(by_policy, accounts.points.balance - from_own)
+        if policy == ReturnPolicy.CLAW_BACK:
+            clawed = by_policy - from_others
+        else:
+            forgiven += by_policy - from_others
+    taken = from_pending + from_own + from_others + clawed
+    voided = _void_holds_for(accounts, from_own + from_others, now)
     tx = _begin(
         member_id,
         TransactionKind.REVERSE,
@@ -564,38 +646,106 @@ def reverse_earned(
         amount=-taken,
         actor=actor,
         now=now,
-        details={"earned_by": earned_by, "policy": policy.value},
+        details={
+            "earned_by": earned_by,
+            "policy": policy.value,
+            "reversed_points": points,
+            "forgiven": forgiven,
+            **({"voided_hold_ids": voided} if voided else {}),
+        },
     )
     issued = program_account_id(ProgramAccount.ISSUED)
-    _take_from_lots(tx, pending_lots, accounts.pending, issued, from_pending)
-    if from_available:
-        own = _open_lots(member_id, LotStatus.AVAILABLE, cause_ref=earned_by)
+    _take_from_lots(tx, pending_lots, accounts.pending, issued, from_pending, tally="reversed")
+    _take_from_lots(tx, available_lots, accounts.points, issued, from_own, tally="reversed")
+    if from_others:
         others = [lot for lot in _open_lots(member_id, LotStatus.AVAILABLE) if lot not in own]
-        _take_from_lots(tx, own + others, accounts.points, issued, from_available)
+        _take_from_lots(tx, others, accounts.points, issued, from_others)
     if clawed:
         _move(tx, accounts.debt, issued, clawed)
-    _finish(tx, "points.reversed", now, forgiven=left)
-    return ReversalResult(tx, from_pending, from_available, clawed, left)
+    _finish(tx, "points.reversed", now, forgiven=forgiven, already_expired=already_expired)
+    return ReversalResult(
+        tx, from_pending, from_own + from_others, clawed, forgiven, already_expired, voided
+    )
+
+
+def _cause_lots(cause_ref: str) -> list[PointLot]:
+    """Every lot a cause earned (open or closed, whoever holds it now), soonest expiry first."""
+    return list(
+        db.session.scalars(
+            sa.select(PointLot)
+            .where(PointLot.cause_ref == cause_ref)
+            .order_by(PointLot.expires_at.is_(None), PointLot.expires_at, PointLot.id)
+            .execution_options(populate_existing=True)
+        )
+    )
+
+
+def _void_holds_for(accounts: MemberAccounts, needed: int, now: datetime) -> list[int]:
+    """Void active holds, newest first, until `needed` points are free of holds.
+
+    A refund takes back points the member no longer owns; a checkout must not spend them
+    after that (nor keep them from the refund). Holds are voided whole, never shrunk: the
+    till sees a clear `voided` status and holds again what is still there.
+    """
+    points = accounts.points
+    if needed <= points.balance - points.held:
+        return []
+    voided = []
+    holds = db.session.scalars(
+        sa.select(PointHold)
+        .where(
+            PointHold.member_id == points.member_id,
+            PointHold.status == HoldStatus.ACTIVE.value,
+        )
+        .order_by(PointHold.created_at.desc(), PointHold.id.desc())
+        .execution_options(populate_existing=True)
+    )
+    for hold in holds:
+        if needed <= points.balance - points.held:
+            break
+        _close_hold(hold, accounts, HoldStatus.VOIDED, now)
+        voided.append(hold.id)
+    db.session.flush()  # `held` drops before the balance does (CHECK held <= balance)
+    return voided
 
 
 # --- pending points and expiry (jobs) --------------------------------------------------------
 
 
-def _due_member_ids(condition: Any, limit: int) -> list[int]:
-    return list(
-        db.session.scalars(
-            sa.select(PointLot.member_id).where(condition).group_by(PointLot.member_id).limit(limit)
-        )
-    )
+def _due_member_ids(
+    condition: Any, order_by: Any, limit: int, cursor: BatchCursor | None
+) -> list[int]:
+    """One chunk of members with due lots, in id order (the order they are locked in).
+
+    Due lots are found through the partial index on `order_by` (oldest first), so a chunk
+    reads about `limit` index entries however large the table; the lots a chunk closes
+    leave the index, so the next chunk starts on new members. Members this run already
+    handled and still shows as due (points under a hold) are in `cursor.skip`.
+    """
+    query = sa.select(PointLot.member_id).where(condition, PointLot.remaining > 0)
+    if cursor is not None and cursor.skip:
+        query = query.where(PointLot.member_id.not_in(sorted(cursor.skip)))
+    rows = db.session.scalars(query.order_by(order_by).limit(limit))
+    member_ids = sorted(set(rows))
+    if cursor is not None:
+        cursor.handled += len(member_ids)
+    return member_ids
 
 
-def release_pending_points(now: datetime, *, limit_members: int = 500) -> int:
-    """Pending lots whose return window has passed become available. Returns points released."""
+def release_pending_points(
+    now: datetime, *, limit_members: int = 500, cursor: BatchCursor | None = None
+) -> int:
+    """Pending lots whose return window has passed become available. Returns points released.
+
+    One chunk of at most `limit_members` members (locked in id order); the batch job runs
+    chunks until none is due (see loyalty/batches.py).
+    """
     # ix_point_lots_pending: the status is written into the SQL so any plan can use it.
     due = sa.and_(PointLot.status == constant(LotStatus.PENDING), PointLot.available_at <= now)
     released = 0
-    for member_id in _due_member_ids(due, limit_members):
+    for member_id in _due_member_ids(due, PointLot.available_at, limit_members, cursor):
         accounts = lock_member_accounts(member_id, require_active=False)
+        member_id = accounts.member_id
         lots = [lot for lot in _open_lots(member_id, LotStatus.PENDING) if lot.available_at <= now]
         if not lots:
             continue
@@ -622,11 +772,19 @@ def release_pending_points(now: datetime, *, limit_members: int = 500) -> int:
     return released
 
 
-def expire_points(now: datetime, *, limit_members: int = 500) -> int:
+def expire_points(
+    now: datetime, *, limit_members: int = 500, cursor: BatchCursor | None = None
+) -> int:
     """Expire the remainders of due lots through ledger entries. Returns points expired.
 
-    Points held for a checkout are not expired under the hold; what a hold protects expires
-    on a later run, once the hold is captured, released or has expired itself.
+    Points under an active hold are not expired until the hold ends. Held points are the
+    soonest-expiring ones, the very points a capture would spend (captures, like every
+    burn, consume the soonest-expiring lots first), so the first `held` points of the due
+    lots are skipped and only the rest expire. Whether this job runs before or after the
+    capture or release, the books end the same: a capture spends the shielded points, a
+    release leaves them to expire on the next run.
+    One chunk of at most `limit_members` members (locked in id order); the batch job runs
+    chunks until none is due (see loyalty/batches.py).
     """
     due = sa.and_(  # ix_point_lots_expiry
         PointLot.status == constant(LotStatus.AVAILABLE),
@@ -635,16 +793,17 @@ def expire_points(now: datetime, *, limit_members: int = 500) -> int:
     )
     expired_total = 0
     expired_account = program_account_id(ProgramAccount.EXPIRED)
-    for member_id in _due_member_ids(due, limit_members):
+    for member_id in _due_member_ids(due, PointLot.expires_at, limit_members, cursor):
         accounts = lock_member_accounts(member_id, require_active=False)
+        member_id = accounts.member_id
         lots = [
             lot
             for lot in _open_lots(member_id, LotStatus.AVAILABLE)
             if lot.expires_at is not None and lot.expires_at <= now
         ]
-        expirable = min(
-            sum(lot.remaining for lot in lots), accounts.points.balance - accounts.points.held
-        )
+        expirable = sum(lot.remaining for lot in lots) - accounts.points.held
+        if cursor is not None and expirable < sum(lot.remaining for lot in lots):
+            cursor.skip.add(member_id)  # still due after this run: held points wait
         if expirable <= 0:
             continue
         tx = _begin(
@@ -655,35 +814,47 @@ def expire_points(now: datetime, *, limit_members: int = 500) -> int:
             actor="system",
             now=now,
         )
-        _take_from_lots(tx, lots, accounts.points, expired_account, expirable)
+        # From the latest-expiring due lots back: the soonest ones are those under the hold.
+        _take_from_lots(
+            tx, reversed(lots), accounts.points, expired_account, expirable, tally="expired"
+        )
         _finish(tx, "points.expired", now)
         expired_total += expirable
     return expired_total
 
 
-def announce_expiring_points(now: datetime, *, within_days: int = 30, limit: int = 5000) -> int:
+def announce_expiring_points(
+    now: datetime, *, within_days: int = 30, limit: int = 5000, cursor: BatchCursor | None = None
+) -> int:
     """Emit `points.expiring` once per member and expiry instant within the horizon.
 
     Notifications consume the event (reminding members is what makes expiry fair); the
     notice table's unique key makes a rerun, or two workers at once, announce nothing twice.
-    Returns how many events were emitted.
+    Returns how many events were emitted. One chunk of at most `limit` (member, instant)
+    pairs in member id order; with a `cursor` the next chunk goes on from the last member.
     """
     horizon = now + timedelta(days=within_days)
     already = sa.select(ExpiryNotice.id).where(
         ExpiryNotice.member_id == PointLot.member_id, ExpiryNotice.expires_at == PointLot.expires_at
     )
+    after_id = cursor.after_id if cursor is not None else 0
     rows = db.session.execute(
         sa.select(PointLot.member_id, PointLot.expires_at, sa.func.sum(PointLot.remaining))
-        .where(  # ix_point_lots_expiry
-            PointLot.status == constant(LotStatus.AVAILABLE),
+        .where(
+            PointLot.member_id >= after_id,  # >=: the last chunk may have cut a member short
+            PointLot.status == constant(LotStatus.AVAILABLE),  # ix_point_lots_expiry
             PointLot.expires_at.is_not(None),
             PointLot.expires_at > now,
             PointLot.expires_at <= horizon,
             ~already.exists(),
         )
         .group_by(PointLot.member_id, PointLot.expires_at)
+        .order_by(PointLot.member_id, PointLot.expires_at)
         .limit(limit)
     ).all()
+    if cursor is not None and rows:
+        cursor.handled += len(rows)
+        cursor.after_id = rows[-1][0]
     table = ExpiryNotice.__table__
     emitted = 0
     for member_id, expires_at, points in rows:
@@ -728,7 +899,7 @@ def hold_points(
         )
     accounts.points.held += amount
     hold = PointHold(
-        member_id=member_id,
+        member_id=accounts.member_id,
         client_id=client_id,
         store_id=store_id,
         reference=reference,
@@ -761,9 +932,19 @@ def _close_hold(
 
 
 def capture_hold(
-    hold_id: int, amount: int | None, cause: Cause, *, now: datetime, actor: str
+    hold_id: int,
+    amount: int | None,
+    cause: Cause,
+    *,
+    now: datetime,
+    actor: str,
+    order_ref: str | None = None,
 ) -> tuple[PointHold, LedgerTransaction | None]:
-    """Spend all or part of a hold; the rest returns to available. Capturing twice is refused."""
+    """Spend all or part of a hold; the rest returns to available. Capturing twice is refused.
+
+    `order_ref`: the order the points pay for; its refunds and cancellation give them back
+    (see return_paid_points).
+    """
     hold, accounts = _locked_hold(hold_id)
     if hold.status == HoldStatus.ACTIVE and hold.expires_at <= now:
         _close_hold(hold, accounts, HoldStatus.EXPIRED, now)
@@ -776,6 +957,7 @@ def capture_hold(
         raise InvalidInput(f"capture between 0 and {hold.amount} points")
     _close_hold(hold, accounts, HoldStatus.CAPTURED, now)
     hold.captured = amount
+    hold.order_ref = order_ref
     tx = None
     if amount:
         tx = _begin(
@@ -797,6 +979,86 @@ def capture_hold(
     return hold, tx
 
 
+def return_paid_points(
+    member_id: int,
+    hold_ids: list[int],
+    share: tuple[int, int],
+    cause: Cause,
+    *,
+    now: datetime,
+    actor: str,
+) -> tuple[int, LedgerTransaction | None]:
+    """Give back the points captured by `hold_ids` for an order, up to `share` of them.
+
+    `share` = (numerator, denominator): the part of the order refunded so far, so that
+    after every refund `floor(captured * numerator / denominator)` has been given back in
+    all (everything for a full refund): partial refunds in proportion, a repeat gives
+    nothing more. `hold.returned` counts what went back (CHECK `returned <= captured`: never
+    more than was paid). Each point comes back with the expiry of the lot it was paid
+    from, repaying recorded debt first, as one `reverse_burn` transaction for
+    `member_id` (the order's member). Returns (points returned, transaction or None).
+    """
+    numerator, denominator = share
+    if not hold_ids or denominator <= 0:
+        return 0, None
+    accounts = lock_member_accounts(member_id, require_active=False)
+    holds = list(
+        db.session.scalars(
+            sa.select(PointHold)
+            .where(PointHold.id.in_(hold_ids), PointHold.status == HoldStatus.CAPTURED.value)
+            .order_by(PointHold.id)
+            .execution_options(populate_existing=True)
+        )
+    )
+    captured = sum(hold.captured for hold in holds)
+    due = captured if numerator >= denominator else captured * numerator // denominator
+    left = due - sum(hold.returned for hold in holds)
+    if left <= 0:
+        return 0, None
+    tx = _begin(
+        member_id,
+        TransactionKind.REVERSE_BURN,
+        cause,
+        amount=left,
+        actor=actor,
+        now=now,
+        details={"hold_ids": [hold.id for hold in holds]},
+    )
+    redeemed = program_account_id(ProgramAccount.REDEEMED)
+    total = left
+    for hold in holds:
+        give = min(left, hold.captured - hold.returned)
+        if give <= 0:
+            continue
+        for amount, expires_at in _paid_slices(hold, give):
+            _credit_available(accounts, tx, redeemed, amount, now=now, expires_at=expires_at)
+        hold.returned += give
+        left -= give
+    _finish(tx, "points.burn_reversed", now, hold_ids=[hold.id for hold in holds])
+    db.session.flush()
+    return total, tx
+
+
+def _paid_slices(hold: PointHold, amount: int) -> list[tuple[int, datetime | None]]:
+    """The next `amount` points of a capture after those already returned, as
+    (points, expiry of the lot they were paid from), in the order the capture spent them."""
+    consumed = db.session.execute(
+        sa.select(LedgerEntry.amount, PointLot.expires_at)
+        .join(PointLot, PointLot.id == LedgerEntry.lot_id)
+        .where(LedgerEntry.transaction_id == hold.capture_transaction_id)
+        .order_by(LedgerEntry.id)
+    ).all()
+    skip, left, slices = hold.returned, amount, []
+    for points, expires_at in consumed:
+        passed = min(skip, points)
+        skip -= passed
+        take = min(points - passed, left)
+        if take > 0:
+            slices.append((take, expires_at))
+            left -= take
+    return slices
+
+
 def release_hold(hold_id: int, *, now: datetime) -> PointHold:
     """Give held points back. Releasing a released or expired hold is a no-op."""
     hold, accounts = _locked_hold(hold_id)
@@ -808,19 +1070,27 @@ def release_hold(hold_id: int, *, now: datetime) -> PointHold:
     return hold
 
 
-def expire_holds(now: datetime, *, limit: int = 1000) -> int:
-    hold_ids = list(
-        db.session.scalars(
-            sa.select(PointHold.id)
+def expire_holds(now: datetime, *, limit: int = 500, cursor: BatchCursor | None = None) -> int:
+    """Close active holds past their expiry; returns how many were closed.
+
+    One chunk of at most `limit` holds, oldest first (through the partial index on active
+    holds); their members are locked in id order, each before its holds are read again.
+    """
+    due = list(
+        db.session.execute(
+            sa.select(PointHold.member_id, PointHold.id)
             .where(PointHold.status == constant(HoldStatus.ACTIVE), PointHold.expires_at <= now)
-            .order_by(PointHold.id)
+            .order_by(PointHold.expires_at)
             .limit(limit)
         )
     )
+    if cursor is not None:
+        cursor.handled += len(due)
     expired = 0
-    for hold_id in hold_ids:
-        hold, accounts = _locked_hold(hold_id)
-        if hold.status == HoldStatus.ACTIVE:
+    for member_id, hold_id in sorted(due):
+        accounts = lock_member_accounts(member_id, require_active=False)
+        hold = db.session.get(PointHold, hold_id, populate_existing=True)
+        if hold is not None and hold.status == HoldStatus.ACTIVE:
             _close_hold(hold, accounts, HoldStatus.EXPIRED, now)
             expired += 1
     db.session.flush()
@@ -835,6 +1105,11 @@ def merge_member_points(
 ) -> LedgerTransaction | None:
     """Move all of `merged_id`'s points, pending points, debt and lots to `survivor_id`.
 
+    Two transactions, one per member, through the MERGES program account: the merged
+    member's outgoing one (amount -moved) empties its accounts, so its own ledger still
+    adds up to what its accounts hold (zero); the survivor's incoming one (amount +moved)
+    is returned. Each lot moves with its remainder (the entries name it); the expiry
+    notices of those lots follow them, so a reminder isn't sent again for the survivor.
     Active holds on the merged member are refused: the checkout that holds them must finish
     first. Locks both members in id order so concurrent merges can't deadlock.
     """
@@ -846,17 +1121,29 @@ def merge_member_points(
     source, target = locked[merged_id], locked[survivor_id]
     if source.points.held:
         raise Conflict(f"member {merged_id} has points on hold; capture or release them first")
+    _move_expiry_notices(merged_id, survivor_id)
     moved = source.points.balance + source.pending.balance + source.debt.balance
     if not (source.points.balance or source.pending.balance or source.debt.balance):
         return None
-    tx = _begin(
+    cause = Cause("merge", merge_ref)
+    transit = program_account_id(ProgramAccount.MERGES)
+    outgoing = _begin(
+        merged_id,
+        TransactionKind.MERGE,
+        cause,
+        amount=-moved,
+        actor=actor,
+        now=now,
+        details={"survivor_id": survivor_id},
+    )
+    incoming = _begin(
         survivor_id,
         TransactionKind.MERGE,
-        Cause("merge", merge_ref),
+        cause,
         amount=moved,
         actor=actor,
         now=now,
-        details={"merged_member_id": merged_id},
+        details={"merged_member_id": merged_id, "outgoing_transaction_id": outgoing.id},
     )
     for status, from_account, to_account in (
         (LotStatus.AVAILABLE, source.points, target.points),
@@ -865,8 +1152,29 @@ def merge_member_points(
         for lot in _open_lots(merged_id, status):
             amount = lot.remaining
             lot.member_id = survivor_id
-            _move(tx, from_account, to_account, amount, lot_id=lot.id)
+            _move(outgoing, from_account, transit, amount, lot_id=lot.id)
+            _move(incoming, transit, to_account, amount, lot_id=lot.id)
     if source.debt.balance:
-        _move(tx, target.debt, source.debt, -source.debt.balance)
-    _finish(tx, "points.merged", now, merged_member_id=merged_id)
-    return tx
+        debt = -source.debt.balance
+        _move(outgoing, transit, source.debt, debt)
+        _move(incoming, target.debt, transit, debt)
+    _finish(outgoing, "points.merged_away", now, survivor_id=survivor_id)
+    _finish(incoming, "points.merged", now, merged_member_id=merged_id)
+    return incoming
+
+
+def _move_expiry_notices(merged_id: int, survivor_id: int) -> None:
+    """Expiry reminders are per person: the notices of the merged member's lots become the
+    survivor's (one the survivor already has for the same instant stays as it is)."""
+    table = ExpiryNotice.__table__
+    theirs = table.alias("theirs")
+    db.session.execute(
+        sa.update(table)
+        .where(
+            table.c.member_id == merged_id,
+            ~sa.exists().where(
+                theirs.c.member_id == survivor_id, theirs.c.expires_at == table.c.expires_at
+            ),
+        )
+        .values(member_id=survivor_id)
+    )

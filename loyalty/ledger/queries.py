@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -30,7 +31,7 @@ class Page:
 
 
 def history(
-    member_id: int,
+    member_ids: Sequence[int],
     *,
     cursor: str | None,
     limit: int,
@@ -38,8 +39,13 @@ def history(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> Page:
-    """Newest first; the cursor is the last id seen (keyset pagination, stable under inserts)."""
-    query = sa.select(LedgerTransaction).where(LedgerTransaction.member_id == member_id)
+    """Newest first; the cursor is the last id seen (keyset pagination, stable under inserts).
+
+    `member_ids`: the person's ids (loyalty.members.resolution.history_member_ids), so the
+    history of a person with merged duplicates includes theirs, and each merge appears as
+    its outgoing and incoming transactions: the amounts add up to the person's balance.
+    """
+    query = sa.select(LedgerTransaction).where(LedgerTransaction.member_id.in_(member_ids))
     if cursor is not None:
         # ASCII digits within BIGINT: "²" passes isdigit() but not int(), a huge id overflows.
         if not (cursor.isascii() and cursor.isdigit()) or int(cursor) > BIGINT_MAX:

@@ -3,6 +3,7 @@ from __future__ import annotations
 from marshmallow import fields, validate
 
 from loyalty.ledger.models import TransactionKind
+from loyalty.ledger.notes import shown_reason
 from loyalty.schemas import MAX_POINTS, CursorQuery, Day, Instant, Points, StrictSchema, Text
 
 
@@ -17,16 +18,25 @@ class BalanceSchema(StrictSchema):
 
 class TransactionSchema(StrictSchema):
     id = fields.Integer()
+    member_id = fields.Integer(
+        metadata={
+            "description": "the id it was booked under: a person's history also lists the "
+            "transactions of members merged into them"
+        }
+    )
     kind = fields.String()
     points = fields.Integer(attribute="amount")
     cause = fields.Method("dump_cause")
-    reason = fields.String(allow_none=True)
+    reason = fields.Method("dump_reason", metadata={"type": ["string", "null"]})
     created_at = fields.DateTime()
     local_time = fields.String(metadata={"description": "created_at in the member's timezone"})
     details = fields.Dict()
 
     def dump_cause(self, tx) -> dict[str, str]:  # type: ignore[no-untyped-def]
         return {"type": tx.cause_type, "ref": tx.cause_ref}
+
+    def dump_reason(self, tx) -> str | None:  # type: ignore[no-untyped-def]
+        return shown_reason(tx)
 
 
 class HistoryQuery(CursorQuery):
@@ -78,7 +88,18 @@ class HoldSchema(StrictSchema):
     member_id = fields.Integer()
     points = fields.Integer(attribute="amount")
     captured = fields.Integer()
-    status = fields.String()
+    status = fields.String(
+        metadata={
+            "description": "active, captured, released, expired, or voided: a refund took "
+            "the held points back (hold again what is left)"
+        }
+    )
+    order_id = fields.String(
+        attribute="order_ref", allow_none=True, metadata={"description": "the order paid"}
+    )
+    returned = fields.Integer(
+        metadata={"description": "captured points given back by the order's refunds"}
+    )
     reference = fields.String(allow_none=True)
     store_id = fields.String(allow_none=True)
     expires_at = fields.DateTime()

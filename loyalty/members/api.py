@@ -95,9 +95,17 @@ def identify(data: dict[str, Any]) -> Any:
     """
     kind = next(k for k in ("qr_token", *IDENTITY_KINDS) if data.get(k) is not None)
     member = operations.identify_member(
-        kind, data[kind], default_region=_default_region(current_caller(), data["default_region"])
+        kind,
+        data[kind],
+        now=utcnow(),
+        default_region=_default_region(current_caller(), data["default_region"]),
     )
-    return {"member": member, "balance": member_balance(member.id)}
+    result = {"member": member, "balance": member_balance(member.id)}
+    if kind == "qr_token":
+        # The QR token's one use was recorded in this transaction: this edge commits it
+        # (otherwise a read; a failed look-up records nothing).
+        db.session.commit()
+    return result
 
 
 # --- support (admin) ------------------------------------------------------------------------

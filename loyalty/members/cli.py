@@ -56,21 +56,24 @@ def import_command(
     Idempotent and resumable: committed chunk by chunk; run it again after an interruption
     and it continues where it stopped.
     """
-    from loyalty.members.importer import ChunkResult, import_members
+    from loyalty.members.importer import (
+        REPORT_HEADER,
+        ChunkResult,
+        import_members,
+        write_error_report,
+    )
 
     batch = batch or os.path.splitext(os.path.basename(csv_file))[0]
     started = time.perf_counter()
     report: IO[str] | None = open(report_path, "w", newline="") if report_path else None  # noqa: SIM115
     writer = csv.writer(report) if report else None
     if writer:
-        writer.writerow(["row", "column", "message", "external_id"])
+        writer.writerow(REPORT_HEADER)
 
     def after_chunk(result: ChunkResult) -> None:
         db.session.commit()  # the edge commits: a crash loses at most this chunk
         if writer:
-            writer.writerows(
-                [e.row, e.column, e.message, e.external_id or ""] for e in result.errors
-            )
+            write_error_report(writer, result.errors)
         click.echo(
             f"  up to row {result.last_row}: {result.imported} imported, "
             f"{result.skipped} already there, {len(result.errors)} invalid",

@@ -12,6 +12,10 @@
 - Opening balances are real ledger data: one 'opening' transaction per member with points,
   one entry from the program's OPENING account to the member's points account and one
   available lot, so balance = sum of entries = sum of lot remainders holds exactly.
+- Tier qualification: `qualifying_points` (default: the opening points) count toward the
+  member's tiers as if earned on the import day (`member_imports.qualifying_points`), so an
+  imported Gold member with the points Gold needs keeps Gold for the tier's window. Give
+  the column (0 if need be) when the old balance says nothing about qualification.
 - One `members.imported` outbox event per chunk (not member.enrolled: an imported member is
   not a new sign-up, and must not trigger sign-up bonuses or welcome messages).
 """
@@ -66,6 +70,7 @@ COLUMNS = (
     "home_store_id",
     "opening_points",
     "opening_points_expire_at",
+    "qualifying_points",
     "tier",
 )
 IDENTITY_COLUMNS = tuple(kind.value for kind in IdentityKind)
@@ -117,6 +122,34 @@ class _Row:
     member: dict[str, Any]
     points: int
     expires_at: datetime | None
+    qualifying_points: int = 0
+
+
+REPORT_HEADER = ("row", "column", "message", "external_id")
+# Cells a spreadsheet would read as a formula (OWASP "CSV Injection"): =, +, -, @ start
+# formulas; a leading tab or carriage return can hide one from the eye and some parsers.
+_FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def report_cell(value: Any) -> Any:
+    """A value for the error report, safe to open in a spreadsheet.
+
+    The report repeats what the uploaded file said (external ids, and messages quoting
+    values), so a cell like `=HYPERLINK(...)` would run when support opens it. Text that
+    starts like a formula gets a leading apostrophe, which spreadsheets show as text.
+    Numbers stay numbers.
+    """
+    if isinstance(value, str) and value.startswith(_FORMULA_TRIGGERS):
+        return "'" + value
+    return value
+
+
+def write_error_report(writer: Any, errors: Iterable[RowError]) -> None:
+    """Append `errors` to a csv.writer as (row, column, message, external_id) rows."""
+    writer.writerows(
+        [report_cell(cell) for cell in (e.row, e.column, e.message, e.external_id or "")]
+        for e in errors
+    )
 
 
 class _RowInvalid(Exception):
@@ -203,6 +236,7 @@ class MemberImporter:
         }
         points = check("opening_points", _points) or 0
         expires_at = check("opening_points_expire_at", self._expiry)
+        qualifying = check("qualifying_points", lambda v: _points(v, "qualifying_points"))
         if errors:
             return None, errors
         if external_id in self.seen_external_ids:
@@ -211,7 +245,10 @@ class MemberImporter:
         self.seen_external_ids[external_id] = number
         if points and expires_at is None:
             expires_at = self.policy.expires_at(self.now)
-        return _Row(number, external_id, identities, member, points, expires_at), []
+        if not values.get("qualifying_points"):
+            qualifying = points  # the old program's balance stands in for its qualification
+        row = _Row(number, external_id, identities, member, points, expires_at, qualifying)
+        return row, []
 
     def _external_id(self, value: str) -> str:
         if not value:
@@ -410,6 +447,7 @@ class MemberImporter:
                     "external_id": row.external_id,
                     "member_id": row.member["id"],
                     "opening_points": row.points,
+                    "qualifying_points": row.qualifying_points,
                     "imported_at": now,
                 }
                 for row in rows
@@ -644,12 +682,12 @@ def _locale(value: str) -> str | None:
     return value or None
 
 
-def _points(value: str) -> int:
+def _points(value: str, column: str = "opening_points") -> int:
     if not value:
         return 0
     if not re.fullmatch(r"\d{1,13}", value):
-        raise _RowInvalid("opening_points", f"{value!r} is not a whole number of points >= 0")
+        raise _RowInvalid(column, f"{value!r} is not a whole number of points >= 0")
     points = int(value)
     if points > MAX_POINTS:
-        raise _RowInvalid("opening_points", f"at most {MAX_POINTS}")
+        raise _RowInvalid(column, f"at most {MAX_POINTS}")
     return points

@@ -2,8 +2,9 @@
 
 Identities, points (through ledger entries), lots, pending points and debt move to the
 survivor; the survivor keeps the higher tier; the merged member keeps its row with status
-'merged' and `merged_into_id`, so its id resolves to the survivor. Other domains that own
-member-scoped tables (orders, coupons) register a step that runs in the same transaction.
+'merged' and `merged_into_id`, so its id resolves to the survivor (the merge rule:
+loyalty.members.resolution). Other domains that own member-scoped tables (orders, coupons)
+register a step that runs in the same transaction.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from loyalty.ledger.models import PointLot
 from loyalty.ledger.operations import merge_member_points
 from loyalty.members.models import Member, MemberIdentity, MemberMerge, MemberStatus
 from loyalty.members.operations import lock_members
+from loyalty.members.resolution import repoint_merged_into
 from loyalty.tiers.models import Tier
 
 MergeStep = Callable[[int, int, datetime], dict[str, Any]]
@@ -75,6 +77,8 @@ def merge_members(
         summary[f"{step.__module__}.{step.__qualname__}"] = step(merged.id, survivor.id, now)
     merged.status = MemberStatus.MERGED.value
     merged.merged_into_id = survivor.id
+    # Members merged into this one before now name the survivor: one hop to the person.
+    summary["repointed_members"] = repoint_merged_into(merged.id, survivor.id)
     merged.updated_at = survivor.updated_at = now
     audit = MemberMerge(
         survivor_id=survivor.id,

@@ -15,6 +15,7 @@ from loyalty.errors import Conflict, InvalidInput, MemberNotActive, NotFound
 from loyalty.ledger.operations import open_member_accounts
 from loyalty.members.identities import normalise
 from loyalty.members.models import IdentityKind, Member, MemberIdentity, MemberStatus
+from loyalty.members.resolution import current_member_id, lock_current_member
 from loyalty.stores.operations import require_store
 from loyalty.timezones import validate_timezone
 
@@ -32,17 +33,15 @@ def find_member_by_identity(
 
 
 def resolve(member: Member) -> Member:
-    """Follow merges to the surviving member."""
-    seen = set()
-    while member.status == MemberStatus.MERGED and member.merged_into_id is not None:
-        if member.id in seen:
-            raise Conflict("merge cycle")
-        seen.add(member.id)
-        member = db.session.get(Member, member.merged_into_id)  # type: ignore[assignment]
-    return member
+    """The member `member` belongs to now (itself unless merged): `current_member_id` for a
+    loaded row (loyalty.members.resolution)."""
+    if member.status != MemberStatus.MERGED:
+        return member
+    return db.session.get(Member, current_member_id(member.id))  # type: ignore[return-value]
 
 
 def get_member(member_id: int) -> Member:
+    """The member `member_id` belongs to now (merges followed). NotFound for an unknown id."""
     member = db.session.get(Member, member_id)
     if member is None:
         raise NotFound(f"no member {member_id}")
@@ -195,13 +194,11 @@ def lock_members(*member_ids: int) -> dict[int, Member]:
 
 
 def _lock_changeable(member_id: int) -> Member:
-    """The member (following merges), locked; erased members can't change any more."""
-    survivor_id = get_member(member_id).id
-    member = lock_members(survivor_id)[survivor_id]
+    """The member (following merges, also one that commits while we wait for the lock),
+    locked; erased members can't change any more."""
+    member = lock_current_member(member_id)
     if member.status == MemberStatus.ERASED:
         raise MemberNotActive(f"member {member.id} was erased")
-    if member.status == MemberStatus.MERGED:  # merged while we waited for the lock
-        raise MemberNotActive(f"member {member.id} was merged into {member.merged_into_id}")
     return member
 
 
@@ -339,10 +336,14 @@ def block_member(member_id: int, *, reason: str, now: datetime, actor: str) -> M
     member.status = MemberStatus.BLOCKED.value
     member.updated_at = now
     db.session.flush()
+    from loyalty.auth.tokens import revoke_member_tokens
+
+    revoke_member_tokens(member.id)  # the member's app tokens stop working, even after unblock
     outbox.emit(
         "member.blocked",
         member_id=member.id,
-        payload={"member_id": member.id, "reason": reason, "actor": actor},
+        # Not the reason: free text may carry personal data, and events carry ids only.
+        payload={"member_id": member.id, "actor": actor},
         now=now,
     )
     return member
@@ -379,19 +380,25 @@ class MemberCodeInvalid(NotFound):
     slug, title = "member-code-invalid", "Member code not valid"
 
 
-def identify_member(kind: str, value: str, *, default_region: str | None = None) -> Member:
+def identify_member(
+    kind: str, value: str, *, now: datetime, default_region: str | None = None
+) -> Member:
     """The active or blocked member behind one identity or a member QR token (POS lookup).
 
-    Unknown, erased and forged all answer NotFound alike.
+    Unknown, erased and forged all answer NotFound alike. A QR token is used up by this
+    look-up (one use per token at a till; the caller commits): the till goes on with the
+    member id it got back.
     """
     if kind == "qr_token":
-        from loyalty.auth.tokens import member_id_from_qr
+        from loyalty.auth.tokens import use_member_qr
         from loyalty.errors import NotAuthenticated
 
         try:
-            member: Member | None = get_member(member_id_from_qr(value))
-        except NotAuthenticated:
-            raise MemberCodeInvalid("the member code is not valid or has expired") from None
+            member: Member | None = get_member(use_member_qr(value, now=now))
+        except NotAuthenticated as error:
+            raise MemberCodeInvalid(
+                f"the member code is not valid, has expired or was used ({error.detail})"
+            ) from None
     else:
         member = find_member_by_identity(kind, value, default_region=default_region)
     if member is None or member.status in {MemberStatus.ERASED, MemberStatus.MERGED}:

@@ -21,7 +21,8 @@ from loyalty.errors import MemberNotActive
 from loyalty.ledger.models import LedgerTransaction, PointHold, PointLot
 from loyalty.ledger.operations import member_balance
 from loyalty.members.models import Member, MemberIdentity, MemberMerge, MemberStatus
-from loyalty.members.operations import get_member, lock_members
+from loyalty.members.operations import get_member
+from loyalty.members.resolution import history_member_ids, lock_current_member
 from loyalty.tiers.models import Tier
 
 ExportSection = Callable[[int], Any]
@@ -71,21 +72,14 @@ PROFILE = [
 ]
 
 
-def same_person_ids(member_id: int) -> list[int]:
-    """The member and, recursively, every member merged into it."""
-    ids, frontier = [member_id], [member_id]
-    while frontier:
-        frontier = list(
-            db.session.scalars(sa.select(Member.id).where(Member.merged_into_id.in_(frontier)))
-        )
-        ids.extend(frontier)
-    return ids
+# The name export and erase steps used before the merge rule had its module.
+same_person_ids = history_member_ids
 
 
 def export_member(member_id: int, *, now: datetime) -> dict[str, Any]:
     """Everything stored about the member (following merges), as JSON-able data."""
     member = get_member(member_id)
-    ids = same_person_ids(member.id)
+    ids = history_member_ids(member.id)
 
     def rows(model: Any, column: Any, names: list[str]) -> list[dict[str, Any]]:
         query = sa.select(model).where(column.in_(ids)).order_by(model.id)
@@ -165,11 +159,10 @@ def erase_member(member_id: int, *, now: datetime, actor: str) -> dict[str, Any]
 
     Emits member.erased (without personal data). Erasing twice is refused.
     """
-    survivor_id = get_member(member_id).id
-    member = lock_members(survivor_id)[survivor_id]
+    member = lock_current_member(member_id)
     if member.status in {MemberStatus.ERASED, MemberStatus.MERGED}:
         raise MemberNotActive(f"member {member.id} is already {member.status}")
-    ids = same_person_ids(member.id)
+    ids = history_member_ids(member.id)
     identities = db.session.execute(
         sa.delete(MemberIdentity).where(MemberIdentity.member_id.in_(ids))
     ).rowcount
@@ -192,3 +185,33 @@ def erase_member(member_id: int, *, now: datetime, actor: str) -> dict[str, Any]
         now=now,
     )
     return summary
+
+
+# --- the erase steps of the shared core and the members domain ------------------------------
+
+
+def erase_idempotent_responses(member_id: int, now: datetime) -> dict[str, Any]:
+    """Stored responses of writes that concerned the person (or were made with their
+    token) are blanked: replaying a profile change must not return the erased name."""
+    from loyalty import idempotency
+
+    return {"responses_blanked": idempotency.blank_for_members(same_person_ids(member_id), now)}
+
+
+def erase_merge_reasons(member_id: int, now: datetime) -> dict[str, Any]:
+    """A merge's reason is support's free text ("same person: Jane Doe, two emails"); the
+    audit row (who merged which ids, when, what moved) stays."""
+    ids = same_person_ids(member_id)
+    result = db.session.execute(
+        sa.update(MemberMerge)
+        .where(
+            sa.or_(MemberMerge.survivor_id.in_(ids), MemberMerge.merged_id.in_(ids)),
+            MemberMerge.reason.is_not(None),
+        )
+        .values(reason=None)
+    )
+    return {"merge_reasons_blanked": result.rowcount or 0}
+
+
+register_erase_step("idempotency", erase_idempotent_responses)
+register_erase_step("member_merges", erase_merge_reasons)

@@ -93,3 +93,14 @@ def update_tier(data: dict[str, Any], tier_id: int) -> Any:
 def delete_tier(tier_id: int) -> None:
     """Remove a tier that no member holds."""
     operations.delete_tier(tier_id)
+
+
+def _register_member_hooks() -> None:
+    """Erasure accounts for the member's tier (loyalty.tiers.privacy)."""
+    from loyalty.members import privacy
+    from loyalty.tiers.privacy import erase_member_tier
+
+    privacy.register_erase_step("tiers", erase_member_tier)
+
+
+_register_member_hooks()

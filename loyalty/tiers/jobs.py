@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from loyalty.batches import BATCH_JOB_TIMEOUT, BatchCursor, batch_job_run
 from loyalty.clock import utcnow
-from loyalty.db import db
 from loyalty.queue import job
 from loyalty.scheduler import Schedule
 from loyalty.tiers import operations
@@ -11,24 +11,32 @@ from loyalty.tiers import operations
 BATCH_SIZE = 500
 
 
-@job("default")
-def evaluate_tiers(batch_size: int = BATCH_SIZE) -> int:
+@job("default", timeout=BATCH_JOB_TIMEOUT)
+def evaluate_tiers(batch_size: int = BATCH_SIZE, after_id: int = 0) -> int:
     """Re-evaluate every active member in batches; returns how many changed tier.
 
-    Each batch commits on its own (this job is the edge), so a long run holds no
-    transaction open across the whole member base and a crash resumes harmlessly: the
-    evaluation is idempotent.
+    A batch job (loyalty/batches.py): members in id order, each batch commits on its own,
+    so a long run holds no transaction open across the whole member base; past its time
+    budget it re-enqueues itself from the next member (`after_id`). The evaluation is
+    idempotent, so a run that starts again after a crash does no harm.
     """
     now = utcnow()
-    after_id, changed = 0, 0
-    while True:
-        after_id, batch_changed = operations.evaluate_tier_batch(
-            now, after_id=after_id, batch_size=batch_size
+
+    def step(cursor: BatchCursor) -> int:
+        last_id, changed = operations.evaluate_tier_batch(
+            now, after_id=cursor.after_id, batch_size=batch_size
         )
-        db.session.commit()
-        changed += batch_changed
-        if after_id == 0:
-            return changed
+        if last_id:
+            cursor.handled += 1
+            cursor.after_id = last_id
+        return changed
+
+    return batch_job_run(
+        step,
+        what="evaluate-tiers",
+        continuation=evaluate_tiers,
+        cursor=BatchCursor(after_id=after_id),
+    )
 
 
 def schedules() -> list[Schedule]:

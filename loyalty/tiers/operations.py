@@ -19,6 +19,7 @@ from loyalty.db import db
 from loyalty.errors import Conflict, InvalidInput, NotFound
 from loyalty.ledger.models import LedgerTransaction, TransactionKind
 from loyalty.members.models import Member, MemberStatus
+from loyalty.members.resolution import history_members
 from loyalty.tiers.models import Tier, TierBasis
 
 TIER_FIELDS = (
@@ -156,35 +157,69 @@ def _basis_key(tier: Tier) -> tuple[str, int, str | None]:
 
 
 def qualifying_points(member_ids: Sequence[int], since: datetime) -> dict[int, int]:
-    """Points earned minus points reversed since `since`, per member (not the balance)."""
-    rows = db.session.execute(
-        sa.select(LedgerTransaction.member_id, sa.func.sum(LedgerTransaction.amount))
-        .where(
-            LedgerTransaction.member_id.in_(member_ids),
-            LedgerTransaction.created_at >= since,
-            LedgerTransaction.kind.in_([TransactionKind.EARN.value, TransactionKind.REVERSE.value]),
+    """Qualifying points since `since`, per person (not the balance), merged ids included.
+
+    Points earned, less what refunds and cancellations reversed: the whole reversal
+    (`details.reversed_points` of the reverse transaction), also the part the balance
+    couldn't pay and the return policy forgave, since those points were never really
+    earned. Plus the qualifying points brought by the CSV import
+    (`member_imports.qualifying_points`, counted from the import day). Summed over every id
+    that belongs to the person (see loyalty.members.resolution).
+    """
+    from loyalty.members.models import MemberImport
+
+    people = history_members(member_ids)
+    tx = LedgerTransaction
+    # Reversals written before `reversed_points` was recorded count what they took.
+    reversed_points = sa.func.coalesce(-tx.details["reversed_points"].as_integer(), tx.amount)
+    earned = (
+        sa.select(
+            tx.member_id.label("member_id"),
+            sa.case(
+                (tx.kind == TransactionKind.REVERSE.value, reversed_points), else_=tx.amount
+            ).label("points"),
         )
-        .group_by(LedgerTransaction.member_id)
+        .join(people, people.c.member_id == tx.member_id)
+        .where(
+            tx.created_at >= since,
+            tx.kind.in_([TransactionKind.EARN.value, TransactionKind.REVERSE.value]),
+        )
+    )
+    imported = (
+        sa.select(
+            MemberImport.member_id.label("member_id"),
+            MemberImport.qualifying_points.label("points"),
+        )
+        .join(people, people.c.member_id == MemberImport.member_id)
+        .where(MemberImport.imported_at >= since, MemberImport.qualifying_points > 0)
+    )
+    movements = sa.union_all(earned, imported).subquery("movements")
+    rows = db.session.execute(
+        sa.select(people.c.person_id, sa.func.sum(movements.c.points))
+        .join(people, people.c.member_id == movements.c.member_id)
+        .group_by(people.c.person_id)
     ).all()
-    return {member_id: max(0, int(total or 0)) for member_id, total in rows}
+    return {person_id: max(0, int(total or 0)) for person_id, total in rows}
 
 
 def net_spend(member_ids: Sequence[int], since: datetime, currency: str | None) -> dict[int, int]:
-    """Order totals minus refunds since `since` (cancelled orders excluded), per member."""
+    """Order totals minus refunds since `since` (cancelled orders excluded), per person
+    (orders kept under ids merged into them included)."""
     from loyalty.earning.models import Order, OrderStatus
 
+    people = history_members(member_ids)
     query = (
-        sa.select(Order.member_id, sa.func.sum(Order.total_minor - Order.refunded_minor))
+        sa.select(people.c.person_id, sa.func.sum(Order.total_minor - Order.refunded_minor))
+        .join(people, people.c.member_id == Order.member_id)
         .where(
-            Order.member_id.in_(member_ids),
             Order.occurred_at >= since,
             Order.status != OrderStatus.CANCELLED.value,
         )
-        .group_by(Order.member_id)
+        .group_by(people.c.person_id)
     )
     if currency is not None:
         query = query.where(Order.currency == currency)
-    return {member_id: int(total or 0) for member_id, total in db.session.execute(query).all()}
+    return {person_id: int(total or 0) for person_id, total in db.session.execute(query).all()}
 
 
 def _measure(
@@ -325,9 +360,10 @@ def evaluate_tier_batch(
         target = targets.get(member_id)
         if (target.id if target is not None else None) == tier_id:
             continue
-        lock_member_accounts(member_id, require_active=False)
+        # A merge may have folded this member into another since the batch was read.
+        person_id = lock_member_accounts(member_id, require_active=False).member_id
         change = reevaluate_member_tier(
-            member_id, now, allow_downgrade=True, tiers=tiers, reason="evaluation"
+            person_id, now, allow_downgrade=True, tiers=tiers, reason="evaluation"
         )
         changed += change is not None
     return rows[-1][0], changed

@@ -5,7 +5,7 @@ The expiry, reminder and pending-release jobs look for lots by status
 `remaining > 0`: PostgreSQL read the whole point_lots table on every run.
 
 Revision ID: 0003_history
-Revises: 0002
+Revises: (chained in merge order; see down_revision)
 Create Date: 2026-11-30 14:00:00
 
 """
@@ -15,7 +15,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = "0003_history"
-down_revision = "0002"
+down_revision = "0003_security"
 branch_labels = None
 depends_on = None
 

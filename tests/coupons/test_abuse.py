@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from loyalty.auth import scopes
+from loyalty.db import db
 from tests.coupons import factories as f
+from tests.earning.factories import order_body
 from tests.factories import idem
 
 pytestmark = pytest.mark.usefixtures("app")
@@ -62,3 +64,55 @@ def test_a_member_guessing_codes_is_locked_out_too(client, make, low_limit):
     response = client.post("/v1/me/coupons/validate", json=f.body(["X0000000000"], channel="app"),
                            headers=token)  # fmt: skip
     assert response.status_code == 429
+
+
+def test_orders_count_unknown_codes_and_are_locked_out_like_the_coupon_routes(client, make):
+    # Defaults (20 failures): before the fix 30 orders of 10 unknown codes never met a 429
+    # and the right code then worked.
+    make.store("S1")
+    till = make.api_key(scopes.ORDERS_WRITE, store_id="S1")
+    member_id = make.member().id
+    [real] = f.codes(f.offer().id)
+    statuses = []
+    for n in range(30):
+        guesses = [f"G{n:02d}{i:08d}" for i in range(10)]
+        body = order_body({"member_id": member_id}, channel="store", coupon_codes=guesses)
+        statuses.append(client.post("/v1/orders", json=body, headers=till).status_code)
+        db.session.remove()  # a server gives each request its own session; the test client
+        # reuses the test's app context, and SQLite hands a rolled-back order's id out again
+    assert statuses[:2] == [422, 422]
+    assert set(statuses[2:]) == {429}
+    right = client.post("/v1/orders", json=order_body({"member_id": member_id}, channel="store",
+                        coupon_codes=[real]), headers=till)  # fmt: skip
+    assert right.status_code == 429
+    assert right.json["type"].endswith("/rate-limited") and int(right.headers["Retry-After"]) > 0
+    assert f.code_row(real).uses == 0
+
+
+def test_guesses_through_orders_lock_the_coupon_routes_too(client, make, low_limit):
+    make.store("S1")
+    key = make.api_key(scopes.ORDERS_WRITE, scopes.COUPONS_REDEEM, store_id="S1")
+    body = order_body({"member_id": make.member().id}, channel="store",
+                      coupon_codes=[f"G{n:010d}" for n in range(5)])  # fmt: skip
+    assert client.post("/v1/orders", json=body, headers=key).status_code == 422
+    response = client.post("/v1/coupons/validate", json=f.body(["ANY00000000"]), headers=key)
+    assert response.status_code == 429
+
+
+def test_an_unbound_key_naming_a_store_locks_out_only_itself(client, make, low_limit):
+    make.store("S1")
+    web = make.api_key(scopes.COUPONS_REDEEM, scopes.ORDERS_WRITE)  # not bound to a store
+    till = make.api_key(scopes.COUPONS_REDEEM, scopes.ORDERS_WRITE, store_id="S1")
+    [real] = f.codes(f.offer().id)
+    guesses = f.body([f"G{n:010d}" for n in range(5)], store_id="S1")
+    assert client.post("/v1/coupons/validate", json=guesses, headers=web).status_code == 200
+    assert client.post("/v1/coupons/validate", json=f.body([real], store_id="S1"),
+                       headers=web).status_code == 429  # fmt: skip
+    order = order_body({"member_id": make.member().id}, channel="store", store_id="S1",
+                       coupon_codes=[f"H{n:010d}" for n in range(5)])  # fmt: skip
+    assert client.post("/v1/orders", json=order, headers=web).status_code == 429
+    # The store's own tills never made a failed guess: they are not locked out.
+    assert client.post("/v1/coupons/validate", json=f.body([real]), headers=till).status_code == 200
+    redeemed = client.post("/v1/coupons/redeem", json=f.body([real], order_ref="o"),
+                           headers=idem(till))  # fmt: skip
+    assert redeemed.status_code == 201

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from loyalty.auth import scopes
+from loyalty.db import db
 from tests.coupons.factories import code_row, codes, offer
 from tests.earning.factories import base_rate, order_body
 
@@ -32,3 +33,30 @@ def test_an_order_with_a_coupon_earns_on_the_discounted_amount_and_cancel_restor
     cancelled = client.post(f"/v1/orders/{data['order_id']}/cancel", headers=pos)
     assert cancelled.json["status"] == "cancelled"
     assert code_row(code).uses == 0
+
+
+def test_an_orders_redemption_is_rolled_back_only_through_the_orders_cancel_or_refund(client, make):
+    make.store("S1")
+    till = make.api_key(scopes.ORDERS_WRITE, scopes.COUPONS_REDEEM, store_id="S1")
+    member_id = make.member().id
+    (code,) = codes(offer(percent_bp=2_000).id)  # single use
+    first = client.post("/v1/orders", json=order_body({"member_id": member_id}, channel="store",
+                        coupon_codes=[code]), headers=till).json  # fmt: skip
+    [redemption] = first["coupons"]
+    rollback = client.post(
+        f"/v1/coupons/redemptions/{redemption['redemption_id']}/rollback",
+        headers={**till, "Idempotency-Key": "rb-1"},
+    )
+    assert rollback.status_code == 409
+    assert rollback.json["reason"] == "belongs_to_order"
+    assert rollback.headers["Content-Type"] == "application/problem+json"
+    assert code_row(code).uses == 1
+    # Before the fix the rollback freed the code, and it discounted a second order while the
+    # first kept its discount.
+    second = order_body({"member_id": member_id}, channel="store", coupon_codes=[code])
+    assert client.post("/v1/orders", json=second, headers=till).status_code == 409
+    db.session.remove()  # as a server would (see tests/coupons/test_abuse.py)
+    client.post(f"/v1/orders/{first['order_id']}/cancel", headers=till)
+    assert code_row(code).uses == 0
+    third = order_body({"member_id": member_id}, channel="store", coupon_codes=[code])
+    assert client.post("/v1/orders", json=third, headers=till).status_code == 201

@@ -297,7 +297,7 @@ def test_an_order_older_than_the_return_window_earns_available_points(
     with_settings(app, monkeypatch, pending_days=14)
     member = make.member()
     base_rate()
-    old = utcnow() - timedelta(days=30)
+    old = utcnow() - timedelta(days=20)
     response = client.post(
         "/v1/orders", json=order_body({"member_id": member.id}, occurred_at=old), headers=pos
     )
@@ -395,3 +395,46 @@ def test_orders_need_credentials_and_the_orders_scope(client, make):
     assert client.get("/v1/orders/X").status_code == 401
     assert client.get("/v1/orders/X", headers=reader).status_code == 403
     _nothing_written(1)
+
+
+def test_an_order_older_than_the_configured_age_is_a_422_naming_occurred_at(
+    app, client, make, pos, monkeypatch
+):
+    with_settings(app, monkeypatch, max_order_age_days=30)
+    member = make.member()
+    base_rate()
+    too_old = utcnow() - timedelta(days=31)
+    response = client.post(
+        "/v1/orders",
+        json=order_body({"member_id": member.id}, order_id="OLD-1", occurred_at=too_old),
+        headers=pos,
+    )
+    assert response.status_code == 422
+    assert response.content_type == PROBLEM
+    assert "occurred_at" in response.json["errors"]
+    assert count(Order) == 0
+    recent = utcnow() - timedelta(days=29)
+    accepted = client.post(
+        "/v1/orders",
+        json=order_body({"member_id": member.id}, order_id="OK-1", occurred_at=recent),
+        headers=pos,
+    )
+    assert accepted.status_code == 201
+
+
+def test_a_retry_of_an_accepted_order_replays_even_once_it_is_older_than_the_bound(
+    app, client, make, pos, monkeypatch
+):
+    member = make.member()
+    base_rate()
+    body = order_body({"member_id": member.id}, occurred_at=utcnow() - timedelta(days=10))
+    assert client.post("/v1/orders", json=body, headers=pos).status_code == 201
+    with_settings(app, monkeypatch, max_order_age_days=5)  # as if the retry came much later
+    again = client.post("/v1/orders", json=body, headers=pos)
+    assert again.status_code == 200, again.json
+
+
+def test_the_order_age_bound_is_in_the_api_schema(client):
+    spec = client.get("/openapi.json").json
+    described = spec["components"]["schemas"]["OrderRequest"]["properties"]["occurred_at"]
+    assert "OMNILOYAL_MAX_ORDER_AGE_DAYS" in described["description"]

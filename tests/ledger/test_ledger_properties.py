@@ -1,22 +1,32 @@
 """Property: whatever sequence of ledger operations runs, the books balance.
 
 Random sequences of earn (available or pending), burn, refund under each return policy,
-expiry, pending release, hold / capture / release, adjustment and merge, with a clock that
-moves forward; after every step each transaction sums to zero and each member's balance
-equals both the sum of its entries and the sum of its lots' remainders.
+expiry, pending release, hold / capture / release, adjustment and merge, points paying for
+an order and given back by its refunds, with a clock that moves forward; after every step
+each transaction sums to zero and each member's balance equals both the sum of its entries
+and the sum of its lots' remainders; no order ever has more taken back than it earned, nor
+more given back than it was paid.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
+import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from loyalty.db import db
 from loyalty.errors import OmniloyalError
 from loyalty.ledger import operations as ledger
-from loyalty.ledger.models import HoldStatus, PointHold
+from loyalty.ledger.models import (
+    HoldStatus,
+    LedgerTransaction,
+    PointHold,
+    PointLot,
+    TransactionKind,
+)
 from loyalty.ledger.policy import ExpiryPolicy, ReturnPolicy
 from tests.ledger.invariants import assert_ledger_consistent
 
@@ -36,6 +46,8 @@ step = st.one_of(
     st.tuples(st.just("release"), st.integers(0, 5)),
     st.tuples(st.just("adjust"), member, st.integers(-300, 300).filter(bool)),
     st.tuples(st.just("merge"), member, member),
+    st.tuples(st.just("pay"), member, st.integers(0, 3), points),
+    st.tuples(st.just("refund_paid"), member, st.integers(0, 3), st.integers(1, 4)),
 )
 
 
@@ -45,6 +57,9 @@ class Run:
         self.members = [make.member(now=self.now).id for _ in range(MEMBERS)]  # type: ignore[attr-defined]
         self.holds: list[int] = []
         self.policy = ExpiryPolicy("days", 90)
+        self.earned: dict[str, int] = defaultdict(int)  # per order ref, as orders record
+        self.reversed: dict[str, int] = defaultdict(int)
+        self.refunded_quarters: dict[str, int] = defaultdict(int)
 
     def apply(self, op: tuple) -> None:
         kind, *args = op
@@ -54,12 +69,13 @@ class Run:
         ledger.earn_points(
             self.members[who],
             amount,
-            ledger.Cause("order", f"o{who}-{order}"),
+            ledger.Cause("order", f"o{self.members[0]}-{who}-{order}"),
             now=self.now,
             actor="test",
             policy=self.policy,
             pending_until=self.now + timedelta(days=14) if pending else None,
         )
+        self.earned[f"o{self.members[0]}-{who}-{order}"] += amount
 
     def burn(self, who: int, amount: int) -> None:
         ledger.burn_points(
@@ -67,15 +83,82 @@ class Run:
         )
 
     def refund(self, who: int, order: int, amount: int, policy: ReturnPolicy) -> None:
+        """Reverse up to `amount` more of what the order earned, as refund_order does."""
+        ref = f"o{self.members[0]}-{who}-{order}"
+        amount = min(amount, self.earned[ref] - self.reversed[ref])
         ledger.reverse_earned(
             self.members[who],
             amount,
             ledger.Cause("refund", "r"),
-            earned_by=f"o{who}-{order}",
+            earned_by=ref,
             policy=policy,
             now=self.now,
             actor="test",
+            earned=self.earned[ref],
+            reversed_before=self.reversed[ref],
         )
+        self.reversed[ref] += max(0, amount)
+
+    def pay(self, who: int, order: int, amount: int) -> None:
+        """Points pay for an order: held, then captured against it."""
+        hold = ledger.hold_points(
+            self.members[who],
+            amount,
+            now=self.now,
+            ttl_seconds=600,
+            reference=None,
+            client_id=None,
+            store_id=None,
+        )
+        ledger.capture_hold(
+            hold.id,
+            None,
+            ledger.Cause("hold", f"paid-o{self.members[0]}-{who}-{order}"),
+            now=self.now,
+            actor="test",
+            order_ref=f"paid-o{self.members[0]}-{who}-{order}",
+        )
+
+    def refund_paid(self, who: int, order: int, quarters: int) -> None:
+        """Refund `quarters` more quarters of an order paid with points."""
+        ref = f"paid-o{self.members[0]}-{who}-{order}"
+        done = min(4, self.refunded_quarters[ref] + quarters)
+        hold_ids = list(
+            db.session.scalars(sa.select(PointHold.id).where(PointHold.order_ref == ref))
+        )
+        ledger.return_paid_points(
+            self.members[who],
+            hold_ids,
+            (done, 4),
+            ledger.Cause("refund", ref),
+            now=self.now,
+            actor="test",
+        )
+        self.refunded_quarters[ref] = done
+
+    def check_orders(self) -> None:
+        taken: dict[str, int] = defaultdict(int)
+        for tx in db.session.scalars(
+            sa.select(LedgerTransaction).where(
+                LedgerTransaction.kind == TransactionKind.REVERSE.value,
+                LedgerTransaction.member_id.in_(self.members),
+            )
+        ):
+            taken[tx.details["earned_by"]] -= tx.amount
+        for ref, points in taken.items():
+            # Never more than it earned, and never its own expired points a second time.
+            expired = db.session.scalar(
+                sa.select(sa.func.coalesce(sa.func.sum(PointLot.expired_points), 0)).where(
+                    PointLot.cause_ref == ref
+                )
+            )
+            assert points <= self.earned[ref] - expired, (
+                f"{ref}: took back {points} of {self.earned[ref]} earned, {expired} expired"
+            )
+        for hold in db.session.scalars(
+            sa.select(PointHold).where(PointHold.member_id.in_(self.members))
+        ):
+            assert 0 <= hold.returned <= hold.captured
 
     def advance(self, days: int) -> None:
         self.now += timedelta(days=days)
@@ -135,6 +218,7 @@ def test_every_operation_sequence_keeps_the_books_balanced(app, make, steps):
         except OmniloyalError:
             pass  # refused operations (not enough points, closed hold...) change nothing
         assert_ledger_consistent()
+        run.check_orders()
     db.session.commit()
     assert_ledger_consistent()
 

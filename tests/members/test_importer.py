@@ -193,7 +193,7 @@ def test_invalid_rows_are_reported_by_row_and_column_and_the_rest_is_imported(ma
         good + bad,
         columns=list(importer.COLUMNS),
     )
-    text += "B13,,b13@shop.example,,,,,,,,,,,,unexpected\n"
+    text += "B13,,b13@shop.example,,,,,,,,,,,,,unexpected\n"
     stats, errors = run(text, chunk_size=4)
     assert stats.imported == 2 and stats.errors == len(errors)
     reported = {(e.row, e.column) for e in errors}
@@ -263,3 +263,30 @@ def test_the_cli_imports_a_file_and_writes_the_error_report(app, make, tmp_path)
     bad.write_text("who,what\n1,2\n")
     refused = runner.invoke(args=["members", "import", str(bad)])
     assert refused.exit_code != 0 and "header" in refused.output
+
+
+def test_the_error_report_neutralises_cells_a_spreadsheet_would_run_as_formulas(app, tmp_path):
+    """OWASP CSV injection: a value from the uploaded file starting with = + - @ (or a tab
+    or carriage return) is written with a leading apostrophe, so it opens as text."""
+    formulas = ['=HYPERLINK("http://evil.example","x")', "+1+1", "-2+3", "@SUM(A1)"]
+    source = tmp_path / "hostile.csv"
+    source.write_text(
+        csv_text([{"external_id": value, "email": "not-an-email"} for value in formulas]),
+        encoding="utf-8",
+    )
+    report = tmp_path / "errors.csv"
+    result = app.test_cli_runner().invoke(
+        args=["members", "import", str(source), "--report", str(report)]
+    )
+    assert result.exit_code == 0, result.output
+    with open(report, newline="") as handle:
+        lines = list(csv.reader(handle))[1:]
+    assert [line[3] for line in lines] == ["'" + value for value in formulas]
+    assert all(not cell.startswith(("=", "+", "-", "@")) for line in lines for cell in line)
+    assert [line[0] for line in lines] == ["2", "3", "4", "5"]  # row numbers stay numbers
+
+
+@pytest.mark.parametrize("value", ["=1+1", "+1", "-1", "@A1", "\t=1", "\r=1"])
+def test_report_cells_starting_like_a_formula_become_text(value):
+    assert importer.report_cell(value) == "'" + value
+    assert importer.report_cell("C00001") == "C00001" and importer.report_cell(7) == 7

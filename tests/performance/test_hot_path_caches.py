@@ -132,7 +132,9 @@ def test_writes_to_unrelated_models_leave_the_caches_alone(app, make):
 
 
 @pytest.mark.postgres
-def test_the_balance_read_is_one_round_trip_on_postgresql(client, make):
+def test_the_balance_read_is_the_token_check_and_one_balance_statement_on_postgresql(client, make):
+    """Two single statements outside any transaction: the token check (member and issuing
+    client, one join; see loyalty/auth/tokens.py) and the balance read."""
     member_id = make.member(points=10).id
     headers = make.member_token(member_id)
     statements: list[str] = []
@@ -147,4 +149,6 @@ def test_the_balance_read_is_one_round_trip_on_postgresql(client, make):
     finally:
         sa.event.remove(db.engine, "before_cursor_execute", record)
     assert response.status_code == 200 and response.json["available"] == 10
-    assert len(statements) == 1 and statements[0].lstrip().upper().startswith("SELECT")
+    assert len(statements) == 2
+    assert all(s.lstrip().upper().startswith("SELECT") for s in statements)
+    assert "token_epoch" in statements[0] and "ledger_accounts" in statements[1]
