@@ -6,7 +6,7 @@ operations would have written: every member has its three accounts, an email ide
 a ledger whose transactions, entries and lots agree with the account balances (earns of
 100 points, each followed by a burn of 50 from its lot); orders with a line, single-use
 coupon codes each redeemed once for an order, captured point holds, idempotency records
-inside their 48 h retention, and published outbox events.
+inside their 48 h retention, and outbox events already dispatched to their consumers.
 
 PostgreSQL only. Ids are given explicitly above each table's current maximum and the
 sequences are moved past them, so the operations keep inserting after the seed. Foreign
@@ -289,10 +289,10 @@ def _statements(scale: HistoryScale, refs: SeedRefs, base: dict[str, int]) -> li
         (
             "outbox_events",
             f"""INSERT INTO outbox_events (id, topic, member_id, payload, occurred_at,
-                published_at, attempts)
+                dispatched_at)
             SELECT {base["outbox_events"]} + k, 'points.earned', {m0} + 1 + mod(k - 1, {m}),
                 jsonb_build_object('points', {EARN}, 'kind', 'earn'),
-                now() - interval '2 days', now() - interval '2 days', 1
+                now() - interval '2 days', now() - interval '2 days'
             FROM generate_series(1, {scale.outbox}) AS k""",
         ),
     ]
