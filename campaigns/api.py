@@ -11,15 +11,13 @@ from flask_smorest import Blueprint
 from campaigns import attributes, segments
 from campaigns.compiler import check, people_query
 from campaigns.schemas import (
-    AttributeListSchema,
+    AttributeSchema,
     CountSchema,
     PreviewResultSchema,
     PreviewSchema,
     SampleQuery,
     SampleSchema,
     SegmentCreateSchema,
-    SegmentListQuery,
-    SegmentListSchema,
     SegmentSchema,
     SegmentUpdateSchema,
     SnapshotSchema,
@@ -30,6 +28,7 @@ from loyalty.auth import scopes
 from loyalty.auth.context import current_caller, requires
 from loyalty.clock import utcnow
 from loyalty.http import write_endpoint
+from loyalty.pagination import PageQuery, int_cursor, page, page_of, page_schema
 
 blp = Blueprint("segments", __name__, description="Segments: target members by rules")
 API_KEY = [{"ApiKey": []}]
@@ -38,10 +37,17 @@ API_KEY = [{"ApiKey": []}]
 @blp.route("/segments/attributes")
 @blp.doc(security=API_KEY)
 @requires(scopes.SEGMENTS_READ)
-@blp.response(200, AttributeListSchema)
-def list_attributes() -> Any:
-    """Every attribute a rule can test: its type, operators, options and known values."""
-    return {"items": [attribute.as_dict() for attribute in attributes.all_attributes()]}
+@blp.arguments(PageQuery, location="query")
+@blp.response(200, page_schema(AttributeSchema))
+def list_attributes(query: dict[str, Any]) -> Any:
+    """Every attribute a rule can test: its type, operators, options and known values,
+    by name."""
+    return page_of(
+        [attribute.as_dict() for attribute in attributes.all_attributes()],
+        cursor=query["cursor"],
+        limit=query["limit"],
+        key=lambda attribute: attribute["name"],
+    )
 
 
 @blp.route("/segments/preview", methods=["POST"])
@@ -62,12 +68,12 @@ def preview(data: dict[str, Any]) -> Any:
 @blp.route("/segments")
 @blp.doc(security=API_KEY)
 @requires(scopes.SEGMENTS_READ)
-@blp.arguments(SegmentListQuery, location="query")
-@blp.response(200, SegmentListSchema)
+@blp.arguments(PageQuery, location="query")
+@blp.response(200, page_schema(SegmentSchema))
 def list_segments(query: dict[str, Any]) -> Any:
-    items = segments.list_segments(after_id=query["after_id"], limit=query["limit"])
-    more = len(items) == query["limit"]
-    return {"items": items, "next_after_id": items[-1].id if items and more else None}
+    """The saved segments, by id."""
+    rows = segments.list_segments(after_id=int_cursor(query["cursor"]), limit=query["limit"] + 1)
+    return page(rows, query["limit"], key=lambda segment: segment.id)
 
 
 @blp.route("/segments", methods=["POST"])
@@ -87,6 +93,7 @@ def create_segment(data: dict[str, Any]) -> Any:
 @requires(scopes.SEGMENTS_READ)
 @blp.response(200, SegmentSchema)
 def get_segment(segment_id: int) -> Any:
+    """One segment: its rule, kind and version."""
     return segments.get_segment(segment_id)
 
 
@@ -107,6 +114,7 @@ def update_segment(data: dict[str, Any], segment_id: int) -> Any:
 @write_endpoint()
 @blp.response(204)
 def delete_segment(segment_id: int) -> None:
+    """Delete a segment (a static one's people with it)."""
     segments.delete_segment(segment_id)
 
 
@@ -127,9 +135,10 @@ def count_segment(segment_id: int) -> Any:
 @blp.arguments(SampleQuery, location="query")
 @blp.response(200, SampleSchema)
 def sample_segment(query: dict[str, Any], segment_id: int) -> Any:
-    """A few people of the segment (ids and aggregates, no contact details)."""
+    """A few people of the segment, lowest ids first (ids and aggregates, no contact
+    details). A sample, not a list: every member is in the CSV export."""
     audience = segments.audience(segments.get_segment(segment_id), utcnow())
-    return {"items": segments.sample(audience, limit=query["size"])}
+    return {"members": segments.sample(audience, limit=query["size"])}
 
 
 @blp.route("/segments/<int:segment_id>/export.csv")

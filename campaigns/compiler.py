@@ -29,7 +29,7 @@ from campaigns import attributes as catalogue
 from campaigns.attributes import Attribute, AttributeType, Context
 from campaigns.models import MemberProfile
 from loyalty.db import constant
-from loyalty.errors import InvalidInput
+from loyalty.errors import InvalidInput, field_error
 from loyalty.members.models import Member, MemberStatus
 
 OPERATORS: dict[AttributeType, frozenset[str]] = {
@@ -210,7 +210,10 @@ def check(rule: Any) -> None:
     """Raise a 422 naming every problem's path, or return."""
     errors = validate(rule)
     if errors:
-        raise InvalidInput("the segment rule is not valid; see `errors`", errors=errors)
+        listed = [
+            field_error(path, message) for path, messages in errors.items() for message in messages
+        ]
+        raise InvalidInput("the segment rule is not valid; see `errors`", errors=listed)
 
 
 def new_context(now: datetime) -> Context:

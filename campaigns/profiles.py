@@ -2,7 +2,7 @@
 
 One function, `refresh_people(person_ids, now)`, rewrites the profile rows of a set of
 people from the source tables with a handful of set-based statements (INSERT ... SELECT
-with correlated, index-backed subqueries over each person's history ids: the merge rule).
+with subqueries bound to each person's history ids, resolved first: the merge rule).
 Everything else calls it:
 
 - the outbox consumer `campaigns.profiles` refreshes the people an event names (orders,
@@ -56,19 +56,11 @@ categories = MemberCategoryPurchase.__table__
 tags = MemberTag.__table__
 
 
-def _history(person: Any) -> sa.Select[Any]:
-    """The ids whose rows are `person`'s history (the merge rule: id = P or merged into P)."""
-    ids = members.alias("history")
-    return (
-        sa.select(ids.c.id)
-        .where(sa.or_(ids.c.id == person, ids.c.merged_into_id == person))
-        .correlate_except(ids)  # `person` is the outermost query's row, two levels up
-    )
-
-
-def _person_orders(person: Any) -> Any:
+def _person_orders(history: Sequence[int]) -> Any:
+    # `history` is the person's member ids, resolved first (the merge rule): a plain
+    # `member_id IN (...)` on ix_orders_member_occurred, never a correlated subquery.
     return sa.and_(
-        orders.c.member_id.in_(_history(person)),
+        orders.c.member_id.in_(history),
         orders.c.status.in_([constant(s) for s in COUNTED_STATUSES]),
     )
 
@@ -77,7 +69,7 @@ def _net(column_table: Any = orders) -> Any:
     return column_table.c.total_minor - column_table.c.refunded_minor
 
 
-def _order_value(person: Any, column: Any, *, first: bool) -> Any:
+def _order_value(history: Sequence[int], column: Any, *, first: bool) -> Any:
     order = (
         (orders.c.occurred_at, orders.c.id)
         if first
@@ -87,22 +79,22 @@ def _order_value(person: Any, column: Any, *, first: bool) -> Any:
         )
     )
     return (
-        sa.select(column).where(_person_orders(person)).order_by(*order).limit(1).scalar_subquery()
+        sa.select(column).where(_person_orders(history)).order_by(*order).limit(1).scalar_subquery()
     )
 
 
-def _aggregate(person: Any, expression: Any, since: datetime | None = None) -> Any:
-    condition = _person_orders(person)
+def _aggregate(history: Sequence[int], expression: Any, since: datetime | None = None) -> Any:
+    condition = _person_orders(history)
     if since is not None:
         condition = sa.and_(condition, orders.c.occurred_at >= since)
     return sa.select(expression).where(condition).scalar_subquery()
 
 
-def _favourite_store(person: Any) -> Any:
+def _favourite_store(history: Sequence[int]) -> Any:
     """The store of most purchases; ties go to the most recent, then the smallest id."""
     return (
         sa.select(orders.c.store_id)
-        .where(_person_orders(person), orders.c.store_id.is_not(None))
+        .where(_person_orders(history), orders.c.store_id.is_not(None))
         .group_by(orders.c.store_id)
         .order_by(
             sa.func.count().desc(), sa.func.max(orders.c.occurred_at).desc(), orders.c.store_id
@@ -112,46 +104,65 @@ def _favourite_store(person: Any) -> Any:
     )
 
 
-def _profile_select(person_ids: Sequence[int], now: datetime) -> sa.Select[Any]:
-    person = members.c.id
+def _histories(person_ids: Sequence[int]) -> dict[int, list[int]]:
+    """Each current person among `person_ids` -> their member ids (own id first, then the
+    ids merged into them). One statement on the primary key and ix_members_merged_into_id;
+    merged ids map to nobody (their survivor is refreshed under its own id)."""
+    found = db.session.execute(
+        sa.select(members.c.id, members.c.merged_into_id).where(
+            sa.or_(members.c.id.in_(person_ids), members.c.merged_into_id.in_(person_ids))
+        )
+    ).all()
+    wanted = set(person_ids)
+    histories: dict[int, list[int]] = {}
+    for member_id, merged_into_id in sorted(found, key=lambda row: (row[1] is not None, row[0])):
+        person = member_id if merged_into_id is None else merged_into_id
+        if person in wanted:
+            histories.setdefault(person, []).append(member_id)
+    return {person: ids for person, ids in histories.items() if ids[0] == person}
+
+
+def _profile_select(person_id: int, history: Sequence[int], now: datetime) -> sa.Select[Any]:
+    """One person's profile row, every aggregate bound to the person's resolved history ids
+    (indexed `member_id IN (...)` reads of orders and ledger accounts)."""
     accounts = LedgerAccount.__table__
     count = sa.func.count()
     spend = sa.func.coalesce(sa.func.sum(_net()), 0)
     columns: dict[str, Any] = {
-        "person_id": person,
+        "person_id": members.c.id,
         "points_balance": sa.select(sa.func.coalesce(sa.func.sum(accounts.c.balance), 0))
         .where(
-            accounts.c.member_id.in_(_history(person)),
+            accounts.c.member_id.in_(history),
             accounts.c.kind == constant("member_points"),
         )
         .scalar_subquery(),
-        "orders_lifetime": _aggregate(person, count),
-        "spend_lifetime_minor": _aggregate(person, spend),
+        "orders_lifetime": _aggregate(history, count),
+        "spend_lifetime_minor": _aggregate(history, spend),
         "online_orders": sa.select(count)
-        .where(_person_orders(person), orders.c.channel.in_(ONLINE_CHANNELS))
+        .where(_person_orders(history), orders.c.channel.in_(ONLINE_CHANNELS))
         .scalar_subquery(),
         "store_orders": sa.select(count)
-        .where(_person_orders(person), orders.c.channel.in_(STORE_CHANNELS))
+        .where(_person_orders(history), orders.c.channel.in_(STORE_CHANNELS))
         .scalar_subquery(),
-        "first_order_at": _order_value(person, orders.c.occurred_at, first=True),
-        "first_order_channel": _order_value(person, orders.c.channel, first=True),
-        "first_order_store_id": _order_value(person, orders.c.store_id, first=True),
-        "last_order_at": _order_value(person, orders.c.occurred_at, first=False),
-        "last_order_channel": _order_value(person, orders.c.channel, first=False),
-        "last_order_store_id": _order_value(person, orders.c.store_id, first=False),
-        "favourite_store_id": _favourite_store(person),
+        "first_order_at": _order_value(history, orders.c.occurred_at, first=True),
+        "first_order_channel": _order_value(history, orders.c.channel, first=True),
+        "first_order_store_id": _order_value(history, orders.c.store_id, first=True),
+        "last_order_at": _order_value(history, orders.c.occurred_at, first=False),
+        "last_order_channel": _order_value(history, orders.c.channel, first=False),
+        "last_order_store_id": _order_value(history, orders.c.store_id, first=False),
+        "favourite_store_id": _favourite_store(history),
     }
     for days in WINDOWS:
         since = now - timedelta(days=days)
-        columns[f"orders_{days}d"] = _aggregate(person, count, since)
-        columns[f"spend_{days}d_minor"] = _aggregate(person, spend, since)
+        columns[f"orders_{days}d"] = _aggregate(history, count, since)
+        columns[f"spend_{days}d_minor"] = _aggregate(history, spend, since)
         columns[f"window_{days}d_oldest_at"] = _aggregate(
-            person, sa.func.min(orders.c.occurred_at), since
+            history, sa.func.min(orders.c.occurred_at), since
         )
-    columns["tier_since"] = _tier_since(person)
+    columns["tier_since"] = _tier_since(members.c.id)
     columns["refreshed_at"] = sa.literal(now, profiles.c.refreshed_at.type)
     return sa.select(*(value.label(name) for name, value in columns.items())).where(
-        members.c.id.in_(person_ids),
+        members.c.id == person_id,
         members.c.merged_into_id.is_(None),
         members.c.status != constant(MemberStatus.ERASED.value),
     )
@@ -179,7 +190,11 @@ def refresh_people(person_ids: Iterable[int], now: datetime) -> int:
     if not ids:
         return 0
     # Computed before the delete: tier_since is read from the row being replaced.
-    rows = [dict(row._mapping) for row in db.session.execute(_profile_select(ids, now))]
+    rows = [
+        dict(row._mapping)
+        for person, history in _histories(ids).items()
+        for row in db.session.execute(_profile_select(person, history, now))
+    ]
     for table in (categories, tags, profiles):
         db.session.execute(sa.delete(table).where(table.c.person_id.in_(ids)))
     if rows:

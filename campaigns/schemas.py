@@ -5,7 +5,7 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from campaigns.models import SegmentKind
-from loyalty.schemas import Id, StrictSchema, Text
+from loyalty.schemas import StrictSchema, Text
 
 RULE_DOC = {
     "description": "a rule tree: {and: [...]}, {or: [...]}, {not: rule} or a condition "
@@ -43,10 +43,6 @@ class AttributeSchema(Schema):
     values = fields.List(fields.String(), allow_none=True)
 
 
-class AttributeListSchema(Schema):
-    items = fields.List(fields.Nested(AttributeSchema))
-
-
 class SegmentCreateSchema(StrictSchema):
     name = Text(200, required=True)
     description = Text(1000, load_default=None, allow_none=True)
@@ -74,16 +70,6 @@ class SegmentSchema(Schema):
     created_by = fields.String()
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
-
-
-class SegmentListQuery(StrictSchema):
-    after_id = Id(load_default=None)
-    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
-
-
-class SegmentListSchema(Schema):
-    items = fields.List(fields.Nested(SegmentSchema))
-    next_after_id = fields.Integer(allow_none=True)
 
 
 class PreviewSchema(StrictSchema):
@@ -114,7 +100,7 @@ class PreviewResultSchema(CountSchema):
 
 
 class SampleSchema(Schema):
-    items = fields.List(fields.Nested(SampleMemberSchema))
+    members = fields.List(fields.Nested(SampleMemberSchema))
 
 
 class UploadSchema(StrictSchema):

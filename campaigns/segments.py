@@ -267,7 +267,7 @@ def upload(
     header = [name.strip().lower() for name in next(reader, [])]
     column = next((name for name in header if name in IDENTITY_COLUMNS), None)
     if column is None:
-        raise InvalidInput(f"the CSV header names one of {list(IDENTITY_COLUMNS)}", field="file")
+        raise InvalidInput(f"the CSV header names one of {list(IDENTITY_COLUMNS)}", field="csv")
     position = header.index(column)
     report = UploadReport()
     wanted: dict[str, list[int]] = {}
@@ -276,7 +276,7 @@ def upload(
             continue
         report.rows += 1
         if report.rows > UPLOAD_MAX_ROWS:
-            raise InvalidInput(f"at most {UPLOAD_MAX_ROWS} rows per upload", field="file")
+            raise InvalidInput(f"at most {UPLOAD_MAX_ROWS} rows per upload", field="csv")
         raw = row[position].strip() if position < len(row) else ""
         key, problem = _canonical(column, raw, default_region)
         if problem:

@@ -68,8 +68,8 @@ def test_a_dynamic_segment_is_counted_sampled_and_exported_as_it_is_now(
     count = client.get(f"/v1/segments/{segment['id']}/count", headers=writer)
     assert count.json["count"] == 3
     sample = client.get(f"/v1/segments/{segment['id']}/sample?size=2", headers=writer)
-    assert [item["member_id"] for item in sample.json["items"]] == sorted(m.id for m in north)[:2]
-    assert "name" not in sample.json["items"][0]  # no contact details in a sample
+    assert [item["member_id"] for item in sample.json["members"]] == sorted(m.id for m in north)[:2]
+    assert "name" not in sample.json["members"][0]  # no contact details in a sample
 
     later = make.member(region="north")  # evaluated when used: a new member counts at once
     exported = client.get(f"/v1/segments/{segment['id']}/export.csv", headers=writer)
@@ -129,15 +129,23 @@ def test_bad_rules_get_a_422_naming_the_path(client, writer, rule, path, says):
     response = client.post("/v1/segments", json={"name": "bad", "rule": rule}, headers=idem(writer))
     assert response.status_code == 422, response.json
     assert response.mimetype == PROBLEM
-    assert path in response.json["errors"], response.json["errors"]
-    assert says in " ".join(response.json["errors"][path])
+    assert path in _messages(response), response.json["errors"]
+    assert says in " ".join(_messages(response)[path])
     preview = client.post("/v1/segments/preview", json={"rule": rule}, headers=writer)
-    assert preview.status_code == 422 and path in preview.json["errors"]
+    assert preview.status_code == 422 and path in _messages(preview)
+
+
+def _messages(response) -> dict[str, list[str]]:
+    """A 422's `errors` ([{field, message}]) as each field's messages."""
+    found: dict[str, list[str]] = {}
+    for error in response.json["errors"]:
+        found.setdefault(error["field"], []).append(error["message"])
+    return found
 
 
 def test_a_dynamic_segment_needs_a_rule_and_edits_bump_the_version(client, writer):
     response = client.post("/v1/segments", json={"name": "x"}, headers=idem(writer))
-    assert response.status_code == 422 and "rule" in response.json["errors"]
+    assert response.status_code == 422 and "rule" in _messages(response)
     created = client.post(
         "/v1/segments", json={"name": "x", "rule": GOLD_RULE}, headers=idem(writer)
     ).json
@@ -202,7 +210,7 @@ def test_an_uploaded_csv_reports_the_rows_that_matched_nobody(client, writer, ma
     bad = client.post(
         f"/v1/segments/{segment['id']}/upload", json={"csv": "name\nx\n"}, headers=idem(writer)
     )
-    assert bad.status_code == 422 and "file" in bad.json["errors"]
+    assert bad.status_code == 422 and "csv" in _messages(bad)
 
 
 def test_read_keys_cannot_change_segments(client, reader):
@@ -211,3 +219,20 @@ def test_read_keys_cannot_change_segments(client, reader):
     )
     assert response.status_code == 403
     assert response.mimetype == PROBLEM
+
+
+def test_segments_are_listed_in_pages_followed_by_cursor(client, writer):
+    created = [
+        client.post(
+            "/v1/segments", json={"name": f"s{n}", "rule": GOLD_RULE}, headers=idem(writer)
+        ).json["id"]
+        for n in range(3)
+    ]
+    first = client.get("/v1/segments?limit=2", headers=writer).json
+    assert [item["id"] for item in first["items"]] == created[:2]
+    after = client.get(f"/v1/segments?limit=2&cursor={first['next_cursor']}", headers=writer).json
+    assert ([item["id"] for item in after["items"]], after["next_cursor"]) == (created[2:], None)
+    bad = client.get("/v1/segments?cursor=nope", headers=writer)
+    assert bad.status_code == 422 and _messages(bad) == {
+        "cursor": [bad.json["errors"][0]["message"]]
+    }
