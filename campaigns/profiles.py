@@ -69,36 +69,27 @@ def _net(column_table: Any = orders) -> Any:
     return column_table.c.total_minor - column_table.c.refunded_minor
 
 
-def _order_value(history: Sequence[int], column: Any, *, first: bool) -> Any:
+def _order_value(mine: Any, column: str, *, first: bool) -> Any:
     order = (
-        (orders.c.occurred_at, orders.c.id)
-        if first
-        else (
-            orders.c.occurred_at.desc(),
-            orders.c.id.desc(),
-        )
+        (mine.c.occurred_at, mine.c.id) if first else (mine.c.occurred_at.desc(), mine.c.id.desc())
     )
-    return (
-        sa.select(column).where(_person_orders(history)).order_by(*order).limit(1).scalar_subquery()
-    )
+    return sa.select(mine.c[column]).order_by(*order).limit(1).scalar_subquery()
 
 
-def _aggregate(history: Sequence[int], expression: Any, since: datetime | None = None) -> Any:
-    condition = _person_orders(history)
+def _aggregate(mine: Any, expression: Any, since: datetime | None = None) -> Any:
+    query = sa.select(expression).select_from(mine)
     if since is not None:
-        condition = sa.and_(condition, orders.c.occurred_at >= since)
-    return sa.select(expression).where(condition).scalar_subquery()
+        query = query.where(mine.c.occurred_at >= since)
+    return query.scalar_subquery()
 
 
-def _favourite_store(history: Sequence[int]) -> Any:
+def _favourite_store(mine: Any) -> Any:
     """The store of most purchases; ties go to the most recent, then the smallest id."""
     return (
-        sa.select(orders.c.store_id)
-        .where(_person_orders(history), orders.c.store_id.is_not(None))
-        .group_by(orders.c.store_id)
-        .order_by(
-            sa.func.count().desc(), sa.func.max(orders.c.occurred_at).desc(), orders.c.store_id
-        )
+        sa.select(mine.c.store_id)
+        .where(mine.c.store_id.is_not(None))
+        .group_by(mine.c.store_id)
+        .order_by(sa.func.count().desc(), sa.func.max(mine.c.occurred_at).desc(), mine.c.store_id)
         .limit(1)
         .scalar_subquery()
     )
@@ -126,8 +117,23 @@ def _profile_select(person_id: int, history: Sequence[int], now: datetime) -> sa
     """One person's profile row, every aggregate bound to the person's resolved history ids
     (indexed `member_id IN (...)` reads of orders and ledger accounts)."""
     accounts = LedgerAccount.__table__
+    # The person's counted orders, read once (one index range per history id); every
+    # aggregate below reads this CTE, not `orders` (PostgreSQL materializes a CTE that is
+    # referenced more than once).
+    mine = (
+        sa.select(
+            orders.c.id,
+            orders.c.occurred_at,
+            orders.c.channel,
+            orders.c.store_id,
+            orders.c.total_minor,
+            orders.c.refunded_minor,
+        )
+        .where(_person_orders(history))
+        .cte("person_orders")
+    )
     count = sa.func.count()
-    spend = sa.func.coalesce(sa.func.sum(_net()), 0)
+    spend = sa.func.coalesce(sa.func.sum(_net(mine)), 0)
     columns: dict[str, Any] = {
         "person_id": members.c.id,
         "points_balance": sa.select(sa.func.coalesce(sa.func.sum(accounts.c.balance), 0))
@@ -136,28 +142,28 @@ def _profile_select(person_id: int, history: Sequence[int], now: datetime) -> sa
             accounts.c.kind == constant("member_points"),
         )
         .scalar_subquery(),
-        "orders_lifetime": _aggregate(history, count),
-        "spend_lifetime_minor": _aggregate(history, spend),
+        "orders_lifetime": _aggregate(mine, count),
+        "spend_lifetime_minor": _aggregate(mine, spend),
         "online_orders": sa.select(count)
-        .where(_person_orders(history), orders.c.channel.in_(ONLINE_CHANNELS))
+        .where(mine.c.channel.in_(ONLINE_CHANNELS))
         .scalar_subquery(),
         "store_orders": sa.select(count)
-        .where(_person_orders(history), orders.c.channel.in_(STORE_CHANNELS))
+        .where(mine.c.channel.in_(STORE_CHANNELS))
         .scalar_subquery(),
-        "first_order_at": _order_value(history, orders.c.occurred_at, first=True),
-        "first_order_channel": _order_value(history, orders.c.channel, first=True),
-        "first_order_store_id": _order_value(history, orders.c.store_id, first=True),
-        "last_order_at": _order_value(history, orders.c.occurred_at, first=False),
-        "last_order_channel": _order_value(history, orders.c.channel, first=False),
-        "last_order_store_id": _order_value(history, orders.c.store_id, first=False),
-        "favourite_store_id": _favourite_store(history),
+        "first_order_at": _order_value(mine, "occurred_at", first=True),
+        "first_order_channel": _order_value(mine, "channel", first=True),
+        "first_order_store_id": _order_value(mine, "store_id", first=True),
+        "last_order_at": _order_value(mine, "occurred_at", first=False),
+        "last_order_channel": _order_value(mine, "channel", first=False),
+        "last_order_store_id": _order_value(mine, "store_id", first=False),
+        "favourite_store_id": _favourite_store(mine),
     }
     for days in WINDOWS:
         since = now - timedelta(days=days)
-        columns[f"orders_{days}d"] = _aggregate(history, count, since)
-        columns[f"spend_{days}d_minor"] = _aggregate(history, spend, since)
+        columns[f"orders_{days}d"] = _aggregate(mine, count, since)
+        columns[f"spend_{days}d_minor"] = _aggregate(mine, spend, since)
         columns[f"window_{days}d_oldest_at"] = _aggregate(
-            history, sa.func.min(orders.c.occurred_at), since
+            mine, sa.func.min(mine.c.occurred_at), since
         )
     columns["tier_since"] = _tier_since(members.c.id)
     columns["refreshed_at"] = sa.literal(now, profiles.c.refreshed_at.type)
