@@ -7,7 +7,7 @@ PYTHON ?= python3
 PG_URL ?= postgresql://postgres@127.0.0.1:5432/test
 REDIS_HOST ?= 127.0.0.1
 
-.PHONY: install run test test-sqlite test-postgres lint format bench bench-smoke clean
+.PHONY: install run test test-sqlite test-postgres lint format bench bench-segments bench-smoke clean
 
 # pip is quiet (its output would bury what `make run` prints); say once why nothing moves.
 $(STAMP): pyproject.toml
@@ -53,6 +53,11 @@ format: install
 ## ledger entries, ...), 60 s each. Smaller: make bench BENCH_SCALE=0.01 BENCH_DURATION=10
 bench: install
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.segments
+
+## Segment counts only (1M members; smaller: BENCH_SEGMENT_MEMBERS=100000):
+bench-segments: install
+	$(BIN)/python -m bench.segments
 
 ## The same in about two minutes: a small history, 5 s runs, one worker setting.
 bench-smoke: install

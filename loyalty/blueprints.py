@@ -6,6 +6,7 @@ from flask_smorest import Api
 
 
 def register_blueprints(api: Api) -> None:
+    from campaigns.api import blp as segments
     from loyalty.auth.api import blp as auth
     from loyalty.coupons.api import blp as coupons
     from loyalty.earning.api import blp as earning
@@ -17,5 +18,5 @@ def register_blueprints(api: Api) -> None:
     from loyalty.tiers.api import blp as tiers
 
     api.register_blueprint(health)
-    for blueprint in (auth, members, stores, ledger, earning, tiers, coupons, outbox):
+    for blueprint in (auth, members, stores, ledger, earning, tiers, coupons, outbox, segments):
         api.register_blueprint(blueprint, url_prefix="/v1")

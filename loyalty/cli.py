@@ -59,6 +59,7 @@ def register(app: Flask) -> None:
     """Attach the service's commands to `app.cli` (so `flask --app wsgi ...` works too)."""
     for command in (run_command, worker_command, demo_command, create_api_key_command):
         app.cli.add_command(command)
+    from campaigns.cli import campaigns_cli
     from loyalty.coupons.cli import coupons_cli
     from loyalty.ledger.cli import ledger_cli
     from loyalty.members.cli import members_cli
@@ -66,6 +67,7 @@ def register(app: Flask) -> None:
     app.cli.add_command(members_cli)
     app.cli.add_command(ledger_cli)
     app.cli.add_command(coupons_cli)
+    app.cli.add_command(campaigns_cli)
 
 
 @click.command("run")

@@ -74,6 +74,7 @@ def purge_outbox(chunk: int = 1000) -> int:
 
 
 def periodic_jobs() -> list[Schedule]:
+    from campaigns import jobs as campaign_jobs
     from loyalty.auth import jobs as auth_jobs
     from loyalty.coupons import jobs as coupon_jobs
     from loyalty.ledger import jobs as ledger_jobs
@@ -87,4 +88,5 @@ def periodic_jobs() -> list[Schedule]:
         *tier_jobs.schedules(),
         *coupon_jobs.schedules(),
         *auth_jobs.schedules(),
+        *campaign_jobs.schedules(),
     ]

@@ -9,6 +9,8 @@ COUPONS_REDEEM = "coupons:redeem"  # validate, hold and redeem coupons for a bas
 COUPONS_ADMIN = "coupons:admin"  # offers, code batches, issuing coupons
 ADMIN = "admin"  # earning rules, tiers, stores, adjustments, merges, API clients, privacy
 FINANCE_READ = "finance:read"  # liability and activity reports
+SEGMENTS_READ = "segments:read"  # attributes, segment counts, samples and exports
+SEGMENTS_WRITE = "segments:write"  # create, change and delete segments, uploads, snapshots
 
 ALL = frozenset(
     {
@@ -21,6 +23,8 @@ ALL = frozenset(
         COUPONS_ADMIN,
         ADMIN,
         FINANCE_READ,
+        SEGMENTS_READ,
+        SEGMENTS_WRITE,
     }
 )
 

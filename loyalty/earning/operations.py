@@ -19,6 +19,7 @@ from flask import current_app
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
+from loyalty import outbox
 from loyalty.auth import tokens
 from loyalty.basket import Basket, BasketLine, OrderDiscounts
 from loyalty.cache import TTLCache
@@ -566,8 +567,27 @@ def post_order(
         ledger_transaction_id=ledger_transaction_id,
     )
     db.session.flush()
+    _emit_order("order.posted", order, member_id, now)
     tiers.reevaluate_member_tier(member_id, now, tiers=tier_list)
     return order, True
+
+
+def _emit_order(topic: str, order: Order, member_id: int, now: datetime) -> None:
+    """An order event (ids and amounts only), also when no points moved: the segment
+    profiles count every purchase, and a zero-point order writes no ledger event."""
+    outbox.emit(
+        topic,
+        member_id=member_id,
+        payload={
+            "order_id": order.id,
+            "channel": order.channel,
+            "store_id": order.store_id,
+            "total_minor": order.total_minor,
+            "refunded_minor": order.refunded_minor,
+            "status": order.status,
+        },
+        now=now,
+    )
 
 
 def _check_not_too_old(occurred_at: datetime, now: datetime, max_age_days: int) -> None:
@@ -861,6 +881,7 @@ def refund_order(
     if full:
         _rollback_coupons(order, now, actor)
     db.session.flush()
+    _emit_order("order.refunded", order, order.member_id, now)
     return refund, True
 
 
@@ -937,6 +958,7 @@ def cancel_order(order: Order, *, now: datetime, actor: str) -> Order:
     if not was_refunded:
         _rollback_coupons(order, now, actor)
     db.session.flush()
+    _emit_order("order.cancelled", order, order.member_id, now)
     return order
 
 
