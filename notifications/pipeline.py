@@ -58,6 +58,7 @@ from notifications.providers.base import (
 log = logging.getLogger(__name__)
 
 URGENT_TEMPLATES = frozenset({"login_code"})  # never held back by quiet hours
+PREVIEW_MEMBER = "preview_member_id"  # variables of a test send: whose data it renders
 MAX_DEDUPE_KEY = 200
 MAX_REASON = 300
 RETRY_BASE = timedelta(seconds=30)
@@ -327,6 +328,77 @@ def template_variables(message: Message, person: Member | None, now: datetime) -
     return values
 
 
+def _preview_member(message: Message) -> Member | None:
+    member_id = (message.variables or {}).get(PREVIEW_MEMBER)
+    if not isinstance(member_id, int):
+        return None
+    return db.session.get(Member, current_member_id(member_id))
+
+
+def render_for_member(
+    key: str,
+    channel: Channel,
+    *,
+    member_id: int,
+    variables: Mapping[str, Any],
+    now: datetime,
+    locale: str | None = None,
+    source: str | None = None,
+) -> tuple[templates.ResolvedTemplate, templates.Rendered]:
+    """Render a template (stored, shipped, or a draft `source`) on a real member's data,
+    as the send would: the admin preview."""
+    from loyalty.members.operations import get_member
+
+    person = get_member(member_id)
+    locale = locale or person.locale or "en"
+    channel = Channel(channel)
+    if source is not None:
+        templates.check_source(source, channel)
+        resolved = templates.ResolvedTemplate(key, channel, locale, -1, source)
+    else:
+        resolved = templates.resolve(key, channel, locale)
+    probe = Message(
+        member_id=person.id, template=key, channel=channel.value, variables=dict(variables)
+    )
+    rendered = templates.render(
+        resolved, template_variables(probe, person, now), locale=locale, timezone=person.timezone
+    )
+    return resolved, rendered
+
+
+def queue_test_send(
+    key: str,
+    channel: Channel,
+    *,
+    member_id: int,
+    to: str,
+    variables: Mapping[str, Any],
+    now: datetime,
+    actor: str,
+) -> Message:
+    """Queue a test send of a template to `to`, rendered with a real member's data. It is
+    not the member's message (no member id: their history and consent are not involved)."""
+    import uuid
+
+    from loyalty.members.operations import get_member
+
+    person = get_member(member_id)
+    channel = Channel(channel)
+    templates.resolve(key, channel, person.locale)  # 404 now rather than a failed message
+    message = queue_message(
+        member_id=None,
+        channel=channel,
+        template=key,
+        purpose=Purpose.TRANSACTIONAL,
+        dedupe_key=f"test-send:{uuid.uuid4().hex}",
+        variables={**variables, PREVIEW_MEMBER: person.id, "test_send_by": actor[:100]},
+        now=now,
+        destination=to,
+    )
+    assert message is not None  # a fresh dedupe key
+    return message
+
+
 def _is_urgent(message: Message) -> bool:
     return message.template in URGENT_TEMPLATES or message.destination_override is not None
 
@@ -352,12 +424,17 @@ def _prepare(
         )
         stats.suppressed += 1
         return None
-    locale = (person.locale if person else None) or message.locale or "en"
-    timezone = (person.timezone if person else None) or "UTC"
+    # A test send to an administrator's address renders with a real member's data.
+    context_person = person or _preview_member(message)
+    locale = (context_person.locale if context_person else None) or message.locale or "en"
+    timezone = (context_person.timezone if context_person else None) or "UTC"
     try:
         resolved = templates.resolve(message.template, Channel(message.channel), locale)
         rendered = templates.render(
-            resolved, template_variables(message, person, now), locale=locale, timezone=timezone
+            resolved,
+            template_variables(message, context_person, now),
+            locale=locale,
+            timezone=timezone,
         )
     except (NotFound, InvalidInput) as error:
         _transition(
