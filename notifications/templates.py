@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from babel import Locale, UnknownLocaleError
 from babel import dates as babel_dates
 from babel import numbers as babel_numbers
-from jinja2 import TemplateError, pass_context
+from jinja2 import TemplateError, meta, pass_context
 from jinja2.sandbox import SandboxedEnvironment
 
 from loyalty.db import db
@@ -163,6 +163,12 @@ def _compiled(source: str, html: bool) -> Any:
     return (_HTML if html else _TEXT).from_string(source)
 
 
+@lru_cache(maxsize=512)
+def needs(source: str) -> frozenset[str]:
+    """The variables a template reads (so the pipeline loads only those)."""
+    return frozenset(meta.find_undeclared_variables(_TEXT.parse(source)))
+
+
 def check_source(source: str, channel: Channel) -> None:
     """Refuse (422) a template that doesn't compile or lacks its body block."""
     if len(source) > MAX_SOURCE_LENGTH:
@@ -243,8 +249,17 @@ def _read_default(path: Path) -> str | None:
     return path.read_text(encoding="utf-8") if path.is_file() else None
 
 
-def resolve(key: str, channel: Channel, locale: str | None) -> ResolvedTemplate:
+def resolve(
+    key: str, channel: Channel, locale: str | None, memo: dict[Any, ResolvedTemplate] | None = None
+) -> ResolvedTemplate:
+    """The template to use (see the module docstring). `memo`: a dict kept for one chunk of
+    messages, so a chunk looks each template up once."""
     channel = Channel(channel)
+    if memo is not None:
+        found = memo.get((key, channel, locale))
+        if found is None:
+            found = memo[(key, channel, locale)] = resolve(key, channel, locale)
+        return found
     for candidate in locale_chain(locale):
         stored = latest_stored(key, channel, candidate)
         if stored is not None:
