@@ -193,6 +193,7 @@ def run(args: argparse.Namespace) -> None:
     }
     os.environ.update(env)  # the in-process app (seeding, tokens, captures) sees the same
     server: Gunicorn | None = None
+    ctx: Context | None = None
     sections: list[Section] = []
     comparison: list[str] = []
     run_facts: dict[str, str] = {}
@@ -255,8 +256,9 @@ def run(args: argparse.Namespace) -> None:
             sections += seeded_sections
             comparison = report.history_comparison(empty, seeded_sections)
     finally:
-        if server is not None:
-            server.stop()
+        for running in (server, ctx.server if ctx is not None else None):
+            if running is not None:  # the scenarios restart it around pgbench runs
+                running.stop()
         _dispose_app()
         try:
             database.drop()

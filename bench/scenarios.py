@@ -62,7 +62,11 @@ class Context:
     def raw(
         self, section: Section, label: str, script: str, variables: dict[str, object]
     ) -> Measurement | None:
-        """Run bench/sql/<script> with pgbench and add its row (a failure is a row too)."""
+        """Run bench/sql/<script> with pgbench and add its row (a failure is a row too).
+
+        gunicorn is stopped meanwhile: its pooled connections and pgbench's would not fit in
+        a shared server's max_connections together, and pgbench gets the machine alone."""
+        self.server.stop()
         try:
             measured = run_pgbench(
                 self.database.url,
@@ -77,6 +81,8 @@ class Context:
             section.rows.append(Row(label, None, "raw", note="pgbench failed"))
             section.notes.append(f"{script} failed: {str(error)[:600]}")
             return None
+        finally:
+            self.server = self.server.restarted()
         section.rows.append(Row(label, measured, "raw"))
         if measured.errors:
             section.notes.append(f"{script}: {measured.errors} failed transactions")

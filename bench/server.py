@@ -114,6 +114,12 @@ class Gunicorn:
         )
         return [int(pid) for pid in result.stdout.split()]
 
+    def restarted(self) -> Gunicorn:
+        """A new gunicorn with the same settings (on a new port), started."""
+        server = Gunicorn(self.config, self.env)
+        server.start()
+        return server
+
     def stop(self) -> None:
         if self.process is None:
             return

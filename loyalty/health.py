@@ -66,15 +66,10 @@ def readyz() -> tuple[dict[str, Any], int]:
 def _database_backlog(now: datetime) -> dict[str, Any]:
     from loyalty.coupons.models import CouponRedemption, RedemptionStatus
     from loyalty.ledger.models import HoldStatus, LotStatus, PointHold, PointLot
-    from loyalty.outbox import OutboxEvent
+    from loyalty.outbox.admin import backlog as outbox_backlog
 
     # Each: the due rows' oldest time, through the partial index on that time.
     probes = {
-        "unpublished_events": (
-            OutboxEvent.occurred_at,
-            OutboxEvent.id,
-            [OutboxEvent.published_at.is_(None)],
-        ),
         "overdue_point_lots": (
             PointLot.expires_at,
             PointLot.expires_at,
@@ -108,6 +103,11 @@ def _database_backlog(now: datetime) -> dict[str, Any]:
         ),
     }
     backlog: dict[str, Any] = {}
+    try:  # undispatched events, due deliveries per consumer, dead letters
+        backlog["outbox"] = outbox_backlog(now)
+    except sa.exc.SQLAlchemyError as error:  # e.g. a database not migrated yet
+        db.session.rollback()
+        backlog["outbox"] = {"error": type(error).__name__}
     for name, (moment, order_by, where) in probes.items():
         try:
             backlog[name] = _oldest(moment, order_by, where, now)

@@ -64,7 +64,7 @@ def test_only_omniloyal_run_generates_a_key_maintenance_commands_never_sign(tmp_
     maintenance = app_for(cli.demo_command)  # e.g. `make run`'s first steps, before `run`
     assert maintenance.config["SECRET_KEY"] == "" and not (tmp_path / "secret_key").exists()
     with maintenance.app_context(), pytest.raises(ConfigError, match="SECRET_KEY"):
-        mint_member_token(1, issued_by_client=1, now=utcnow())
+        mint_member_token(1, issued_by_client=1, epoch=0, now=utcnow())
     with pytest.raises(ConfigError, match="SECRET_KEY is required"):
         app_for(cli.worker_command)
     served = app_for(cli.run_command)
@@ -142,21 +142,27 @@ def test_readiness_reports_an_unreachable_redis(tmp_path):
 
 
 def test_rate_limits_have_defaults_and_can_be_set_or_switched_off():
-    defaults = load_settings({})
+    defaults = load_settings({"SECRET_KEY": "k" * 40})
     assert defaults.rate_limit_per_ip == "200/second"
     assert defaults.rate_limit_identify == "10/second;5000/hour"
     settings = load_settings(
         {"OMNILOYAL_RATE_LIMIT_PER_CALLER": " 50/second; 1000/minute ",
-         "OMNILOYAL_RATE_LIMIT_PER_IP": "OFF"}
+         "OMNILOYAL_RATE_LIMIT_PER_IP": "OFF", "SECRET_KEY": "k" * 40}
     )  # fmt: skip
     assert settings.rate_limit_per_caller == "50/second; 1000/minute"
     assert settings.rate_limit_per_ip is None
     with pytest.raises(ConfigError, match="rate_limit_identify"):
-        load_settings({}, overrides={"rate_limit_identify": "lots"})
+        load_settings({"SECRET_KEY": "k" * 40}, overrides={"rate_limit_identify": "lots"})
 
 
 def test_readiness_names_the_in_process_queue_embedded_not_ok(tmp_path):
-    app = create_app({"database_url": f"sqlite:///{tmp_path / 'r.db'}", "redis_url": None})
+    app = create_app(
+        {
+            "database_url": f"sqlite:///{tmp_path / 'r.db'}",
+            "redis_url": None,
+            "secret_key": "k" * 40,
+        }
+    )
     response = app.test_client().get("/readyz")
     assert response.status_code == 200
     assert response.json["status"] == "ready"

@@ -138,3 +138,76 @@ def test_migrated_indexes_are_the_models_indexes_predicates_included(app, empty_
     with db.engine.connect() as connection:  # the test database, built by create_all
         from_models = dict(connection.exec_driver_sql(query).all())
     assert after_migrations == from_models
+
+
+def test_0003_backfills_lot_tallies_and_paid_orders_from_the_ledger(empty_database_url):
+    """Built by the operations at head, taken down to 0002 and up again: the upgrade
+    recomputes from the ledger entries what the operations counted."""
+    from datetime import UTC, datetime, timedelta
+
+    from loyalty.ledger import operations as ledger
+    from loyalty.ledger.models import PointHold, PointLot
+    from loyalty.ledger.policy import ReturnPolicy
+    from loyalty.members.operations import enrol_member
+
+    app = create_app(
+        {
+            "database_url": empty_database_url,
+            "redis_url": None,
+            "secret_key": "x" * 40,
+            "run_embedded_worker": False,
+        }
+    )
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    with app.app_context():
+        upgrade()
+        member = enrol_member(identities={"email": "m@example.com"}, now=t0, channel="online")
+        for ref, points, days in (("order:1", 100, 10), ("order:12", 50, 10), ("x", 500, 900)):
+            ledger.earn_points(
+                member.id,
+                points,
+                ledger.Cause("order", ref),
+                now=t0,
+                actor="t",
+                expires_at=t0 + timedelta(days=days),
+            )
+        reverse = {"policy": ReturnPolicy.CAP_AT_ZERO, "now": t0, "actor": "t"}
+        ledger.reverse_earned(
+            member.id,
+            30,
+            ledger.Cause("refund", "order:1/refund:R1"),
+            earned_by="order:1",
+            **reverse,
+        )
+        hold = ledger.hold_points(
+            member.id, 20, now=t0, ttl_seconds=60, reference=None, client_id=None, store_id=None
+        )
+        ledger.capture_hold(
+            hold.id, None, ledger.Cause("hold", "ORD-7"), now=t0, actor="t", order_ref="ORD-7"
+        )
+        ledger.expire_points(t0 + timedelta(days=11))
+        db.session.commit()
+        expected = db.session.execute(
+            sa.select(
+                PointLot.cause_ref, PointLot.expired_points, PointLot.reversed_points
+            ).order_by(PointLot.id)
+        ).all()
+        assert [tuple(row) for row in expected] == [
+            ("order:1", 50, 30),  # 20 paid the hold, 30 refunded, 50 expired
+            ("order:12", 50, 0),
+            ("x", 0, 0),
+        ]
+        db.session.remove()
+        downgrade(revision="0002")
+        upgrade()
+        assert (
+            db.session.execute(
+                sa.select(
+                    PointLot.cause_ref, PointLot.expired_points, PointLot.reversed_points
+                ).order_by(PointLot.id)
+            ).all()
+            == expected
+        )
+        assert db.session.scalar(sa.select(PointHold.order_ref)) == "ORD-7"
+        db.session.remove()
+        db.engine.dispose()

@@ -22,8 +22,13 @@ def test_an_idle_service_reports_an_empty_backlog(client):
 
     assert response.status_code == 200
     backlog = response.json["backlog"]
+    assert backlog["outbox"]["undispatched_events"] == {
+        "count": 0,
+        "oldest": None,
+        "age_seconds": 0,
+    }
+    assert backlog["outbox"]["dead_letters"]["count"] == 0
     for name in (
-        "unpublished_events",
         "overdue_point_lots",
         "due_pending_points",
         "expired_point_holds",
@@ -56,8 +61,8 @@ def test_readiness_shows_what_the_jobs_have_yet_to_do(app, client, make):
 
     backlog = client.get("/readyz").json["backlog"]
 
-    assert backlog["unpublished_events"]["count"] >= 4
-    assert backlog["unpublished_events"]["oldest"] is not None
+    assert backlog["outbox"]["undispatched_events"]["count"] >= 4
+    assert backlog["outbox"]["undispatched_events"]["oldest"] is not None
     assert backlog["overdue_point_lots"]["count"] == 1
     assert backlog["overdue_point_lots"]["age_seconds"] >= 3600 - 5
     assert backlog["due_pending_points"]["count"] == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -60,6 +61,8 @@ def test_run_serves_on_flask_run_port_and_logs_one_short_line_per_request(tmp_pa
     request_lines = [line for line in stderr.splitlines() if "/healthz" in line]
     assert request_lines, stderr
     assert re.fullmatch(r"\d\d:\d\d:\d\d GET /healthz 200 \d+ ms", request_lines[-1])
+    # Without SECRET_KEY, `omniloyal run` on the embedded default made up its own key.
+    assert stat.S_IMODE((tmp_path / "secret_key").stat().st_mode) == 0o600
 
 
 def _make_run_commands(*args: str) -> str:

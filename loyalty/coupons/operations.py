@@ -795,7 +795,7 @@ def _give_member_use_back(offer_id: int, member_id: int) -> None:
     while True:
         restored = db.session.execute(
             sa.update(table)
-            .where(table.c.offer_id == offer_id, table.c.member_id == holder, table.c.uses > 0)
+            .where(table.c.offer_id == offer_id, table.c.member_id == holder)
             .values(uses=table.c.uses - 1)
         ).rowcount
         now_holder = current_member_id(member_id)

@@ -18,6 +18,12 @@ class BalanceSchema(StrictSchema):
 
 class TransactionSchema(StrictSchema):
     id = fields.Integer()
+    member_id = fields.Integer(
+        metadata={
+            "description": "the id it was booked under: a person's history also lists the "
+            "transactions of members merged into them"
+        }
+    )
     kind = fields.String()
     points = fields.Integer(attribute="amount")
     cause = fields.Method("dump_cause")

@@ -37,5 +37,6 @@ def downgrade():
     with op.batch_alter_table('used_member_qr_tokens', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_used_member_qr_tokens_expires_at'))
     op.drop_table('used_member_qr_tokens')
-    with op.batch_alter_table('members', schema=None) as batch_op:
-        batch_op.drop_column('token_epoch')
+    # A plain DROP COLUMN (SQLite >= 3.35): batch mode would recreate `members`, which other
+    # tables' rows reference, and SQLite refuses to drop a referenced table.
+    op.drop_column('members', 'token_epoch')

@@ -157,3 +157,18 @@ def test_returned_points_keep_the_expiry_of_the_lots_they_were_paid_from(client,
         (150, soon.date()),
         (50, (soon + timedelta(days=300)).date()),
     ]
+
+
+def test_points_paid_before_a_merge_come_back_to_the_survivor(client, make, till):
+    from loyalty.clock import utcnow
+    from loyalty.members.merge import merge_members
+
+    member, order, _ = paid_order(client, make, till)
+    survivor = make.member(points=10)
+    merge_members(survivor.id, member.id, reason="duplicate", now=utcnow(), actor="support")
+    db.session.commit()
+    assert balance(survivor.id) == 200  # 190 + 10
+    response = client.post(f"/v1/orders/{order['order_id']}/cancel", headers=till)
+    assert response.json["cancellation"]["points_returned"] == 200
+    assert balance(survivor.id) == 200 + 200 - 62
+    assert_ledger_consistent()
