@@ -112,6 +112,8 @@ def _as_datetime(value: Any) -> Any:
 def _number(context: Any, value: Any) -> str:
     if value is None or value == "":
         return ""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        return str(value)  # a template variable that isn't a number: shown as it is
     return babel_numbers.format_decimal(value, locale=context["_locale"])
 
 
@@ -120,9 +122,14 @@ def _money(context: Any, minor: Any, currency: str = "EUR") -> str:
     """An amount in minor units (integer) as money in the member's locale."""
     if minor is None or minor == "":
         return ""
-    digits = babel_numbers.get_currency_precision(currency)
-    amount = Decimal(int(minor)).scaleb(-digits)
-    return babel_numbers.format_currency(amount, currency, locale=context["_locale"])
+    if isinstance(minor, bool) or not isinstance(minor, int):
+        return str(minor)
+    try:
+        digits = babel_numbers.get_currency_precision(str(currency))
+        amount = Decimal(minor).scaleb(-digits)
+        return babel_numbers.format_currency(amount, str(currency), locale=context["_locale"])
+    except (ValueError, babel_numbers.UnknownCurrencyError):
+        return f"{minor} {currency}"
 
 
 @pass_context
@@ -207,6 +214,10 @@ def render(
             html = _render_block(resolved.source, "html", context, True)
     except TemplateError as error:  # SecurityError included
         raise InvalidInput(f"template {resolved.key} failed: {error}") from None
+    except (TypeError, ValueError, ArithmeticError, LookupError) as error:
+        # e.g. `{{ points + "x" }}` or a date format Babel doesn't know: the template's
+        # mistake, reported as such, never a 500 or a stuck message
+        raise InvalidInput(f"template {resolved.key} failed: {type(error).__name__}") from None
     segments = sms_segments(body) if resolved.channel is Channel.SMS else None
     return Rendered(subject or None, body, html, segments)
 
