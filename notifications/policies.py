@@ -135,7 +135,11 @@ def marketing_sent_count(member_id: int, since: datetime) -> int:
             .where(
                 Message.member_id.in_(ids),
                 Message.purpose == Purpose.MARKETING.value,
-                Message.sent_at >= since,
+                # being sent counts too: two messages of one chunk can't both slip under
+                sa.or_(
+                    Message.sent_at >= since,
+                    sa.and_(Message.state == "sending", Message.sending_since >= since),
+                ),
             )
         )
         or 0
