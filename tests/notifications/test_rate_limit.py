@@ -28,9 +28,10 @@ def test_a_big_send_respects_the_providers_rate_and_drops_nothing(make):
     rate = {"recording-sms": 5.0}
     started = time.monotonic()
     first = send_round(notify_rate_limits=rate)
-    assert first.sent == 5 and first.rate_limited >= 7  # the burst; the rest stays queued
+    # the burst (and what refilled while it went out); the rest stays queued, nothing dropped
+    assert 5 <= first.sent < 12 and first.rate_limited > 0
     while len(recorded()) < len(ids):
-        assert time.monotonic() - started < 20
+        assert time.monotonic() - started < 60
         time.sleep(0.2)
         send_round(notify_rate_limits=rate)
     elapsed = time.monotonic() - started
