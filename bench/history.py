@@ -289,10 +289,10 @@ def _statements(scale: HistoryScale, refs: SeedRefs, base: dict[str, int]) -> li
         (
             "outbox_events",
             f"""INSERT INTO outbox_events (id, topic, member_id, payload, occurred_at,
-                published_at, attempts)
+                dispatched_at)
             SELECT {base["outbox_events"]} + k, 'points.earned', {m0} + 1 + mod(k - 1, {m}),
                 jsonb_build_object('points', {EARN}, 'kind', 'earn'),
-                now() - interval '2 days', now() - interval '2 days', 1
+                now() - interval '2 days', now() - interval '2 days'
             FROM generate_series(1, {scale.outbox}) AS k""",
         ),
     ]

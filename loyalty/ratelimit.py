@@ -1,8 +1,12 @@
 """Request rate limits (Flask-Limiter): per client IP, per caller, tighter on sensitive calls.
 
-- per IP (`OMNILOYAL_RATE_LIMIT_PER_IP`): every request, counted before authentication so
-  guessing keys or tokens is limited too. Behind reverse proxies set OMNILOYAL_PROXY_HOPS so
-  the client's address is read from X-Forwarded-For.
+- per IP (`OMNILOYAL_RATE_LIMIT_PER_IP`): every request without valid credentials
+  (anonymous calls and failed authentications), counted before a bad credential is
+  refused, so guessing keys or tokens is limited. A request with a valid key or member
+  token has its per-caller limit instead: members' phones often share one carrier-NAT
+  address, and sparing authenticated calls the per-IP counter keeps them at one limiter
+  round trip (two on identify and token minting). Behind reverse proxies set
+  OMNILOYAL_PROXY_HOPS so the client's address is read from X-Forwarded-For.
 - per caller (`OMNILOYAL_RATE_LIMIT_PER_CALLER`): every request of one API key, or of one
   member's app tokens.
 - minting member tokens (`OMNILOYAL_RATE_LIMIT_MEMBER_TOKENS`) and identify
@@ -49,6 +53,10 @@ def _anonymous() -> bool:
     return g.get("caller") is None
 
 
+def _authenticated() -> bool:
+    return g.get("caller") is not None
+
+
 def _only(endpoints: frozenset[str]):  # type: ignore[no-untyped-def]
     def exempt() -> bool:
         return _anonymous() or request.endpoint not in endpoints
@@ -70,7 +78,10 @@ def _limits(settings: Settings) -> list[ApplicationLimit]:
     if settings.rate_limit_per_ip:
         found.append(
             ApplicationLimit(
-                settings.rate_limit_per_ip, key_function=get_remote_address, scope="ip"
+                settings.rate_limit_per_ip,
+                key_function=get_remote_address,
+                scope="ip",
+                exempt_when=_authenticated,
             )
         )
     if settings.rate_limit_per_caller:

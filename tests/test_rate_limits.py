@@ -73,6 +73,7 @@ def test_a_members_app_tokens_share_one_limit(limited, make):
 
 def test_each_client_ip_has_a_limit_that_failed_authentications_count_against(limited, make):
     key = make.api_key(scopes.MEMBERS_READ)
+    member = make.member_token(make.member().id)
     client = limited(rate_limit_per_ip="3/minute").test_client()
     guesses = [{"Authorization": f"Bearer olk_abc{n}_guess"} for n in range(3)]
     assert [client.get("/v1/members/1/balance", headers=h).status_code for h in guesses] == [
@@ -80,10 +81,14 @@ def test_each_client_ip_has_a_limit_that_failed_authentications_count_against(li
         401,
         401,
     ]
-    _assert_rate_limited(client.get("/v1/members/1/balance", headers=key))
+    _assert_rate_limited(client.get("/v1/members/1/balance", headers=guesses[0]))
+    _assert_rate_limited(client.get("/v1/me/balance"))  # anonymous calls too
     elsewhere = {"REMOTE_ADDR": "192.0.2.7"}
-    response = client.get("/v1/members/1/balance", headers=key, environ_base=elsewhere)
-    assert response.status_code == 404
+    response = client.get("/v1/members/1/balance", headers=guesses[0], environ_base=elsewhere)
+    assert response.status_code == 401  # another address is not held back
+    # Valid credentials have their per-caller limit instead (phones share NAT addresses).
+    assert client.get("/v1/members/999999/balance", headers=key).status_code == 404
+    assert client.get("/v1/me/balance", headers=member).status_code == 200
     assert client.get("/healthz").status_code == 200  # probes are never limited
 
 

@@ -166,3 +166,25 @@ def test_the_backlog_shows_undispatched_events_due_deliveries_and_dead_letters(a
     assert backlog["due_deliveries"]["test.sms"]["count"] == 1
     assert 7000 < backlog["due_deliveries"]["test.sms"]["age_seconds"] <= 7200
     assert delivery("test.sms", waiting).attempts == 1
+
+
+def test_readiness_reports_the_outbox_backlog(client, broken):
+    _kill([emit("t.x", 1, T0)])
+    emit("t.x", 2, T0)
+
+    ready = client.get("/readyz")
+
+    assert ready.status_code == 200
+    outbox_backlog = ready.json["backlog"]["outbox"]
+    assert outbox_backlog["undispatched_events"]["count"] == 1
+    assert outbox_backlog["undispatched_events"]["oldest"] == T0.isoformat()
+    assert outbox_backlog["dead_letters"]["count"] == 2
+
+
+def test_readiness_on_a_database_not_migrated_yet_reports_the_backlog_error(tmp_path):
+    from loyalty.app import create_app
+
+    app = create_app({"database_url": f"sqlite:///{tmp_path / 'empty.db'}", "redis_url": None})
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 200
+    assert response.json["backlog"]["outbox"] == {"error": "OperationalError"}
