@@ -193,7 +193,7 @@ class SubscriptionCreateSchema(StrictSchema):
 
     endpoint = fields.String(required=True, validate=validate.Length(min=10, max=MAX_ENDPOINT))
     # Milliseconds since the epoch, or null (most browsers send null).
-    expirationTime = fields.Integer(  # noqa: N815 (the browser's own field name)
+    expirationTime = fields.Integer(
         load_default=None, allow_none=True, strict=True, validate=validate.Range(min=0, max=2**53)
     )
     keys = fields.Nested(SubscriptionKeysSchema, required=True)

@@ -187,7 +187,9 @@ def test_export_lists_and_erasure_deletes_the_members_subscriptions(client, make
     export = client.get(f"/v1/members/{member.id}/export", headers=admin)
     erased = client.post(f"/v1/members/{member.id}/erase", headers=idem(admin))
 
-    assert export.json["sections"]["push_subscriptions"][0]["endpoint"] == browser_json()["endpoint"]
+    assert (
+        export.json["sections"]["push_subscriptions"][0]["endpoint"] == browser_json()["endpoint"]
+    )
     assert erased.status_code == 200, erased.json
     assert count() == 0
     assert json.dumps(erased.json).count("push_subscriptions_deleted") == 1
