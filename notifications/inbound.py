@@ -1,6 +1,7 @@
 """Twilio's webhooks: inbound SMS (STOP / START / HELP) and delivery status callbacks.
 
-Both are plain form posts from Twilio, outside the API (not in the OpenAPI document), and
+Both are plain form posts from Twilio, outside the API (not under /v1, not in the OpenAPI
+document: no API key or member token, Twilio's signature is the credential), and
 both are refused (403 problem, logged) unless `X-Twilio-Signature` checks out with twilio's
 own `RequestValidator` and our auth token. Twilio signs the exact public URL it called,
 query string included; behind a proxy the request we see has another host and scheme, so
@@ -41,8 +42,8 @@ from notifications.providers.base import Channel, OutgoingMessage
 log = logging.getLogger(__name__)
 
 blp = Blueprint("twilio_webhooks", __name__)
-INBOUND_PATH = "/v1/notifications/twilio/inbound"
-STATUS_PATH = "/v1/notifications/twilio/status"
+INBOUND_PATH = "/notifications/twilio/inbound"
+STATUS_PATH = "/notifications/twilio/status"
 
 # Twilio's default opt-out, opt-in and help keywords (case-insensitive, whole message).
 STOP_WORDS = frozenset(

@@ -1,7 +1,7 @@
 """Unsubscribe links: signed, expiring, and working without a login.
 
 Every marketing message to a member carries `OutgoingMessage.unsubscribe_url`:
-`{OMNILOYAL_PUBLIC_BASE_URL}/v1/notifications/unsubscribe/<token>`. The token is signed
+`{OMNILOYAL_PUBLIC_BASE_URL}/notifications/unsubscribe/<token>`. The token is signed
 with the app's secret (itsdangerous, like member tokens, under its own salt) and names the
 member and the channel; it works for `OMNILOYAL_UNSUBSCRIBE_TOKEN_DAYS` (default 90).
 
@@ -37,7 +37,7 @@ from notifications.models import Message
 from notifications.providers.base import Channel, OutgoingMessage
 
 blp = Blueprint("unsubscribe", __name__)
-PATH = "/v1/notifications/unsubscribe/<token>"
+PATH = "/notifications/unsubscribe/<token>"
 SALT = "unsubscribe-link"
 PAGES = Path(__file__).resolve().parent.parent / "templates" / "pages"
 _pages = Environment(loader=FileSystemLoader(PAGES), autoescape=select_autoescape(["html"]))

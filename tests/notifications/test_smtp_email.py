@@ -11,7 +11,7 @@ from notifications.providers.settings import SmtpSettings, SmtpTls
 from notifications.providers.smtp_email import SmtpEmailProvider
 from tests.notifications.servers import SmtpServer, smtp_server
 
-UNSUBSCRIBE = "https://loyalty.example.com/v1/notifications/unsubscribe/tok123"
+UNSUBSCRIBE = "https://loyalty.example.com/notifications/unsubscribe/tok123"
 
 
 def mail(**fields: object) -> OutgoingMessage:

@@ -20,7 +20,7 @@ from tests.notifications.servers import (
 
 ACCOUNT = "AC" + "0" * 32
 SERVICE = "MG" + "1" * 32
-CALLBACK = "https://loyalty.example.com/v1/notifications/twilio/status"
+CALLBACK = "https://loyalty.example.com/notifications/twilio/status"
 
 
 @pytest.fixture

@@ -23,8 +23,8 @@ from tests.notifications.servers import LocalTwilioHttpClient, twilio_stub
 ACCOUNT = "AC" + "c" * 32
 TOKEN = "twilio-auth-token-0123456789abcdef"
 BASE = "https://loyalty.example.com"
-INBOUND = "/v1/notifications/twilio/inbound"
-STATUS = "/v1/notifications/twilio/status"
+INBOUND = "/notifications/twilio/inbound"
+STATUS = "/notifications/twilio/status"
 PHONE = "+4915112345678"
 
 

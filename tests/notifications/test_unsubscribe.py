@@ -68,7 +68,7 @@ def test_a_marketing_mail_carries_a_link_that_unsubscribes_in_one_click(client, 
     received = email.message_from_bytes(mail.data, policy=email.policy.default)
     assert received["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     url = re.fullmatch(r"\s*<([^>]+)>", received["List-Unsubscribe"]).group(1)  # type: ignore[union-attr]
-    assert url.startswith(f"{BASE}/v1/notifications/unsubscribe/")
+    assert url.startswith(f"{BASE}/notifications/unsubscribe/")
 
     # What a mail client does for RFC 8058: a form POST, no cookies, no credentials.
     answer = client.post(urlsplit(url).path, data={"List-Unsubscribe": "One-Click"})
@@ -146,7 +146,7 @@ def test_forged_tampered_and_foreign_tokens_change_nothing(client, app, make):
     other_secret = URLSafeTimedSerializer("x" * 40, salt=unsubscribe.SALT).dumps(
         {"m": member.id, "c": "email"}
     )
-    prefix = "/v1/notifications/unsubscribe/"
+    prefix = "/notifications/unsubscribe/"
 
     for token in (path.removeprefix(prefix)[:-2] + "xx", foreign, other_secret, "nonsense"):
         posted = client.post(prefix + token)
@@ -172,8 +172,8 @@ def test_an_expired_link_is_410(client, app, make):
         app.config["SECRET_KEY"], salt=unsubscribe.SALT, signer=SignedLongAgo
     ).dumps({"m": member.id, "c": "email"})
 
-    answer = client.post("/v1/notifications/unsubscribe/" + stale)
-    page = client.get("/v1/notifications/unsubscribe/" + stale)
+    answer = client.post("/notifications/unsubscribe/" + stale)
+    page = client.get("/notifications/unsubscribe/" + stale)
 
     assert answer.status_code == 410
     assert page.status_code == 410
