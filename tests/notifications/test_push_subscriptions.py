@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import sqlalchemy as sa
 
 from loyalty.clock import utcnow
@@ -193,3 +194,25 @@ def test_export_lists_and_erasure_deletes_the_members_subscriptions(client, make
     assert erased.status_code == 200, erased.json
     assert count() == 0
     assert json.dumps(erased.json).count("push_subscriptions_deleted") == 1
+
+
+@pytest.mark.postgres
+def test_one_endpoint_registered_by_many_devices_at_once_is_one_row(app, make):
+    """Concurrent registrations of one endpoint (an app retrying, two sign-ins) never hit
+    the unique constraint: one upsert each, one row, owned by one of them."""
+    from tests.concurrency import in_threads
+
+    members = [make.member().id for _ in range(8)]
+
+    def register(i: int) -> int:
+        found = push.register_subscription(
+            members[i], endpoint=browser_json()["endpoint"], p256dh=P256DH, auth=AUTH,
+            expires_at=None, now=utcnow(),
+        )  # fmt: skip
+        db.session.commit()
+        return found.id
+
+    ids = in_threads(app, len(members), register)
+
+    assert len(set(ids)) == 1
+    assert count() == 1
