@@ -6,11 +6,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 from flask import Flask
 from twilio.request_validator import RequestValidator
 
+from loyalty.clock import utcnow
 from notifications import consent
 from notifications.consent import Purpose
 from notifications.jobs import providers as app_providers
@@ -18,7 +20,7 @@ from notifications.providers.base import Channel
 from notifications.providers.settings import TwilioSettings
 from notifications.providers.twilio_sms import TwilioSmsProvider
 from tests.notifications.factories import queue, reload, send_round
-from tests.notifications.servers import LocalTwilioHttpClient, twilio_stub
+from tests.notifications.servers import LocalTwilioHttpClient, twilio_error, twilio_stub
 
 ACCOUNT = "AC" + "c" * 32
 TOKEN = "twilio-auth-token-0123456789abcdef"
@@ -232,3 +234,50 @@ def test_a_receipt_naming_no_message_is_a_422(client):
     answer = client.post(path, data=params, headers=signed(path, params))
 
     assert answer.status_code == 422
+
+
+def _send_with_twilio_answering(app, member_id: int, *replies):  # type: ignore[no-untyped-def]
+    message = queue(member_id)
+    with twilio_stub() as stub:
+        stub.replies.extend(replies)
+        provider = TwilioSmsProvider(
+            app.extensions["omniloyal.settings"].twilio,
+            http_client=LocalTwilioHttpClient(stub.base_url, timeout=5),
+        )
+        now = utcnow()
+        send_round(providers={**app_providers(), Channel.SMS: provider}, now=now)
+    return reload(message.id), now
+
+
+def test_a_send_twilio_refuses_with_21610_revokes_sms_consent(app, make):
+    member = make.member(phone=PHONE)
+
+    message, _ = _send_with_twilio_answering(
+        app, member.id, twilio_error(400, 21610, "Attempt to send to unsubscribed recipient")
+    )
+
+    assert message.state == "failed" and "21610" in message.reason
+    assert sms_consent(member.id) == (False, False)
+    assert consent.history(member.id)[-1].source == "provider"
+
+
+def test_twilio_back_pressure_defers_the_message_no_sooner_than_retry_after(app, make):
+    member = make.member(phone=PHONE)
+
+    message, now = _send_with_twilio_answering(
+        app, member.id, twilio_error(429, 20429, "Too Many Requests", **{"Retry-After": "600"})
+    )
+
+    assert message.state == "deferred"
+    assert message.next_attempt_at >= now + timedelta(seconds=600)
+
+
+def test_an_invalid_number_fails_for_good_with_the_reason(app, make):
+    member = make.member(phone=PHONE)
+
+    message, _ = _send_with_twilio_answering(
+        app, member.id, twilio_error(400, 21211, "The 'To' number is not a valid phone number")
+    )
+
+    assert message.state == "failed"
+    assert message.reason == "21211: invalid 'To' phone number"
