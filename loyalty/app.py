@@ -215,6 +215,12 @@ def _init_api(app: Flask) -> None:
 
     register_blueprints(api)
     app.register_blueprint(home.blp)
+    # Provider-facing endpoints (Twilio webhooks, unsubscribe links): plain blueprints,
+    # outside the API document; importing them also registers their pipeline hooks.
+    from notifications import inbound, unsubscribe
+
+    app.register_blueprint(inbound.blp)
+    app.register_blueprint(unsubscribe.blp)
     app.register_error_handler(OmniloyalError, domain_error_response)
 
 

@@ -17,3 +17,4 @@ from notifications import consent as notify_consent  # noqa: F401
 from notifications import consumers as notify_consumers  # noqa: F401  (outbox consumer)
 from notifications import models as notify_models  # noqa: F401
 from notifications import privacy as notify_privacy  # noqa: F401  (export, erase step)
+from notifications import push as notify_push  # noqa: F401  (push subscriptions, erase step)
