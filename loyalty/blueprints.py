@@ -15,7 +15,18 @@ def register_blueprints(api: Api) -> None:
     from loyalty.outbox.api import blp as outbox
     from loyalty.stores.api import blp as stores
     from loyalty.tiers.api import blp as tiers
+    from notifications.api import blp as notifications
 
     api.register_blueprint(health)
-    for blueprint in (auth, members, stores, ledger, earning, tiers, coupons, outbox):
+    for blueprint in (
+        auth,
+        members,
+        stores,
+        ledger,
+        earning,
+        tiers,
+        coupons,
+        outbox,
+        notifications,
+    ):
         api.register_blueprint(blueprint, url_prefix="/v1")

@@ -76,6 +76,13 @@ class Settings:
     rate_limit_member_tokens: str | None
     rate_limit_identify: str | None
     proxy_hops: int  # reverse proxies in front that set X-Forwarded-For (client IPs)
+    # Notifications (notifications/): send-time policies, provider rates, crash recovery.
+    notify_quiet_hours: Any  # policies.QuietHours | None ("21:00-08:00", "off")
+    notify_marketing_cap: Any  # policies.FrequencyCap | None ("3/7d", "off")
+    notify_rate_limits: dict[str, float]  # provider or channel -> messages per second
+    notify_max_attempts: int  # sends of one message before it fails for good
+    notify_sending_lease_seconds: int  # a message `sending` longer than this was orphaned
+    notify_recording_delay_ms: int  # the recording provider's simulated latency
 
     @property
     def embedded(self) -> bool:
@@ -192,6 +199,7 @@ def load_settings(
             env, "OMNILOYAL_RATE_LIMIT_IDENTIFY", "10/second;5000/hour"
         ),
         proxy_hops=_int(env, "OMNILOYAL_PROXY_HOPS", 0),
+        **_notify_settings(env),
     )
     if overrides:
         known = {f.name for f in fields(Settings)}
@@ -200,6 +208,33 @@ def load_settings(
             raise ConfigError(f"unknown setting override(s): {', '.join(sorted(unknown))}")
         settings = replace(settings, **overrides)
     return _with_signing_key(_validated(settings), instance_path, secret_source)
+
+
+def _notify_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    from notifications.policies import FrequencyCap, QuietHours
+    from notifications.ratelimit import parse_limits
+
+    def optional(name: str, default: str, parse: Any) -> Any:
+        raw = (env.get(name) or default).strip()
+        if raw.lower() == "off":
+            return None
+        try:
+            return parse(raw)
+        except ValueError as error:
+            raise ConfigError(f"{name}: {error}") from None
+
+    return {
+        "notify_quiet_hours": optional(
+            "OMNILOYAL_NOTIFY_QUIET_HOURS", "21:00-08:00", QuietHours.parse
+        ),
+        "notify_marketing_cap": optional(
+            "OMNILOYAL_NOTIFY_MARKETING_CAP", "3/7d", FrequencyCap.parse
+        ),
+        "notify_rate_limits": optional("OMNILOYAL_NOTIFY_RATE_LIMITS", "off", parse_limits) or {},
+        "notify_max_attempts": _int(env, "OMNILOYAL_NOTIFY_MAX_ATTEMPTS", 8, minimum=1),
+        "notify_sending_lease_seconds": _int(env, "OMNILOYAL_NOTIFY_SENDING_LEASE", 300, minimum=1),
+        "notify_recording_delay_ms": _int(env, "OMNILOYAL_NOTIFY_RECORDING_DELAY_MS", 0),
+    }
 
 
 def _validated(settings: Settings) -> Settings:

@@ -78,6 +78,7 @@ def periodic_jobs() -> list[Schedule]:
     from loyalty.coupons import jobs as coupon_jobs
     from loyalty.ledger import jobs as ledger_jobs
     from loyalty.tiers import jobs as tier_jobs
+    from notifications import jobs as notify_jobs
 
     return [
         Schedule("relay-outbox", 5, relay_outbox),
@@ -87,4 +88,5 @@ def periodic_jobs() -> list[Schedule]:
         *tier_jobs.schedules(),
         *coupon_jobs.schedules(),
         *auth_jobs.schedules(),
+        *notify_jobs.schedules(),
     ]
