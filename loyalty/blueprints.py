@@ -16,6 +16,7 @@ def register_blueprints(api: Api) -> None:
     from loyalty.stores.api import blp as stores
     from loyalty.tiers.api import blp as tiers
     from notifications.api import blp as notifications
+    from notifications.webhooks.api import blp as webhooks
 
     api.register_blueprint(health)
     for blueprint in (
@@ -28,5 +29,6 @@ def register_blueprints(api: Api) -> None:
         coupons,
         outbox,
         notifications,
+        webhooks,
     ):
         api.register_blueprint(blueprint, url_prefix="/v1")
