@@ -18,14 +18,14 @@ from loyalty.http import write_endpoint
 from notifications.webhooks import operations
 from notifications.webhooks.models import WebhookSubscription
 from notifications.webhooks.schemas import (
-    WebhookDeliveryPageSchema,
-    WebhookDeliveryQuery,
-    WebhookDeliverySchema,
     RotateSecretSchema,
     SubscriptionCreateSchema,
     SubscriptionSchema,
     SubscriptionUpdateSchema,
     SubscriptionWithSecretSchema,
+    WebhookDeliveryPageSchema,
+    WebhookDeliveryQuery,
+    WebhookDeliverySchema,
 )
 
 blp = Blueprint("webhooks", __name__, description="Outgoing webhooks for integrators")

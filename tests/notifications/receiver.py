@@ -29,7 +29,7 @@ def receiver(*statuses: int, path: str = "/hooks/omniloyal") -> Iterator[Receive
     state = Receiver(url="", statuses=list(statuses or (200,)))
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             state.received.append(Received(self.path, dict(self.headers.items()), body))
             index = min(len(state.received), len(state.statuses)) - 1
