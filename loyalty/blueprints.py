@@ -16,6 +16,7 @@ def register_blueprints(api: Api) -> None:
     from loyalty.stores.api import blp as stores
     from loyalty.tiers.api import blp as tiers
     from notifications.api import blp as notifications
+    from notifications.login_codes.api import blp as login_codes
     from notifications.webhooks.api import blp as webhooks
 
     api.register_blueprint(health)
@@ -30,5 +31,6 @@ def register_blueprints(api: Api) -> None:
         outbox,
         notifications,
         webhooks,
+        login_codes,
     ):
         api.register_blueprint(blueprint, url_prefix="/v1")

@@ -79,6 +79,7 @@ def periodic_jobs() -> list[Schedule]:
     from loyalty.ledger import jobs as ledger_jobs
     from loyalty.tiers import jobs as tier_jobs
     from notifications import jobs as notify_jobs
+    from notifications.login_codes import jobs as login_code_jobs
     from notifications.webhooks import jobs as webhook_jobs
 
     return [
@@ -91,4 +92,5 @@ def periodic_jobs() -> list[Schedule]:
         *auth_jobs.schedules(),
         *notify_jobs.schedules(),
         *webhook_jobs.schedules(),
+        *login_code_jobs.schedules(),
     ]
