@@ -258,3 +258,33 @@ def test_one_code_verified_at_once_by_many_gives_one_token(
         )
 
     assert sorted(in_threads(app, 6, attempt)) == [201] + [401] * 5
+
+
+@pytest.mark.redis
+def test_login_codes_fail_closed_while_redis_is_down(app: Flask, make: Factories, tmp_path) -> None:
+    """SMS cost money: without the counters no code goes out (503 with Retry-After)."""
+    from loyalty.app import create_app
+    from tests.redis_server import redis_server
+
+    settings = app.extensions["omniloyal.settings"]
+    key = make.api_key(scopes.MEMBER_LOGIN)
+    db.session.remove()
+    with redis_server(str(tmp_path)) as server:
+        other = create_app(
+            {
+                "database_url": settings.database_url,
+                "redis_url": server.url,
+                "secret_key": settings.secret_key,
+                "run_embedded_worker": False,
+            }
+        )
+        client = other.test_client()
+        assert ask(client, key, email="a@example.com").status_code == 202
+        server.stop()
+        refused = ask(client, key, email="a@example.com")
+        assert refused.status_code == 503
+        assert int(refused.headers["Retry-After"]) > 0
+        assert verify(client, key, "123456", email="a@example.com").status_code == 503
+        with other.app_context():
+            db.session.remove()
+            db.engine.dispose()
