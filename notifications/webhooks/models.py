@@ -65,6 +65,7 @@ class WebhookDelivery(db.Model):
             sqlite_where=sa.text("status = 'pending'"),
         ),
         sa.Index("ix_webhook_deliveries_subscription", "subscription_id", "id"),
+        sa.Index("ix_webhook_deliveries_done_at", "done_at"),
     )
 
     id: Mapped[int] = mapped_column(BigInt, primary_key=True)

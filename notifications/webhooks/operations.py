@@ -76,6 +76,7 @@ LEASE = timedelta(minutes=5)  # far above the HTTP timeout: a live worker keeps 
 CLAIM_CHUNK = 10  # x the HTTP timeout stays well inside the lease
 TIME_BUDGET = 60.0  # seconds per job run; the next scheduled run continues
 MAX_ERROR = 500
+RETENTION = timedelta(days=30)  # finished deliveries stay visible this long
 
 
 @dataclass(frozen=True)
@@ -520,6 +521,27 @@ def deliver_due(
             record(claim_, attempt, clock(), policy, stats)
             db.session.commit()
     return stats
+
+
+def purge_finished_chunk(now: datetime, *, retention: timedelta, limit: int) -> int:
+    """Delete up to `limit` deliveries that succeeded or failed longer than `retention`
+    ago, oldest first (no commit)."""
+    d = WebhookDelivery.__table__
+    due = (
+        sa.select(d.c.id)
+        .where(
+            d.c.status.in_(
+                [
+                    constant(WebhookDeliveryStatus.SUCCEEDED.value),
+                    constant(WebhookDeliveryStatus.FAILED.value),
+                ]
+            ),
+            d.c.done_at < now - retention,
+        )
+        .order_by(d.c.done_at)
+        .limit(limit)
+    )
+    return db.session.execute(sa.delete(d).where(d.c.id.in_(due))).rowcount or 0
 
 
 def deliveries_page(

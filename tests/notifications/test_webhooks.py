@@ -313,3 +313,22 @@ def test_every_webhook_endpoint_needs_an_admin_key(
     assert call(path, json=body, headers=idem(non_admin)).status_code == 403
     member = make.member()
     assert call(path, json=body, headers=idem(make.member_token(member.id))).status_code == 403
+
+
+def test_finished_deliveries_are_purged_after_the_retention(
+    client: FlaskClient, make: Factories, allow_private: None
+) -> None:
+    admin = make.api_key(scopes.ADMIN)
+    with receiver(200) as hook:
+        subscribe(client, admin, hook.url, "tier.changed")
+        emit("tier.changed", None, utcnow(), to="gold")
+        emit("tier.changed", None, utcnow(), to="silver")
+        relay_batch(utcnow())
+        deliver(utcnow())
+    emit("tier.changed", None, utcnow(), to="bronze")
+    relay_batch(utcnow())  # pending: never purged
+    later = utcnow() + operations.RETENTION + timedelta(minutes=1)
+    assert operations.purge_finished_chunk(later, retention=operations.RETENTION, limit=1) == 1
+    assert operations.purge_finished_chunk(later, retention=operations.RETENTION, limit=10) == 1
+    db.session.commit()
+    assert [d.status for d in deliveries()] == ["pending"]
