@@ -4,7 +4,7 @@ and keeps what it received (headers and raw body)."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +22,7 @@ class Receiver:
     url: str
     statuses: list[int]  # answers in order; the last one repeats
     received: list[Received] = field(default_factory=list)
+    on_request: Callable[[], None] | None = None  # runs in the server thread on each POST
 
 
 @contextmanager
@@ -31,6 +32,8 @@ def receiver(*statuses: int, path: str = "/hooks/omniloyal") -> Iterator[Receive
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if state.on_request is not None:
+                state.on_request()
             state.received.append(Received(self.path, dict(self.headers.items()), body))
             index = min(len(state.received), len(state.statuses)) - 1
             status = state.statuses[index]

@@ -332,3 +332,35 @@ def test_finished_deliveries_are_purged_after_the_retention(
     assert operations.purge_finished_chunk(later, retention=operations.RETENTION, limit=10) == 1
     db.session.commit()
     assert [d.status for d in deliveries()] == ["pending"]
+
+
+@pytest.mark.postgres
+def test_the_http_call_happens_with_no_transaction_open(
+    app: Flask, client: FlaskClient, make: Factories, allow_private: None
+) -> None:
+    """While the receiver holds the request, no session of this database is inside a
+    transaction (a slow receiver holds no locks, no connection's snapshot)."""
+    admin = make.api_key(scopes.ADMIN)
+    seen: list[int] = []
+
+    def count_open_transactions() -> None:
+        engine = sa.create_engine(app.config["SQLALCHEMY_DATABASE_URI"])
+        with engine.connect() as connection:
+            seen.append(
+                connection.execute(
+                    sa.text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()"
+                    )
+                ).scalar_one()
+            )
+        engine.dispose()
+
+    with receiver(200) as hook:
+        hook.on_request = count_open_transactions
+        subscribe(client, admin, hook.url, "tier.changed")
+        emit("tier.changed", None, utcnow(), to="gold")
+        relay_batch(utcnow())
+        db.session.commit()
+        assert deliver(utcnow()).succeeded == 1
+    assert seen == [0]
