@@ -764,7 +764,7 @@ def _return_paid_points(
     this refund either committed first (and is seen here) or waits for the lock and then
     finds the order refunded or cancelled (see check_order_payable).
     """
-    ledger.lock_member_accounts(member_id, require_active=False)
+    member_id = ledger.lock_member_accounts(member_id, require_active=False).member_id
     same_till = PointHold.client_id == order.client_id
     if order.store_id is not None:
         same_till = sa.or_(same_till, PointHold.store_id == order.store_id)
@@ -1022,10 +1022,13 @@ def record_activity(
     elif referred_member_id is not None:
         raise InvalidInput("referred_member_id is only for referrals", field="referred_member_id")
     birthday = _check_birthday(member, now) if activity_kind == ActivityKind.BIRTHDAY else None
+    earlier: ActivityEvent | None = None
     if activity_kind == ActivityKind.APP_CHECKIN:
-        earlier_today = _same_day_checkin(member, now)
-        if earlier_today is not None:
-            return earlier_today, False
+        earlier = _same_day_checkin(member, now)
+    elif activity_kind == ActivityKind.BIRTHDAY:
+        earlier = _recent_birthday(member, now)
+    if earlier is not None:
+        return earlier, False
     dedupe = _dedupe_key(activity_kind, member, now, referred_id, birthday)
     table = ActivityEvent.__table__
     inserted = db.session.execute(
@@ -1102,6 +1105,23 @@ def _check_birthday(member: Member, now: datetime) -> date:
     raise InvalidInput(
         f"the birthday bonus is earned within {BIRTHDAY_WINDOW_DAYS} days of the birthday",
         field="kind",
+    )
+
+
+def _recent_birthday(member: Member, now: datetime) -> ActivityEvent | None:
+    """A birthday bonus recorded within the claim window's span: it celebrated the same
+    birthday, whatever its key says (keys recorded before the key became the celebrated
+    birthday's year were the claim's year). Birthdays are a year apart, so the next one is
+    never refused."""
+    return db.session.scalar(
+        sa.select(ActivityEvent)
+        .where(
+            ActivityEvent.member_id == member.id,
+            ActivityEvent.kind == ActivityKind.BIRTHDAY.value,
+            ActivityEvent.created_at > now - timedelta(days=2 * BIRTHDAY_WINDOW_DAYS + 1),
+        )
+        .order_by(ActivityEvent.created_at.desc(), ActivityEvent.id.desc())
+        .limit(1)
     )
 
 

@@ -84,3 +84,24 @@ def test_a_traveller_checks_in_again_once_the_day_has_changed_in_both_timezones(
     assert claim(member.id, "app_checkin", later - timedelta(hours=2))[1] is False
     assert claim(member.id, "app_checkin", later) == ("2026-03-03", True)
     assert ledger.member_balance(member.id).balance == 10
+
+
+def test_a_birthday_claimed_under_the_old_calendar_year_key_is_not_paid_again(app, make):
+    """Keys recorded before this rule were the claim's year: 28 December 2026 -> "2026"."""
+    from loyalty.earning.models import ActivityEvent
+
+    rule(name="birthday", kind="event_bonus", activity_kind="birthday", bonus_points=100)
+    member = make.member(birthday=date(1990, 1, 3))
+    db.session.add(
+        ActivityEvent(
+            member_id=member.id,
+            kind="birthday",
+            dedupe_key="2026",
+            points=100,
+            breakdown=[],
+            created_at=datetime(2026, 12, 28, 12, tzinfo=UTC),
+        )
+    )
+    db.session.commit()
+    assert claim(member.id, "birthday", datetime(2027, 1, 5, 12, tzinfo=UTC)) == ("2026", False)
+    assert claim(member.id, "birthday", datetime(2027, 12, 28, tzinfo=UTC)) == ("2028", True)
