@@ -71,6 +71,16 @@ class ConsentChange(db.Model):
     at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+def person_of(member_id: int) -> Member | None:
+    """The member behind an id now (merges followed: `merged_into_id` always names a
+    survivor), through the session's identity map, so a chunk of messages to the same
+    members reads each once."""
+    member = db.session.get(Member, member_id)
+    if member is not None and member.merged_into_id is not None:
+        member = db.session.get(Member, member.merged_into_id)
+    return member
+
+
 def _default(purpose: Purpose) -> bool:
     # Marketing is opt-in; transactional messages are part of the service (opt-out).
     return purpose is Purpose.TRANSACTIONAL
@@ -80,18 +90,46 @@ def allows(member_id: int, channel: Channel, purpose: Purpose) -> bool:
     """May we send `purpose` messages to this member on this channel now?
 
     Follows merges (the person behind the id); an unknown, blocked, merged-away or erased
-    member gets nothing."""
-    person = db.session.get(Member, current_member_id(member_id))
-    if person is None or person.status != MemberStatus.ACTIVE.value:
-        return False
-    granted = db.session.execute(
-        sa.select(MemberConsent.granted).where(
-            MemberConsent.member_id == person.id,
-            MemberConsent.channel == Channel(channel).value,
-            MemberConsent.purpose == Purpose(purpose).value,
+    member gets nothing. One statement: it runs for every message sent."""
+    channel, purpose = Channel(channel), Purpose(purpose)
+    members = Member.__table__
+    consents = MemberConsent.__table__
+    person = sa.func.coalesce(
+        sa.select(members.c.merged_into_id).where(members.c.id == member_id).scalar_subquery(),
+        member_id,
+    )
+    row = db.session.execute(
+        sa.select(members.c.status, consents.c.granted)
+        .select_from(
+            members.outerjoin(
+                consents,
+                sa.and_(
+                    consents.c.member_id == members.c.id,
+                    consents.c.channel == channel.value,
+                    consents.c.purpose == purpose.value,
+                ),
+            )
         )
-    ).scalar()
-    return _default(Purpose(purpose)) if granted is None else bool(granted)
+        .where(members.c.id == person)
+    ).first()
+    if row is None or row.status != MemberStatus.ACTIVE.value:
+        return False
+    return _default(purpose) if row.granted is None else bool(row.granted)
+
+
+def granted_channels(person_id: int, purpose: Purpose) -> dict[str, bool]:
+    """Per channel, whether `purpose` is allowed for this (current, active) person: one
+    read for every channel (the outbox consumer asks for all of them per event)."""
+    purpose = Purpose(purpose)
+    table = MemberConsent.__table__
+    explicit = dict(
+        db.session.execute(
+            sa.select(table.c.channel, table.c.granted).where(
+                table.c.member_id == person_id, table.c.purpose == purpose.value
+            )
+        ).all()
+    )
+    return {c.value: bool(explicit.get(c.value, _default(purpose))) for c in Channel}
 
 
 def record_consent(

@@ -16,11 +16,9 @@ from typing import Any
 
 from loyalty import outbox
 from loyalty.clock import utcnow
-from loyalty.db import db
-from loyalty.members.models import Member, MemberStatus
-from loyalty.members.resolution import current_member_id
-from notifications.consent import Purpose, allows
-from notifications.pipeline import member_destination, queue_message
+from loyalty.members.models import MemberStatus
+from notifications.consent import Purpose, granted_channels, person_of
+from notifications.pipeline import contacts, queue_message
 from notifications.providers.base import Channel
 
 CONSUMER = "notifications.transactional"
@@ -63,14 +61,14 @@ def on_event(event: outbox.Event) -> None:
     if wanted is None:
         return
     template, variables = wanted
-    person = db.session.get(Member, current_member_id(event.member_id))
+    person = person_of(event.member_id)
     if person is None or person.status != MemberStatus.ACTIVE.value:
         return
     now = utcnow()
+    allowed = granted_channels(person.id, Purpose.TRANSACTIONAL)
+    reachable = contacts(person.id)
     for channel in Channel:
-        if not allows(person.id, channel, Purpose.TRANSACTIONAL):
-            continue
-        if member_destination(person.id, channel) is None:
+        if not allowed[channel.value] or channel not in reachable:
             continue
         queue_message(
             member_id=person.id,

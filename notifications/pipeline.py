@@ -39,13 +39,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import make_transient_to_detached
 
 from loyalty.db import constant, db, upsert_insert
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.members.models import IdentityKind, Member, MemberIdentity
-from loyalty.members.resolution import current_member_id
 from notifications import policies, ratelimit, templates
-from notifications.consent import ConsentSource, Purpose, record_consent
+from notifications.consent import ConsentSource, Purpose, person_of, record_consent
 from notifications.models import DUE_STATES, Message, MessageState, MessageTransition
 from notifications.providers.base import (
     Channel,
@@ -179,17 +179,21 @@ def queue_message(
             updated_at=now,
         )
         .on_conflict_do_nothing(index_elements=["dedupe_key"])
-        .returning(table.c.id)
+        .returning(*table.c)
     )
-    new_id = db.session.execute(statement).scalar()
-    if new_id is None:
+    row = db.session.execute(statement).mappings().first()
+    if row is None:
         return None
     db.session.execute(
         sa.insert(MessageTransition.__table__).values(
-            message_id=new_id, to_state="queued", reason="queued", at=now
+            message_id=row["id"], to_state="queued", reason="queued", at=now
         )
     )
-    return db.session.get(Message, new_id)
+    # The row as inserted, as a persistent object, without reading it back.
+    message = Message(**row)
+    make_transient_to_detached(message)
+    db.session.add(message)
+    return message
 
 
 def record_provider_event(
@@ -262,6 +266,29 @@ class SendStats:
     rate_limited: int = 0
 
 
+def contacts(person_id: int) -> dict[Channel, str]:
+    """The member's SMS and email destinations (latest of each kind), in one read."""
+    rows = db.session.execute(
+        sa.select(MemberIdentity.kind, MemberIdentity.value)
+        .where(
+            MemberIdentity.member_id == person_id,
+            MemberIdentity.kind.in_([IdentityKind.PHONE.value, IdentityKind.EMAIL.value]),
+        )
+        .order_by(MemberIdentity.id)
+    ).all()
+    found = {
+        Channel.SMS if kind == IdentityKind.PHONE.value else Channel.EMAIL: value
+        for kind, value in rows
+    }
+    for channel, resolver in _resolvers.items():
+        value = resolver(person_id)
+        if value is None:
+            found.pop(channel, None)
+        else:
+            found[channel] = value
+    return found
+
+
 def _identity(person_id: int, kind: IdentityKind) -> str | None:
     return db.session.scalar(
         sa.select(MemberIdentity.value)
@@ -283,7 +310,12 @@ def member_destination(person_id: int, channel: Channel) -> str | None:
     return None
 
 
-def template_variables(message: Message, person: Member | None, now: datetime) -> dict[str, Any]:
+def template_variables(
+    message: Message,
+    person: Member | None,
+    now: datetime,
+    needs: frozenset[str] | None = None,
+) -> dict[str, Any]:
     """What a template sees: the message's own variables plus member, balance, tier,
     coupon, offer and store, read now (plain dicts; never ORM objects in a sandbox)."""
     from loyalty.coupons.models import CouponCode, CouponOffer
@@ -300,9 +332,15 @@ def template_variables(message: Message, person: Member | None, now: datetime) -
             "locale": person.locale,
             "timezone": person.timezone,
         }
-        values["balance"] = member_balance(person.id).balance
-        tier = db.session.get(Tier, person.tier_id) if person.tier_id else None
-        values.setdefault("tier", {"code": tier.code, "name": tier.name} if tier else None)
+        # Read only what the template uses (every read is a round trip per message).
+        if needs is None or "balance" in needs:
+            try:
+                values["balance"] = member_balance(person.id).balance
+            except NotFound:  # no ledger accounts yet
+                values["balance"] = 0
+        if needs is None or "tier" in needs:
+            tier = db.session.get(Tier, person.tier_id) if person.tier_id else None
+            values.setdefault("tier", {"code": tier.code, "name": tier.name} if tier else None)
     else:
         values.setdefault("member", {})
     if isinstance(values.get("tier_code"), str):
@@ -332,7 +370,7 @@ def _preview_member(message: Message) -> Member | None:
     member_id = (message.variables or {}).get(PREVIEW_MEMBER)
     if not isinstance(member_id, int):
         return None
-    return db.session.get(Member, current_member_id(member_id))
+    return person_of(member_id)
 
 
 def render_for_member(
@@ -404,13 +442,15 @@ def _is_urgent(message: Message) -> bool:
 
 
 def _prepare(
-    message: Message, provider: Provider, now: datetime, stats: SendStats
+    message: Message,
+    provider: Provider,
+    now: datetime,
+    stats: SendStats,
+    memo: dict[Any, templates.ResolvedTemplate] | None = None,
 ) -> Claimed | None:
     """Resolve the destination and render; move the message to `sending`."""
     due = DUE_STATES
-    person = None
-    if message.member_id is not None:
-        person = db.session.get(Member, current_member_id(message.member_id))
+    person = person_of(message.member_id) if message.member_id is not None else None
     destination = message.destination_override
     if destination is None and person is not None:
         destination = member_destination(person.id, Channel(message.channel))
@@ -429,10 +469,10 @@ def _prepare(
     locale = (context_person.locale if context_person else None) or message.locale or "en"
     timezone = (context_person.timezone if context_person else None) or "UTC"
     try:
-        resolved = templates.resolve(message.template, Channel(message.channel), locale)
+        resolved = templates.resolve(message.template, Channel(message.channel), locale, memo)
         rendered = templates.render(
             resolved,
-            template_variables(message, context_person, now),
+            template_variables(message, context_person, now, templates.needs(resolved.source)),
             locale=locale,
             timezone=timezone,
         )
@@ -517,6 +557,7 @@ def claim_due(
             budget[channel] = ratelimit.take(redis, provider.name, count, rate=rate).granted
             stats.rate_limited += count - budget[channel]
     policy = policies.from_settings(settings)
+    memo: dict[Any, templates.ResolvedTemplate] = {}  # one template lookup per chunk
     claimed = []
     for message in rows:
         channel = Channel(message.channel)
@@ -552,7 +593,7 @@ def claim_due(
             stats.deferred += 1
             continue
         budget[channel] -= 1
-        ready = _prepare(message, providers[channel], now, stats)
+        ready = _prepare(message, providers[channel], now, stats, memo)
         if ready is not None:
             claimed.append(ready)
     return claimed, len(rows)

@@ -28,9 +28,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import sqlalchemy as sa
 
 from loyalty.db import db
-from loyalty.members.models import Member
 from loyalty.members.resolution import current_member_id, history_member_ids
-from notifications.consent import Purpose, allows
+from notifications.consent import Purpose, allows, person_of
 from notifications.models import Message
 from notifications.providers.base import Channel
 
@@ -136,7 +135,11 @@ def marketing_sent_count(member_id: int, since: datetime) -> int:
             .where(
                 Message.member_id.in_(ids),
                 Message.purpose == Purpose.MARKETING.value,
-                Message.sent_at >= since,
+                # being sent counts too: two messages of one chunk can't both slip under
+                sa.or_(
+                    Message.sent_at >= since,
+                    sa.and_(Message.state == "sending", Message.sending_since >= since),
+                ),
             )
         )
         or 0
@@ -162,7 +165,7 @@ def evaluate(
             return Verdict("suppress", f"no marketing consent for {channel.value}")
         return Verdict("suppress", f"{channel.value} turned off or member inactive")
     if policy.quiet_hours is not None and quiet_hours_apply(channel, purpose, urgent=urgent):
-        member = db.session.get(Member, current_member_id(member_id))
+        member = person_of(member_id)
         timezone = member.timezone if member is not None else "UTC"
         until = policy.quiet_hours.ends_after(now, timezone)
         if until is not None:

@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from babel import Locale, UnknownLocaleError
 from babel import dates as babel_dates
 from babel import numbers as babel_numbers
-from jinja2 import TemplateError, pass_context
+from jinja2 import TemplateError, meta, pass_context
 from jinja2.sandbox import SandboxedEnvironment
 
 from loyalty.db import db
@@ -112,6 +112,8 @@ def _as_datetime(value: Any) -> Any:
 def _number(context: Any, value: Any) -> str:
     if value is None or value == "":
         return ""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        return str(value)  # a template variable that isn't a number: shown as it is
     return babel_numbers.format_decimal(value, locale=context["_locale"])
 
 
@@ -120,9 +122,14 @@ def _money(context: Any, minor: Any, currency: str = "EUR") -> str:
     """An amount in minor units (integer) as money in the member's locale."""
     if minor is None or minor == "":
         return ""
-    digits = babel_numbers.get_currency_precision(currency)
-    amount = Decimal(int(minor)).scaleb(-digits)
-    return babel_numbers.format_currency(amount, currency, locale=context["_locale"])
+    if isinstance(minor, bool) or not isinstance(minor, int):
+        return str(minor)
+    try:
+        digits = babel_numbers.get_currency_precision(str(currency))
+        amount = Decimal(minor).scaleb(-digits)
+        return babel_numbers.format_currency(amount, str(currency), locale=context["_locale"])
+    except (ValueError, babel_numbers.UnknownCurrencyError):
+        return f"{minor} {currency}"
 
 
 @pass_context
@@ -163,6 +170,12 @@ def _compiled(source: str, html: bool) -> Any:
     return (_HTML if html else _TEXT).from_string(source)
 
 
+@lru_cache(maxsize=512)
+def needs(source: str) -> frozenset[str]:
+    """The variables a template reads (so the pipeline loads only those)."""
+    return frozenset(meta.find_undeclared_variables(_TEXT.parse(source)))
+
+
 def check_source(source: str, channel: Channel) -> None:
     """Refuse (422) a template that doesn't compile or lacks its body block."""
     if len(source) > MAX_SOURCE_LENGTH:
@@ -201,6 +214,10 @@ def render(
             html = _render_block(resolved.source, "html", context, True)
     except TemplateError as error:  # SecurityError included
         raise InvalidInput(f"template {resolved.key} failed: {error}") from None
+    except (TypeError, ValueError, ArithmeticError, LookupError) as error:
+        # e.g. `{{ points + "x" }}` or a date format Babel doesn't know: the template's
+        # mistake, reported as such, never a 500 or a stuck message
+        raise InvalidInput(f"template {resolved.key} failed: {type(error).__name__}") from None
     segments = sms_segments(body) if resolved.channel is Channel.SMS else None
     return Rendered(subject or None, body, html, segments)
 
@@ -243,8 +260,17 @@ def _read_default(path: Path) -> str | None:
     return path.read_text(encoding="utf-8") if path.is_file() else None
 
 
-def resolve(key: str, channel: Channel, locale: str | None) -> ResolvedTemplate:
+def resolve(
+    key: str, channel: Channel, locale: str | None, memo: dict[Any, ResolvedTemplate] | None = None
+) -> ResolvedTemplate:
+    """The template to use (see the module docstring). `memo`: a dict kept for one chunk of
+    messages, so a chunk looks each template up once."""
     channel = Channel(channel)
+    if memo is not None:
+        found = memo.get((key, channel, locale))
+        if found is None:
+            found = memo[(key, channel, locale)] = resolve(key, channel, locale)
+        return found
     for candidate in locale_chain(locale):
         stored = latest_stored(key, channel, candidate)
         if stored is not None:

@@ -117,3 +117,16 @@ def test_events_without_anything_to_say_queue_nothing(make):
     db.session.commit()
     relay()
     assert messages() == []  # a campaign's coupon is the campaign's to announce
+
+
+def test_points_about_to_expire_are_announced_with_their_date_in_the_members_zone(make):
+    from loyalty.outbox import Event
+    from loyalty.outbox.consumers import get
+
+    member = make.member(phone=PHONE, timezone="Asia/Shanghai")
+    payload = {"points": 300, "expires_at": "2026-12-31T16:00:00+00:00"}
+    get(CONSUMER).handler(Event(9, "points.expiring", member.id, payload, utcnow()))
+    db.session.commit()
+    send_round()
+    sms = next(r for r in recorded() if r.channel == "sms")
+    assert "300" in sms.body and "Jan 1, 2027" in sms.body

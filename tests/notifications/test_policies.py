@@ -129,3 +129,11 @@ def test_policy_settings_are_parsed_strictly():
     assert FrequencyCap.parse("3/24h").window == timedelta(hours=24)
     assert policies.evaluate(member_id=None, channel=Channel.SMS, purpose=Purpose.TRANSACTIONAL,
                              now=utcnow(), policy=policies.Policy()).action == "send"  # fmt: skip
+
+
+def test_the_cap_holds_within_one_chunk_of_messages(make):
+    member = make.member(phone=PHONE)
+    opt_in(member.id)
+    ids = [queue(member.id, purpose=Purpose.MARKETING).id for _ in range(3)]
+    send_round(notify_marketing_cap=FrequencyCap.parse("2/1d"))
+    assert [reload(i).state for i in ids] == ["sent", "sent", "suppressed"]

@@ -101,3 +101,14 @@ def test_every_shipped_default_compiles_in_both_languages():
     for key in keys:
         locales = {d["locale"] for d in shipped if d["key"] == key}
         assert locales == {"en", "zh-CN"}, key
+
+
+def test_filters_given_something_else_show_it_instead_of_failing():
+    body = rendered("{% block body %}{{ p | number }} {{ m | money('XXQ') }} {{ m2 | money }}"
+                    "{% endblock %}", p="many", m=5, m2="lots").body  # fmt: skip
+    assert body == "many XXQ0.05 lots"  # Babel shows an unknown code as it is
+
+
+def test_a_template_failing_on_its_data_is_an_invalid_input_not_a_crash():
+    with pytest.raises(InvalidInput):
+        rendered("{% block body %}{{ points + 'x' }}{% endblock %}", points=3)
