@@ -288,3 +288,30 @@ def test_login_codes_fail_closed_while_redis_is_down(app: Flask, make: Factories
         with other.app_context():
             db.session.remove()
             db.engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("OMNILOYAL_LOGIN_CODE_COUNTRY_CAPS", "86=5000"),  # no "*" for the other countries
+        ("OMNILOYAL_LOGIN_CODE_COUNTRY_CAPS", "*=lots"),
+        ("OMNILOYAL_LOGIN_CODE_PER_DESTINATION", "five a day"),
+        ("OMNILOYAL_LOGIN_CODE_DEFAULT_REGION", "France"),
+        ("OMNILOYAL_WEBHOOK_ALLOW_PRIVATE_TARGETS", "maybe"),
+    ],
+)
+def test_login_code_and_webhook_settings_are_parsed_strictly(name: str, value: str) -> None:
+    from loyalty.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match=name):
+        load_settings({"SECRET_KEY": "k" * 40, name: value})
+
+
+def test_country_caps_parse() -> None:
+    from loyalty.config import load_settings
+
+    settings = load_settings(
+        {"SECRET_KEY": "k" * 40, "OMNILOYAL_LOGIN_CODE_COUNTRY_CAPS": "*=50, +86=5000"}
+    )
+    assert settings.login_code_country_caps == {"*": 50, "86": 5000}
+    assert load_settings({"SECRET_KEY": "k" * 40}).webhook_allow_private_targets is False
