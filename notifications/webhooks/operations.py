@@ -15,6 +15,7 @@ delivery job that signs and sends them (see docs/architecture.md, "Outgoing webh
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import random
@@ -392,7 +393,8 @@ def send(claim_: Claim, policy: DeliveryPolicy, *, now_unix: float | None = None
             timeout=policy.timeout_seconds,
             allow_private=policy.allow_private,
         )
-    except (OSError, targets.UnsafeTarget, ValueError) as error:
+    except (OSError, http.client.HTTPException, targets.UnsafeTarget, ValueError) as error:
+        # Refused, reset, timed out, TLS failure, not HTTP at all: a failed attempt.
         return Attempt(None, None, f"{type(error).__name__}: {error}"[:MAX_ERROR])
     error = None if 200 <= answer.status < 300 else f"HTTP {answer.status}"
     return Attempt(answer.status, answer.body, error)

@@ -364,3 +364,33 @@ def test_the_http_call_happens_with_no_transaction_open(
         db.session.commit()
         assert deliver(utcnow()).succeeded == 1
     assert seen == [0]
+
+
+def test_a_receiver_that_does_not_speak_http_is_a_failed_attempt(
+    client: FlaskClient, make: Factories, allow_private: None
+) -> None:
+    """Garbage instead of a status line (http.client's BadStatusLine, not an OSError) is
+    recorded like any failure instead of ending the job with the delivery still claimed."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def answer_garbage() -> None:
+        connection, _ = server.accept()
+        connection.recv(65536)
+        connection.sendall(b"garbage\r\n\r\n")
+        connection.close()
+
+    threading.Thread(target=answer_garbage, daemon=True).start()
+    admin = make.api_key(scopes.ADMIN)
+    subscribe(client, admin, f"http://127.0.0.1:{server.getsockname()[1]}/", "tier.changed")
+    emit("tier.changed", None, utcnow(), to="gold")
+    relay_batch(utcnow())
+    assert deliver(utcnow()).retrying == 1
+    [delivery] = deliveries()
+    assert delivery.status == "pending" and delivery.claim_token is None
+    assert delivery.last_error.startswith("BadStatusLine")
+    server.close()
