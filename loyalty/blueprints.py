@@ -17,6 +17,8 @@ def register_blueprints(api: Api) -> None:
     from loyalty.tiers.api import blp as tiers
     from notifications.api import blp as notifications
     from notifications.push import blp as push
+    from notifications.login_codes.api import blp as login_codes
+    from notifications.webhooks.api import blp as webhooks
 
     api.register_blueprint(health)
     for blueprint in (
@@ -30,5 +32,7 @@ def register_blueprints(api: Api) -> None:
         outbox,
         notifications,
         push,
+        webhooks,
+        login_codes,
     ):
         api.register_blueprint(blueprint, url_prefix="/v1")

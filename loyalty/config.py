@@ -91,6 +91,17 @@ class Settings:
     notify_max_attempts: int  # sends of one message before it fails for good
     notify_sending_lease_seconds: int  # a message `sending` longer than this was orphaned
     notify_recording_delay_ms: int  # the recording provider's simulated latency
+    # Outgoing webhooks and login codes (notifications/webhooks, notifications/login_codes).
+    webhook_allow_private_targets: bool  # loopback/private webhook URLs (tests, on-premise)
+    webhook_timeout_seconds: int  # connect and read timeout of one delivery
+    webhook_max_attempts: int  # attempts of one delivery before it is `failed`
+    webhook_disable_after: int  # failed deliveries in a row that disable a subscription
+    login_code_ttl_seconds: int
+    login_code_max_attempts: int  # wrong guesses before a code is dead
+    login_code_default_region: str | None  # phone numbers without +country (e.g. "CN")
+    login_code_per_destination: str  # codes sent to one phone or email ("5/hour;10/day")
+    login_code_per_ip: str  # login-code requests from one client IP
+    login_code_country_caps: dict[str, int]  # SMS codes per hour per country code, "*": any
 
     @property
     def embedded(self) -> bool:
@@ -315,6 +326,7 @@ def load_settings(
         ),
         proxy_hops=_int(env, "OMNILOYAL_PROXY_HOPS", 0),
         **_notify_settings(env),
+        **_webhook_and_login_settings(env),
     )
     if overrides:
         known = {f.name for f in fields(Settings)}
@@ -350,6 +362,56 @@ def _notify_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "notify_sending_lease_seconds": _int(env, "OMNILOYAL_NOTIFY_SENDING_LEASE", 300, minimum=1),
         "notify_recording_delay_ms": _int(env, "OMNILOYAL_NOTIFY_RECORDING_DELAY_MS", 0),
     }
+
+
+def _webhook_and_login_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    region = (env.get("OMNILOYAL_LOGIN_CODE_DEFAULT_REGION") or "").strip().upper() or None
+    if region is not None and not re.fullmatch(r"[A-Z]{2}", region):
+        raise ConfigError(
+            f"OMNILOYAL_LOGIN_CODE_DEFAULT_REGION must be a region like CN, got {region!r}"
+        )
+    return {
+        "webhook_allow_private_targets": _bool(
+            env, "OMNILOYAL_WEBHOOK_ALLOW_PRIVATE_TARGETS", False
+        ),
+        "webhook_timeout_seconds": _int(env, "OMNILOYAL_WEBHOOK_TIMEOUT", 10, minimum=1),
+        "webhook_max_attempts": _int(env, "OMNILOYAL_WEBHOOK_MAX_ATTEMPTS", 10, minimum=1),
+        "webhook_disable_after": _int(env, "OMNILOYAL_WEBHOOK_DISABLE_AFTER", 20, minimum=1),
+        "login_code_ttl_seconds": _int(env, "OMNILOYAL_LOGIN_CODE_TTL", 600, minimum=60),
+        "login_code_max_attempts": _int(env, "OMNILOYAL_LOGIN_CODE_MAX_ATTEMPTS", 5, minimum=1),
+        "login_code_default_region": region,
+        "login_code_per_destination": _counter_limits(
+            env, "OMNILOYAL_LOGIN_CODE_PER_DESTINATION", "5/hour;10/day"
+        ),
+        "login_code_per_ip": _counter_limits(env, "OMNILOYAL_LOGIN_CODE_PER_IP", "20/hour"),
+        "login_code_country_caps": _country_caps(
+            env.get("OMNILOYAL_LOGIN_CODE_COUNTRY_CAPS") or "*=200"
+        ),
+    }
+
+
+def _counter_limits(env: Mapping[str, str], name: str, default: str) -> str:
+    value = (env.get(name) or default).strip()
+    checked = _checked_rate_limit(name, value)
+    assert checked is not None
+    return checked
+
+
+def _country_caps(raw: str) -> dict[str, int]:
+    """ "*=200,86=5000": SMS login codes per hour to one country calling code; "*" is the
+    cap of every country not named."""
+    caps = {}
+    for item in raw.split(","):
+        key, _, value = item.strip().partition("=")
+        key = key.strip().lstrip("+")
+        if not (key == "*" or key.isdigit()) or not value.strip().isdigit():
+            raise ConfigError(
+                f'OMNILOYAL_LOGIN_CODE_COUNTRY_CAPS must look like "*=200,86=5000", got {raw!r}'
+            )
+        caps[key] = int(value)
+    if "*" not in caps:
+        raise ConfigError('OMNILOYAL_LOGIN_CODE_COUNTRY_CAPS needs a "*=<cap>" for other countries')
+    return caps
 
 
 def _validated(settings: Settings) -> Settings:

@@ -18,3 +18,7 @@ from notifications import consumers as notify_consumers  # noqa: F401  (outbox c
 from notifications import models as notify_models  # noqa: F401
 from notifications import privacy as notify_privacy  # noqa: F401  (export, erase step)
 from notifications import push as notify_push  # noqa: F401  (push subscriptions, erase step)
+from notifications.login_codes import models as login_code_models  # noqa: F401
+from notifications.login_codes import operations as login_codes  # noqa: F401  (outgoing hook)
+from notifications.webhooks import models as webhook_models  # noqa: F401
+from notifications.webhooks import operations as webhook_operations  # noqa: F401  (consumer)

@@ -9,6 +9,9 @@ COUPONS_REDEEM = "coupons:redeem"  # validate, hold and redeem coupons for a bas
 COUPONS_ADMIN = "coupons:admin"  # offers, code batches, issuing coupons
 ADMIN = "admin"  # earning rules, tiers, stores, adjustments, merges, API clients, privacy
 FINANCE_READ = "finance:read"  # liability and activity reports
+# The member app's own key (it may ship inside the app): request and verify one-time login
+# codes; the member tokens it gets are revoked with it. Nothing else.
+MEMBER_LOGIN = "member-login"
 
 ALL = frozenset(
     {
@@ -21,6 +24,7 @@ ALL = frozenset(
         COUPONS_ADMIN,
         ADMIN,
         FINANCE_READ,
+        MEMBER_LOGIN,
     }
 )
 
