@@ -6,7 +6,7 @@ operations would have written: every member has its three accounts, an email ide
 a ledger whose transactions, entries and lots agree with the account balances (earns of
 100 points, each followed by a burn of 50 from its lot); orders with a line, single-use
 coupon codes each redeemed once for an order, captured point holds, idempotency records
-inside their 48 h retention, and published outbox events.
+inside their 48 h retention, and outbox events already dispatched to their consumers.
 
 PostgreSQL only. Ids are given explicitly above each table's current maximum and the
 sequences are moved past them, so the operations keep inserting after the seed. Foreign

@@ -105,6 +105,7 @@ def _configure(app: Flask, settings: Settings) -> None:
         API_TITLE="Omniloyal",
         API_VERSION="v1",
         OPENAPI_VERSION="3.1.0",
+        API_SPEC_OPTIONS={"info": {"description": API_DESCRIPTION}, "servers": SERVERS},
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs",
@@ -116,6 +117,50 @@ def _configure(app: Flask, settings: Settings) -> None:
         OPENAPI_SWAGGER_UI_CONFIG={"validatorUrl": None, "displayRequestDuration": True},
         JSON_SORT_KEYS=False,
     )
+
+
+# The first server is relative: the document's own host, so /docs "Try it out" calls the
+# server that served it whatever its port; the second is where `make run` listens.
+SERVERS = [
+    {"url": "/", "description": "The server that serves this document"},
+    {"url": "http://localhost:5000", "description": "`make run` on this machine"},
+]
+
+API_DESCRIPTION = """\
+One membership, one points ledger and coupons across web shop, app and stores.
+
+**Credentials.** Every `/v1` call sends `Authorization: Bearer ...`: an API key
+(`olk_...`, scopes per key; POS keys may be bound to a store) or, for `/v1/me...`, a member
+token (`omt_...`) minted by the member app's backend with `POST /v1/member-tokens`. Each
+operation says which one and which scope. 401 answers carry `WWW-Authenticate: Bearer`.
+
+**Errors** are RFC 9457 `application/problem+json`: `type` (`/problems/<slug>`, stable:
+switch on it; it resolves to a page explaining it; [every type](/problems)), `title`
+(one per type), `status`, `detail`, `request_id`. A 422 (`validation-failed`) lists each
+invalid field in `errors` as `{"field": "lines.0.unit_price_minor", "message": "..."}`,
+whether the schema or a business rule refused it. A body that is not JSON is a 415.
+
+**Idempotency.** Writes that create something or move points or coupons *require* an
+`Idempotency-Key` header (428 without it); writes that set a final state (revoke a key,
+void a code) *accept* one. Send a unique key per attempt and the same key on every retry.
+- A retry with the key returns the first response, same status and body, with
+  `Idempotent-Replayed: true`, and has no second effect, even while the first is still
+  running (the retry waits for it).
+- Every other repeat of a write that already took effect answers the same way: an order
+  posted again with its `order_id`, a refund with its `refund_id`, a second cancel, a
+  second capture of a points hold (same points and order) or of a coupon hold, the same
+  codes redeemed again for the same `order_ref`: the first status and the resulting
+  object, with `Idempotent-Replayed: true`. Different content under the same id is a 409.
+- The same key with another body or path is a 422 `idempotency-key-reused`.
+- **After a failed request** (any 4xx or 5xx) nothing is stored under the key: the write
+  had no effect, and the key may be sent again, with the same or a corrected body (as in
+  the IETF Idempotency-Key draft; unlike Stripe, which replays a stored 4xx). A 503
+  `database-busy` is retried with the same key.
+- Keys are scoped to the API client (or the member, for member tokens) and kept 48 hours.
+
+**Lists** all answer `{"items": [...], "next_cursor": "..." | null}` and take `limit`
+(1-200, default 50) and `cursor` (the previous page's `next_cursor`).
+"""
 
 
 def _engine_options(url: str) -> dict[str, Any]:
@@ -210,11 +255,13 @@ def _init_api(app: Flask) -> None:
     api.init_app(app)
     _serve_swagger_assets(app)
     _declare_security_schemes()
-    from loyalty import home
+    from loyalty import home, problems
     from loyalty.blueprints import register_blueprints
 
     register_blueprints(api)
+    _complete_document(app)
     app.register_blueprint(home.blp)
+    app.register_blueprint(problems.blp)
     # Provider-facing endpoints (Twilio webhooks, unsubscribe links): plain blueprints,
     # outside the API document; importing them also registers their pipeline hooks.
     from notifications import inbound, unsubscribe
@@ -222,6 +269,20 @@ def _init_api(app: Flask) -> None:
     app.register_blueprint(inbound.blp)
     app.register_blueprint(unsubscribe.blp)
     app.register_error_handler(OmniloyalError, domain_error_response)
+
+
+def _complete_document(app: Flask) -> None:
+    """Shared problem responses, then every operation completed from its decorators."""
+    import http
+
+    from loyalty.contract import STATUS_PROBLEMS, complete_document, problem_response
+
+    for status in STATUS_PROBLEMS:
+        phrase = http.HTTPStatus(status).phrase
+        api.spec.components.response(
+            f"Problem{status}", problem_response(status, phrase), lazy=True
+        )
+    complete_document(app, api.spec)
 
 
 def _declare_security_schemes() -> None:

@@ -6,18 +6,60 @@ names its HTTP status and a stable problem type slug clients can switch on.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-PROBLEM_BASE = "https://omniloyal.org/problems/"
+# A problem's `type` is a URI reference relative to the service itself: `/problems/<slug>`
+# resolves, on whatever host answered, to the HTML page explaining it (loyalty/problems.py),
+# and the string is the same on every deployment, so clients can switch on it.
+PROBLEM_BASE = "/problems/"
+
+
+@dataclass(frozen=True)
+class ProblemType:
+    """One entry of the list of problem types (served at /problems)."""
+
+    slug: str
+    status: int
+    title: str
+    description: str
+
+
+# slug -> its one status, title and explanation. Every OmniloyalError subclass registers
+# itself; the HTTP-level types (bad-request, method-not-allowed...) register in loyalty.api.
+PROBLEM_TYPES: dict[str, ProblemType] = {}
+
+
+def register_problem_type(slug: str, status: int, title: str, description: str) -> None:
+    """Record a problem type; one slug has one title and status wherever it is raised."""
+    entry = ProblemType(slug, status, title, " ".join(description.split()))
+    known = PROBLEM_TYPES.get(slug)
+    if known is not None and (known.status, known.title) != (status, title):
+        raise RuntimeError(f"problem type {slug!r} registered twice with different titles")
+    if known is None or not known.description:
+        PROBLEM_TYPES[slug] = entry
+
+
+def field_error(field: str, message: str) -> dict[str, str]:
+    """One entry of a problem's `errors`: the field's path in the request, and why.
+
+    The path names body fields by their JSON names, list items by index, joined by dots
+    (`lines.0.unit_price_minor`); query parameters and headers by their names. An error on
+    the body as a whole has the path "" (empty)."""
+    return {"field": field, "message": message}
 
 
 class OmniloyalError(Exception):
     """Base of every expected failure; never a 5xx (except ServiceUnavailable: a refusal
     on purpose while a dependency is down)."""
 
-    status: int = 400
-    slug: str = "bad-request"
-    title: str = "Bad request"
+    status: ClassVar[int] = 400
+    slug: ClassVar[str] = "bad-request"
+    title: ClassVar[str] = "Bad request"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        register_problem_type(cls.slug, cls.status, cls.title, cls.__doc__ or "")
 
     def __init__(self, detail: str | None = None, **extra: Any) -> None:
         super().__init__(detail or self.title)
@@ -34,15 +76,26 @@ class OmniloyalError(Exception):
         }
 
 
+register_problem_type(
+    OmniloyalError.slug,
+    OmniloyalError.status,
+    OmniloyalError.title,
+    "The request can't be processed as sent (e.g. a JSON body that doesn't parse).",
+)
+
+
 class InvalidInput(OmniloyalError):
-    """Input that passed the schema but breaks a domain rule (e.g. unknown store)."""
+    """The request's input is not valid: a field has the wrong type or format, is missing,
+    out of range or unknown (the schema), or breaks a rule that needs the database to check
+    (an unknown store, a basket line the order refuses). `errors` lists each field at fault
+    with its path and a message, the same way for both kinds."""
 
-    status, slug, title = 422, "invalid-input", "Invalid input"
+    status, slug, title = 422, "validation-failed", "Validation failed"
 
-    def __init__(self, detail: str | None = None, **extra: Any) -> None:
-        # A domain check on one field answers like a schema error: per-field `errors`.
-        if "field" in extra and "errors" not in extra:
-            extra["errors"] = {extra["field"]: [detail or self.title]}
+    def __init__(self, detail: str | None = None, *, field: str | None = None, **extra: Any):
+        # A domain check on one field answers exactly like a schema error on it.
+        if "errors" not in extra:
+            extra["errors"] = [field_error(field, detail or self.title)] if field else []
         super().__init__(detail, **extra)
 
 

@@ -32,6 +32,7 @@ PAGE = """<!doctype html>
     <li><a href="docs">API docs</a>: every operation; <em>Authorize</em> with a key, then
         <em>Try it out</em>.</li>
     <li><a href="openapi.json">OpenAPI document</a> (3.1), for client generators.</li>
+    <li><a href="problems">Problem types</a>: what each error's <code>type</code> means.</li>
     <li><a href="healthz">Liveness</a> and <a href="readyz">readiness</a> (database and
         queue).</li>
   </ul>

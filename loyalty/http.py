@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from flask import Response, current_app, make_response, request
 from flask_smorest import abort
-from werkzeug.exceptions import BadRequest
+from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
 from loyalty import idempotency, transactions
 from loyalty.auth.context import current_caller
@@ -63,6 +63,7 @@ def refuse_deeply_nested_json() -> None:
     here, so ordinary requests pay a byte count and a regex scan.
     """
     if not request.is_json:
+        refuse_a_body_that_is_not_json()
         return
     body = request.get_data(cache=True)
     deep = body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH
@@ -79,6 +80,28 @@ def refuse_deeply_nested_json() -> None:
     errors = _too_long_integers(document)
     if errors:
         abort(422, messages={"json": errors if isinstance(errors, dict) else [TOO_MANY_DIGITS]})
+
+
+def takes_json_body(view: Callable[..., Any] | None) -> bool:
+    """Whether an endpoint declares a JSON request body (flask-smorest's `arguments`)."""
+    declared = getattr(view, "_apidoc", {}).get("arguments", {}).get("parameters", [])
+    return any(parameter.get("in") == "json" for parameter in declared)
+
+
+def refuse_a_body_that_is_not_json() -> None:
+    """A 415 for a body sent as anything but JSON to an endpoint that reads JSON.
+
+    Without this a form or text body reaches the schema as no body at all, and the answer
+    would be "missing data for required field" on every field: true, but misleading.
+    """
+    if not (request.content_length or request.headers.get("Transfer-Encoding")):
+        return  # no body: the schema says which fields are required
+    view = current_app.view_functions.get(request.endpoint or "")
+    if takes_json_body(view):
+        raise UnsupportedMediaType(
+            f"the body is sent as {request.mimetype or 'no media type'!r}; send JSON with "
+            "'Content-Type: application/json'"
+        )
 
 
 def _too_long_integers(node: Any) -> Any:
@@ -157,9 +180,18 @@ def write_endpoint(*, key_required: bool = True) -> Callable[[F], F]:
                     retry_after=1,
                 ) from error
 
+        # Read by loyalty.contract: the document declares the header and the 428.
+        wrapper._idempotency = "required" if key_required else "optional"  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def replayed(body: Any, status: int) -> tuple[Any, int, dict[str, str]]:
+    """The answer to a repeat of a write that already took effect (same order id, a second
+    cancel or capture...): the first status and the resulting object, marked like a replay
+    by Idempotency-Key, so every kind of repeat looks the same to a client."""
+    return body, status, {REPLAY_HEADER: "true"}
 
 
 def _run_once(view: Callable[..., Any], key: str, args: Any, kwargs: Any) -> Response:

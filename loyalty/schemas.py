@@ -137,26 +137,58 @@ def Text(max_length: int, **kwargs: Any) -> fields.String:
     return fields.String(validate=validate.Length(min=1, max=max_length), **kwargs)
 
 
-class CursorQuery(StrictSchema):
-    cursor = fields.String(load_default=None, validate=validate.Length(max=64))
-    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+class FieldErrorSchema(Schema):
+    """One invalid field of the request."""
+
+    class Meta:
+        register = True
+
+    field = fields.String(
+        required=True,
+        metadata={
+            "description": "The field's path: body fields by JSON name, list items by index, "
+            "joined by dots (`lines.0.unit_price_minor`); query parameters and headers by "
+            "name; empty for the body as a whole.",
+            "example": "lines.0.unit_price_minor",
+        },
+    )
+    message = fields.String(
+        required=True, metadata={"example": "Must be greater than or equal to 0."}
+    )
 
 
 class ProblemSchema(Schema):
-    """RFC 9457 problem details (served as application/problem+json).
+    """RFC 9457 problem details, served as `application/problem+json`.
 
-    `errors` maps each invalid field to its messages (nested like the request body). A
-    problem type may add extension members (RFC 9457 section 3.2), e.g. `field`, `held`.
+    A problem type may add extension members (RFC 9457 section 3.2): `errors` on a 422,
+    `reason`/`reasons` on coupon problems, `retry_after` with `Retry-After`, `held`...
     """
 
     class Meta:
         register = True
         unknown = INCLUDE  # documents additionalProperties: extension members are allowed
 
-    type = fields.String(required=True)
-    title = fields.String(required=True)
-    status = fields.Integer(required=True)
-    detail = fields.String()
-    errors = fields.Dict(keys=fields.String())
-    field = fields.String(metadata={"description": "the field a domain rule refused"})
-    request_id = fields.String()
+    type = fields.String(
+        required=True,
+        metadata={
+            "description": "Identifies the problem type; stable, switch on it. A URI "
+            "reference (`/problems/<slug>`) that resolves, on this service, to the page "
+            "explaining the type.",
+            "example": "/problems/validation-failed",
+        },
+    )
+    title = fields.String(
+        required=True, metadata={"description": "The type's one human-readable title."}
+    )
+    status = fields.Integer(required=True, metadata={"description": "The HTTP status code."})
+    detail = fields.String(metadata={"description": "What went wrong in this occurrence."})
+    errors = fields.List(
+        fields.Nested(FieldErrorSchema),
+        metadata={
+            "description": "On `validation-failed` (422): every invalid field, whether the "
+            "schema or a business rule refused it, in one shape."
+        },
+    )
+    request_id = fields.String(
+        metadata={"description": "Matches the `X-Request-ID` header and the server's log."}
+    )

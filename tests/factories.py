@@ -120,3 +120,12 @@ class Factories:
 def idem(headers: dict[str, str], key: str | None = None) -> dict[str, str]:
     """Headers plus a fresh (or given) Idempotency-Key."""
     return {**headers, "Idempotency-Key": key or uuid.uuid4().hex}
+
+
+def error_fields(problem: dict[str, Any]) -> dict[str, list[str]]:
+    """A 422 problem's `errors` list as {field path: [messages]}, for assertions."""
+    fields: dict[str, list[str]] = {}
+    for entry in problem["errors"]:
+        assert set(entry) == {"field", "message"}, entry  # the one documented shape
+        fields.setdefault(entry["field"], []).append(entry["message"])
+    return fields

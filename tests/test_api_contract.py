@@ -7,6 +7,7 @@ import re
 import pytest
 
 from loyalty.auth import scopes
+from tests.factories import error_fields
 
 PROBLEM = "application/problem+json"
 
@@ -130,7 +131,7 @@ class TestProblemDetails:
         )
         assert response.status_code == 422
         assert response.mimetype == PROBLEM
-        assert field in response.json["errors"]
+        assert field in error_fields(response.json)
 
     def test_an_oversized_body_is_a_413_problem(self, client, make):
         response = client.post(

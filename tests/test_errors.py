@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from loyalty.app import create_app
-from tests.factories import idem
+from tests.factories import error_fields, idem
 
 PROBLEM = "application/problem+json"
 BEYOND_BIGINT = 2**63
@@ -120,7 +120,7 @@ def test_a_path_id_beyond_bigint_is_a_404_problem_not_a_database_overflow(client
 def test_an_id_beyond_bigint_in_a_body_is_a_422_on_that_field(client, make, path, body, field):
     response = client.post(path, json=body, headers=idem(make.api_key()))
     assert response.status_code == 422 and response.mimetype == PROBLEM, response.json
-    assert field in response.json["errors"]
+    assert field in {path.split(".")[0] for path in error_fields(response.json)}
 
 
 def test_error_responses_are_documented_as_problem_json_with_extension_members(client):
@@ -164,13 +164,13 @@ def test_a_nul_character_in_any_text_field_is_a_422_on_that_field(client, make, 
     # PostgreSQL text can't hold NUL: it used to reach the driver and answer a 500.
     response = client.post(path, json=body, headers=idem(make.api_key()))
     assert response.status_code == 422 and response.mimetype == PROBLEM, response.json
-    assert field in response.json["errors"]
+    assert field in error_fields(response.json)
 
 
 def test_a_nul_character_in_a_query_string_or_path_segment_is_a_4xx_problem(client, make):
     headers = make.api_key()
     query = client.get("/v1/stores", query_string={"region": "north\x00"}, headers=headers)
-    assert query.status_code == 422 and "region" in query.json["errors"]
+    assert query.status_code == 422 and "region" in error_fields(query.json)
     for path in ("/v1/stores/S%001", "/v1/orders/O%001"):
         response = client.get(path, headers=headers)
         assert response.status_code == 404 and response.mimetype == PROBLEM, path

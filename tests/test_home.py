@@ -6,12 +6,12 @@ import re
 from urllib.parse import urljoin
 
 
-def test_the_root_is_an_html_page_linking_docs_document_and_health(client):
+def test_the_root_is_an_html_page_linking_docs_document_problems_and_health(client):
     response = client.get("/")
     assert response.status_code == 200
     assert response.mimetype == "text/html"
     links = re.findall(r'href="([^"]+)"', response.get_data(as_text=True))
-    assert sorted(links) == ["docs", "healthz", "openapi.json", "readyz"]
+    assert sorted(links) == ["docs", "healthz", "openapi.json", "problems", "readyz"]
     for link in links:
         target = client.get(urljoin("/", link))
         assert target.status_code == 200, link

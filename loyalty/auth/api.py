@@ -25,6 +25,7 @@ from loyalty.errors import MemberNotActive, NotFound
 from loyalty.http import write_endpoint
 from loyalty.members.models import IdentityKind
 from loyalty.members.operations import find_member_by_identity, get_member
+from loyalty.pagination import PageQuery, int_cursor, page, page_schema
 
 blp = Blueprint("auth", __name__, description="API clients and member tokens")
 
@@ -55,14 +56,18 @@ def create_client(data: dict[str, Any]) -> Any:
 @blp.route("/api-clients")
 @blp.doc(security=[{"ApiKey": []}])
 @requires(scopes.ADMIN)
-@blp.response(200, ApiClientSchema(many=True))
-def list_clients() -> Any:
-    """Every API client; a store-bound admin key sees its own store's keys only."""
-    query = sa.select(ApiClient).order_by(ApiClient.id)
+@blp.arguments(PageQuery, location="query")
+@blp.response(200, page_schema(ApiClientSchema))
+def list_clients(query: dict[str, Any]) -> Any:
+    """List API clients, oldest first; a store-bound admin key sees its own store's only."""
+    select = sa.select(ApiClient).order_by(ApiClient.id).limit(query["limit"] + 1)
+    after = int_cursor(query["cursor"])
+    if after is not None:
+        select = select.where(ApiClient.id > after)
     store_id = current_caller().store_id
     if store_id is not None:
-        query = query.where(ApiClient.store_id == store_id)
-    return db.session.scalars(query).all()
+        select = select.where(ApiClient.store_id == store_id)
+    return page(db.session.scalars(select).all(), query["limit"], key=lambda c: c.id)
 
 
 @blp.route("/api-clients/<int:client_id>/revoke", methods=["POST"])

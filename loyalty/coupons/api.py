@@ -68,8 +68,9 @@ from loyalty.coupons.schemas import (
 )
 from loyalty.db import db
 from loyalty.errors import InvalidInput, NotFound
-from loyalty.http import write_endpoint
+from loyalty.http import replayed, write_endpoint
 from loyalty.members.operations import get_member
+from loyalty.pagination import PageQuery, int_cursor, page, page_of, page_schema
 from loyalty.stores.models import Channel, Store
 from loyalty.timezones import local
 
@@ -182,12 +183,13 @@ def create_offer(data: dict[str, Any]) -> Any:
 @blp.doc(security=API_KEY)
 @requires(scopes.COUPONS_ADMIN)
 @blp.arguments(OfferQuery, location="query")
-@blp.response(200, OfferSchema(many=True))
+@blp.response(200, page_schema(OfferSchema))
 def list_offers(query: dict[str, Any]) -> Any:
+    """List offers, oldest first, optionally by status."""
     found = offers.list_offers(
-        status=query["status"], limit=query["limit"], after_id=query["after_id"]
+        status=query["status"], limit=query["limit"] + 1, after_id=int_cursor(query["cursor"])
     )
-    return [_offer_view(offer) for offer in found]
+    return page([_offer_view(offer) for offer in found], query["limit"], key=lambda o: o.id)
 
 
 @blp.route("/coupons/offers/<int:offer_id>")
@@ -195,6 +197,7 @@ def list_offers(query: dict[str, Any]) -> Any:
 @requires(scopes.COUPONS_ADMIN)
 @blp.response(200, OfferSchema)
 def get_offer(offer_id: int) -> Any:
+    """Get an offer with its current terms and counters."""
     return _offer_view(offers.get_offer(offer_id))
 
 
@@ -214,14 +217,21 @@ def update_offer(changes: dict[str, Any], offer_id: int) -> Any:
 @blp.route("/coupons/offers/<int:offer_id>/versions")
 @blp.doc(security=API_KEY)
 @requires(scopes.COUPONS_ADMIN)
-@blp.response(200, OfferVersionSchema(many=True))
-def offer_versions(offer_id: int) -> Any:
+@blp.arguments(PageQuery, location="query")
+@blp.response(200, page_schema(OfferVersionSchema))
+def offer_versions(query: dict[str, Any], offer_id: int) -> Any:
+    """List an offer's versions, first first: the terms each redemption was made under."""
     offers.get_offer(offer_id)
-    return db.session.scalars(
+    after = int_cursor(query["cursor"])
+    select = (
         db.select(CouponOfferVersion)
         .where(CouponOfferVersion.offer_id == offer_id)
         .order_by(CouponOfferVersion.version)
-    ).all()
+        .limit(query["limit"] + 1)
+    )
+    if after is not None:
+        select = select.where(CouponOfferVersion.version > after)
+    return page(db.session.scalars(select).all(), query["limit"], key=lambda v: v.version)
 
 
 @blp.route("/coupons/offers/<int:offer_id>/stats")
@@ -312,7 +322,7 @@ def issue(data: dict[str, Any], offer_id: int) -> Any:
         source_ref=data["source_ref"],
         campaign_id=data["campaign_id"],
     )
-    return {"coupons": coupons}
+    return {"items": coupons}
 
 
 @blp.route("/coupons/batches/<int:batch_id>")
@@ -320,6 +330,7 @@ def issue(data: dict[str, Any], offer_id: int) -> Any:
 @requires(scopes.COUPONS_ADMIN)
 @blp.response(200, BatchSchema)
 def get_batch(batch_id: int) -> Any:
+    """Get a code batch: how many codes were asked for and made."""
     return offers.get_batch(batch_id)
 
 
@@ -366,7 +377,7 @@ def return_code(code_id: int) -> Any:
 def member_coupons(query: dict[str, Any], member_id: int) -> Any:
     """Support's view of a member's wallet."""
     member = get_member(member_id)
-    return {"coupons": _wallet(member.id, member.timezone, query["status"])}
+    return _wallet(member.id, member.timezone, query)
 
 
 # --- rewards catalogue (admin) ------------------------------------------------------------------
@@ -386,9 +397,12 @@ def create_reward(data: dict[str, Any]) -> Any:
 @blp.route("/coupons/rewards")
 @blp.doc(security=API_KEY)
 @requires(scopes.COUPONS_ADMIN)
-@blp.response(200, RewardSchema(many=True))
-def list_rewards() -> Any:
-    return wallet.list_rewards(only_available=False)
+@blp.arguments(PageQuery, location="query")
+@blp.response(200, page_schema(RewardSchema))
+def list_rewards(query: dict[str, Any]) -> Any:
+    """List the rewards catalogue, available or not, by id."""
+    rewards = wallet.list_rewards(only_available=False)
+    return page_of(rewards, cursor=query["cursor"], limit=query["limit"], key=lambda r: r.id)
 
 
 @blp.route("/coupons/rewards/<int:reward_id>", methods=["PATCH"])
@@ -398,6 +412,7 @@ def list_rewards() -> Any:
 @blp.arguments(RewardUpdateSchema)
 @blp.response(200, RewardSchema)
 def update_reward(changes: dict[str, Any], reward_id: int) -> Any:
+    """Change a reward's name, cost, stock or availability."""
     return wallet.update_reward(reward_id, changes)
 
 
@@ -464,6 +479,8 @@ def _redeem_or_hold(data: dict[str, Any], *, hold_seconds: int | None) -> Any:
             actor=caller.actor,
             hold_seconds=hold_seconds,
         )
+    if checkout.replayed:  # the same codes for the same order_ref: the first redemptions
+        return replayed(_checkout_view(checkout), 201)
     return _checkout_view(checkout)
 
 
@@ -479,6 +496,8 @@ def capture(data: dict[str, Any], checkout_ref: str) -> Any:
     checkout = operations.capture_hold(
         checkout_ref, order_ref=data["order_ref"], now=utcnow(), actor=current_caller().actor
     )
+    if checkout.replayed:  # captured before for this order: the same redemptions
+        return replayed(_checkout_view(checkout), 200)
     return _checkout_view(checkout)
 
 
@@ -498,6 +517,7 @@ def release(checkout_ref: str) -> Any:
 @requires(scopes.COUPONS_REDEEM)
 @blp.response(200, RedemptionSchema)
 def get_redemption(redemption_id: int) -> Any:
+    """Get a redemption (this key's own, or its store's)."""
     return _own_redemption(redemption_id)
 
 
@@ -520,12 +540,15 @@ def rollback(redemption_id: int) -> Any:
 # --- member app ---------------------------------------------------------------------------------
 
 
-def _wallet(member_id: int, timezone: str, status: str | None) -> list[dict[str, Any]]:
+def _wallet(member_id: int, timezone: str, query: dict[str, Any]) -> dict[str, Any]:
+    """A page of the member's wallet (by coupon id), optionally of one status."""
     coupons = wallet.member_wallet(member_id, now=utcnow())
     for coupon in coupons:
         expires = coupon["expires_at"]
         coupon["local_expires_at"] = local(expires, timezone).isoformat() if expires else None
-    return [c for c in coupons if status is None or c["status"] == status]
+    status = query["status"]
+    chosen = [c for c in coupons if status is None or c["status"] == status]
+    return page_of(chosen, cursor=query["cursor"], limit=query["limit"], key=lambda c: c["id"])
 
 
 @blp.route("/me/coupons")
@@ -537,7 +560,7 @@ def my_coupons(query: dict[str, Any]) -> Any:
     """The member's coupons: status (available, held, redeemed, expired), expiry in their
     timezone, and where each can be used."""
     member = get_member(current_caller().member_id)  # type: ignore[arg-type]
-    return {"coupons": _wallet(member.id, member.timezone, query["status"])}
+    return _wallet(member.id, member.timezone, query)
 
 
 @blp.route("/me/coupons/validate", methods=["POST"])
@@ -566,10 +589,12 @@ def my_validate(data: dict[str, Any]) -> Any:
 @blp.route("/me/rewards")
 @blp.doc(security=MEMBER)
 @requires_member
-@blp.response(200, RewardSchema(many=True))
-def my_rewards() -> Any:
-    """Rewards the member can buy with points now."""
-    return wallet.list_rewards(only_available=True)
+@blp.arguments(PageQuery, location="query")
+@blp.response(200, page_schema(RewardSchema))
+def my_rewards(query: dict[str, Any]) -> Any:
+    """List the rewards the member can buy with points now."""
+    rewards = wallet.list_rewards(only_available=True)
+    return page_of(rewards, cursor=query["cursor"], limit=query["limit"], key=lambda r: r.id)
 
 
 @blp.route("/me/rewards/<int:reward_id>/redeem", methods=["POST"])

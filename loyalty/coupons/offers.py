@@ -193,6 +193,7 @@ def _change_caps(offer: CouponOffer, caps: Mapping[str, Any]) -> None:
 
 
 def list_offers(*, status: str | None, limit: int, after_id: int | None) -> list[CouponOffer]:
+    """Offers by id, `limit` after `after_id` (keyset)."""
     query = sa.select(CouponOffer).order_by(CouponOffer.id).limit(limit)
     if status is not None:
         query = query.where(CouponOffer.status == status)

@@ -10,6 +10,7 @@ from loyalty.basket import Basket, BasketLine
 from loyalty.coupons.discounts import OfferKind, Stacking
 from loyalty.coupons.models import OfferStatus
 from loyalty.db import BIGINT_MAX
+from loyalty.pagination import PageQuery, page_schema
 from loyalty.schemas import MAX_MINOR, Count, Id, Instant, Minor, Points, StrictSchema, Text
 from loyalty.stores.models import Channel
 
@@ -126,12 +127,10 @@ class OfferVersionSchema(StrictSchema):
     created_by = fields.String()
 
 
-class OfferQuery(StrictSchema):
+class OfferQuery(PageQuery):
     status = fields.String(
         load_default=None, validate=validate.OneOf([s.value for s in OfferStatus])
     )
-    after_id = fields.Integer(load_default=None, validate=validate.Range(min=0, max=BIGINT_MAX))
-    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
 
 
 class OfferStatsSchema(StrictSchema):
@@ -212,7 +211,9 @@ class IssueSchema(StrictSchema):
 
 
 class IssuedSchema(StrictSchema):
-    coupons = fields.List(fields.Nested(CodeSchema))
+    items = fields.List(
+        fields.Nested(CodeSchema), metadata={"description": "the coupons issued, one per member"}
+    )
 
 
 # --- baskets, validation, redemption ----------------------------------------------------------
@@ -397,11 +398,10 @@ class WalletCouponSchema(StrictSchema):
     source = fields.Dict()
 
 
-class WalletSchema(StrictSchema):
-    coupons = fields.List(fields.Nested(WalletCouponSchema))
+WalletSchema = page_schema(WalletCouponSchema, "WalletSchema")
 
 
-class WalletQuery(StrictSchema):
+class WalletQuery(PageQuery):
     status = fields.String(
         load_default=None, validate=validate.OneOf(["available", "held", "redeemed", "expired"])
     )

@@ -31,7 +31,7 @@ from loyalty.coupons.models import (
 )
 from loyalty.coupons.offers import _mark_has_codes, code_expiry, current_terms, get_offer
 from loyalty.db import db, upsert_insert
-from loyalty.errors import Conflict, InvalidInput, NotFound
+from loyalty.errors import Conflict, InvalidInput, MemberNotActive, NotFound
 from loyalty.ledger.models import LedgerTransaction
 from loyalty.ledger.operations import Cause, burn_points, lock_member_accounts, reverse_burn
 from loyalty.members.models import Member, MemberStatus
@@ -43,6 +43,10 @@ MAX_ISSUE_PER_CALL = 10_000
 
 
 # --- issuing --------------------------------------------------------------------------------
+
+
+def _listed(member_ids: list[int]) -> str:
+    return ", ".join(map(str, member_ids[:20])) + (" ..." if len(member_ids) > 20 else "")
 
 
 def issue_to_members(
@@ -67,18 +71,16 @@ def issue_to_members(
         raise InvalidInput("give at least one member", field="member_ids")
     if len(wanted) > MAX_ISSUE_PER_CALL:
         raise InvalidInput(f"at most {MAX_ISSUE_PER_CALL} members per call", field="member_ids")
-    active = set(
-        db.session.scalars(
-            sa.select(Member.id).where(
-                Member.id.in_(wanted), Member.status == MemberStatus.ACTIVE.value
-            )
-        )
+    status = dict(
+        db.session.execute(sa.select(Member.id, Member.status).where(Member.id.in_(wanted))).all()
     )
-    missing = [m for m in wanted if m not in active]
+    missing = [m for m in wanted if m not in status]
     if missing:
-        raise InvalidInput(
-            f"no active member(s): {', '.join(map(str, missing[:20]))}", field="member_ids"
-        )
+        raise NotFound(f"no member(s) {_listed(missing)}", member_ids=missing[:20])
+    # The same problem as every other path that meets a blocked (or erased, merged) member.
+    inactive = [m for m in wanted if status[m] != MemberStatus.ACTIVE.value]
+    if inactive:
+        raise MemberNotActive(f"member(s) {_listed(inactive)} not active", member_ids=inactive[:20])
     offer = get_offer(offer_id, lock=True)
     _mark_has_codes(offer)
     batch = CouponBatch(

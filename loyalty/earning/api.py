@@ -28,7 +28,8 @@ from loyalty.earning.schemas import (
     RuleSchema,
     RuleUpdateSchema,
 )
-from loyalty.http import write_endpoint
+from loyalty.http import replayed, write_endpoint
+from loyalty.pagination import page_of
 
 blp = Blueprint(
     "earning", __name__, description="Earning: orders, refunds, activities and earning rules"
@@ -57,12 +58,12 @@ def _status(created: bool) -> int:
 @write_endpoint(key_required=False)
 @blp.arguments(OrderRequestSchema)
 @blp.response(201, OrderSchema)
-@blp.alt_response(200, schema=OrderSchema, description="The order was posted before: same result")
 def post_order(data: dict[str, Any]) -> Any:
     """Post an order: points are earned with a breakdown per rule.
 
     Idempotent by the order id (and by Idempotency-Key when sent): posting it again returns
-    the first result with 200; other content under the same id is a 409. A member named by
+    the first result, 201 with `Idempotent-Replayed: true`; other content under the same
+    id is a 409 `order-id-reused`. A member named by
     an identity nobody has yet is enrolled ("enrol anywhere"). A store-bound key posts for
     its own store only (and by default).
     """
@@ -77,7 +78,7 @@ def post_order(data: dict[str, Any]) -> Any:
             now=utcnow(),
             actor=caller.actor,
         )
-    return order, _status(created)
+    return (order, 201) if created else replayed(order, 201)
 
 
 def _coupon_guess_lockout(caller: Caller, codes: list[str] | None) -> AbstractContextManager[Any]:
@@ -131,19 +132,20 @@ def _refund_view(refund: Refund, order: Order) -> dict[str, Any]:
 @write_endpoint(key_required=False)
 @blp.arguments(RefundRequestSchema)
 @blp.response(201, RefundSchema)
-@blp.alt_response(200, schema=RefundSchema, description="The refund was made before")
 def refund_order(data: dict[str, Any], order_id: str) -> Any:
     """Refund lines or an amount; points are reversed in proportion, by the return policy.
 
     The response says what happened to the points: revoked while pending, revoked from the
-    available balance, clawed back as debt, or forgiven. Idempotent by refund_id.
+    available balance, clawed back as debt, or forgiven. Idempotent by refund_id: the same
+    refund again answers 201 with the first result and `Idempotent-Replayed: true`.
     """
     caller = current_caller()
     order = _caller_order(order_id)
     refund, created = operations.refund_order(
         order, data, client_id=caller.client_id, now=utcnow(), actor=caller.actor
     )
-    return _refund_view(refund, order), _status(created)
+    view = _refund_view(refund, order)
+    return (view, 201) if created else replayed(view, 201)
 
 
 @blp.route("/orders/<order_id>/cancel", methods=["POST"])
@@ -152,9 +154,16 @@ def refund_order(data: dict[str, Any], order_id: str) -> Any:
 @write_endpoint(key_required=False)
 @blp.response(200, OrderSchema)
 def cancel_order(order_id: str) -> Any:
-    """Cancel the order: all its points are reversed. Cancelling again changes nothing."""
+    """Cancel the order: all its points are reversed.
+
+    Cancelling again changes nothing and answers the same, with `Idempotent-Replayed: true`.
+    """
     order = _caller_order(order_id)
-    return operations.cancel_order(order, now=utcnow(), actor=current_caller().actor)
+    now = utcnow()
+    order = operations.cancel_order(order, now=now, actor=current_caller().actor)
+    if (order.cancellation or {}).get("cancelled_at") != now.isoformat():
+        return replayed(order, 200)  # cancelled by an earlier request
+    return order
 
 
 # --- activities -----------------------------------------------------------------------------
@@ -211,8 +220,9 @@ def record_activity(data: dict[str, Any], member_id: int) -> Any:
 @blp.arguments(RuleQuery, location="query")
 @blp.response(200, RulePageSchema)
 def list_rules(query: dict[str, Any]) -> Any:
-    """Every earning rule, optionally by kind or active flag."""
-    return {"items": operations.list_rules(kind=query["kind"], active=query["active"])}
+    """List the earning rules, optionally by kind or active flag."""
+    rules = operations.list_rules(kind=query["kind"], active=query["active"])
+    return page_of(rules, cursor=query["cursor"], limit=query["limit"], key=lambda r: r.id)
 
 
 @blp.route("/earning-rules", methods=["POST"])
@@ -231,6 +241,7 @@ def create_rule(data: dict[str, Any]) -> Any:
 @requires(scopes.ADMIN)
 @blp.response(200, RuleSchema)
 def get_rule(rule_id: int) -> Any:
+    """Get an earning rule."""
     return operations.get_rule(rule_id)
 
 

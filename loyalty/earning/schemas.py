@@ -7,6 +7,7 @@ from typing import Any
 from marshmallow import ValidationError, fields, validate, validates_schema
 
 from loyalty.earning.models import ActivityKind, OrderStatus, RuleKind
+from loyalty.pagination import PageQuery, page_schema
 from loyalty.schemas import MAX_MINOR, MAX_POINTS, Id, Instant, StrictSchema, Text
 from loyalty.stores.models import Channel
 
@@ -282,10 +283,9 @@ class RuleSchema(RuleFieldsSchema):
     updated_at = fields.DateTime()
 
 
-class RuleQuery(StrictSchema):
+class RuleQuery(PageQuery):
     kind = fields.String(load_default=None, validate=validate.OneOf([k.value for k in RuleKind]))
     active = fields.Boolean(load_default=None)
 
 
-class RulePageSchema(StrictSchema):
-    items = fields.List(fields.Nested(RuleSchema))
+RulePageSchema = page_schema(RuleSchema)

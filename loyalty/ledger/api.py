@@ -14,7 +14,7 @@ from loyalty.auth.tokens import mint_member_qr
 from loyalty.clock import utcnow
 from loyalty.db import db
 from loyalty.errors import NotFound
-from loyalty.http import write_endpoint
+from loyalty.http import replayed, write_endpoint
 from loyalty.ledger import operations, queries
 from loyalty.ledger.models import PointHold
 from loyalty.ledger.notes import attach_notes, erase_notes, export_notes
@@ -168,6 +168,7 @@ def _own_hold(hold_id: int) -> PointHold:
 @requires(scopes.POINTS_WRITE)
 @blp.response(200, HoldSchema)
 def get_hold(hold_id: int) -> Any:
+    """Get a points hold: its status (active, captured, released, expired) and amounts."""
     return _own_hold(hold_id)
 
 
@@ -187,6 +188,9 @@ def capture_hold(data: dict[str, Any], hold_id: int) -> Any:
 
     hold = _own_hold(hold_id)
     order_ref = data["order_id"]
+    earlier = operations.captured_alike(hold.id, data["points"], order_ref)
+    if earlier is not None:  # a repeat of the capture: the first answer, no second burn
+        return replayed(earlier, 200)
     cause = operations.Cause("hold", order_ref or f"hold:{hold.id}")
     hold, _tx = operations.capture_hold(
         hold.id,

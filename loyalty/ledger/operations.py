@@ -923,6 +923,16 @@ def _locked_hold(hold_id: int) -> tuple[PointHold, MemberAccounts]:
     return hold, accounts
 
 
+def captured_alike(hold_id: int, amount: int | None, order_ref: str | None) -> PointHold | None:
+    """The hold, locked, when it was already captured by the same request (same points and
+    order): a repeat then answers like the first capture instead of a 409. None otherwise
+    (capture_hold decides, under the same lock)."""
+    hold, _accounts = _locked_hold(hold_id)
+    if hold.status != HoldStatus.CAPTURED or hold.order_ref != order_ref:
+        return None
+    return hold if (hold.amount if amount is None else amount) == hold.captured else None
+
+
 def _close_hold(
     hold: PointHold, accounts: MemberAccounts, status: HoldStatus, now: datetime
 ) -> None:

@@ -4,7 +4,8 @@ from marshmallow import fields, validate
 
 from loyalty.ledger.models import TransactionKind
 from loyalty.ledger.notes import shown_reason
-from loyalty.schemas import MAX_POINTS, CursorQuery, Day, Instant, Points, StrictSchema, Text
+from loyalty.pagination import PageQuery, page_schema
+from loyalty.schemas import MAX_POINTS, Day, Instant, Points, StrictSchema, Text
 
 
 class BalanceSchema(StrictSchema):
@@ -39,7 +40,7 @@ class TransactionSchema(StrictSchema):
         return shown_reason(tx)
 
 
-class HistoryQuery(CursorQuery):
+class HistoryQuery(PageQuery):
     kind = fields.List(
         fields.String(validate=validate.OneOf([k.value for k in TransactionKind])),
         load_default=None,
@@ -48,9 +49,7 @@ class HistoryQuery(CursorQuery):
     until = Instant(load_default=None)
 
 
-class HistoryPageSchema(StrictSchema):
-    items = fields.List(fields.Nested(TransactionSchema))
-    next_cursor = fields.String(allow_none=True)
+HistoryPageSchema = page_schema(TransactionSchema, "HistoryPageSchema")
 
 
 class ExpiringQuery(StrictSchema):

@@ -39,6 +39,7 @@ from loyalty.members.schemas import (
     SearchQuery,
     SelfProfileSchema,
 )
+from loyalty.pagination import page_of
 from loyalty.stores.models import Channel, Store
 
 blp = Blueprint("members", __name__, description="Members: enrol, identify, profiles, merges")
@@ -120,7 +121,7 @@ def search(query: dict[str, Any]) -> Any:
     """Find a member by any one identity (following merges); an empty list when nobody."""
     kind = next(k for k in IDENTITY_KINDS if query.get(k) is not None)
     items = operations.search_members(kind, query[kind], default_region=query["default_region"])
-    return {"items": items}
+    return page_of(items, cursor=query["cursor"], limit=query["limit"], key=lambda m: m.id)
 
 
 @blp.route("/members/<int:member_id>")
@@ -199,6 +200,7 @@ def block(data: dict[str, Any], member_id: int) -> Any:
 @write_endpoint()
 @blp.response(200, MemberSchema)
 def unblock(member_id: int) -> Any:
+    """Unblock a member: earning and spending work again (a no-op when active)."""
     return operations.unblock_member(member_id, now=utcnow(), actor=current_caller().actor)
 
 
@@ -248,6 +250,7 @@ def erase(member_id: int) -> Any:
 @requires_member
 @blp.response(200, ProfileResponseSchema)
 def my_profile() -> Any:
+    """The member's own profile: name, contact details, preferences, consents."""
     return operations.get_member(current_caller().member_id)
 
 

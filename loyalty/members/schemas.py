@@ -9,6 +9,7 @@ from marshmallow import ValidationError, fields, validate, validates_schema
 
 from loyalty.ledger.schemas import BalanceSchema
 from loyalty.members.models import IdentityKind
+from loyalty.pagination import PageQuery, page_schema
 from loyalty.schemas import Id, StrictSchema, Text
 from loyalty.stores.models import Channel
 from loyalty.stores.schemas import COUNTRY, PlainText, iana_timezone, no_control_characters
@@ -116,7 +117,7 @@ class IdentifyRequestSchema(StrictSchema):
         _exactly_one(data, ["qr_token", *IDENTITY_KINDS])
 
 
-class SearchQuery(StrictSchema):
+class SearchQuery(PageQuery):
     phone = Identity()
     email = Identity()
     card = Identity()
@@ -207,8 +208,7 @@ class MemberSchema(ProfileResponseSchema):
     erased_at = fields.DateTime(allow_none=True)
 
 
-class MemberListSchema(StrictSchema):
-    items = fields.List(fields.Nested(MemberSchema))
+MemberListSchema = page_schema(MemberSchema)
 
 
 class MergeSchema(StrictSchema):

@@ -20,6 +20,7 @@ from loyalty.outbox.schemas import (
     RetryAllRequestSchema,
     RetryAllResultSchema,
 )
+from loyalty.pagination import int_cursor
 
 blp = Blueprint("outbox", __name__, description="Outbox deliveries: dead letters and retries")
 API_KEY = [{"ApiKey": []}]
@@ -50,11 +51,12 @@ def _view(delivery: OutboxDelivery, event: OutboxEvent) -> dict[str, Any]:
 @blp.response(200, DeadLetterPageSchema)
 def list_dead_letters(query: dict[str, Any]) -> Any:
     """Deliveries that failed their last allowed attempt, oldest first, with the event and
-    the last error. Page with `after_id` = the previous page's `next_after_id`."""
-    page = admin.list_dead_letters(
-        consumer=query["consumer"], after_id=query["after_id"], limit=query["limit"]
+    the last error."""
+    found = admin.list_dead_letters(
+        consumer=query["consumer"], after_id=int_cursor(query["cursor"]), limit=query["limit"]
     )
-    return {"items": [_view(*item) for item in page.items], "next_after_id": page.next_after_id}
+    next_cursor = None if found.next_after_id is None else str(found.next_after_id)
+    return {"items": [_view(*item) for item in found.items], "next_cursor": next_cursor}
 
 
 @blp.route("/outbox/dead-letters/<int:delivery_id>/retry", methods=["POST"])

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-from marshmallow import fields, validate
+from marshmallow import fields
 
-from loyalty.db import BIGINT_MAX
 from loyalty.outbox.consumers import MAX_NAME_LENGTH
+from loyalty.pagination import PageQuery, page_schema
 from loyalty.schemas import StrictSchema, Text
 
 
-class DeadLetterQuery(StrictSchema):
+class DeadLetterQuery(PageQuery):
     consumer = Text(
         MAX_NAME_LENGTH, load_default=None, metadata={"description": "only this consumer"}
     )
-    after_id = fields.Integer(
-        load_default=None,
-        validate=validate.Range(min=0, max=BIGINT_MAX),
-        metadata={"description": "the previous page's next_after_id"},
-    )
-    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
 
 
 class DeliverySchema(StrictSchema):
@@ -37,11 +31,7 @@ class DeliverySchema(StrictSchema):
     occurred_at = fields.DateTime()
 
 
-class DeadLetterPageSchema(StrictSchema):
-    items = fields.List(fields.Nested(DeliverySchema))
-    next_after_id = fields.Integer(
-        allow_none=True, metadata={"description": "pass as after_id for the next page; null: last"}
-    )
+DeadLetterPageSchema = page_schema(DeliverySchema, "DeadLetterPageSchema")
 
 
 class RetryAllRequestSchema(StrictSchema):

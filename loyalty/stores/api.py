@@ -11,6 +11,7 @@ from loyalty.auth.context import current_caller, requires
 from loyalty.clock import utcnow
 from loyalty.errors import Forbidden, NotFound
 from loyalty.http import write_endpoint
+from loyalty.pagination import PageQuery, page, page_of, page_schema
 from loyalty.stores import operations
 from loyalty.stores.models import Channel
 from loyalty.stores.schemas import (
@@ -45,10 +46,17 @@ def create_store(data: dict[str, Any]) -> Any:
 @blp.doc(security=[{"ApiKey": []}])
 @requires(scopes.ADMIN)
 @blp.arguments(StoreQuery, location="query")
-@blp.response(200, StoreSchema(many=True))
+@blp.response(200, page_schema(StoreSchema))
 def list_stores(query: dict[str, Any]) -> Any:
-    """All stores by code (a store-bound key: only its own)."""
-    return operations.list_stores(**query, only=current_caller().store_id)
+    """List stores, by code (a store-bound key: only its own)."""
+    filters = {name: query[name] for name in ("region", "active", "partner")}
+    rows = operations.list_stores(
+        **filters,
+        only=current_caller().store_id,
+        after=query["cursor"],
+        limit=query["limit"] + 1,
+    )
+    return page(rows, query["limit"], key=lambda store: store.id)
 
 
 @blp.route("/stores/<store_id>")
@@ -56,6 +64,7 @@ def list_stores(query: dict[str, Any]) -> Any:
 @requires(scopes.ADMIN)
 @blp.response(200, StoreSchema)
 def get_store(store_id: str) -> Any:
+    """Get a store by its code (a store-bound key: only its own; others answer 404)."""
     if not current_caller().may_act_for_store(store_id):
         raise NotFound(f"no store {store_id!r}")  # other owners' objects answer 404
     return operations.get_store(store_id)
@@ -76,7 +85,9 @@ def update_store(changes: dict[str, Any], store_id: str) -> Any:
 @blp.route("/channels")
 @blp.doc(security=[{"ApiKey": []}])
 @requires(scopes.ADMIN)
-@blp.response(200, ChannelSchema(many=True))
-def list_channels() -> Any:
-    """The sales channels orders and enrolments name."""
-    return [{"code": channel.value, "needs_store": channel.needs_store} for channel in Channel]
+@blp.arguments(PageQuery, location="query")
+@blp.response(200, page_schema(ChannelSchema))
+def list_channels(query: dict[str, Any]) -> Any:
+    """List the sales channels orders and enrolments name."""
+    channels = [{"code": c.value, "needs_store": c.needs_store} for c in Channel]
+    return page_of(channels, cursor=query["cursor"], limit=query["limit"], key=lambda c: c["code"])

@@ -56,9 +56,16 @@ def list_stores(
     active: bool | None = None,
     partner: bool | None = None,
     only: str | None = None,
+    after: str | None = None,
+    limit: int | None = None,
 ) -> list[Store]:
-    """Stores by code; `only` restricts the list to one store (a store-bound caller)."""
+    """Stores by code; `only` restricts the list to one store (a store-bound caller).
+    `after` and `limit` page by code (keyset)."""
     query = sa.select(Store).order_by(Store.id)
+    if after is not None:
+        query = query.where(Store.id > after)
+    if limit is not None:
+        query = query.limit(limit)
     if region is not None:
         query = query.where(Store.region == region)
     if active is not None:

@@ -7,6 +7,7 @@ from typing import Any
 from marshmallow import ValidationError, fields, validate
 
 from loyalty.errors import InvalidInput
+from loyalty.pagination import PageQuery
 from loyalty.schemas import StrictSchema, Text
 from loyalty.timezones import validate_timezone
 
@@ -60,7 +61,7 @@ class StoreUpdateSchema(StrictSchema):
     active = fields.Boolean()
 
 
-class StoreQuery(StrictSchema):
+class StoreQuery(PageQuery):
     region = Text(64, load_default=None)
     active = fields.Boolean(load_default=None)
     partner = fields.Boolean(load_default=None)

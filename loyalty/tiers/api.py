@@ -12,6 +12,7 @@ from loyalty.clock import utcnow
 from loyalty.http import write_endpoint
 from loyalty.ledger.operations import member_balance
 from loyalty.members.operations import get_member
+from loyalty.pagination import PageQuery, page_of
 from loyalty.tiers import operations
 from loyalty.tiers.schemas import (
     MeSchema,
@@ -49,10 +50,12 @@ def me() -> Any:
 @blp.route("/tiers")
 @blp.doc(security=[{"ApiKey": []}])
 @requires(scopes.ADMIN)
+@blp.arguments(PageQuery, location="query")
 @blp.response(200, TierListSchema)
-def list_tiers() -> Any:
-    """Every tier, entry tier first."""
-    return {"items": operations.list_tiers()}
+def list_tiers(query: dict[str, Any]) -> Any:
+    """List the tiers, entry tier first."""
+    tiers = operations.list_tiers()
+    return page_of(tiers, cursor=query["cursor"], limit=query["limit"], key=lambda t: t.rank)
 
 
 @blp.route("/tiers", methods=["POST"])
@@ -71,6 +74,7 @@ def create_tier(data: dict[str, Any]) -> Any:
 @requires(scopes.ADMIN)
 @blp.response(200, TierSchema)
 def get_tier(tier_id: int) -> Any:
+    """Get a tier."""
     return operations.get_tier(tier_id)
 
 

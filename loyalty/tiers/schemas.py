@@ -7,6 +7,7 @@ from typing import Any
 from marshmallow import ValidationError, fields, validate, validates_schema
 
 from loyalty.ledger.schemas import BalanceSchema
+from loyalty.pagination import page_schema
 from loyalty.schemas import MAX_MINOR, StrictSchema, Text
 from loyalty.tiers.models import TierBasis
 
@@ -44,8 +45,7 @@ class TierSchema(TierFieldsSchema):
     updated_at = fields.DateTime(allow_none=True)
 
 
-class TierListSchema(StrictSchema):
-    items = fields.List(fields.Nested(TierSchema))
+TierListSchema = page_schema(TierSchema)
 
 
 class TierBriefSchema(StrictSchema):

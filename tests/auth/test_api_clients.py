@@ -43,8 +43,8 @@ def test_a_store_bound_admin_key_lists_and_revokes_its_own_stores_keys_only(clie
     store_admin = make.api_key(scopes.ADMIN, store_id="S1")
     head_office = make.api_key(scopes.ADMIN)
     other_store = _mint(client, head_office, scopes=["admin"], store_id="S2").json
-    listed = client.get("/v1/api-clients", headers=store_admin).json
+    listed = client.get("/v1/api-clients", headers=store_admin).json["items"]
     assert {c["store_id"] for c in listed} == {"S1"}
     revoke = client.post(f"/v1/api-clients/{other_store['id']}/revoke", headers=store_admin)
     assert revoke.status_code == 404
-    assert len(client.get("/v1/api-clients", headers=head_office).json) == 3
+    assert len(client.get("/v1/api-clients", headers=head_office).json["items"]) == 3

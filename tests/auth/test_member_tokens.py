@@ -15,7 +15,7 @@ from loyalty.clock import utcnow
 from loyalty.db import db
 from tests.concurrency import in_threads
 from tests.earning.factories import order_body
-from tests.factories import idem
+from tests.factories import error_fields, idem
 
 pytestmark = pytest.mark.usefixtures("app")
 
@@ -29,7 +29,7 @@ def _app_token(client, backend, member_id):  # type: ignore[no-untyped-def]
 def test_revoking_the_app_backends_key_revokes_the_tokens_it_minted(client, make):
     admin = make.api_key(scopes.ADMIN)
     backend = make.api_key(scopes.MEMBER_TOKENS, name="app backend")
-    backend_id = client.get("/v1/api-clients", headers=admin).json[-1]["id"]
+    backend_id = client.get("/v1/api-clients", headers=admin).json["items"][-1]["id"]
     token = _app_token(client, backend, make.member().id)
     assert client.get("/v1/me/balance", headers=token).status_code == 200
     client.post(f"/v1/api-clients/{backend_id}/revoke", headers=idem(admin))
@@ -72,7 +72,7 @@ def test_a_revoked_member_token_names_no_member_in_an_order(client, make):
     client.post(f"/v1/members/{member_id}/unblock", headers=idem(admin))
     refused = client.post("/v1/orders", json=order_body({"member_token": token}), headers=till)
     assert refused.status_code == 422
-    assert "member.member_token" in refused.json["errors"]
+    assert "member.member_token" in error_fields(refused.json)
 
 
 def test_checking_a_member_token_costs_one_statement(app, client, make):
@@ -114,7 +114,7 @@ def test_a_qr_token_used_at_identify_cannot_name_the_member_of_an_order(client, 
     )
     order = client.post("/v1/orders", json=order_body({"qr_token": qr}), headers=till)
     assert order.status_code == 422
-    assert "member.qr_token" in order.json["errors"]
+    assert "member.qr_token" in error_fields(order.json)
 
 
 def test_a_qr_token_in_an_order_that_failed_is_still_good(client, make):

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("app")
 def wallet(client, make, member_id):
     response = client.get("/v1/me/coupons", headers=make.member_token(member_id))
     assert response.status_code == 200
-    return {c["code"]: c for c in response.json["coupons"]}
+    return {c["code"]: c for c in response.json["items"]}
 
 
 def test_issued_coupons_appear_with_status_and_where_they_can_be_used(client, make):
@@ -32,7 +32,7 @@ def test_issued_coupons_appear_with_status_and_where_they_can_be_used(client, ma
     issued = client.post(f"/v1/coupons/offers/{offer.id}/issue",
                          json={"member_ids": [member.id]}, headers=idem(admin))  # fmt: skip
     assert issued.status_code == 201
-    [available] = [c["code"] for c in issued.json["coupons"]]
+    [available] = [c["code"] for c in issued.json["items"]]
     held, redeemed = (
         issue_to_members(offer.id, [member.id], now=utcnow(), actor="t")[0].code for _ in "ab"
     )
@@ -87,7 +87,8 @@ class TestRewards:
     ):
         member = make.member(points=1000)
         token = make.member_token(member.id)
-        assert [r["id"] for r in client.get("/v1/me/rewards", headers=token).json] == [reward["id"]]
+        offered = client.get("/v1/me/rewards", headers=token).json["items"]
+        assert [r["id"] for r in offered] == [reward["id"]]
         bought = client.post(f"/v1/me/rewards/{reward['id']}/redeem", headers=idem(token))
         assert bought.status_code == 201 and bought.json["member_id"] == member.id
         assert member_balance(member.id).available == 600

@@ -30,12 +30,12 @@ def test_the_same_order_posted_by_ten_threads_at_once_earns_once(app, make):
 
     def post(_):
         response = app.test_client().post("/v1/orders", json=body, headers=headers)
-        return response.status_code, response.json
+        return response.status_code, response.json, "Idempotent-Replayed" in response.headers
 
     results = in_threads(app, 10, post)
-    codes = sorted(code for code, _ in results)
-    assert codes == [200] * 9 + [201]
-    bodies = [data for _, data in results]
+    assert [code for code, _, _ in results] == [201] * 10
+    assert sorted(replayed for _, _, replayed in results) == [False] + [True] * 9
+    bodies = [data for _, data, _ in results]
     assert all(data == bodies[0] for data in bodies)
     assert bodies[0]["points_earned"] == 100
     assert _count(Order) == 1 and _count(LedgerTransaction) == 1

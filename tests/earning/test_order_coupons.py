@@ -28,7 +28,8 @@ def test_an_order_with_a_coupon_earns_on_the_discounted_amount_and_cancel_restor
     assert len(data["coupons"]) == 1
     assert code_row(code).uses == 1
     again = client.post("/v1/orders", json=body, headers=pos)
-    assert again.status_code == 200 and again.json == data
+    assert again.status_code == 201 and again.json == data
+    assert again.headers["Idempotent-Replayed"] == "true"
     assert code_row(code).uses == 1
     cancelled = client.post(f"/v1/orders/{data['order_id']}/cancel", headers=pos)
     assert cancelled.json["status"] == "cancelled"

@@ -108,7 +108,7 @@ def test_partial_refunds_give_back_in_proportion_and_never_more_than_was_paid(cl
         json={"refund_id": "R3", "amount_minor": 1_000},
         headers=till,
     )
-    assert again.status_code == 200 and again.json["points_returned"] == 34
+    assert again.status_code == 201 and again.json["points_returned"] == 34
     cancelled = client.post(f"/v1/orders/{order['order_id']}/cancel", headers=till)
     assert cancelled.json["cancellation"]["points_returned"] == 0
     shown = client.get(f"/v1/holds/{hold_id}", headers=till).json

@@ -105,7 +105,8 @@ def test_a_refund_is_idempotent_by_its_refund_id(client, make, pos):
     order = post(client, pos, member.id, ("A", None, 1, 1_000))
     first = refund(client, pos, order["order_id"], refund_id="R1", amount_minor=500)
     again = refund(client, pos, order["order_id"], refund_id="R1", amount_minor=500)
-    assert (first.status_code, again.status_code) == (201, 200)
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.headers["Idempotent-Replayed"] == "true"
     assert again.json == first.json
     other = refund(client, pos, order["order_id"], refund_id="R1", amount_minor=501)
     assert other.status_code == 409 and other.json["type"].endswith("/refund-id-reused")

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 
 from loyalty.db import db
 from loyalty.ledger.models import PointHold
-from tests.factories import idem
+from tests.factories import error_fields, idem
 
 PROBLEM = "application/problem+json"
 
@@ -20,7 +20,7 @@ def test_a_points_hold_at_an_unknown_store_is_a_422_and_holds_nothing(client, ma
         headers=idem(make.api_key()),
     )
     assert response.status_code == 422 and response.mimetype == PROBLEM
-    assert "store_id" in response.json["errors"]
+    assert "store_id" in error_fields(response.json)
     assert db.session.scalar(sa.select(sa.func.count()).select_from(PointHold)) == 0
     balance = client.get(f"/v1/members/{member.id}/balance", headers=make.api_key()).json
     assert balance["available"] == 100
@@ -35,7 +35,7 @@ def test_capturing_more_points_than_the_database_can_hold_is_a_422(client, make)
     response = client.post(
         f"/v1/holds/{hold['id']}/capture", json={"points": 2**70}, headers=idem(headers)
     )
-    assert response.status_code == 422 and "points" in response.json["errors"]
+    assert response.status_code == 422 and "points" in error_fields(response.json)
 
 
 @pytest.mark.parametrize("cursor", ["99999999999999999999999", "²", "-1", "1 "])
@@ -44,7 +44,7 @@ def test_a_history_cursor_that_is_no_bigint_id_is_a_422(client, make, cursor):
     response = client.get(
         f"/v1/members/{member.id}/ledger", query_string={"cursor": cursor}, headers=make.api_key()
     )
-    assert response.status_code == 422 and "cursor" in response.json["errors"]
+    assert response.status_code == 422 and "cursor" in error_fields(response.json)
 
 
 @pytest.mark.parametrize(

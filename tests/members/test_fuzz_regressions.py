@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from loyalty.db import db
 from loyalty.members.models import Member
-from tests.factories import idem
+from tests.factories import error_fields, idem
 from tests.members.factories import PROBLEM
 
 # Matches the locale pattern (language + three subtags) but is wider than the 16-char column.
@@ -19,7 +19,7 @@ def test_a_locale_longer_than_its_column_is_a_422_not_a_database_error(client, m
     ]:
         response = client.patch(path, json={"locale": LONG_LOCALE}, headers=idem(headers))
         assert response.status_code == 422 and response.mimetype == PROBLEM, path
-        assert "locale" in response.json["errors"]
+        assert "locale" in error_fields(response.json)
     db.session.expire_all()
     assert db.session.get(Member, member.id).locale == "en"
 

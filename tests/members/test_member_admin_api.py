@@ -10,7 +10,7 @@ from loyalty.errors import MemberNotActive
 from loyalty.ledger import operations as ledger
 from loyalty.members.models import Member
 from loyalty.outbox import OutboxEvent
-from tests.factories import idem
+from tests.factories import error_fields, idem
 from tests.members.factories import PROBLEM, topics
 
 
@@ -67,7 +67,7 @@ def test_profile_input_is_checked_field_by_field(client, make, admin):
     ]:
         response = client.patch(f"/v1/members/{member.id}", json=body, headers=idem(admin))
         assert response.status_code == 422 and response.mimetype == PROBLEM, body
-        assert field in response.json["errors"], (body, response.json)
+        assert field in error_fields(response.json), (body, response.json)
     assert topics(member.id) == ["member.enrolled"]
 
 
@@ -105,7 +105,7 @@ def test_an_identity_of_another_member_cannot_be_added(client, make, admin):
         json={"kind": "email", "value": "nope"},
         headers=idem(admin),
     )
-    assert bad.status_code == 422 and "email" in bad.json["errors"]
+    assert bad.status_code == 422 and "email" in error_fields(bad.json)
 
 
 def test_blocking_stops_earning_until_unblocked(client, make, admin):
@@ -139,7 +139,7 @@ def test_support_searches_by_any_identity(client, make, admin):
         assert response.status_code == 200, response.json
         assert [m["id"] for m in response.json["items"]] == [member.id]
     nobody = client.get("/v1/members/search?card=NOBODY123", headers=admin)
-    assert nobody.json == {"items": []}
+    assert nobody.json == {"items": [], "next_cursor": None}
     assert client.get("/v1/members/search", headers=admin).status_code == 422
     assert (
         client.get("/v1/members/search?email=a@b.fr&card=ABC123", headers=admin).status_code == 422
@@ -206,7 +206,7 @@ def test_a_member_cannot_change_status_tier_region_attributes_or_reset_the_birth
         assert response.status_code == 422 and response.mimetype == PROBLEM, body
     client.patch("/v1/me/profile", json={"birthday": "1990-01-01"}, headers=idem(token))
     again = client.patch("/v1/me/profile", json={"birthday": "1990-06-01"}, headers=idem(token))
-    assert again.status_code == 422 and "birthday" in again.json["errors"]
+    assert again.status_code == 422 and "birthday" in error_fields(again.json)
 
 
 def test_a_member_token_only_ever_reaches_its_own_member(client, make):

@@ -56,11 +56,11 @@ def test_dead_letters_are_listed_page_by_page_with_the_event_and_last_error(clie
 
     first = client.get("/v1/outbox/dead-letters?limit=4", headers=admin)
     assert first.status_code == 200
-    assert len(first.json["items"]) == 4 and first.json["next_after_id"] is not None
+    assert len(first.json["items"]) == 4 and first.json["next_cursor"] is not None
     second = client.get(
-        f"/v1/outbox/dead-letters?limit=4&after_id={first.json['next_after_id']}", headers=admin
+        f"/v1/outbox/dead-letters?limit=4&cursor={first.json['next_cursor']}", headers=admin
     )
-    assert len(second.json["items"]) == 2 and second.json["next_after_id"] is None
+    assert len(second.json["items"]) == 2 and second.json["next_cursor"] is None
     items = first.json["items"] + second.json["items"]
     assert sorted((i["consumer"], i["event_id"]) for i in items) == sorted(
         (c, e) for c in ("test.sms", "test.mail") for e in events
@@ -107,7 +107,7 @@ def test_retrying_all_dead_letters_of_a_consumer_or_of_every_consumer(client, ad
     relay(utcnow() + timedelta(seconds=1))
     assert sorted(broken["seen"]) == sorted(events * 2)
     listed = client.get("/v1/outbox/dead-letters", headers=admin)
-    assert listed.json == {"items": [], "next_after_id": None}
+    assert listed.json == {"items": [], "next_cursor": None}
 
 
 def test_retrying_what_is_not_a_dead_letter_is_a_problem(client, admin, register):
@@ -123,7 +123,7 @@ def test_retrying_what_is_not_a_dead_letter_is_a_problem(client, admin, register
     assert missing.status_code == 404 and missing.content_type == PROBLEM
 
 
-@pytest.mark.parametrize("query", ["limit=0", "limit=201", "after_id=-1", "consumer="])
+@pytest.mark.parametrize("query", ["limit=0", "limit=201", "cursor=-1", "consumer="])
 def test_bad_list_parameters_are_a_422_problem(client, admin, query):
     response = client.get(f"/v1/outbox/dead-letters?{query}", headers=admin)
     assert response.status_code == 422 and response.content_type == PROBLEM
@@ -184,7 +184,13 @@ def test_readiness_reports_the_outbox_backlog(client, broken):
 def test_readiness_on_a_database_not_migrated_yet_reports_the_backlog_error(tmp_path):
     from loyalty.app import create_app
 
-    app = create_app({"database_url": f"sqlite:///{tmp_path / 'empty.db'}", "redis_url": None})
+    app = create_app(
+        {
+            "database_url": f"sqlite:///{tmp_path / 'empty.db'}",
+            "redis_url": None,
+            "secret_key": "s" * 40,
+        }
+    )
     response = app.test_client().get("/readyz")
     assert response.status_code == 200
     assert response.json["backlog"]["outbox"] == {"error": "OperationalError"}

@@ -40,7 +40,8 @@ def _seed() -> None:
                 next_attempt_at, created_at, updated_at, done_at)
             SELECT e.id, c.name, e.member_id, 'done', 1, e.dispatched_at, e.dispatched_at,
                    e.dispatched_at, e.dispatched_at
-            FROM outbox_events e CROSS JOIN (VALUES ('test.a'), ('test.b')) AS c(name)""",
+            FROM outbox_events e CROSS JOIN (VALUES ('test.a'), ('test.b')) AS c(name)
+            WHERE e.dispatched_at IS NOT NULL""",
         # A backlog: the newest 300 events still pending for test.b, 40 dead letters for test.a.
         f"""UPDATE outbox_deliveries SET status = 'pending', done_at = NULL,
                 next_attempt_at = now() - interval '1 minute'
@@ -53,6 +54,9 @@ def _seed() -> None:
             SELECT 'client:1', 'k' || g, 'f', 200,
                    now() - interval '60 days' + g * interval '100 seconds'
             FROM generate_series(1, {EVENTS}) g""",
+        # The member whose erasure is planned below (events name members by id only).
+        """INSERT INTO members (id, status, locale, timezone, attributes, created_at, updated_at)
+            VALUES (42, 'active', 'en', 'UTC', '{}', now(), now())""",
         "ANALYZE outbox_events",
         "ANALYZE outbox_deliveries",
         "ANALYZE idempotency_keys",
@@ -116,8 +120,9 @@ def _plans(statement: str, parameters: Any) -> dict[str, Any]:
 
 
 @pytest.mark.postgres
-def test_relay_dead_letters_backlog_and_purges_use_indexes_at_50k_rows(app, register):
+def test_relay_dead_letters_backlog_and_purges_use_indexes_at_50k_rows(app, register, make):
     _seed()
+    member = make.member()  # after the seed: the seeded events are ids 1..EVENTS
     register("test.a", lambda event: None, "t.x")
     register("test.b", lambda event: None, "t.x")
     now = utcnow()
@@ -133,11 +138,11 @@ def test_relay_dead_letters_backlog_and_purges_use_indexes_at_50k_rows(app, regi
         db.session.rollback()
         idempotency.purge_expired_chunk(now, 48, limit=500)
         db.session.rollback()
-        erase_delivery_errors(42, now)
+        erase_delivery_errors(member.id, now)
         db.session.rollback()
 
     assert backlog["due_deliveries"]["test.b"]["count"] == 300
-    assert backlog["undispatched_events"]["count"] == 200
+    assert backlog["undispatched_events"]["count"] == 201  # and the member's enrolment
     assert backlog["dead_letters"]["count"] == 40
     assert len(statements) >= 10
     assert any(

@@ -41,7 +41,7 @@ from tests.factories import Factories, idem
 pytestmark = pytest.mark.postgres
 
 SCALE = HistoryScale(
-    members=4_000,
+    members=20_000,
     entries=40_000,
     orders=20_000,
     redemptions=20_000,
