@@ -16,8 +16,8 @@ def register_blueprints(api: Api) -> None:
     from loyalty.stores.api import blp as stores
     from loyalty.tiers.api import blp as tiers
     from notifications.api import blp as notifications
-    from notifications.push import blp as push
     from notifications.login_codes.api import blp as login_codes
+    from notifications.push import blp as push
     from notifications.webhooks.api import blp as webhooks
 
     api.register_blueprint(health)

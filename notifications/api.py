@@ -22,7 +22,7 @@ from loyalty.db import db
 from loyalty.errors import InvalidInput
 from loyalty.http import write_endpoint
 from loyalty.members.operations import get_member
-from loyalty.schemas import CursorQuery
+from loyalty.pagination import PageQuery, int_cursor, page, page_of
 from notifications import consent, pipeline, queries, templates
 from notifications.models import MessageTemplate
 from notifications.providers.base import Channel
@@ -157,17 +157,15 @@ def set_member_preferences(data: dict[str, Any], member_id: int) -> Any:
 @blp.route("/members/<int:member_id>/consent-history")
 @blp.doc(security=API_KEY)
 @requires(scopes.ADMIN)
-@blp.arguments(CursorQuery, location="query")
+@blp.arguments(PageQuery, location="query")
 @blp.response(200, ConsentHistorySchema)
 def consent_history(query: dict[str, Any], member_id: int) -> Any:
     """Every consent change of the person, oldest first: what, who, where (source and
     place), when."""
     member = get_member(member_id)
-    after = queries._cursor(query["cursor"]) or 0
+    after = int_cursor(query["cursor"]) or 0
     items = consent.history(member.id, after_id=after, limit=query["limit"] + 1)
-    more = len(items) > query["limit"]
-    items = items[: query["limit"]]
-    return {"items": items, "next_cursor": str(items[-1].id) if more else None}
+    return page(items, query["limit"], key=lambda change: change.id)
 
 
 @blp.route("/notifications/messages/<int:message_id>")
@@ -182,7 +180,7 @@ def message_detail(message_id: int) -> Any:
 @blp.route("/notifications/recorded")
 @blp.doc(security=API_KEY)
 @requires(scopes.ADMIN)
-@blp.arguments(CursorQuery, location="query")
+@blp.arguments(PageQuery, location="query")
 @blp.response(200, RecordedPageSchema)
 def recorded(query: dict[str, Any]) -> Any:
     """What the recording provider (the embedded default) would have sent, newest first."""
@@ -195,8 +193,9 @@ def recorded(query: dict[str, Any]) -> Any:
 @blp.route("/notifications/templates")
 @blp.doc(security=API_KEY)
 @requires(scopes.ADMIN)
+@blp.arguments(PageQuery, location="query")
 @blp.response(200, TemplateListSchema)
-def list_templates() -> Any:
+def list_templates(query: dict[str, Any]) -> Any:
     """Every template in use: the shipped defaults (version 0) and the latest stored
     version of each (key, channel, locale)."""
     found = {(d["key"], d["channel"], d["locale"]): 0 for d in templates.shipped_defaults()}
@@ -210,12 +209,15 @@ def list_templates() -> Any:
     ).all()
     for key, channel, locale, version in latest:
         found[(key, channel, locale)] = version
-    return {
-        "items": [
-            {"key": k, "channel": c, "locale": loc, "version": v}
-            for (k, c, loc), v in sorted(found.items())
-        ]
-    }
+    # Paged in memory like other small lists, in (key, channel, locale) order: the cursor
+    # is the last one's "key/channel/locale" (none of the three holds a "/").
+    items = [
+        {"key": k, "channel": c, "locale": loc, "version": v} for (k, c, loc), v in found.items()
+    ]
+    return page_of(
+        items, cursor=query["cursor"], limit=query["limit"],
+        key=lambda t: f"{t['key']}/{t['channel']}/{t['locale']}",
+    )  # fmt: skip
 
 
 @blp.route("/notifications/templates", methods=["POST"])
@@ -236,19 +238,24 @@ def create_template_version(data: dict[str, Any]) -> Any:
 @blp.route("/notifications/templates/<key>/<channel>/<locale>/versions")
 @blp.doc(security=API_KEY)
 @requires(scopes.ADMIN)
+@blp.arguments(PageQuery, location="query")
 @blp.response(200, TemplateVersionsSchema)
-def template_versions(key: str, channel: str, locale: str) -> Any:
+def template_versions(query: dict[str, Any], key: str, channel: str, locale: str) -> Any:
     """Every stored version of one template, newest first."""
-    rows = db.session.scalars(
-        sa.select(MessageTemplate)
-        .where(
-            MessageTemplate.key == key[:100],
-            MessageTemplate.channel == channel[:16],
-            MessageTemplate.locale == locale[:16],
-        )
-        .order_by(MessageTemplate.version.desc())
+    select = sa.select(MessageTemplate).where(
+        MessageTemplate.key == key[:100],
+        MessageTemplate.channel == channel[:16],
+        MessageTemplate.locale == locale[:16],
     )
-    return {"items": list(rows)}
+    before = int_cursor(query["cursor"])
+    if before is not None:
+        select = select.where(MessageTemplate.version < before)
+    rows = list(
+        db.session.scalars(
+            select.order_by(MessageTemplate.version.desc()).limit(query["limit"] + 1)
+        )
+    )
+    return page(rows, query["limit"], key=lambda row: row.version)
 
 
 def _rendered(resolved: templates.ResolvedTemplate, rendered: templates.Rendered) -> dict[str, Any]:

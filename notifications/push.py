@@ -34,6 +34,7 @@ from loyalty.http import write_endpoint
 from loyalty.members.operations import get_member
 from loyalty.members.privacy import register_erase_step, register_export_section
 from loyalty.members.resolution import history_member_ids
+from loyalty.pagination import PageQuery, int_cursor, page, page_schema
 from loyalty.schemas import Instant, StrictSchema
 from notifications import pipeline
 from notifications.providers.base import Channel
@@ -97,13 +98,16 @@ def remove_subscription(member_id: int, subscription_id: int) -> None:
         raise NotFound(f"no push subscription {subscription_id}")
 
 
-def member_subscriptions(member_id: int) -> list[PushSubscription]:
-    query = (
-        sa.select(PushSubscription)
-        .where(PushSubscription.member_id.in_(history_member_ids(member_id)))
-        .order_by(PushSubscription.id.desc())
+def member_subscriptions(
+    member_id: int, *, before_id: int | None = None, limit: int | None = None
+) -> list[PushSubscription]:
+    """The person's subscriptions, newest first (those below `before_id`, up to `limit`)."""
+    query = sa.select(PushSubscription).where(
+        PushSubscription.member_id.in_(history_member_ids(member_id))
     )
-    return list(db.session.scalars(query))
+    if before_id is not None:
+        query = query.where(PushSubscription.id < before_id)
+    return list(db.session.scalars(query.order_by(PushSubscription.id.desc()).limit(limit)))
 
 
 def as_destination(subscription: PushSubscription) -> str:
@@ -221,8 +225,7 @@ class SubscriptionSchema(StrictSchema):
     created_at = Instant()
 
 
-class SubscriptionListSchema(StrictSchema):
-    subscriptions = fields.List(fields.Nested(SubscriptionSchema))
+SubscriptionListSchema = page_schema(SubscriptionSchema, "SubscriptionListSchema")
 
 
 blp = Blueprint("push", __name__, description="Web Push subscriptions of the member app")
@@ -232,11 +235,15 @@ MEMBER = [{"MemberToken": []}]
 @blp.route("/me/push-subscriptions")
 @blp.doc(security=MEMBER)
 @requires_member
+@blp.arguments(PageQuery, location="query")
 @blp.response(200, SubscriptionListSchema)
-def my_subscriptions() -> Any:
+def my_subscriptions(query: dict[str, Any]) -> Any:
     """The member's registered push subscriptions, newest first."""
     member = get_member(current_caller().member_id)  # type: ignore[arg-type]
-    return {"subscriptions": member_subscriptions(member.id)}
+    rows = member_subscriptions(
+        member.id, before_id=int_cursor(query["cursor"]), limit=query["limit"] + 1
+    )
+    return page(rows, query["limit"], key=lambda row: row.id)
 
 
 @blp.route("/me/push-subscriptions", methods=["POST"])

@@ -7,17 +7,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from loyalty.db import db
-from loyalty.errors import InvalidInput, NotFound
+from loyalty.errors import NotFound
 from loyalty.members.resolution import current_member_id, history_member_ids
+from loyalty.pagination import int_cursor
 from notifications.models import Message, MessageTransition, RecordedMessage
-
-
-def _cursor(cursor: str | None) -> int | None:
-    if cursor is None:
-        return None
-    if not cursor.isdigit() or len(cursor) > 19:
-        raise InvalidInput("not a cursor from a previous page", field="cursor")
-    return int(cursor)
 
 
 def message_page(
@@ -32,7 +25,7 @@ def message_page(
     Index: (member_id, id)."""
     ids = history_member_ids(current_member_id(member_id))
     query = sa.select(Message).where(Message.member_id.in_(ids))
-    before = _cursor(cursor)
+    before = int_cursor(cursor)
     if before is not None:
         query = query.where(Message.id < before)
     if state is not None:
@@ -65,7 +58,7 @@ def message_detail(message_id: int) -> dict[str, Any]:
 def recorded_page(*, cursor: str | None, limit: int) -> dict[str, Any]:
     """What the recording provider 'sent', newest first."""
     query = sa.select(RecordedMessage)
-    before = _cursor(cursor)
+    before = int_cursor(cursor)
     if before is not None:
         query = query.where(RecordedMessage.id < before)
     rows = list(db.session.scalars(query.order_by(RecordedMessage.id.desc()).limit(limit + 1)))

@@ -6,7 +6,8 @@ import re
 
 from marshmallow import ValidationError, fields, validate, validates
 
-from loyalty.schemas import CursorQuery, Id, StrictSchema, Text
+from loyalty.pagination import PageQuery, page_schema
+from loyalty.schemas import Id, StrictSchema, Text
 from notifications.consent import ConsentSource, Purpose
 from notifications.models import MessageState
 from notifications.providers.base import Channel
@@ -17,8 +18,7 @@ TEMPLATE_KEY = re.compile(r"[a-z][a-z0-9_]{0,99}")
 LOCALE = re.compile(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})*")
 
 
-class MessageQuery(CursorQuery):
-    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
+class MessageQuery(PageQuery):
     state = fields.String(
         load_default=None, validate=validate.OneOf([s.value for s in MessageState])
     )
@@ -46,9 +46,7 @@ class MessageSchema(StrictSchema):
     next_attempt_at = fields.AwareDateTime(allow_none=True)
 
 
-class MessagePageSchema(StrictSchema):
-    items = fields.List(fields.Nested(MessageSchema))
-    next_cursor = fields.String(allow_none=True)
+MessagePageSchema = page_schema(MessageSchema)
 
 
 class TransitionSchema(StrictSchema):
@@ -115,9 +113,7 @@ class ConsentChangeSchema(StrictSchema):
     at = fields.AwareDateTime()
 
 
-class ConsentHistorySchema(StrictSchema):
-    items = fields.List(fields.Nested(ConsentChangeSchema))
-    next_cursor = fields.String(allow_none=True)
+ConsentHistorySchema = page_schema(ConsentChangeSchema, "ConsentHistorySchema")
 
 
 class RecordedSchema(StrictSchema):
@@ -133,9 +129,7 @@ class RecordedSchema(StrictSchema):
     recorded_at = fields.AwareDateTime()
 
 
-class RecordedPageSchema(StrictSchema):
-    items = fields.List(fields.Nested(RecordedSchema))
-    next_cursor = fields.String(allow_none=True)
+RecordedPageSchema = page_schema(RecordedSchema)
 
 
 class _TemplateRef(StrictSchema):
@@ -168,12 +162,8 @@ class TemplateListItemSchema(StrictSchema):
     version = fields.Integer()
 
 
-class TemplateListSchema(StrictSchema):
-    items = fields.List(fields.Nested(TemplateListItemSchema))
-
-
-class TemplateVersionsSchema(StrictSchema):
-    items = fields.List(fields.Nested(TemplateVersionSchema))
+TemplateListSchema = page_schema(TemplateListItemSchema, "TemplateListSchema")
+TemplateVersionsSchema = page_schema(TemplateVersionSchema, "TemplateVersionsSchema")
 
 
 class _RenderFor(_TemplateRef):

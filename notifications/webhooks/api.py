@@ -15,6 +15,7 @@ from loyalty.auth.context import current_caller, requires
 from loyalty.clock import utcnow
 from loyalty.db import db
 from loyalty.http import write_endpoint
+from loyalty.pagination import PageQuery, int_cursor, page, page_schema
 from notifications.webhooks import operations
 from notifications.webhooks.models import WebhookSubscription
 from notifications.webhooks.schemas import (
@@ -57,10 +58,18 @@ def create_subscription(data: dict[str, Any]) -> Any:
 @blp.route("/webhooks")
 @blp.doc(security=API_KEY)
 @requires(scopes.ADMIN)
-@blp.response(200, SubscriptionSchema(many=True))
-def list_subscriptions() -> Any:
-    """Every subscription (never its secret)."""
-    return db.session.scalars(sa.select(WebhookSubscription).order_by(WebhookSubscription.id))
+@blp.arguments(PageQuery, location="query")
+@blp.response(200, page_schema(SubscriptionSchema, "WebhookSubscriptionPageSchema"))
+def list_subscriptions(query: dict[str, Any]) -> Any:
+    """Every subscription (never its secret), oldest first."""
+    select = sa.select(WebhookSubscription)
+    after = int_cursor(query["cursor"])
+    if after is not None:
+        select = select.where(WebhookSubscription.id > after)
+    rows = list(
+        db.session.scalars(select.order_by(WebhookSubscription.id).limit(query["limit"] + 1))
+    )
+    return page(rows, query["limit"], key=lambda row: row.id)
 
 
 @blp.route("/webhooks/<int:subscription_id>")
@@ -68,6 +77,7 @@ def list_subscriptions() -> Any:
 @requires(scopes.ADMIN)
 @blp.response(200, SubscriptionSchema)
 def get_subscription(subscription_id: int) -> Any:
+    """One subscription (never its secret)."""
     return operations.get_subscription(subscription_id)
 
 
@@ -91,6 +101,7 @@ def update_subscription(data: dict[str, Any], subscription_id: int) -> Any:
 @write_endpoint(key_required=False)
 @blp.response(204)
 def delete_subscription(subscription_id: int) -> Any:
+    """Remove a subscription; its deliveries go with it."""
     operations.delete_subscription(subscription_id)
 
 
@@ -119,10 +130,12 @@ def list_deliveries(query: dict[str, Any], subscription_id: int) -> Any:
     """The subscription's deliveries, newest first, each with its last response (status
     code, the first 1000 characters of the body, time) or error."""
     items = operations.deliveries_page(
-        subscription_id, status=query["status"], after_id=query["after_id"], limit=query["limit"]
+        subscription_id,
+        status=query["status"],
+        before_id=int_cursor(query["cursor"]),
+        limit=query["limit"] + 1,
     )
-    last = items[-1].id if len(items) == query["limit"] else None
-    return {"items": items, "next_after_id": last}
+    return page(items, query["limit"], key=lambda delivery: delivery.id)
 
 
 @blp.route("/webhooks/deliveries/<int:delivery_id>/retry", methods=["POST"])

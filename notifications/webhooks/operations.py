@@ -547,7 +547,7 @@ def purge_finished_chunk(now: datetime, *, retention: timedelta, limit: int) -> 
 
 
 def deliveries_page(
-    subscription_id: int, *, status: str | None, after_id: int | None, limit: int
+    subscription_id: int, *, status: str | None, before_id: int | None, limit: int
 ) -> list[WebhookDelivery]:
     get_subscription(subscription_id)
     query = (
@@ -558,6 +558,6 @@ def deliveries_page(
     )
     if status is not None:
         query = query.where(WebhookDelivery.status == status)
-    if after_id is not None:
-        query = query.where(WebhookDelivery.id < after_id)
+    if before_id is not None:
+        query = query.where(WebhookDelivery.id < before_id)
     return list(db.session.scalars(query))

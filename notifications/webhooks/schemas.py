@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marshmallow import fields, validate
 
-from loyalty.db import BIGINT_MAX
+from loyalty.pagination import PageQuery, page_schema
 from loyalty.schemas import StrictSchema, Text
 from notifications.webhooks.models import SubscriptionStatus, WebhookDeliveryStatus
 from notifications.webhooks.targets import MAX_URL_LENGTH
@@ -60,12 +60,10 @@ class SubscriptionWithSecretSchema(SubscriptionSchema):
     )
 
 
-class WebhookDeliveryQuery(StrictSchema):
+class WebhookDeliveryQuery(PageQuery):
     status = fields.String(
         load_default=None, validate=validate.OneOf([s.value for s in WebhookDeliveryStatus])
     )
-    after_id = fields.Integer(load_default=None, validate=validate.Range(min=0, max=BIGINT_MAX))
-    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
 
 
 class WebhookDeliverySchema(StrictSchema):
@@ -86,6 +84,4 @@ class WebhookDeliverySchema(StrictSchema):
     done_at = fields.DateTime(allow_none=True)
 
 
-class WebhookDeliveryPageSchema(StrictSchema):
-    items = fields.List(fields.Nested(WebhookDeliverySchema))
-    next_after_id = fields.Integer(allow_none=True)
+WebhookDeliveryPageSchema = page_schema(WebhookDeliverySchema)

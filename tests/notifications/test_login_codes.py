@@ -230,7 +230,7 @@ def test_revoking_the_app_key_revokes_the_tokens_it_got(
     auth = {"Authorization": f"Bearer {token['token']}"}
     assert client.get("/v1/me", headers=auth).status_code == 200
     admin = make.api_key(scopes.ADMIN)
-    clients = client.get("/v1/api-clients", headers=admin).json
+    clients = client.get("/v1/api-clients", headers=admin).json["items"]
     app_client = next(c for c in clients if c["name"] == "member app")
     client.post(f"/v1/api-clients/{app_client['id']}/revoke", headers=admin)
     from loyalty import cache

@@ -46,7 +46,7 @@ def test_a_member_registers_lists_and_removes_a_subscription(client, make):
     assert created.status_code == 201, created.json
     assert created.json["endpoint"] == browser_json()["endpoint"]
     assert created.json["expires_at"] is None
-    assert [s["id"] for s in listed.json["subscriptions"]] == [created.json["id"]]
+    assert [s["id"] for s in listed.json["items"]] == [created.json["id"]]
     assert removed.status_code == 204
     assert count() == 0
 
@@ -87,7 +87,7 @@ def test_a_member_cannot_see_or_remove_another_members_subscription(client, make
     created = client.post(URL, json=browser_json(), headers=idem(make.member_token(owner.id)))
     other_token = make.member_token(other.id)
 
-    assert client.get(URL, headers=other_token).json["subscriptions"] == []
+    assert client.get(URL, headers=other_token).json["items"] == []
     gone = client.delete(f"{URL}/{created.json['id']}", headers=other_token)
 
     assert gone.status_code == 404

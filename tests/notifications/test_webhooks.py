@@ -21,7 +21,7 @@ from loyalty.db import db
 from loyalty.outbox.relay import relay_batch
 from notifications.webhooks import operations, signing
 from notifications.webhooks.models import WebhookDelivery, WebhookSubscription
-from tests.factories import Factories, idem
+from tests.factories import Factories, error_fields, idem
 from tests.notifications.receiver import receiver
 
 POLICY = operations.DeliveryPolicy(
@@ -200,7 +200,7 @@ def test_rotation_signs_with_both_secrets_until_the_old_one_expires(
     with receiver(200) as hook:
         created = subscribe(client, admin, hook.url, "tier.changed")
         assert "secret" not in client.get(f"/v1/webhooks/{created['id']}", headers=admin).json
-        assert "secret" not in client.get("/v1/webhooks", headers=admin).json[0]
+        assert "secret" not in client.get("/v1/webhooks", headers=admin).json["items"][0]
         rotated = client.post(
             f"/v1/webhooks/{created['id']}/rotate-secret",
             json={"keep_previous_seconds": 3600},
@@ -249,7 +249,7 @@ def test_urls_that_are_not_public_http_are_refused(
         headers=idem(make.api_key(scopes.ADMIN)),
     )
     assert response.status_code == 422
-    assert why in response.json["errors"]["url"][0]
+    assert why in error_fields(response.json)["url"][0]
 
 
 def test_unknown_event_types_are_refused(client: FlaskClient, make: Factories) -> None:
@@ -259,7 +259,7 @@ def test_unknown_event_types_are_refused(client: FlaskClient, make: Factories) -
         headers=idem(make.api_key(scopes.ADMIN)),
     )
     assert response.status_code == 422
-    assert "points.stolen" in response.json["errors"]["topics"][0]
+    assert "points.stolen" in error_fields(response.json)["topics"][0]
 
 
 def test_a_private_target_is_refused_again_at_send_time(
