@@ -7,7 +7,7 @@ PYTHON ?= python3
 PG_URL ?= postgresql://postgres@127.0.0.1:5432/test
 REDIS_HOST ?= 127.0.0.1
 
-.PHONY: install run test test-sqlite test-postgres lint format bench bench-segments bench-smoke clean
+.PHONY: install run test test-sqlite test-postgres lint format bench bench-segments bench-smoke bench-notify clean
 
 # pip is quiet (its output would bury what `make run` prints); say once why nothing moves.
 $(STAMP): pyproject.toml
@@ -54,15 +54,22 @@ format: install
 bench: install
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.segments
+	$(BIN)/python -m bench.notifications
 
 ## Segment counts only (1M members; smaller: BENCH_SEGMENT_MEMBERS=100000):
 bench-segments: install
 	$(BIN)/python -m bench.segments
 
+## Notifications alone: 100,000 outbox events -> RQ (2 workers) -> recording provider, beside
+## a raw Redis push + PostgreSQL update baseline. Smaller: make bench-notify BENCH_NOTIFY_MESSAGES=10000
+bench-notify: install
+	$(BIN)/python -m bench.notifications
+
 ## The same in about two minutes: a small history, 5 s runs, one worker setting.
 bench-smoke: install
 	BENCH_SCALE=0.005 BENCH_DURATION=5 BENCH_MEMBERS=200 BENCH_CODES=20000 \
 	  $(BIN)/python -m bench --workers sync:4
+	BENCH_NOTIFY_MESSAGES=2000 $(BIN)/python -m bench.notifications
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache

@@ -262,6 +262,12 @@ def _init_api(app: Flask) -> None:
     _complete_document(app)
     app.register_blueprint(home.blp)
     app.register_blueprint(problems.blp)
+    # Provider-facing endpoints (Twilio webhooks, unsubscribe links): plain blueprints,
+    # outside the API document; importing them also registers their pipeline hooks.
+    from notifications import inbound, unsubscribe
+
+    app.register_blueprint(inbound.blp)
+    app.register_blueprint(unsubscribe.blp)
     app.register_error_handler(OmniloyalError, domain_error_response)
 
 

@@ -16,7 +16,25 @@ def register_blueprints(api: Api) -> None:
     from loyalty.outbox.api import blp as outbox
     from loyalty.stores.api import blp as stores
     from loyalty.tiers.api import blp as tiers
+    from notifications.api import blp as notifications
+    from notifications.login_codes.api import blp as login_codes
+    from notifications.push import blp as push
+    from notifications.webhooks.api import blp as webhooks
 
     api.register_blueprint(health)
-    for blueprint in (auth, members, stores, ledger, earning, tiers, coupons, outbox, segments):
+    for blueprint in (
+        auth,
+        members,
+        stores,
+        ledger,
+        earning,
+        tiers,
+        coupons,
+        outbox,
+        notifications,
+        push,
+        webhooks,
+        login_codes,
+        segments,
+    ):
         api.register_blueprint(blueprint, url_prefix="/v1")

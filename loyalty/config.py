@@ -68,6 +68,14 @@ class Settings:
     max_body_bytes: int
     log_level: str
     run_embedded_worker: bool
+    # Notification channel providers (notifications/providers/): None = the channel records
+    # instead of sending. public_base_url is where Twilio and mail readers reach us (status
+    # callbacks, unsubscribe links, and the URL X-Twilio-Signature is computed over).
+    twilio: Any  # notifications.providers.settings.TwilioSettings | None
+    smtp: Any  # ... SmtpSettings | None
+    webpush: Any  # ... WebPushSettings | None
+    public_base_url: str
+    unsubscribe_token_days: int  # how long an unsubscribe link works
     # Request rate limits (limits-library strings such as "100/second;5000/hour", or None
     # for off): per client IP, per caller (API key or member), and tighter per-key limits
     # on minting member tokens and on identify. See loyalty/ratelimit.py.
@@ -76,6 +84,24 @@ class Settings:
     rate_limit_member_tokens: str | None
     rate_limit_identify: str | None
     proxy_hops: int  # reverse proxies in front that set X-Forwarded-For (client IPs)
+    # Notifications (notifications/): send-time policies, provider rates, crash recovery.
+    notify_quiet_hours: Any  # policies.QuietHours | None ("21:00-08:00", "off")
+    notify_marketing_cap: Any  # policies.FrequencyCap | None ("3/7d", "off")
+    notify_rate_limits: dict[str, float]  # provider or channel -> messages per second
+    notify_max_attempts: int  # sends of one message before it fails for good
+    notify_sending_lease_seconds: int  # a message `sending` longer than this was orphaned
+    notify_recording_delay_ms: int  # the recording provider's simulated latency
+    # Outgoing webhooks and login codes (notifications/webhooks, notifications/login_codes).
+    webhook_allow_private_targets: bool  # loopback/private webhook URLs (tests, on-premise)
+    webhook_timeout_seconds: int  # connect and read timeout of one delivery
+    webhook_max_attempts: int  # attempts of one delivery before it is `failed`
+    webhook_disable_after: int  # failed deliveries in a row that disable a subscription
+    login_code_ttl_seconds: int
+    login_code_max_attempts: int  # wrong guesses before a code is dead
+    login_code_default_region: str | None  # phone numbers without +country (e.g. "CN")
+    login_code_per_destination: str  # codes sent to one phone or email ("5/hour;10/day")
+    login_code_per_ip: str  # login-code requests from one client IP
+    login_code_country_caps: dict[str, int]  # SMS codes per hour per country code, "*": any
 
     @property
     def embedded(self) -> bool:
@@ -143,6 +169,112 @@ def _currencies(raw: str) -> frozenset[str]:
     return frozenset(codes)
 
 
+# --- notification providers: one variable each (notifications/providers/settings.py) -------
+
+E164 = re.compile(r"\+[1-9]\d{6,14}")
+EMAIL_ADDRESS = re.compile(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+")
+
+
+def _text(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name)
+    return raw.strip() if raw and raw.strip() else None
+
+
+def _provider_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "twilio": _twilio_settings(env),
+        "smtp": _smtp_settings(env),
+        "webpush": _webpush_settings(env),
+        "public_base_url": _public_base_url(env),
+        "unsubscribe_token_days": _int(env, "OMNILOYAL_UNSUBSCRIBE_TOKEN_DAYS", 90, minimum=1),
+    }
+
+
+def _twilio_settings(env: Mapping[str, str]) -> Any:
+    from notifications.providers.settings import TwilioSettings
+
+    sid = _text(env, "OMNILOYAL_TWILIO_ACCOUNT_SID")
+    token = _text(env, "OMNILOYAL_TWILIO_AUTH_TOKEN")
+    service = _text(env, "OMNILOYAL_TWILIO_MESSAGING_SERVICE_SID")
+    sender = _text(env, "OMNILOYAL_TWILIO_FROM")
+    if not any((sid, token, service, sender)):
+        return None
+    if not sid or not re.fullmatch(r"AC[0-9a-fA-F]{32}", sid):
+        raise ConfigError("OMNILOYAL_TWILIO_ACCOUNT_SID must be an account SID (AC + 32 hex)")
+    if not token:
+        raise ConfigError("OMNILOYAL_TWILIO_AUTH_TOKEN is required with a Twilio account")
+    if service and not re.fullmatch(r"MG[0-9a-fA-F]{32}", service):
+        raise ConfigError("OMNILOYAL_TWILIO_MESSAGING_SERVICE_SID must be MG + 32 hex")
+    if sender and not (E164.fullmatch(sender) or re.fullmatch(r"[A-Za-z0-9 ]{1,11}", sender)):
+        raise ConfigError("OMNILOYAL_TWILIO_FROM must be an E.164 number or an alphanumeric ID")
+    if not service and not sender:
+        raise ConfigError(
+            "Twilio needs OMNILOYAL_TWILIO_MESSAGING_SERVICE_SID or OMNILOYAL_TWILIO_FROM"
+        )
+    return TwilioSettings(sid, token, messaging_service_sid=service, from_number=sender)
+
+
+def _smtp_settings(env: Mapping[str, str]) -> Any:
+    from notifications.providers.settings import SmtpSettings, SmtpTls
+
+    host = _text(env, "OMNILOYAL_SMTP_HOST")
+    if host is None:
+        for name in ("OMNILOYAL_SMTP_FROM", "OMNILOYAL_SMTP_USERNAME", "OMNILOYAL_SMTP_PASSWORD"):
+            if _text(env, name):
+                raise ConfigError(f"{name} is set but OMNILOYAL_SMTP_HOST is not")
+        return None
+    raw_tls = (_text(env, "OMNILOYAL_SMTP_TLS") or "starttls").lower()
+    try:
+        tls = SmtpTls(raw_tls)
+    except ValueError:
+        raise ConfigError(
+            f"OMNILOYAL_SMTP_TLS must be none, starttls or ssl, got {raw_tls!r}"
+        ) from None
+    default_port = {SmtpTls.NONE: 25, SmtpTls.STARTTLS: 587, SmtpTls.SSL: 465}[tls]
+    port = _int(env, "OMNILOYAL_SMTP_PORT", default_port, minimum=1)
+    if port > 65535:
+        raise ConfigError(f"OMNILOYAL_SMTP_PORT must be a TCP port, got {port}")
+    sender = _text(env, "OMNILOYAL_SMTP_FROM")
+    if not sender or not EMAIL_ADDRESS.search(sender):
+        raise ConfigError("OMNILOYAL_SMTP_FROM must hold the sender's address")
+    username = _text(env, "OMNILOYAL_SMTP_USERNAME")
+    password = env.get("OMNILOYAL_SMTP_PASSWORD") or None
+    if bool(username) != bool(password):
+        raise ConfigError("OMNILOYAL_SMTP_USERNAME and OMNILOYAL_SMTP_PASSWORD go together")
+    mailto = _text(env, "OMNILOYAL_UNSUBSCRIBE_MAILTO")
+    if mailto and not EMAIL_ADDRESS.fullmatch(mailto):
+        raise ConfigError("OMNILOYAL_UNSUBSCRIBE_MAILTO must be a bare email address")
+    return SmtpSettings(
+        host, port, sender, tls=tls, username=username, password=password,
+        unsubscribe_mailto=mailto,
+    )  # fmt: skip
+
+
+def _webpush_settings(env: Mapping[str, str]) -> Any:
+    from notifications.providers.settings import DEFAULT_PUSH_TTL_SECONDS, WebPushSettings
+
+    key = _text(env, "OMNILOYAL_VAPID_PRIVATE_KEY")
+    subject = _text(env, "OMNILOYAL_VAPID_SUBJECT")
+    if not key and not subject:
+        return None
+    if not key or "BEGIN" in key or not re.fullmatch(r"[A-Za-z0-9_\-=]{40,400}", key):
+        raise ConfigError(
+            "OMNILOYAL_VAPID_PRIVATE_KEY must be a base64url private key (not PEM), "
+            "as `vapid --gen` or py_vapid prints"
+        )
+    if not subject or not subject.startswith(("mailto:", "https://")):
+        raise ConfigError("OMNILOYAL_VAPID_SUBJECT must be a mailto: or https:// URL")
+    ttl = _int(env, "OMNILOYAL_PUSH_TTL", DEFAULT_PUSH_TTL_SECONDS, minimum=1)
+    return WebPushSettings(key, subject, ttl_seconds=ttl)
+
+
+def _public_base_url(env: Mapping[str, str]) -> str:
+    raw = _text(env, "OMNILOYAL_PUBLIC_BASE_URL") or "http://localhost:5000"
+    if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", raw):
+        raise ConfigError(f"OMNILOYAL_PUBLIC_BASE_URL must be an http(s) URL, got {raw!r}")
+    return raw.rstrip("/")
+
+
 def load_settings(
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
@@ -183,6 +315,7 @@ def load_settings(
         max_body_bytes=_int(env, "OMNILOYAL_MAX_BODY_BYTES", 1_000_000, minimum=1024),
         log_level=env.get("LOG_LEVEL", "INFO").upper(),
         run_embedded_worker=_bool(env, "OMNILOYAL_EMBEDDED_WORKER", True),
+        **_provider_settings(env),
         rate_limit_per_ip=_rate_limit(env, "OMNILOYAL_RATE_LIMIT_PER_IP", "200/second"),
         rate_limit_per_caller=_rate_limit(env, "OMNILOYAL_RATE_LIMIT_PER_CALLER", "100/second"),
         rate_limit_member_tokens=_rate_limit(
@@ -192,6 +325,8 @@ def load_settings(
             env, "OMNILOYAL_RATE_LIMIT_IDENTIFY", "10/second;5000/hour"
         ),
         proxy_hops=_int(env, "OMNILOYAL_PROXY_HOPS", 0),
+        **_notify_settings(env),
+        **_webhook_and_login_settings(env),
     )
     if overrides:
         known = {f.name for f in fields(Settings)}
@@ -202,7 +337,87 @@ def load_settings(
     return _with_signing_key(_validated(settings), instance_path, secret_source)
 
 
+def _notify_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    from notifications.policies import FrequencyCap, QuietHours
+    from notifications.ratelimit import parse_limits
+
+    def optional(name: str, default: str, parse: Any) -> Any:
+        raw = (env.get(name) or default).strip()
+        if raw.lower() == "off":
+            return None
+        try:
+            return parse(raw)
+        except ValueError as error:
+            raise ConfigError(f"{name}: {error}") from None
+
+    return {
+        "notify_quiet_hours": optional(
+            "OMNILOYAL_NOTIFY_QUIET_HOURS", "21:00-08:00", QuietHours.parse
+        ),
+        "notify_marketing_cap": optional(
+            "OMNILOYAL_NOTIFY_MARKETING_CAP", "3/7d", FrequencyCap.parse
+        ),
+        "notify_rate_limits": optional("OMNILOYAL_NOTIFY_RATE_LIMITS", "off", parse_limits) or {},
+        "notify_max_attempts": _int(env, "OMNILOYAL_NOTIFY_MAX_ATTEMPTS", 8, minimum=1),
+        "notify_sending_lease_seconds": _int(env, "OMNILOYAL_NOTIFY_SENDING_LEASE", 300, minimum=1),
+        "notify_recording_delay_ms": _int(env, "OMNILOYAL_NOTIFY_RECORDING_DELAY_MS", 0),
+    }
+
+
+def _webhook_and_login_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    region = (env.get("OMNILOYAL_LOGIN_CODE_DEFAULT_REGION") or "").strip().upper() or None
+    if region is not None and not re.fullmatch(r"[A-Z]{2}", region):
+        raise ConfigError(
+            f"OMNILOYAL_LOGIN_CODE_DEFAULT_REGION must be a region like CN, got {region!r}"
+        )
+    return {
+        "webhook_allow_private_targets": _bool(
+            env, "OMNILOYAL_WEBHOOK_ALLOW_PRIVATE_TARGETS", False
+        ),
+        "webhook_timeout_seconds": _int(env, "OMNILOYAL_WEBHOOK_TIMEOUT", 10, minimum=1),
+        "webhook_max_attempts": _int(env, "OMNILOYAL_WEBHOOK_MAX_ATTEMPTS", 10, minimum=1),
+        "webhook_disable_after": _int(env, "OMNILOYAL_WEBHOOK_DISABLE_AFTER", 20, minimum=1),
+        "login_code_ttl_seconds": _int(env, "OMNILOYAL_LOGIN_CODE_TTL", 600, minimum=60),
+        "login_code_max_attempts": _int(env, "OMNILOYAL_LOGIN_CODE_MAX_ATTEMPTS", 5, minimum=1),
+        "login_code_default_region": region,
+        "login_code_per_destination": _counter_limits(
+            env, "OMNILOYAL_LOGIN_CODE_PER_DESTINATION", "5/hour;10/day"
+        ),
+        "login_code_per_ip": _counter_limits(env, "OMNILOYAL_LOGIN_CODE_PER_IP", "20/hour"),
+        "login_code_country_caps": _country_caps(
+            env.get("OMNILOYAL_LOGIN_CODE_COUNTRY_CAPS") or "*=200"
+        ),
+    }
+
+
+def _counter_limits(env: Mapping[str, str], name: str, default: str) -> str:
+    value = (env.get(name) or default).strip()
+    checked = _checked_rate_limit(name, value)
+    assert checked is not None
+    return checked
+
+
+def _country_caps(raw: str) -> dict[str, int]:
+    """ "*=200,86=5000": SMS login codes per hour to one country calling code; "*" is the
+    cap of every country not named."""
+    caps = {}
+    for item in raw.split(","):
+        key, _, value = item.strip().partition("=")
+        key = key.strip().lstrip("+")
+        if not (key == "*" or key.isdigit()) or not value.strip().isdigit():
+            raise ConfigError(
+                f'OMNILOYAL_LOGIN_CODE_COUNTRY_CAPS must look like "*=200,86=5000", got {raw!r}'
+            )
+        caps[key] = int(value)
+    if "*" not in caps:
+        raise ConfigError('OMNILOYAL_LOGIN_CODE_COUNTRY_CAPS needs a "*=<cap>" for other countries')
+    return caps
+
+
 def _validated(settings: Settings) -> Settings:
+    if (settings.twilio or settings.smtp) and not settings.public_base_url.startswith("https://"):
+        # Twilio posts receipts to it and mail readers follow unsubscribe links from it.
+        raise ConfigError("OMNILOYAL_PUBLIC_BASE_URL must be https:// when SMS or email is on")
     for name in RATE_LIMIT_SETTINGS:  # overrides are checked like the environment
         _checked_rate_limit(name, getattr(settings, name))
     if settings.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:

@@ -79,6 +79,9 @@ def periodic_jobs() -> list[Schedule]:
     from loyalty.coupons import jobs as coupon_jobs
     from loyalty.ledger import jobs as ledger_jobs
     from loyalty.tiers import jobs as tier_jobs
+    from notifications import jobs as notify_jobs
+    from notifications.login_codes import jobs as login_code_jobs
+    from notifications.webhooks import jobs as webhook_jobs
 
     return [
         Schedule("relay-outbox", 5, relay_outbox),
@@ -89,4 +92,7 @@ def periodic_jobs() -> list[Schedule]:
         *coupon_jobs.schedules(),
         *auth_jobs.schedules(),
         *campaign_jobs.schedules(),
+        *notify_jobs.schedules(),
+        *webhook_jobs.schedules(),
+        *login_code_jobs.schedules(),
     ]

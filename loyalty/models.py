@@ -15,3 +15,12 @@ from loyalty.members import models as member_models  # noqa: F401
 from loyalty.outbox import erasure as outbox_erasure  # noqa: F401  (registers an erase step)
 from loyalty.stores import models as store_models  # noqa: F401
 from loyalty.tiers import models as tier_models  # noqa: F401
+from notifications import consent as notify_consent  # noqa: F401
+from notifications import consumers as notify_consumers  # noqa: F401  (outbox consumer)
+from notifications import models as notify_models  # noqa: F401
+from notifications import privacy as notify_privacy  # noqa: F401  (export, erase step)
+from notifications import push as notify_push  # noqa: F401  (push subscriptions, erase step)
+from notifications.login_codes import models as login_code_models  # noqa: F401
+from notifications.login_codes import operations as login_codes  # noqa: F401  (outgoing hook)
+from notifications.webhooks import models as webhook_models  # noqa: F401
+from notifications.webhooks import operations as webhook_operations  # noqa: F401  (consumer)

@@ -11,6 +11,9 @@ ADMIN = "admin"  # earning rules, tiers, stores, adjustments, merges, API client
 FINANCE_READ = "finance:read"  # liability and activity reports
 SEGMENTS_READ = "segments:read"  # attributes, segment counts, samples and exports
 SEGMENTS_WRITE = "segments:write"  # create, change and delete segments, uploads, snapshots
+# The member app's own key (it may ship inside the app): request and verify one-time login
+# codes; the member tokens it gets are revoked with it. Nothing else.
+MEMBER_LOGIN = "member-login"
 
 ALL = frozenset(
     {
@@ -25,6 +28,7 @@ ALL = frozenset(
         FINANCE_READ,
         SEGMENTS_READ,
         SEGMENTS_WRITE,
+        MEMBER_LOGIN,
     }
 )
 

@@ -37,6 +37,7 @@ from loyalty.ledger.operations import Cause, burn_points, lock_member_accounts, 
 from loyalty.members.models import Member, MemberStatus
 from loyalty.members.operations import lock_members
 from loyalty.members.resolution import history_member_ids
+from loyalty.outbox.models import OutboxEvent
 
 MAX_ISSUE_PER_CALL = 10_000
 
@@ -132,11 +133,33 @@ def issue_to_members(
         raise Conflict("could not generate distinct codes")
     batch.created_count = len(wanted)
     db.session.flush()
-    return list(
+    issued = list(
         db.session.scalars(
             sa.select(CouponCode).where(CouponCode.batch_id == batch.id).order_by(CouponCode.id)
         )
     )
+    # One `coupon.issued` event per code (ids only), so notifications can tell the member;
+    # one multi-row INSERT, as the codes were.
+    db.session.execute(
+        sa.insert(OutboxEvent.__table__),
+        [
+            {
+                "topic": "coupon.issued",
+                "member_id": code.member_id,
+                "payload": {
+                    "code_id": code.id,
+                    "offer_id": offer.id,
+                    "reward_id": reward_id,
+                    "campaign_id": campaign_id,
+                    "source_type": source_type,
+                },
+                "occurred_at": now,
+                "dispatched_at": None,
+            }
+            for code in issued
+        ],
+    )
+    return issued
 
 
 # --- rewards catalogue ------------------------------------------------------------------------
