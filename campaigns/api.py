@@ -55,7 +55,7 @@ def list_attributes(query: dict[str, Any]) -> Any:
 @requires(scopes.SEGMENTS_READ)
 @blp.arguments(PreviewSchema)
 @blp.response(200, PreviewResultSchema)
-def preview(data: dict[str, Any]) -> Any:
+def preview_segment(data: dict[str, Any]) -> Any:
     """Count and sample a rule while it is edited (nothing saved). A read: no
     Idempotency-Key."""
     check(data["rule"])
