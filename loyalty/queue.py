@@ -152,10 +152,11 @@ def work_forever(app: Flask, queues: tuple[str, ...], stop: threading.Event) -> 
 
     pause = 1.0
     while not stop.is_set():
-        worker = make_worker(app, queues)
-        worker.stop_event = stop
         started = time.monotonic()
         try:
+            # Inside the try: building a worker talks to Redis too, and Redis may be away.
+            worker = make_worker(app, queues)
+            worker.stop_event = stop
             worker.work(logging_level="INFO")
         except StopRequested:
             return
