@@ -289,6 +289,9 @@ def _seeded_phase(
     )
     setup.batch_id = None  # the seeded phase redeems codes of its own
     ctx.phase, ctx.run_prefix = "seeded", f"r{os.getpid()}-seeded"
+    # Member tokens live OMNILOYAL_MEMBER_TOKEN_TTL (15 min by default); the empty phase and
+    # the seed take longer, so the balance run gets fresh tokens, as an app would.
+    seeded.tokens = seed.mint_tokens(seeded.member_ids, len(seeded.tokens))
     run_facts["load average before the seeded phase (1 min, 5 min)"] = _load()
     return _run_phase(ctx, args.only)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from bench.appctx import bench_app
@@ -125,14 +125,6 @@ def mint_tokens(member_ids: list[int], count: int) -> list[str]:
             mint_member_token(member_id, issued_by_client=backend.client.id, epoch=0, now=now).token
             for member_id in member_ids[:count]  # fresh members: token epoch 0
         ]
-
-
-def token_lifetime_ok(seconds_needed: int) -> bool:
-    with bench_app().app_context():
-        settings = bench_app().extensions["omniloyal.settings"]
-        return timedelta(seconds=settings.member_token_ttl_seconds) > timedelta(
-            seconds=seconds_needed
-        )
 
 
 def prepare_raw(database: BenchDatabase, seeded: Seeded) -> None:
