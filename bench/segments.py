@@ -25,6 +25,8 @@ from datetime import UTC, datetime
 import psycopg
 import sqlalchemy as sa
 
+from campaigns.schemas import ISSUE_EXAMPLE_RULE
+
 SERVER = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
 
 SEGMENTS = {
@@ -35,27 +37,7 @@ SEGMENTS = {
             {"field": "spend_365d_minor", "op": "gte", "value": 50_000},
         ]
     },
-    "the issue's example (phones in store not app, 500+ pts expiring in 30 d)": {
-        "and": [
-            {"field": "tier", "op": "in", "value": ["gold", "platinum"]},
-            {
-                "field": "categories",
-                "op": "contains_any",
-                "value": ["phones"],
-                "within_days": 180,
-                "channels": ["store"],
-            },
-            {
-                "not": {
-                    "field": "categories",
-                    "op": "contains_any",
-                    "value": ["phones"],
-                    "channels": ["app"],
-                }
-            },
-            {"field": "points_expiring_30d", "op": "gte", "value": 500},
-        ]
-    },
+    "the issue's example (phones in store not app, 500+ pts expiring in 30 d)": ISSUE_EXAMPLE_RULE,
     "RFM champions or lapsed big spenders, not staff": {
         "and": [
             {

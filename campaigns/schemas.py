@@ -7,30 +7,33 @@ from marshmallow import Schema, fields, validate
 from campaigns.models import SegmentKind
 from loyalty.schemas import StrictSchema, Text
 
-RULE_DOC = {
-    "description": "a rule tree: {and: [...]}, {or: [...]}, {not: rule} or a condition "
-    "{field, op, value, ...options}; see GET /v1/segments/attributes",
-    "example": {
-        "and": [
-            {"field": "tier", "op": "in", "value": ["gold", "platinum"]},
-            {
+# The issue's own example; the OpenAPI document shows it and bench/segments.py counts it.
+ISSUE_EXAMPLE_RULE: dict = {
+    "and": [
+        {"field": "tier", "op": "in", "value": ["gold", "platinum"]},
+        {
+            "field": "categories",
+            "op": "contains_any",
+            "value": ["phones"],
+            "within_days": 180,
+            "channels": ["store"],
+        },
+        {
+            "not": {
                 "field": "categories",
                 "op": "contains_any",
                 "value": ["phones"],
-                "within_days": 180,
-                "channels": ["store"],
-            },
-            {
-                "not": {
-                    "field": "categories",
-                    "op": "contains_any",
-                    "value": ["phones"],
-                    "channels": ["app"],
-                }
-            },
-            {"field": "points_expiring_30d", "op": "gte", "value": 500},
-        ]
-    },
+                "channels": ["app"],
+            }
+        },
+        {"field": "points_expiring_30d", "op": "gte", "value": 500},
+    ]
+}
+
+RULE_DOC = {
+    "description": "a rule tree: {and: [...]}, {or: [...]}, {not: rule} or a condition "
+    "{field, op, value, ...options}; see GET /v1/segments/attributes",
+    "example": ISSUE_EXAMPLE_RULE,
 }
 
 
