@@ -21,7 +21,7 @@ from loyalty.clock import utcnow
 from loyalty.db import db
 from loyalty.errors import InvalidInput
 from loyalty.http import write_endpoint
-from loyalty.members.operations import get_member
+from loyalty.members.resolution import get_member
 from loyalty.pagination import PageQuery, int_cursor, page, page_of
 from notifications import consent, pipeline, queries, templates
 from notifications.models import MessageTemplate

@@ -71,16 +71,6 @@ class ConsentChange(db.Model):
     at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
-def person_of(member_id: int) -> Member | None:
-    """The member behind an id now (merges followed: `merged_into_id` always names a
-    survivor), through the session's identity map, so a chunk of messages to the same
-    members reads each once."""
-    member = db.session.get(Member, member_id)
-    if member is not None and member.merged_into_id is not None:
-        member = db.session.get(Member, member.merged_into_id)
-    return member
-
-
 def _default(purpose: Purpose) -> bool:
     # Marketing is opt-in; transactional messages are part of the service (opt-out).
     return purpose is Purpose.TRANSACTIONAL

@@ -17,7 +17,8 @@ from typing import Any
 from loyalty import outbox
 from loyalty.clock import utcnow
 from loyalty.members.models import MemberStatus
-from notifications.consent import Purpose, granted_channels, person_of
+from loyalty.members.resolution import person_of
+from notifications.consent import Purpose, granted_channels
 from notifications.pipeline import contacts, queue_message
 from notifications.providers.base import Channel
 

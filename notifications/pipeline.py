@@ -44,8 +44,9 @@ from sqlalchemy.orm import make_transient_to_detached
 from loyalty.db import constant, db, upsert_insert
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.members.models import IdentityKind, Member, MemberIdentity
+from loyalty.members.resolution import person_of
 from notifications import policies, ratelimit, templates
-from notifications.consent import ConsentSource, Purpose, person_of, record_consent
+from notifications.consent import ConsentSource, Purpose, record_consent
 from notifications.models import DUE_STATES, Message, MessageState, MessageTransition
 from notifications.providers.base import (
     Channel,
@@ -385,7 +386,7 @@ def render_for_member(
 ) -> tuple[templates.ResolvedTemplate, templates.Rendered]:
     """Render a template (stored, shipped, or a draft `source`) on a real member's data,
     as the send would: the admin preview."""
-    from loyalty.members.operations import get_member
+    from loyalty.members.resolution import get_member
 
     person = get_member(member_id)
     locale = locale or person.locale or "en"
@@ -418,7 +419,7 @@ def queue_test_send(
     not the member's message (no member id: their history and consent are not involved)."""
     import uuid
 
-    from loyalty.members.operations import get_member
+    from loyalty.members.resolution import get_member
 
     person = get_member(member_id)
     channel = Channel(channel)

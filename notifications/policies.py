@@ -28,8 +28,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import sqlalchemy as sa
 
 from loyalty.db import db
-from loyalty.members.resolution import current_member_id, history_member_ids
-from notifications.consent import Purpose, allows, person_of
+from loyalty.members.resolution import current_member_id, history_member_ids, person_of
+from notifications.consent import Purpose, allows
 from notifications.models import Message
 from notifications.providers.base import Channel
 

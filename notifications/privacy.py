@@ -17,11 +17,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from loyalty.db import constant, db
-from loyalty.members.privacy import (
-    register_erase_step,
-    register_export_section,
-    same_person_ids,
-)
+from loyalty.members.privacy import register_erase_step, register_export_section
+from loyalty.members.resolution import history_member_ids
 from notifications.consent import ConsentChange, MemberConsent
 from notifications.models import (
     DUE_STATES,
@@ -44,7 +41,7 @@ MESSAGE_FIELDS = (
 
 
 def export_notifications(member_id: int) -> dict[str, Any]:
-    ids = same_person_ids(member_id)
+    ids = history_member_ids(member_id)
     messages = [
         {
             **{name: getattr(m, name) for name in MESSAGE_FIELDS},
@@ -90,7 +87,7 @@ def export_notifications(member_id: int) -> dict[str, Any]:
 
 
 def erase_notifications(member_id: int, now: datetime) -> dict[str, Any]:
-    ids = same_person_ids(member_id)
+    ids = history_member_ids(member_id)
     table = Message.__table__
     mine = table.c.member_id.in_(ids)
     pending = [

@@ -31,9 +31,8 @@ from loyalty.clock import utcnow
 from loyalty.db import BigInt, UTCDateTime, db, upsert_insert
 from loyalty.errors import NotFound
 from loyalty.http import write_endpoint
-from loyalty.members.operations import get_member
 from loyalty.members.privacy import register_erase_step, register_export_section
-from loyalty.members.resolution import history_member_ids
+from loyalty.members.resolution import get_member, history_member_ids
 from loyalty.pagination import PageQuery, int_cursor, page, page_schema
 from loyalty.schemas import Instant, StrictSchema
 from notifications import pipeline

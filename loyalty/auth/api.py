@@ -24,7 +24,8 @@ from loyalty.db import db
 from loyalty.errors import MemberNotActive, NotFound
 from loyalty.http import write_endpoint
 from loyalty.members.models import IdentityKind
-from loyalty.members.operations import find_member_by_identity, get_member
+from loyalty.members.operations import find_member_by_identity
+from loyalty.members.resolution import get_member
 from loyalty.pagination import PageQuery, int_cursor, page, page_schema
 
 blp = Blueprint("auth", __name__, description="API clients and member tokens")

@@ -179,9 +179,9 @@ def revoke_member_tokens(member_id: int, _now: datetime | None = None) -> dict[s
     token minted before stops working. Called when a member is blocked or erased (also
     registered as an erase step, hence the `(member_id, now) -> summary` signature)."""
     from loyalty.members.models import Member
-    from loyalty.members.privacy import same_person_ids
+    from loyalty.members.resolution import history_member_ids
 
-    ids = same_person_ids(member_id)
+    ids = history_member_ids(member_id)
     db.session.execute(
         sa.update(Member)
         .where(Member.id.in_(ids))

@@ -69,7 +69,7 @@ from loyalty.coupons.schemas import (
 from loyalty.db import db
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.http import replayed, write_endpoint
-from loyalty.members.operations import get_member
+from loyalty.members.resolution import get_member
 from loyalty.pagination import PageQuery, int_cursor, page, page_of, page_schema
 from loyalty.stores.models import Channel, Store
 from loyalty.timezones import local

@@ -715,17 +715,13 @@ def _emit(topic: str, redemptions: list[CouponRedemption], now: datetime) -> Non
 def _lock_members(member_ids: Sequence[int | None]) -> list[int]:
     """Lock the members (following merges) before any coupon row: the service's lock order
     (docs/architecture.md) puts members first, since merges and refunds lock the members
-    and then their coupon rows. Returns the locked ids in the order given."""
-    from loyalty.members.operations import get_member, lock_members
+    and then their coupon rows. One statement (`lock_current_members`); returns the
+    locked people's ids in the order given."""
+    from loyalty.members.resolution import lock_current_members
 
-    current = [get_member(m).id for m in member_ids if m is not None]
-    locked = lock_members(*current)
-    if any(member.merged_into_id is not None for member in locked.values()):
-        # merged while we waited: the survivors are locked after them (dead rows)
-        from loyalty.members.resolution import lock_current_member
-
-        current = [lock_current_member(m).id for m in current]
-    return current
+    given = [m for m in member_ids if m is not None]
+    locked = lock_current_members(given)
+    return [locked[m].id for m in given]
 
 
 def _redemption_members(condition: Any) -> list[int]:

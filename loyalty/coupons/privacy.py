@@ -19,9 +19,9 @@ from loyalty.db import db
 
 
 def erase_member_coupons(member_id: int, now: datetime) -> dict[str, Any]:
-    from loyalty.members.privacy import same_person_ids
+    from loyalty.members.resolution import history_member_ids
 
-    ids = same_person_ids(member_id)
+    ids = history_member_ids(member_id)
     codes = db.session.scalar(sa.select(sa.func.count()).where(CouponCode.member_id.in_(ids)))
     redemptions = db.session.scalar(
         sa.select(sa.func.count()).where(CouponRedemption.member_id.in_(ids))

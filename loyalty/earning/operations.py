@@ -39,8 +39,13 @@ from loyalty.errors import Conflict, InvalidInput, MemberNotActive, NotAuthentic
 from loyalty.ledger import operations as ledger
 from loyalty.ledger.models import HoldStatus, PointHold
 from loyalty.members.models import Member
-from loyalty.members.operations import find_or_enrol, get_member
-from loyalty.members.resolution import current_member_id, history_member_ids, lock_current_member
+from loyalty.members.operations import find_or_enrol
+from loyalty.members.resolution import (
+    current_member_id,
+    get_member,
+    history_member_ids,
+    lock_current_member,
+)
 from loyalty.stores.models import Channel
 from loyalty.stores.operations import StoreSnapshot, cached_store
 from loyalty.tiers import operations as tiers

@@ -19,9 +19,9 @@ from loyalty.earning.models import ActivityEvent, Order
 
 
 def erase_member_earning(member_id: int, now: datetime) -> dict[str, Any]:
-    from loyalty.members.privacy import same_person_ids
+    from loyalty.members.resolution import history_member_ids
 
-    ids = same_person_ids(member_id)
+    ids = history_member_ids(member_id)
     blanked = db.session.execute(
         sa.update(ActivityEvent)
         .where(ActivityEvent.member_id.in_(ids), ActivityEvent.reference.is_not(None))

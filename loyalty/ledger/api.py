@@ -33,8 +33,7 @@ from loyalty.ledger.schemas import (
     LiabilitySchema,
     TransactionSchema,
 )
-from loyalty.members.operations import get_member
-from loyalty.members.resolution import history_member_ids
+from loyalty.members.resolution import get_member, history_member_ids
 from loyalty.schemas import StrictSchema
 from loyalty.stores.operations import require_store
 from loyalty.timezones import local

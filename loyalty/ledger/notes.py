@@ -52,11 +52,11 @@ def shown_reason(tx: Any) -> str | None:
 
 def export_notes(member_id: int) -> list[dict[str, Any]]:
     """Privacy export section: every note on the person's transactions."""
-    from loyalty.members.privacy import same_person_ids
+    from loyalty.members.resolution import history_member_ids
 
     notes = db.session.scalars(
         sa.select(LedgerNote)
-        .where(LedgerNote.member_id.in_(same_person_ids(member_id)))
+        .where(LedgerNote.member_id.in_(history_member_ids(member_id)))
         .order_by(LedgerNote.transaction_id)
     )
     return [
@@ -73,11 +73,13 @@ def export_notes(member_id: int) -> list[dict[str, Any]]:
 def erase_notes(member_id: int, now: datetime) -> dict[str, Any]:
     """Erase step: blank the text of every note on the person's transactions. The
     transactions, entries and lots stay exactly as they are."""
-    from loyalty.members.privacy import same_person_ids
+    from loyalty.members.resolution import history_member_ids
 
     result = db.session.execute(
         sa.update(LedgerNote)
-        .where(LedgerNote.member_id.in_(same_person_ids(member_id)), LedgerNote.erased_at.is_(None))
+        .where(
+            LedgerNote.member_id.in_(history_member_ids(member_id)), LedgerNote.erased_at.is_(None)
+        )
         .values(text=None, erased_at=now)
     )
     return {"notes_blanked": result.rowcount or 0}

@@ -14,7 +14,7 @@ from loyalty.db import db
 from loyalty.errors import InvalidInput
 from loyalty.http import write_endpoint
 from loyalty.ledger.operations import member_balance
-from loyalty.members import operations
+from loyalty.members import operations, resolution
 from loyalty.members.merge import merge_members
 from loyalty.members.models import IdentityKind
 from loyalty.members.privacy import erase_member, export_member
@@ -130,7 +130,7 @@ def search(query: dict[str, Any]) -> Any:
 @blp.response(200, MemberSchema)
 def get_member(member_id: int) -> Any:
     """A member's profile and identities. A merged id answers with the survivor."""
-    return operations.get_member(member_id)
+    return resolution.get_member(member_id)
 
 
 @blp.route("/members/<int:member_id>", methods=["PATCH"])
@@ -251,7 +251,7 @@ def erase(member_id: int) -> Any:
 @blp.response(200, ProfileResponseSchema)
 def my_profile() -> Any:
     """The member's own profile: name, contact details, preferences, consents."""
-    return operations.get_member(current_caller().member_id)
+    return resolution.get_member(current_caller().member_id)
 
 
 @blp.route("/me/profile", methods=["PATCH"])

@@ -15,7 +15,7 @@ from loyalty.errors import Conflict, InvalidInput, MemberNotActive, NotFound
 from loyalty.ledger.operations import open_member_accounts
 from loyalty.members.identities import normalise
 from loyalty.members.models import IdentityKind, Member, MemberIdentity, MemberStatus
-from loyalty.members.resolution import current_member_id, lock_current_member
+from loyalty.members.resolution import current_member, get_member, lock_current_member
 from loyalty.stores.operations import require_store
 from loyalty.timezones import validate_timezone
 
@@ -29,23 +29,7 @@ def find_member_by_identity(
         .join(MemberIdentity, MemberIdentity.member_id == Member.id)
         .where(MemberIdentity.kind == kind, MemberIdentity.value == canonical)
     )
-    return resolve(member) if member is not None else None
-
-
-def resolve(member: Member) -> Member:
-    """The member `member` belongs to now (itself unless merged): `current_member_id` for a
-    loaded row (loyalty.members.resolution)."""
-    if member.status != MemberStatus.MERGED:
-        return member
-    return db.session.get(Member, current_member_id(member.id))  # type: ignore[return-value]
-
-
-def get_member(member_id: int) -> Member:
-    """The member `member_id` belongs to now (merges followed). NotFound for an unknown id."""
-    member = db.session.get(Member, member_id)
-    if member is None:
-        raise NotFound(f"no member {member_id}")
-    return resolve(member)
+    return current_member(member) if member is not None else None
 
 
 def enrol_member(
@@ -116,7 +100,7 @@ def find_or_enrol(
     canonical = _canonical_identities(identities, default_region)
     existing = _owner_of_any(canonical)
     if existing is not None:
-        return resolve(existing), False
+        return current_member(existing), False
     try:
         with db.session.begin_nested():
             return enrol_member(
@@ -131,7 +115,7 @@ def find_or_enrol(
         existing = _owner_of_any(canonical)
         if existing is None:
             raise
-        return resolve(existing), False
+        return current_member(existing), False
 
 
 def _canonical_identities(

@@ -21,8 +21,7 @@ from loyalty.errors import MemberNotActive
 from loyalty.ledger.models import LedgerTransaction, PointHold, PointLot
 from loyalty.ledger.operations import member_balance
 from loyalty.members.models import Member, MemberIdentity, MemberMerge, MemberStatus
-from loyalty.members.operations import get_member
-from loyalty.members.resolution import history_member_ids, lock_current_member
+from loyalty.members.resolution import get_member, history_member_ids, lock_current_member
 from loyalty.tiers.models import Tier
 
 ExportSection = Callable[[int], Any]
@@ -70,10 +69,6 @@ PROFILE = [
     "updated_at",
     "erased_at",
 ]
-
-
-# The name export and erase steps used before the merge rule had its module.
-same_person_ids = history_member_ids
 
 
 def export_member(member_id: int, *, now: datetime) -> dict[str, Any]:
@@ -195,13 +190,13 @@ def erase_idempotent_responses(member_id: int, now: datetime) -> dict[str, Any]:
     token) are blanked: replaying a profile change must not return the erased name."""
     from loyalty import idempotency
 
-    return {"responses_blanked": idempotency.blank_for_members(same_person_ids(member_id), now)}
+    return {"responses_blanked": idempotency.blank_for_members(history_member_ids(member_id), now)}
 
 
 def erase_merge_reasons(member_id: int, now: datetime) -> dict[str, Any]:
     """A merge's reason is support's free text ("same person: Jane Doe, two emails"); the
     audit row (who merged which ids, when, what moved) stays."""
-    ids = same_person_ids(member_id)
+    ids = history_member_ids(member_id)
     result = db.session.execute(
         sa.update(MemberMerge)
         .where(

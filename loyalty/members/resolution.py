@@ -17,7 +17,7 @@ lookup and a person's history ids are one indexed query, however many merges hap
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import sqlalchemy as sa
 
@@ -50,6 +50,32 @@ def current_member_id(member_id: int) -> int:
     raise Conflict(f"member {member_id} resolves through too many merges")
 
 
+def get_member(member_id: int) -> Member:
+    """The member row `member_id` belongs to now (merges followed), through the session's
+    identity map. NotFound for an unknown id. No lock: writers use `lock_current_member`."""
+    member = db.session.get(Member, member_id)
+    if member is None:
+        raise NotFound(f"no member {member_id}")
+    return current_member(member)
+
+
+def current_member(member: Member) -> Member:
+    """The member a loaded row belongs to now (itself unless it was merged)."""
+    if member.status != MemberStatus.MERGED:
+        return member
+    return db.session.get(Member, current_member_id(member.id))  # type: ignore[return-value]
+
+
+def person_of(member_id: int) -> Member | None:
+    """Like `get_member`, but None for an unknown id (message senders skip such a member).
+    Through the identity map, so a chunk of messages to the same members reads each once;
+    `merged_into_id` always names a survivor, so one hop is enough."""
+    member = db.session.get(Member, member_id)
+    if member is not None and member.merged_into_id is not None:
+        member = db.session.get(Member, member.merged_into_id)
+    return member
+
+
 def lock_current_member(member_id: int) -> Member:
     """Lock the row of the member `member_id` belongs to now, and return it.
 
@@ -80,6 +106,49 @@ def lock_current_member(member_id: int) -> Member:
             return member
         target = member.merged_into_id  # merged while we waited for the lock: follow it
     raise Conflict(f"member {member_id} resolves through too many merges")
+
+
+def lock_current_members(member_ids: Iterable[int]) -> dict[int, Member]:
+    """Lock the people the ids belong to now, in ascending id order, in one statement;
+    returns {given id: the locked member}.
+
+    One SELECT ... FOR NO KEY UPDATE OF the person's row joins each given id to the member
+    it resolves to and locks those rows (never the merged rows themselves: a later merge
+    repoints them) in id order, so callers locking overlapping sets queue instead of
+    deadlocking (lock order step 2). Under the lock each row is read again: a merge that
+    committed while we waited is followed to its survivor, one more statement only then.
+    NotFound for an unknown id.
+    """
+    wanted = sorted(set(member_ids))
+    person: dict[int, int] = {}
+    locked: dict[int, Member] = {}
+    pending = wanted
+    for _ in range(MAX_HOPS):
+        given = sa.orm.aliased(Member, name="given")
+        rows = db.session.execute(
+            sa.select(Member, given.id)
+            .join(given, Member.id == sa.func.coalesce(given.merged_into_id, given.id))
+            .where(given.id.in_(pending))
+            .order_by(Member.id)
+            .with_for_update(key_share=True, of=Member)
+            .execution_options(populate_existing=True)
+        ).all()
+        for member, given_id in rows:
+            locked[member.id] = member
+            person.setdefault(given_id, member.id)
+        missing = [m for m in wanted if m not in person]
+        if missing:
+            raise NotFound(f"no member {missing[0]}")
+        follow = set()
+        for name in wanted:
+            member = locked[person[name]]
+            if member.status == MemberStatus.MERGED and member.merged_into_id is not None:
+                person[name] = member.merged_into_id  # merged while we waited: follow it
+                follow.add(member.merged_into_id)
+        if not follow:
+            return {name: locked[person[name]] for name in wanted}
+        pending = sorted(follow)
+    raise Conflict(f"members {wanted} resolve through too many merges")
 
 
 def history_member_ids(member_id: int) -> list[int]:

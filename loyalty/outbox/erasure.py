@@ -13,13 +13,16 @@ from typing import Any
 import sqlalchemy as sa
 
 from loyalty.db import db
-from loyalty.members.privacy import register_erase_step, same_person_ids
+from loyalty.members.privacy import register_erase_step
+from loyalty.members.resolution import history_member_ids
 from loyalty.outbox.models import OutboxDelivery, OutboxEvent
 
 
 def erase_delivery_errors(member_id: int, now: datetime) -> dict[str, Any]:
     d = OutboxDelivery.__table__
-    events = sa.select(OutboxEvent.id).where(OutboxEvent.member_id.in_(same_person_ids(member_id)))
+    events = sa.select(OutboxEvent.id).where(
+        OutboxEvent.member_id.in_(history_member_ids(member_id))
+    )
     blanked = db.session.execute(
         sa.update(d)
         .where(d.c.event_id.in_(events), d.c.last_error.is_not(None))

@@ -11,7 +11,7 @@ from loyalty.auth.context import current_caller, requires, requires_member
 from loyalty.clock import utcnow
 from loyalty.http import write_endpoint
 from loyalty.ledger.operations import member_balance
-from loyalty.members.operations import get_member
+from loyalty.members.resolution import get_member
 from loyalty.pagination import PageQuery, page_of
 from loyalty.tiers import operations
 from loyalty.tiers.schemas import (

@@ -16,7 +16,8 @@ from loyalty.ledger.models import PointLot
 from loyalty.members import merge as merge_module
 from loyalty.members.merge import merge_members, register_merge_step
 from loyalty.members.models import Member, MemberMerge
-from loyalty.members.operations import find_member_by_identity, get_member
+from loyalty.members.operations import find_member_by_identity
+from loyalty.members.resolution import get_member
 from tests.factories import error_fields, idem
 from tests.ledger.invariants import assert_ledger_consistent
 from tests.members.factories import PROBLEM, make_tier, topics
