@@ -187,9 +187,16 @@ def upload_segment(data: dict[str, Any], segment_id: int) -> Any:
 
 
 def _register_member_hooks() -> None:
-    from campaigns.privacy import erase_member_targeting, export_member_targeting
-    from loyalty.members import privacy
+    from campaigns.privacy import (
+        erase_member_targeting,
+        export_member_targeting,
+        merge_member_targeting,
+    )
+    from campaigns.segments import merge_segment_memberships
+    from loyalty.members import merge, privacy
 
+    merge.register_merge_step(merge_segment_memberships)
+    merge.register_merge_step(merge_member_targeting, after=True)
     privacy.register_erase_step("campaigns", erase_member_targeting)
     privacy.register_export_section("targeting", export_member_targeting)
 

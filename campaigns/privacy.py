@@ -29,6 +29,16 @@ def _ids(member_id: int) -> list[int]:
     return history_member_ids(member_id)
 
 
+def merge_member_targeting(merged_id: int, survivor_id: int, now: datetime) -> dict[str, Any]:
+    """Merge step (after the merged member is marked merged): the merged member's profile
+    rows go and the survivor's are rebuilt from the person's whole history, in the merge's
+    transaction, so no segment sees two people or half of one until the outbox consumer
+    runs. (The consumer refreshes the same people again on member.merged: harmless.)"""
+    from campaigns.profiles import refresh_people
+
+    return {"profiles_written": refresh_people([merged_id, survivor_id], now)}
+
+
 def erase_member_targeting(member_id: int, now: datetime) -> dict[str, Any]:
     ids = _ids(member_id)
     summary: dict[str, Any] = {}

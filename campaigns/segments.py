@@ -357,3 +357,17 @@ def _people_for(column: str, keys: list[str]) -> dict[str, int]:
         ).all()
         result.update({str(key): person for key, person in rows})
     return result
+
+
+def merge_segment_memberships(merged_id: int, survivor_id: int, _now: datetime) -> dict[str, Any]:
+    """Merge step: the merged member's static segment memberships name the survivor; a
+    segment that lists both keeps one row."""
+    table = segment_members
+    both = sa.select(table.c.segment_id).where(table.c.member_id == survivor_id)
+    dropped = db.session.execute(
+        sa.delete(table).where(table.c.member_id == merged_id, table.c.segment_id.in_(both))
+    ).rowcount
+    moved = db.session.execute(
+        sa.update(table).where(table.c.member_id == merged_id).values(member_id=survivor_id)
+    ).rowcount
+    return {"segment_memberships_moved": moved or 0, "duplicates_dropped": dropped or 0}

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from loyalty.db import BigInt, UTCDateTime, db, upsert_insert
 from loyalty.errors import InvalidInput
 from loyalty.members.models import Member, MemberStatus
-from loyalty.members.resolution import current_member_id, history_member_ids
+from loyalty.members.resolution import current_member_id, history_member_ids, lock_current_member
 from notifications.providers.base import Channel
 
 
@@ -37,6 +37,7 @@ class ConsentSource(enum.StrEnum):
     WEB = "web"  # the web shop or the unsubscribe page
     IMPORT = "import"  # a migration from an earlier system
     PROVIDER = "provider"  # the provider told us (SMS STOP / START, unsubscribed address)
+    MERGE = "merge"  # two members were merged: the history entry of the folded choice
 
 
 class MemberConsent(db.Model):
@@ -141,7 +142,10 @@ def record_consent(
         channel, purpose = Channel(channel), Purpose(purpose)
     except ValueError as error:
         raise InvalidInput(str(error)) from None
-    person = current_member_id(member_id)
+    # The person's row is locked first (lock order step 2): a merge folding this member's
+    # consents waits for us or we wait for it and follow it, so an opt-out is never
+    # written to a member whose consents were already folded.
+    person = lock_current_member(member_id).id
     values = {
         "granted": bool(granted),
         "source": source,
@@ -202,3 +206,57 @@ def history(member_id: int, *, after_id: int = 0, limit: int = 100) -> list[Cons
             .limit(limit)
         )
     )
+
+
+def merge_consents(merged_id: int, survivor_id: int, now: datetime) -> dict[str, Any]:
+    """Merge step: fold the merged member's current consents into the survivor's.
+
+    Per channel and purpose the most recent explicit choice wins (its time, source, actor
+    and place are kept as they were); on a tie an opt-out wins. Both histories stay under
+    the ids they were written with (`history()` reads the person's ids); each folded choice
+    adds a `merge` entry to the survivor's history saying what the person's consent is now.
+    Both members are locked by the merge, so a concurrent opt-out is folded or follows the
+    merge (record_consent locks the person)."""
+    table = MemberConsent.__table__
+    rows = db.session.execute(
+        sa.select(table).where(table.c.member_id.in_([merged_id, survivor_id]))
+    ).all()
+    theirs = {(r.channel, r.purpose): r for r in rows if r.member_id == merged_id}
+    ours = {(r.channel, r.purpose): r for r in rows if r.member_id == survivor_id}
+    taken = 0
+    for key, row in sorted(theirs.items()):
+        kept = ours.get(key)
+        winner = row if kept is None or _newer_choice(row, kept) else kept
+        values = {
+            "granted": winner.granted, "source": winner.source, "actor": winner.actor,
+            "place": winner.place, "updated_at": winner.updated_at,
+        }  # fmt: skip
+        if winner is row:
+            taken += 1
+            statement = upsert_insert(table).values(
+                member_id=survivor_id, channel=key[0], purpose=key[1], **values
+            )
+            db.session.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["member_id", "channel", "purpose"], set_=values
+                )
+            )
+        db.session.execute(
+            sa.insert(ConsentChange.__table__).values(
+                member_id=survivor_id, channel=key[0], purpose=key[1],
+                granted=winner.granted, source=ConsentSource.MERGE.value,
+                actor=f"merge:{merged_id}->{survivor_id}",
+                place=f"member {merged_id}" if winner is row else f"member {survivor_id}",
+                at=now,
+            )
+        )  # fmt: skip
+    db.session.execute(sa.delete(table).where(table.c.member_id == merged_id))
+    return {"consents_folded": len(theirs), "consents_taken_from_merged": taken}
+
+
+def _newer_choice(candidate: Any, kept: Any) -> bool:
+    """Whether the merged member's choice beats the survivor's: later, or an opt-out at
+    the same instant."""
+    if candidate.updated_at != kept.updated_at:
+        return bool(candidate.updated_at > kept.updated_at)
+    return not candidate.granted and bool(kept.granted)

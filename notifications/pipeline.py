@@ -44,7 +44,7 @@ from sqlalchemy.orm import make_transient_to_detached
 from loyalty.db import constant, db, upsert_insert
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.members.models import IdentityKind, Member, MemberIdentity
-from loyalty.members.resolution import person_of
+from loyalty.members.resolution import lock_current_member, person_of
 from notifications import policies, ratelimit, templates
 from notifications.consent import ConsentSource, Purpose, record_consent
 from notifications.models import DUE_STATES, Message, MessageState, MessageTransition
@@ -664,6 +664,8 @@ def record_result(
         reason = f"destination no longer exists ({_why(result, 'gone')})"
     else:
         reason = _why(result, "permanent failure")
+    if outcome is Outcome.UNSUBSCRIBED and claimed.member_id is not None:
+        lock_current_member(claimed.member_id)  # lock order: the person before the message
     moved = _transition(
         claimed.message_id, MessageState.FAILED, reason, now,
         from_states=sending, where=ours, failed_at=now, sending_since=None,

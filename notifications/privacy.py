@@ -17,9 +17,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from loyalty.db import constant, db
+from loyalty.members.merge import register_merge_step
 from loyalty.members.privacy import register_erase_step, register_export_section
 from loyalty.members.resolution import history_member_ids
-from notifications.consent import ConsentChange, MemberConsent
+from notifications.consent import ConsentChange, MemberConsent, merge_consents
 from notifications.models import (
     DUE_STATES,
     Message,
@@ -139,3 +140,6 @@ def erase_notifications(member_id: int, now: datetime) -> dict[str, Any]:
 
 register_export_section("notifications", export_notifications)
 register_erase_step("notifications", erase_notifications)
+# Messages stay under the id they were sent to: history pages, the frequency cap and the
+# export read the person's ids (the merge rule); consents fold into the survivor's.
+register_merge_step(merge_consents)

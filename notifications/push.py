@@ -31,6 +31,7 @@ from loyalty.clock import utcnow
 from loyalty.db import BigInt, UTCDateTime, db, upsert_insert
 from loyalty.errors import NotFound
 from loyalty.http import write_endpoint
+from loyalty.members.merge import register_merge_step
 from loyalty.members.privacy import register_erase_step, register_export_section
 from loyalty.members.resolution import get_member, history_member_ids
 from loyalty.pagination import PageQuery, int_cursor, page, page_schema
@@ -161,6 +162,19 @@ def erase_subscriptions(member_id: int, _now: datetime) -> dict[str, Any]:
     return {"push_subscriptions_deleted": deleted or 0}
 
 
+def merge_subscriptions(merged_id: int, survivor_id: int, _now: datetime) -> dict[str, Any]:
+    """Merge step: the merged member's devices now reach the survivor. An endpoint is unique
+    (one row per device), so moving them can't duplicate a device."""
+    moved = db.session.execute(
+        sa.update(PushSubscription)
+        .where(PushSubscription.member_id == merged_id)
+        .values(member_id=survivor_id)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    return {"push_subscriptions": moved or 0}
+
+
+register_merge_step(merge_subscriptions)
 register_export_section("push_subscriptions", export_subscriptions)
 register_erase_step("push_subscriptions", erase_subscriptions)
 

@@ -27,17 +27,27 @@ from loyalty.tiers.models import Tier
 
 MergeStep = Callable[[int, int, datetime], dict[str, Any]]
 _merge_steps: list[MergeStep] = []
+_after_steps: list[MergeStep] = []
 
 
-def register_merge_step(func: MergeStep) -> MergeStep:
+def register_merge_step(func: MergeStep, *, after: bool = False) -> MergeStep:
     """Run `func(merged_id, survivor_id, now) -> summary` inside every merge transaction.
 
-    Usable as a decorator. The summary lands in the merge's audit row under the function's
-    qualified name. A step that raises aborts the whole merge.
+    Usable as a decorator. Steps run with both members locked, before the merged member is
+    marked merged (move rows that define current state); `after=True` steps run once it is
+    (flushed: `merged_into_id` names the survivor), for steps that recompute the person from
+    their whole history (campaign profiles). The summary lands in the merge's audit row
+    under the function's qualified name. A step that raises aborts the whole merge.
     """
-    if func not in _merge_steps:
-        _merge_steps.append(func)
+    steps = _after_steps if after else _merge_steps
+    if func not in steps:
+        steps.append(func)
     return func
+
+
+def merge_steps() -> list[str]:
+    """The qualified names of every registered merge step (tests/test_seams.py)."""
+    return [f"{s.__module__}.{s.__qualname__}" for s in (*_merge_steps, *_after_steps)]
 
 
 class MergeRefused(Conflict):
@@ -80,6 +90,10 @@ def merge_members(
     # Members merged into this one before now name the survivor: one hop to the person.
     summary["repointed_members"] = repoint_merged_into(merged.id, survivor.id)
     merged.updated_at = survivor.updated_at = now
+    if _after_steps:
+        db.session.flush()
+    for step in _after_steps:
+        summary[f"{step.__module__}.{step.__qualname__}"] = step(merged.id, survivor.id, now)
     audit = MemberMerge(
         survivor_id=survivor.id,
         merged_id=merged.id,

@@ -42,6 +42,16 @@ def register_erase_step(name: str, func: EraseStep) -> None:
     _erase_steps[name] = func
 
 
+def export_sections() -> list[str]:
+    """The names of the registered export sections (tests/test_seams.py)."""
+    return sorted(_export_sections)
+
+
+def erase_steps() -> list[str]:
+    """The names of the registered erase steps (tests/test_seams.py)."""
+    return sorted(_erase_steps)
+
+
 def _json(value: Any) -> Any:
     if isinstance(value, datetime | date):
         return value.isoformat()
