@@ -14,10 +14,10 @@ from campaigns.schemas import (
     AttributeSchema,
     CountSchema,
     PreviewResultSchema,
-    PreviewSchema,
     SampleQuery,
     SampleSchema,
     SegmentCreateSchema,
+    SegmentPreviewSchema,
     SegmentSchema,
     SegmentUpdateSchema,
     SnapshotSchema,
@@ -53,7 +53,7 @@ def list_attributes(query: dict[str, Any]) -> Any:
 @blp.route("/segments/preview", methods=["POST"])
 @blp.doc(security=API_KEY)
 @requires(scopes.SEGMENTS_READ)
-@blp.arguments(PreviewSchema)
+@blp.arguments(SegmentPreviewSchema)
 @blp.response(200, PreviewResultSchema)
 def preview_segment(data: dict[str, Any]) -> Any:
     """Count and sample a rule while it is edited (nothing saved). A read: no

@@ -75,7 +75,7 @@ class SegmentSchema(Schema):
     updated_at = fields.DateTime()
 
 
-class PreviewSchema(StrictSchema):
+class SegmentPreviewSchema(StrictSchema):
     rule = fields.Dict(required=True, metadata=RULE_DOC)
     sample_size = fields.Integer(load_default=10, validate=validate.Range(min=0, max=100))
 

@@ -35,11 +35,11 @@ from notifications.schemas import (
     MessageQuery,
     MessageSchema,
     PreferencesSchema,
-    PreviewSchema,
     RecordedPageSchema,
     RenderedSchema,
     TemplateCreateSchema,
     TemplateListSchema,
+    TemplatePreviewSchema,
     TemplateVersionSchema,
     TemplateVersionsSchema,
     TestSendSchema,
@@ -275,7 +275,7 @@ def _rendered(resolved: templates.ResolvedTemplate, rendered: templates.Rendered
 @blp.route("/notifications/templates/preview", methods=["POST"])
 @blp.doc(security=API_KEY)
 @requires(scopes.ADMIN)
-@blp.arguments(PreviewSchema)
+@blp.arguments(TemplatePreviewSchema)
 @blp.response(200, RenderedSchema)
 def preview(data: dict[str, Any]) -> Any:
     """Render a template (or a draft `source`) on a real member's data: subject, text,

@@ -189,7 +189,7 @@ def _b64url_bytes(text: str) -> bytes:
         raise ValidationError("must be base64url") from None
 
 
-class SubscriptionKeysSchema(StrictSchema):
+class PushSubscriptionKeysSchema(StrictSchema):
     p256dh = fields.String(required=True, validate=validate.Length(min=80, max=200))
     auth = fields.String(required=True, validate=validate.Length(min=16, max=100))
 
@@ -205,7 +205,7 @@ class SubscriptionKeysSchema(StrictSchema):
             raise ValidationError("must be a 16-byte auth secret")
 
 
-class SubscriptionCreateSchema(StrictSchema):
+class PushSubscriptionCreateSchema(StrictSchema):
     """`PushSubscription.toJSON()` from the browser, as is."""
 
     endpoint = fields.String(required=True, validate=validate.Length(min=10, max=MAX_ENDPOINT))
@@ -213,7 +213,7 @@ class SubscriptionCreateSchema(StrictSchema):
     expirationTime = fields.Integer(
         load_default=None, allow_none=True, strict=True, validate=validate.Range(min=0, max=2**53)
     )
-    keys = fields.Nested(SubscriptionKeysSchema, required=True)
+    keys = fields.Nested(PushSubscriptionKeysSchema, required=True)
 
     @validates("endpoint")
     def https_to_a_host_name(self, value: str, **_: Any) -> None:
@@ -231,14 +231,14 @@ class SubscriptionCreateSchema(StrictSchema):
             raise ValidationError("must be a public push service")
 
 
-class SubscriptionSchema(StrictSchema):
+class PushSubscriptionSchema(StrictSchema):
     id = fields.Integer()
     endpoint = fields.String()
     expires_at = Instant(allow_none=True)
     created_at = Instant()
 
 
-SubscriptionListSchema = page_schema(SubscriptionSchema, "SubscriptionListSchema")
+PushSubscriptionListSchema = page_schema(PushSubscriptionSchema, "PushSubscriptionListSchema")
 
 
 blp = Blueprint("push", __name__, description="Web Push subscriptions of the member app")
@@ -249,7 +249,7 @@ MEMBER = [{"MemberToken": []}]
 @blp.doc(security=MEMBER)
 @requires_member
 @blp.arguments(PageQuery, location="query")
-@blp.response(200, SubscriptionListSchema)
+@blp.response(200, PushSubscriptionListSchema)
 def my_subscriptions(query: dict[str, Any]) -> Any:
     """The member's registered push subscriptions, newest first."""
     member = get_member(current_caller().member_id)  # type: ignore[arg-type]
@@ -263,8 +263,8 @@ def my_subscriptions(query: dict[str, Any]) -> Any:
 @blp.doc(security=MEMBER)
 @requires_member
 @write_endpoint()
-@blp.arguments(SubscriptionCreateSchema)
-@blp.response(201, SubscriptionSchema)
+@blp.arguments(PushSubscriptionCreateSchema)
+@blp.response(201, PushSubscriptionSchema)
 def register_my_subscription(data: dict[str, Any]) -> Any:
     """Register this device's subscription (the browser's JSON as is); registering the same
     endpoint again updates its keys and moves it to the calling member."""

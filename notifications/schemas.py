@@ -179,7 +179,7 @@ class _RenderFor(_TemplateRef):
             raise ValidationError("at most 50 variables")
 
 
-class PreviewSchema(_RenderFor):
+class TemplatePreviewSchema(_RenderFor):
     source = Text(20_000, load_default=None)  # preview a draft before saving it
 
 

@@ -20,13 +20,13 @@ from notifications.webhooks import operations
 from notifications.webhooks.models import WebhookSubscription
 from notifications.webhooks.schemas import (
     RotateSecretSchema,
-    SubscriptionCreateSchema,
-    SubscriptionSchema,
     SubscriptionUpdateSchema,
-    SubscriptionWithSecretSchema,
     WebhookDeliveryPageSchema,
     WebhookDeliveryQuery,
     WebhookDeliverySchema,
+    WebhookSubscriptionCreateSchema,
+    WebhookSubscriptionSchema,
+    WebhookSubscriptionWithSecretSchema,
 )
 
 blp = Blueprint("webhooks", __name__, description="Outgoing webhooks for integrators")
@@ -41,8 +41,8 @@ def _allow_private() -> bool:
 @blp.doc(security=API_KEY)
 @requires(scopes.ADMIN)
 @write_endpoint()
-@blp.arguments(SubscriptionCreateSchema)
-@blp.response(201, SubscriptionWithSecretSchema)
+@blp.arguments(WebhookSubscriptionCreateSchema)
+@blp.response(201, WebhookSubscriptionWithSecretSchema)
 def create_subscription(data: dict[str, Any]) -> Any:
     """Subscribe a URL to event types. The signing secret is in this response only."""
     return operations.create_subscription(
@@ -59,7 +59,7 @@ def create_subscription(data: dict[str, Any]) -> Any:
 @blp.doc(security=API_KEY)
 @requires(scopes.ADMIN)
 @blp.arguments(PageQuery, location="query")
-@blp.response(200, page_schema(SubscriptionSchema, "WebhookSubscriptionPageSchema"))
+@blp.response(200, page_schema(WebhookSubscriptionSchema, "WebhookSubscriptionPageSchema"))
 def list_subscriptions(query: dict[str, Any]) -> Any:
     """Every subscription (never its secret), oldest first."""
     select = sa.select(WebhookSubscription)
@@ -75,7 +75,7 @@ def list_subscriptions(query: dict[str, Any]) -> Any:
 @blp.route("/webhooks/<int:subscription_id>")
 @blp.doc(security=API_KEY)
 @requires(scopes.ADMIN)
-@blp.response(200, SubscriptionSchema)
+@blp.response(200, WebhookSubscriptionSchema)
 def get_subscription(subscription_id: int) -> Any:
     """One subscription (never its secret)."""
     return operations.get_subscription(subscription_id)
@@ -86,7 +86,7 @@ def get_subscription(subscription_id: int) -> Any:
 @requires(scopes.ADMIN)
 @write_endpoint(key_required=False)
 @blp.arguments(SubscriptionUpdateSchema)
-@blp.response(200, SubscriptionSchema)
+@blp.response(200, WebhookSubscriptionSchema)
 def update_subscription(data: dict[str, Any], subscription_id: int) -> Any:
     """Change the URL, event types, description, or status (`active` enables a disabled
     subscription again: its waiting deliveries go out)."""
@@ -110,7 +110,7 @@ def delete_subscription(subscription_id: int) -> Any:
 @requires(scopes.ADMIN)
 @write_endpoint()
 @blp.arguments(RotateSecretSchema)
-@blp.response(200, SubscriptionWithSecretSchema)
+@blp.response(200, WebhookSubscriptionWithSecretSchema)
 def rotate_secret(data: dict[str, Any], subscription_id: int) -> Any:
     """A new signing secret (in this response only). The old one keeps signing beside it,
     as a second `v1=`, for `keep_previous_seconds` (0: stop at once)."""

@@ -12,7 +12,7 @@ from notifications.webhooks.targets import MAX_URL_LENGTH
 TOPICS_HELP = "outbox event types (e.g. points.earned), or '*' for every type"
 
 
-class SubscriptionCreateSchema(StrictSchema):
+class WebhookSubscriptionCreateSchema(StrictSchema):
     url = Text(MAX_URL_LENGTH, required=True, metadata={"description": "http(s) URL to POST to"})
     topics = fields.List(
         Text(64),
@@ -38,7 +38,7 @@ class RotateSecretSchema(StrictSchema):
     )
 
 
-class SubscriptionSchema(StrictSchema):
+class WebhookSubscriptionSchema(StrictSchema):
     id = fields.Integer()
     url = fields.String()
     topics = fields.List(fields.String())
@@ -54,7 +54,7 @@ class SubscriptionSchema(StrictSchema):
     updated_at = fields.DateTime()
 
 
-class SubscriptionWithSecretSchema(SubscriptionSchema):
+class WebhookSubscriptionWithSecretSchema(WebhookSubscriptionSchema):
     secret = fields.String(
         metadata={"description": "signs every delivery; shown in this response only"}
     )
