@@ -12,7 +12,7 @@ Operations flush, never commit: the request or job edge commits once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache
@@ -830,15 +830,19 @@ def announce_expiring_points(
 
     Notifications consume the event (reminding members is what makes expiry fair); the
     notice table's unique key makes a rerun, or two workers at once, announce nothing twice.
-    Returns how many events were emitted. One chunk of at most `limit` (member, instant)
-    pairs in member id order; with a `cursor` the next chunk goes on from the last member.
+    Points under an active hold don't expire while held, so they are not announced: the
+    event's `points` leaves them out (and says them as `held`), and an instant whose points
+    are all held is left for a later run (no notice yet; the member is skipped for the rest
+    of this one). Returns how many events were emitted. One chunk of at most `limit`
+    (member, instant) pairs in member id order; with a `cursor` the next chunk goes on from
+    the last member.
     """
     horizon = now + timedelta(days=within_days)
     already = sa.select(ExpiryNotice.id).where(
         ExpiryNotice.member_id == PointLot.member_id, ExpiryNotice.expires_at == PointLot.expires_at
     )
     after_id = cursor.after_id if cursor is not None else 0
-    rows = db.session.execute(
+    query = (
         sa.select(PointLot.member_id, PointLot.expires_at, sa.func.sum(PointLot.remaining))
         .where(
             PointLot.member_id >= after_id,  # >=: the last chunk may have cut a member short
@@ -851,16 +855,26 @@ def announce_expiring_points(
         .group_by(PointLot.member_id, PointLot.expires_at)
         .order_by(PointLot.member_id, PointLot.expires_at)
         .limit(limit)
-    ).all()
+    )
+    if cursor is not None and cursor.skip:
+        query = query.where(PointLot.member_id.not_in(sorted(cursor.skip)))
+    rows = db.session.execute(query).all()
     if cursor is not None and rows:
         cursor.handled += len(rows)
         cursor.after_id = rows[-1][0]
+    held = _held_due(sorted({row[0] for row in rows}), horizon)
     table = ExpiryNotice.__table__
     emitted = 0
     for member_id, expires_at, points in rows:
+        shielded = held.get((member_id, expires_at), 0)
+        points = int(points) - shielded
+        if points <= 0:
+            if cursor is not None:
+                cursor.skip.add(member_id)  # all held: announced once the hold ends
+            continue
         inserted = db.session.execute(
             upsert_insert(table)
-            .values(member_id=member_id, expires_at=expires_at, points=int(points), created_at=now)
+            .values(member_id=member_id, expires_at=expires_at, points=points, created_at=now)
             .on_conflict_do_nothing(index_elements=["member_id", "expires_at"])
             .returning(table.c.id)
         ).scalar()
@@ -869,11 +883,57 @@ def announce_expiring_points(
         outbox.emit(
             "points.expiring",
             member_id=member_id,
-            payload={"points": int(points), "expires_at": expires_at.isoformat()},
+            payload={"points": points, "held": shielded, "expires_at": expires_at.isoformat()},
             now=now,
         )
         emitted += 1
     return emitted
+
+
+def _held_due(member_ids: list[int], horizon: datetime) -> dict[tuple[int, datetime], int]:
+    """{(member, expiry instant): points under a hold} for the members with active holds:
+    the first `held` points of their lots in expiry order (overdue lots kept alive by the
+    hold and instants already announced included). Members without holds cost one read."""
+    if not member_ids:
+        return {}
+    holding = dict(
+        db.session.execute(
+            sa.select(LedgerAccount.member_id, LedgerAccount.held).where(
+                LedgerAccount.member_id.in_(member_ids),
+                LedgerAccount.kind == AccountKind.MEMBER_POINTS.value,
+                LedgerAccount.held > 0,
+            )
+        ).all()
+    )
+    shares: dict[tuple[int, datetime], int] = {}
+    for member_id, held in holding.items():
+        buckets = db.session.execute(
+            sa.select(PointLot.expires_at, sa.func.sum(PointLot.remaining))
+            .where(
+                PointLot.member_id == member_id,
+                PointLot.status == constant(LotStatus.AVAILABLE),
+                PointLot.expires_at.is_not(None),
+                PointLot.expires_at <= horizon,
+            )
+            .group_by(PointLot.expires_at)
+            .order_by(PointLot.expires_at)
+        ).all()
+        found = [(at, int(n or 0)) for at, n in buckets]
+        for (at, _), share in zip(found, held_shares(found, held), strict=True):
+            if share:
+                shares[(member_id, at)] = share
+    return shares
+
+
+def held_shares(buckets: Sequence[tuple[Any, int]], held: int) -> list[int]:
+    """How many of each bucket's points (soonest expiry first) are under a hold: the first
+    `held` points in expiry order, the order burns and captures consume them in."""
+    shares = []
+    for _, points in buckets:
+        share = min(points, held)
+        shares.append(share)
+        held -= share
+    return shares
 
 
 # --- holds ----------------------------------------------------------------------------------

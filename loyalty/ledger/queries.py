@@ -20,7 +20,7 @@ from loyalty.ledger.models import (
     PointLot,
     ProgramAccount,
 )
-from loyalty.ledger.operations import program_account_id
+from loyalty.ledger.operations import held_shares, program_account_id
 from loyalty.timezones import local
 
 
@@ -64,6 +64,10 @@ def history(
 
 
 def expiring_points(member_id: int, *, now: datetime, days: int, timezone: str) -> dict[str, Any]:
+    """Points that expire within `days`, by expiry instant. Points under an active hold
+    don't expire while held (see the expiry job), so they are reported as `held`, apart
+    from the expiring amounts: the held points are the soonest-expiring ones (a capture
+    spends those first), overdue lots kept alive by the hold included."""
     horizon = now + timedelta(days=days)
     rows = db.session.execute(
         sa.select(PointLot.expires_at, sa.func.sum(PointLot.remaining))
@@ -76,12 +80,36 @@ def expiring_points(member_id: int, *, now: datetime, days: int, timezone: str) 
         .group_by(PointLot.expires_at)
         .order_by(PointLot.expires_at)
     ).all()
+    shielded = held_shares([(at, int(n or 0)) for at, n in rows], points_held(member_id))
     buckets = [
-        {"expires_at": at, "local_date": local(at, timezone).date().isoformat(), "points": int(n)}
-        for at, n in rows
+        {
+            "expires_at": at,
+            "local_date": local(at, timezone).date().isoformat(),
+            "points": int(n) - held,
+            "held": held,
+        }
+        for (at, n), held in zip(rows, shielded, strict=True)
         if n
     ]
-    return {"total": sum(b["points"] for b in buckets), "within_days": days, "buckets": buckets}
+    return {
+        "total": sum(b["points"] for b in buckets),
+        "held": sum(b["held"] for b in buckets),
+        "within_days": days,
+        "buckets": buckets,
+    }
+
+
+def points_held(member_id: int) -> int:
+    """Points under the member's active holds (their points account's `held`)."""
+    return int(
+        db.session.scalar(
+            sa.select(LedgerAccount.held).where(
+                LedgerAccount.member_id == member_id,
+                LedgerAccount.kind == AccountKind.MEMBER_POINTS.value,
+            )
+        )
+        or 0
+    )
 
 
 def liability(now: datetime) -> dict[str, Any]:

@@ -59,11 +59,16 @@ class ExpiringQuery(StrictSchema):
 class ExpiringBucketSchema(StrictSchema):
     expires_at = fields.DateTime()
     local_date = fields.String()
-    points = fields.Integer()
+    points = fields.Integer(metadata={"description": "points that expire then (held excluded)"})
+    held = fields.Integer(
+        metadata={"description": "points due then that are under an active hold: they don't "
+                  "expire while held (a capture spends them, a release lets them expire)"}
+    )  # fmt: skip
 
 
 class ExpiringSchema(StrictSchema):
-    total = fields.Integer()
+    total = fields.Integer(metadata={"description": "points expiring in the window, held excluded"})
+    held = fields.Integer(metadata={"description": "points due in the window under active holds"})
     within_days = fields.Integer()
     buckets = fields.List(fields.Nested(ExpiringBucketSchema))
 
