@@ -9,7 +9,7 @@ from functools import wraps
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from flask import Response, current_app, make_response, request
+from flask import Response, current_app, g, make_response, request
 from flask_smorest import abort
 from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
@@ -194,16 +194,65 @@ def replayed(body: Any, status: int) -> tuple[Any, int, dict[str, str]]:
     return body, status, {REPLAY_HEADER: "true"}
 
 
+def _replay_of(earlier: idempotency.IdempotencyRecord) -> Response:
+    replay = current_app.response_class(
+        earlier.response_body, status=earlier.status_code, mimetype="application/json"
+    )
+    replay.headers[REPLAY_HEADER] = "true"
+    return replay
+
+
+# Per endpoint, how to find a repeat of a write that took effect without an Idempotency-Key
+# (an order posted again with its order id): returns the replay or None.
+_replay_finders: dict[str, Callable[[], Response | None]] = {}
+
+
+def replay_finder(endpoint: str) -> Callable[[Callable[[], Response | None]], Any]:
+    """Register how a write endpoint recognises a repeat by its content (see `_replay_finders`),
+    so a repeat refused before its handler (rate limited) still gets its first answer."""
+
+    def register(func: Callable[[], Response | None]) -> Callable[[], Response | None]:
+        _replay_finders[endpoint] = func
+        return func
+
+    return register
+
+
+def earlier_answer() -> Response | None:
+    """The first answer to this very write, when it already took effect: by its
+    Idempotency-Key (same fingerprint), else by the endpoint's own replay rule (an order
+    id). For checks that refuse a request before its handler runs (the rate limiter): a
+    retry of a write that succeeded gets the first result, never a 429 (the one replay
+    rule). None for reads, first attempts and anything not replayable."""
+    caller = g.get("caller")
+    if request.method in {"GET", "HEAD", "OPTIONS"} or caller is None:
+        return None
+    view = current_app.view_functions.get(request.endpoint or "")
+    if getattr(view, "_idempotency", None) is None:
+        return None
+    key = request.headers.get("Idempotency-Key")
+    try:
+        if key is not None:
+            print_ = idempotency.fingerprint(request.method, request.path, _canonical_body())
+            earlier = idempotency.stored_response(
+                caller.idempotency_scope, idempotency.validate_key(key), print_
+            )
+            if earlier is not None:
+                return _replay_of(earlier)
+        finder = _replay_finders.get(request.endpoint or "")
+        return finder() if finder is not None else None
+    except Exception:
+        return None
+    finally:
+        db.session.rollback()  # read only: end the read transaction the lookup opened
+
+
 def _run_once(view: Callable[..., Any], key: str, args: Any, kwargs: Any) -> Response:
     scope = current_caller().idempotency_scope
     print_ = idempotency.fingerprint(request.method, request.path, _canonical_body())
     earlier = idempotency.claim(scope, key, print_, utcnow())
     if earlier is not None and earlier.status_code is not None:
-        replay = current_app.response_class(
-            earlier.response_body, status=earlier.status_code, mimetype="application/json"
-        )
-        replay.headers[REPLAY_HEADER] = "true"
-        return replay
+        return _replay_of(earlier)
     response = make_response(view(*args, **kwargs))
     if response.status_code < 400:
         idempotency.record_response(

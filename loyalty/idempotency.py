@@ -105,6 +105,25 @@ def claim(scope: str, key: str, print_: str, now: datetime) -> IdempotencyRecord
     return earlier
 
 
+def stored_response(scope: str, key: str, print_: str) -> IdempotencyRecord | None:
+    """The completed earlier request under `key` with this very fingerprint, read without
+    claiming anything: how a request refused before its handler (rate limited, locked out)
+    can still replay its first answer. None when there is nothing to replay."""
+    earlier = db.session.scalar(
+        sa.select(IdempotencyRecord).where(
+            IdempotencyRecord.scope == scope, IdempotencyRecord.key == key
+        )
+    )
+    if (
+        earlier is None
+        or earlier.status_code is None
+        or earlier.erased_at is not None
+        or earlier.fingerprint != print_
+    ):
+        return None
+    return earlier
+
+
 def record_response(
     scope: str, key: str, status_code: int, body: bytes, *, member_id: int | None
 ) -> None:

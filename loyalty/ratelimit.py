@@ -65,6 +65,11 @@ def _only(endpoints: frozenset[str]):  # type: ignore[no-untyped-def]
 
 
 def _breach(limit: RequestLimit) -> Response:
+    from loyalty.http import earlier_answer
+
+    replay = earlier_answer()  # a retry of a write that took effect replays, limited or not
+    if replay is not None:
+        return replay
     retry_after = max(1, math.ceil(limit.window[0] - time.time()))  # when the window resets
     problem = RateLimited(
         f"rate limit exceeded ({limit.limit}); retry after {retry_after} s",

@@ -114,3 +114,30 @@ def test_identify_has_a_tighter_limit_per_key(limited, make):
         assert client.post("/v1/members/identify", json=lookup, headers=till).status_code == 404
     _assert_rate_limited(client.post("/v1/members/identify", json=lookup, headers=till))
     assert client.post("/v1/members/identify", json=lookup, headers=other_till).status_code == 404
+
+
+def test_a_write_that_took_effect_replays_even_when_its_caller_is_rate_limited(limited, make):
+    from tests.earning.factories import order_body
+    from tests.factories import idem
+
+    till = make.api_key(scopes.ORDERS_WRITE)
+    member_id = make.member().id
+    client = limited(rate_limit_per_caller="2/minute").test_client()
+    by_id = order_body({"member_id": member_id})
+    by_key = order_body({"member_id": member_id})
+    key = idem(till)
+    first = client.post("/v1/orders", json=by_id, headers=till)
+    second = client.post("/v1/orders", json=by_key, headers=key)
+    assert (first.status_code, second.status_code) == (201, 201)
+
+    replay = client.post("/v1/orders", json=by_key, headers=key)  # over the limit
+    assert (replay.status_code, replay.json) == (201, second.json)
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    again = client.post("/v1/orders", json=by_id, headers=till)
+    assert (again.status_code, again.headers.get("Idempotent-Replayed")) == (201, "true")
+    assert again.json["points_earned"] == first.json["points_earned"]
+    # New writes, other content under a used id, and reads are limited as before.
+    _assert_rate_limited(client.post("/v1/orders", json=order_body({"member_id": member_id}),
+                                     headers=till))  # fmt: skip
+    _assert_rate_limited(client.post("/v1/orders", json={**by_id, "currency": "USD"}, headers=till))
+    _assert_rate_limited(client.get("/v1/orders/" + by_id["order_id"], headers=till))

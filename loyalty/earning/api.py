@@ -8,7 +8,9 @@ from __future__ import annotations
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
+from flask import Response, jsonify, make_response, request
 from flask_smorest import Blueprint
+from marshmallow import ValidationError
 
 from loyalty.auth import scopes
 from loyalty.auth.context import Caller, current_caller, ensure_store, requires
@@ -28,7 +30,7 @@ from loyalty.earning.schemas import (
     RuleSchema,
     RuleUpdateSchema,
 )
-from loyalty.http import replayed, write_endpoint
+from loyalty.http import REPLAY_HEADER, replay_finder, replayed, write_endpoint
 from loyalty.pagination import page_of
 
 blp = Blueprint(
@@ -71,6 +73,12 @@ def post_order(data: dict[str, Any]) -> Any:
     store_id = data["store_id"] or caller.store_id
     ensure_store(caller, store_id)
     assert caller.client_id is not None
+    if data.get("coupon_codes"):  # a repeat replays before the lockout can refuse it
+        earlier = operations.earlier_order(
+            {**data, "store_id": store_id}, client_id=caller.client_id
+        )
+        if earlier is not None:
+            return replayed(earlier, 201)
     with _coupon_guess_lockout(caller, data.get("coupon_codes")):
         order, created = operations.post_order(
             {**data, "store_id": store_id},
@@ -79,6 +87,26 @@ def post_order(data: dict[str, Any]) -> Any:
             actor=caller.actor,
         )
     return (order, 201) if created else replayed(order, 201)
+
+
+@replay_finder("earning.post_order")
+def _repeated_order() -> Response | None:
+    """An order posted again with its order id, recognised before the handler runs (the
+    rate limiter refused it): the first result, like the handler would answer."""
+    caller = current_caller()
+    if caller.client_id is None:
+        return None
+    try:
+        data = OrderRequestSchema().load(request.get_json(silent=True) or {})
+    except ValidationError:
+        return None
+    store_id = data["store_id"] or caller.store_id
+    earlier = operations.earlier_order({**data, "store_id": store_id}, client_id=caller.client_id)
+    if earlier is None:
+        return None
+    response = make_response(jsonify(OrderSchema().dump(earlier)), 201)
+    response.headers[REPLAY_HEADER] = "true"
+    return response
 
 
 def _coupon_guess_lockout(caller: Caller, codes: list[str] | None) -> AbstractContextManager[Any]:

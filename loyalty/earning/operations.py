@@ -405,6 +405,21 @@ def _basket(data: Mapping[str, Any], channel: str, store_id: str | None) -> Bask
     )
 
 
+def earlier_order(data: Mapping[str, Any], *, client_id: int) -> Order | None:
+    """The client's order already posted under `data["order_id"]`, when this is a repeat of
+    it (OrderIdReused when the id was used for other content); None for a new order. Looked
+    up before anything that could refuse a repeat (the coupon guess lockout, Redis being
+    away), so a retry of an accepted order always replays. `data` as `post_order` gets it."""
+    earlier_id = db.session.execute(
+        _order_id_query(), {"client_id": client_id, "external_id": data["order_id"]}
+    ).scalar()
+    if earlier_id is None:
+        return None
+    earlier = db.session.get(Order, earlier_id)
+    assert earlier is not None
+    return _replay(earlier, order_fingerprint(data))[0]
+
+
 def _replay(order: Order, fingerprint: str) -> tuple[Order, bool]:
     if order.fingerprint != fingerprint:
         raise OrderIdReused(f"order {order.external_id!r} was already posted with other content")

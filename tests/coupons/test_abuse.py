@@ -116,3 +116,32 @@ def test_an_unbound_key_naming_a_store_locks_out_only_itself(client, make, low_l
     redeemed = client.post("/v1/coupons/redeem", json=f.body([real], order_ref="o"),
                            headers=idem(till))  # fmt: skip
     assert redeemed.status_code == 201
+
+
+def test_an_order_posted_again_while_its_caller_is_locked_out_replays(client, make, low_limit):
+    make.store("S1")
+    till = make.api_key(scopes.ORDERS_WRITE, scopes.COUPONS_REDEEM, store_id="S1")
+    member_id = make.member().id
+    first_code, second_code = f.codes(f.offer().id, 2)
+    by_id = order_body({"member_id": member_id}, channel="store", coupon_codes=[first_code])
+    by_key = order_body({"member_id": member_id}, channel="store", coupon_codes=[second_code])
+    key = idem(till)
+    assert client.post("/v1/orders", json=by_id, headers=till).status_code == 201
+    first = client.post("/v1/orders", json=by_key, headers=key)
+    assert first.status_code == 201
+    for n in range(5):
+        client.post("/v1/coupons/validate", json=f.body([f"GUESS{n:08d}"]), headers=till)
+    db.session.remove()
+
+    again = client.post("/v1/orders", json=by_id, headers=till)
+    assert again.status_code == 201, again.json
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert (
+        again.json["coupons"]
+        == client.get(f"/v1/orders/{by_id['order_id']}", headers=till).json["coupons"]
+    )
+    replay = client.post("/v1/orders", json=by_key, headers=key)
+    assert (replay.status_code, replay.json) == (201, first.json)
+    # Anything new with codes is still refused.
+    fresh = order_body({"member_id": member_id}, channel="store", coupon_codes=[first_code])
+    assert client.post("/v1/orders", json=fresh, headers=till).status_code == 429

@@ -78,3 +78,31 @@ def test_validate_redeem_and_orders_with_codes_answer_503_while_redis_is_down(
     plain = order_body({"member_id": member_id}, channel="store")
     assert client.post("/v1/orders", json=plain, headers=till).status_code == 201
     assert f.code_row(code).uses == 0
+
+
+def test_an_order_with_codes_posted_again_while_redis_is_down_replays(
+    app_on_own_redis, own_redis, make
+):
+    make.store("S1")
+    till = make.api_key(scopes.ORDERS_WRITE, store_id="S1")
+    member_id = make.member().id
+    first_code, second_code = f.codes(f.offer().id, 2)
+    by_id = order_body({"member_id": member_id}, channel="store", coupon_codes=[first_code])
+    by_key = order_body({"member_id": member_id}, channel="store", coupon_codes=[second_code])
+    key = idem(till)
+    db.session.remove()
+    client = app_on_own_redis.test_client()
+    first = client.post("/v1/orders", json=by_id, headers=till)
+    assert first.status_code == 201, first.json
+    second = client.post("/v1/orders", json=by_key, headers=key)
+    assert second.status_code == 201, second.json
+
+    own_redis.stop()
+
+    again = client.post("/v1/orders", json=by_id, headers=till)
+    assert (again.status_code, again.headers.get("Idempotent-Replayed")) == (201, "true")
+    assert again.json["points_earned"] == first.json["points_earned"]
+    replay = client.post("/v1/orders", json=by_key, headers=key)
+    assert (replay.status_code, replay.json) == (201, second.json)
+    fresh = order_body({"member_id": member_id}, channel="store", coupon_codes=[first_code])
+    _problem_with_retry_after(client.post("/v1/orders", json=fresh, headers=till))
