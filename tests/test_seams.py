@@ -8,8 +8,10 @@ until it is added to SEAMS: with the names of its registered steps, or a `Reason
 
 from __future__ import annotations
 
+import ast
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -166,3 +168,47 @@ def test_building_the_openapi_document_warns_about_nothing(database_url):
     schemas = document["components"]["schemas"]
     for name in ("PushSubscription", "WebhookSubscription", "TemplatePreview", "SegmentPreview"):
         assert name in schemas
+
+
+RESOLUTION_NAMES = {
+    "get_member", "current_member", "current_member_id", "person_of",
+    "same_person_ids", "history_member_ids", "history_members", "lock_current_member",
+    "lock_current_members",
+}  # fmt: skip
+
+
+def test_merges_are_resolved_only_through_the_resolution_module():
+    """Callers import the merge rule from loyalty/members/resolution.py; no other module
+    defines or re-exports a way to find the person behind an id."""
+    from loyalty.members import resolution
+
+    root = Path(__file__).resolve().parent.parent
+    found = []
+    for path in sorted(root.glob("*/**/*.py")):
+        if ".venv" in path.parts or path.name == "resolution.py":
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.Assign) and node.col_offset == 0:
+                names = (
+                    [node.name]
+                    if isinstance(node, ast.FunctionDef)
+                    else [t.id for t in node.targets if isinstance(t, ast.Name)]
+                )
+                found += [f"{path.relative_to(root)}: defines {n}" for n in names
+                          if n in RESOLUTION_NAMES and "tests" not in path.parts
+                          and not _is_view(node)]  # fmt: skip
+            if isinstance(node, ast.ImportFrom) and node.module != resolution.__name__:
+                found += [f"{path.relative_to(root)}: imports {a.name} from {node.module}"
+                          for a in node.names if a.name in RESOLUTION_NAMES
+                          and (node.module or "").startswith(("loyalty.", "notifications.",
+                                                              "campaigns."))]  # fmt: skip
+    assert found == []
+    from loyalty.members import operations
+
+    assert not hasattr(operations, "resolve")
+
+
+def _is_view(node: ast.AST) -> bool:
+    """A route handler named like a resolution helper (`members.api.get_member`)."""
+    return bool(getattr(node, "decorator_list", None))
