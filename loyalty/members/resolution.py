@@ -120,6 +120,8 @@ def lock_current_members(member_ids: Iterable[int]) -> dict[int, Member]:
     NotFound for an unknown id.
     """
     wanted = sorted(set(member_ids))
+    if not wanted:
+        return {}
     person: dict[int, int] = {}
     locked: dict[int, Member] = {}
     pending = wanted
