@@ -8,13 +8,17 @@ job or a request) that commits them:
 2. claim (commit): a consumer's due deliveries, at most one per member (the member's oldest
    pending one), `FOR UPDATE SKIP LOCKED` so several workers relay at once. The claim counts
    the attempt, moves `next_attempt_at` to the end of a lease and sets a claim token.
-3. act: the consumer runs with no transaction of the relay open.
-4. record (commit): done, or failed (exponential backoff with jitter; dead after the maximum
-   attempts). Recorded only under the claim token: a worker that outlived its lease (and
-   whose delivery another worker took over) records nothing.
+3. act + record (one transaction per chunk, committed once): the chunk's deliveries that are
+   still ours (claim token) are marked done in one UPDATE that also locks them; a worker
+   that outlived its lease (another took the delivery over) acts on none of those. The
+   consumer gets the chunk (`batch=True`) or each event, every call in a savepoint: a
+   consumer that raises has its own writes rolled back and its delivery backed off
+   (exponential backoff with jitter; dead after the maximum attempts), and the rest of the
+   chunk commits with its consumers' writes.
 
-A worker that dies between 3 and 4 leaves the delivery leased; it is claimed again when the
-lease ends (at least once to the consumer, which dedupes by event id).
+Steps 2-3 are `loyalty.batches.run_claimed`. A worker that dies before the commit of 3
+leaves the chunk leased; it is claimed again when the lease ends (at least once to the
+consumer, which dedupes by event id).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -44,7 +48,7 @@ BACKOFF_CAP = timedelta(hours=1)
 LEASE = timedelta(minutes=5)
 RELAY_TIME_BUDGET = 60.0  # seconds per relay job; the next scheduled run continues
 DISPATCH_CHUNK = 1000
-CLAIM_CHUNK = 100
+CLAIM_CHUNK = 500  # deliveries per consumer and round, handed over as one chunk
 MAX_ERROR_LENGTH = 1000
 DEFAULT_MAX_ATTEMPTS = 12  # OMNILOYAL_OUTBOX_MAX_ATTEMPTS' default; the job passes the setting
 # pg_try_advisory_xact_lock key: one dispatcher at a time keeps deliveries in event order.
@@ -274,38 +278,144 @@ def release(claims: list[Claim], now: datetime) -> int:
 # --- the edge ------------------------------------------------------------------------------
 
 
-def deliver(claim_: Claim, now: datetime, *, max_attempts: int, result: RelayResult) -> None:
-    """Act and record one claimed delivery (commits; called with no transaction open)."""
-    registered = consumers.get(claim_.consumer)
+def _owned_as_done(claims: Sequence[Claim], now: datetime) -> set[int]:
+    """Mark the chunk's deliveries done, where they are still ours, in one UPDATE that also
+    locks them until this transaction ends (so no other worker can take one over while
+    the consumer acts). Returns the delivery ids that were ours; a failure found later in
+    the same transaction overwrites its `done` (`_fail_owned`)."""
+    if not claims:
+        return set()
+    d = OutboxDelivery.__table__
+    rows = db.session.execute(
+        sa.update(d)
+        .where(
+            d.c.id.in_([c.delivery_id for c in claims]),
+            d.c.claim_token == claims[0].token,
+            status_is(d.c.status, DeliveryStatus.PENDING),
+        )
+        .values(status=DeliveryStatus.DONE.value, done_at=now, updated_at=now, claim_token=None)
+        .returning(d.c.id)
+    ).all()
+    return {row.id for row in rows}
+
+
+def _fail_owned(
+    claim_: Claim, error: BaseException, now: datetime, *, max_attempts: int
+) -> DeliveryStatus:
+    """Back off (or give up: dead) a delivery this transaction already holds (marked done
+    by `_owned_as_done`, so its row is locked and ours)."""
+    dead = claim_.attempts >= max_attempts
+    status = DeliveryStatus.DEAD if dead else DeliveryStatus.PENDING
+    d = OutboxDelivery.__table__
+    db.session.execute(
+        sa.update(d)
+        .where(d.c.id == claim_.delivery_id)
+        .values(
+            status=status.value,
+            next_attempt_at=now if dead else now + backoff_delay(claim_.attempts),
+            last_error=f"{type(error).__name__}: {error}"[:MAX_ERROR_LENGTH],
+            done_at=None,
+            updated_at=now,
+        )
+    )
+    return status
+
+
+def _run_isolated(call: Callable[[], None]) -> BaseException | None:
+    """Run a consumer call in a savepoint: what it wrote stays when it returns and is
+    rolled back alone when it raises (the rest of the chunk keeps its writes)."""
     try:
-        if registered is None:
-            raise LookupError(f"consumer {claim_.consumer!r} is no longer registered")
-        registered.handler(claim_.event)
+        with db.session.begin_nested():
+            call()
     except Exception as error:
-        db.session.rollback()  # whatever the consumer wrote goes with its failure
+        return error
+    return None
+
+
+def act_on_chunk(
+    claims: Sequence[Claim], now: datetime, *, max_attempts: int, result: RelayResult
+) -> None:
+    """Hand a claimed chunk of one consumer to it and record the outcomes, all in one
+    transaction (committed by the caller): the consumer's writes commit with their `done`
+    records. Each event runs in a savepoint (a batch consumer: the chunk in one; if that
+    raises, each event again in its own), so one failing event backs off alone."""
+    if not claims:
+        return
+    registered = consumers.get(claims[0].consumer)
+    owned_ids = _owned_as_done(claims, now)
+    result.lost += len(claims) - len(owned_ids)
+    if len(owned_ids) < len(claims):
+        log.warning(
+            "%d outbox deliveries were taken over by another worker", len(claims) - len(owned_ids)
+        )
+    owned = [c for c in claims if c.delivery_id in owned_ids]
+    if not owned:
+        return
+    failures: dict[int, BaseException] = {}
+    if registered is None:
+        missing = LookupError(f"consumer {claims[0].consumer!r} is no longer registered")
+        failures = {c.delivery_id: missing for c in owned}
+    elif registered.batch and len(owned) > 1:
+        if _run_isolated(lambda: registered.handle([c.event for c in owned])) is not None:
+            for claim_ in owned:
+                error = _run_isolated(lambda c=claim_: registered.handle([c.event]))
+                if error is not None:
+                    failures[claim_.delivery_id] = error
+    else:
+        for claim_ in owned:
+            error = _run_isolated(lambda c=claim_: registered.handle([c.event]))
+            if error is not None:
+                failures[claim_.delivery_id] = error
+    for claim_ in owned:
+        error = failures.get(claim_.delivery_id)
+        if error is None:
+            result.delivered += 1
+            continue
         log.warning(
             "outbox consumer %s failed on event %s (attempt %s)",
-            claim_.consumer,
-            claim_.event.id,
-            claim_.attempts,
-            exc_info=True,
-        )
-        status = record_failure(claim_, error, now, max_attempts=max_attempts)
-        db.session.commit()
-        if status is None:
-            result.lost += 1
-        elif status == DeliveryStatus.DEAD:
+            claim_.consumer, claim_.event.id, claim_.attempts, exc_info=error,
+        )  # fmt: skip
+        status = _fail_owned(claim_, error, now, max_attempts=max_attempts)
+        if status == DeliveryStatus.DEAD:
             result.dead += 1
         else:
             result.failed += 1
-        return
-    if record_done(claim_, now):
-        db.session.commit()  # with the consumer's own database writes, atomically
-        result.delivered += 1
-    else:
-        db.session.rollback()
-        log.warning("outbox delivery %s was taken over by another worker", claim_.delivery_id)
-        result.lost += 1
+
+
+def deliver(claim_: Claim, now: datetime, *, max_attempts: int, result: RelayResult) -> None:
+    """Act and record one claimed delivery (commits; called with no transaction open)."""
+    act_on_chunk([claim_], now, max_attempts=max_attempts, result=result)
+    db.session.commit()
+
+
+# Deliveries this process created since it last analyzed the outbox tables.
+_dispatched_since_analyze = 0
+ANALYZE_AFTER = 20_000
+
+
+def analyze_after_burst(dispatched: int) -> bool:
+    """ANALYZE the outbox tables once this process has dispatched ANALYZE_AFTER events
+    since it last did (PostgreSQL only; its own short transaction). True if it ran.
+
+    Why: the claim's plan (a range of ix_outbox_deliveries_due, one probe per candidate of
+    the member queue index, then the claimed events by primary key) is chosen from the
+    tables' statistics. Autovacuum analyzes a table only after 10 % of it changed, so a
+    burst (a campaign's hundred thousand events) runs against statistics taken when
+    outbox_deliveries held no pending rows and outbox_events a fraction of its rows: the
+    planner then misjudges how many rows a claim's chunk returns against the table's size
+    and has chosen a hash join over a sequential scan of outbox_events (seen in
+    tests/performance/test_index_usage.py, "outbox relay (grown)"). Statistics refreshed
+    after every burst keep the index plans; ANALYZE samples a fixed number of rows, so it
+    costs the same however large the tables are."""
+    global _dispatched_since_analyze
+    _dispatched_since_analyze += dispatched
+    if _dispatched_since_analyze < ANALYZE_AFTER or not is_postgres():
+        return False
+    _dispatched_since_analyze = 0
+    db.session.commit()
+    db.session.execute(sa.text("ANALYZE outbox_deliveries, outbox_events"))
+    db.session.commit()
+    return True
 
 
 def relay_batch(
@@ -317,22 +427,28 @@ def relay_batch(
 ) -> RelayResult:
     """Dispatch new events and deliver what is due, round after round, until nothing is left
     or the time budget is spent (commits each step; see the module docstring). Each round
-    claims at most `limit` deliveries per consumer."""
+    claims at most `limit` deliveries per consumer and hands them over as one chunk."""
+    from loyalty.batches import run_claimed
+
     result = RelayResult()
     deadline = time.monotonic() + time_budget
     while True:
         before = result.worked
-        result.dispatched += dispatch_events(now)
+        dispatched = dispatch_events(now)
+        result.dispatched += dispatched
         db.session.commit()
+        analyze_after_burst(dispatched)
         for registered in consumers.registered():
-            claims = claim(registered.name, now, limit=limit)
-            db.session.commit()
-            for position, claim_ in enumerate(claims):
-                if time.monotonic() > deadline:
-                    # Never act on a claim near the end of its lease: give the rest back.
-                    release(claims[position:], now)
-                    db.session.commit()
-                    return result
-                deliver(claim_, now, max_attempts=max_attempts, result=result)
+            name = registered.name
+            run = run_claimed(
+                lambda name=name: claim(name, now, limit=limit) or None,
+                lambda claims: act_on_chunk(claims, now, max_attempts=max_attempts, result=result),
+                lambda _claims, _outcome: None,  # act_on_chunk recorded under the claim
+                release=lambda claims: release(list(claims), now),
+                deadline=deadline,
+                max_rounds=1,
+            )
+            if run.released:
+                return result
         if result.worked == before or time.monotonic() > deadline:
             return result

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from loyalty import outbox
-from loyalty.db import db
+from loyalty.db import db, start_reading, stop_reading
 from loyalty.outbox import DeliveryStatus, OutboxDelivery, OutboxEvent
 from loyalty.outbox.relay import BACKOFF_CAP, LEASE, backoff_delay, claim, record_done
 from tests.outbox.conftest import MAX_ATTEMPTS, delivery, emit, relay
@@ -152,22 +152,24 @@ def test_events_without_a_member_are_not_held_back_by_each_other(app, register):
     assert seen == [second]
 
 
-def test_the_consumer_runs_after_its_claim_committed_outside_any_relay_transaction(app, register):
+def test_the_consumer_runs_after_its_claim_committed_in_a_savepoint_of_its_own(app, register):
     observed: dict[str, object] = {}
 
     def handler(event: outbox.Event) -> None:
-        observed["in_transaction"] = db.session().in_transaction()
+        observed["in_savepoint"] = db.session().in_nested_transaction()
+        reading = start_reading()  # SQLite: a reader's BEGIN, beside the relay's writer
         with db.engine.connect() as other:  # what any other connection sees right now
             row = other.execute(
                 sa.select(OutboxDelivery.__table__).where(OutboxDelivery.event_id == event.id)
             ).one()
+        stop_reading(reading)
         observed["committed"] = (row.status, row.attempts, row.claim_token is not None)
 
     register("test.observer", handler, "t.x")
     event_id = emit("t.x", 1, T0)
     relay(T0)
 
-    assert observed == {"in_transaction": False, "committed": ("pending", 1, True)}
+    assert observed == {"in_savepoint": True, "committed": ("pending", 1, True)}
     assert delivery("test.observer", event_id).status == DeliveryStatus.DONE
 
 
