@@ -322,29 +322,24 @@ def current_people(member_ids: Iterable[int]) -> set[int]:
     return ids | {survivor for _, survivor in found if survivor is not None}
 
 
-@outbox.consumer(*TOPICS, name="campaigns.profiles", batch=True)
-def on_events(events: Sequence[outbox.Event]) -> None:
-    """Refresh the profiles of the people a chunk of events names, in one refresh.
-    Idempotent: the rows are rewritten from the source tables, so a redelivered event
-    writes the same rows."""
-    named: set[int] = set()
-    for event in events:
-        named |= people_of(event)
-    refresh_people(current_people(named), utcnow())
-    for event in events:
-        if event.topic == "tier.changed" and event.member_id is not None:
-            person = members.c.id == sa.func.coalesce(
-                sa.select(members.c.merged_into_id)
-                .where(members.c.id == event.member_id)
-                .scalar_subquery(),
-                event.member_id,
-            )
-            person_id = db.session.scalar(sa.select(members.c.id).where(person))
-            db.session.execute(
-                sa.update(profiles)
-                .where(profiles.c.person_id == person_id)
-                .values(tier_since=event.occurred_at)
-            )
+@outbox.consumer(*TOPICS, name="campaigns.profiles")
+def on_event(event: outbox.Event) -> None:
+    """Refresh the profiles of the people the event names. Idempotent: the rows are
+    rewritten from the source tables, so a redelivered event writes the same rows."""
+    refresh_people(current_people(people_of(event)), utcnow())
+    if event.topic == "tier.changed" and event.member_id is not None:
+        person = members.c.id == sa.func.coalesce(
+            sa.select(members.c.merged_into_id)
+            .where(members.c.id == event.member_id)
+            .scalar_subquery(),
+            event.member_id,
+        )
+        person_id = db.session.scalar(sa.select(members.c.id).where(person))
+        db.session.execute(
+            sa.update(profiles)
+            .where(profiles.c.person_id == person_id)
+            .values(tier_since=event.occurred_at)
+        )
 
 
 # --- rebuild, window refresh, RFM -------------------------------------------------------------
