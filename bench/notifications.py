@@ -77,16 +77,22 @@ class OwnRedis:
         self.process.wait(timeout=10)
 
 
-def seed(members: int, messages: int) -> None:
+def seed(members: int, messages: int, *, only_notifications: bool = False) -> None:
     """Members with phones, then `messages` points.earned events spread over them, committed
-    together (the pipeline's clock starts at this commit)."""
+    together (the pipeline's clock starts at this commit).
+
+    `only_notifications`: the events are committed already dispatched, with a pending
+    delivery for the notifications consumer only (what dispatch would write for it), so
+    the run measures the notification path without the other consumers of points.earned
+    (campaign profiles, webhooks) sharing the workers."""
     import sqlalchemy as sa
 
     from bench.appctx import bench_app
     from loyalty.clock import utcnow
     from loyalty.db import db
     from loyalty.members.operations import enrol_member
-    from loyalty.outbox.models import OutboxEvent
+    from loyalty.outbox.models import OutboxDelivery, OutboxEvent
+    from notifications.consumers import CONSUMER
 
     with bench_app().app_context():
         now = utcnow()
@@ -112,8 +118,25 @@ def seed(members: int, messages: int) -> None:
             }
             for i in range(messages)
         ]
+        if only_notifications:
+            for row in rows:
+                row["dispatched_at"] = now
+        events = OutboxEvent.__table__
         for start in range(0, messages, 10_000):
-            db.session.execute(sa.insert(OutboxEvent.__table__), rows[start : start + 10_000])
+            inserted = db.session.execute(
+                sa.insert(events).returning(events.c.id, events.c.member_id),
+                rows[start : start + 10_000],
+            ).all()
+            if only_notifications:
+                db.session.execute(
+                    sa.insert(OutboxDelivery.__table__),
+                    [
+                        {"event_id": event_id, "consumer": CONSUMER, "member_id": member_id,
+                         "status": "pending", "attempts": 0, "next_attempt_at": now,
+                         "created_at": now, "updated_at": now}
+                        for event_id, member_id in inserted
+                    ],
+                )  # fmt: skip
         db.session.commit()
 
 
@@ -207,6 +230,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--messages", type=int, default=int(os.environ.get("BENCH_NOTIFY_MESSAGES", 100_000))
     )
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--consumers",
+        choices=("notifications", "all"),
+        default=os.environ.get("BENCH_NOTIFY_CONSUMERS", "notifications"),
+        help="notifications: events handed to the notifications consumer only (default); "
+        "all: dispatched to every consumer of points.earned (campaign profiles, webhooks)",
+    )
     parser.add_argument("--members", type=int, default=0, help="default: messages / 5")
     parser.add_argument("--pg", default=os.environ.get("BENCH_PG", DEFAULT_PG))
     args = parser.parse_args(argv)
@@ -233,12 +263,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         database.create()
         database.build_schema(env)
         _say(f"seeding {members:,} members and {args.messages:,} points.earned events")
-        seed(members, args.messages)
+        seed(members, args.messages, only_notifications=args.consumers == "notifications")
         _say(f"pipeline: {args.workers} omniloyal workers, outbox -> RQ -> recording provider")
         pipeline_seconds = run_pipeline(env, args.workers, args.messages, database.url)
         _say(f"baseline: {args.messages:,} Redis pushes + PostgreSQL updates")
         baseline_seconds = run_baseline(database.url, own_redis.url, args.workers, args.messages)
-        report(args.messages, args.workers, pipeline_seconds, baseline_seconds)
+        report(args.messages, args.workers, pipeline_seconds, baseline_seconds, args.consumers)
     finally:
         database.drop()
         own_redis.stop()
@@ -246,7 +276,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def report(messages: int, workers: int, pipeline_seconds: float, baseline_seconds: float) -> None:
+def report(
+    messages: int,
+    workers: int,
+    pipeline_seconds: float,
+    baseline_seconds: float,
+    consumers: str = "notifications",
+) -> None:
     pipeline_rate = messages / pipeline_seconds
     baseline_rate = messages / baseline_seconds
     overhead_ms = (pipeline_seconds - baseline_seconds) * 1000 * workers / messages
@@ -258,8 +294,12 @@ def report(messages: int, workers: int, pipeline_seconds: float, baseline_second
     )
     print("| run | seconds | messages/s |")
     print("| --- | ---: | ---: |")
+    path = "notifications consumer" if consumers == "notifications" else "every consumer"
     rows = [
-        ("pipeline (outbox -> consumers -> RQ send job -> provider), chunks", pipeline_seconds),
+        (
+            f"pipeline (outbox -> {path} -> RQ send job -> provider), chunks",
+            pipeline_seconds,
+        ),
         (
             f"raw baseline (per {BASELINE_CHUNK}: {BASELINE_CHUNK} RPUSH in one round trip"
             " + one UPDATE ... = ANY)",
