@@ -258,13 +258,16 @@ def create_messages(drafts: Sequence[Draft], now: datetime) -> list[int]:
     created: list[int] = []
     for start in range(0, len(rows), CREATE_CHUNK):
         part = rows[start : start + CREATE_CHUNK]
+        # executemany with RETURNING: multi-row INSERTs from one cached compilation.
         created.extend(
-            db.session.scalars(
+            db.session.execute(
                 upsert_insert(table)
-                .values(part)
                 .on_conflict_do_nothing(index_elements=["dedupe_key"])
-                .returning(table.c.id)
-            ).all()
+                .returning(table.c.id),
+                part,
+            )
+            .scalars()
+            .all()
         )
     if created:
         db.session.execute(
