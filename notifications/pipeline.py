@@ -41,7 +41,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import make_transient_to_detached
 
-from loyalty.db import constant, db, is_postgres, upsert_insert
+from loyalty.db import UTCDateTime, constant, db, is_postgres, upsert_insert
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.members.models import IdentityKind, Member, MemberIdentity
 from notifications import policies, ratelimit, templates
@@ -596,23 +596,6 @@ def _move_many(
         return
     table = Message.__table__
     columns = [key for key in changes[0] if key not in ("id", "reason")]
-    statement = (
-        sa.update(table)
-        .where(
-            table.c.id == sa.bindparam("m_id"),
-            # Written into the SQL (fixed states from code): executemany takes no
-            # `constant()` (a literal_execute parameter).
-            table.c.state.in_(
-                [sa.literal_column(f"'{MessageState(s).value}'") for s in from_states]
-            ),
-        )
-        .values(
-            state=to_state.value,
-            updated_at=now,
-            reason=sa.bindparam("m_reason"),
-            **{column: sa.bindparam(f"m_{column}") for column in columns},
-        )
-    )
     params = [
         {
             "m_id": change["id"],
@@ -621,7 +604,23 @@ def _move_many(
         }
         for change in changes
     ]
-    db.session.execute(statement, params)
+    states = table.c.state.in_(
+        [sa.literal_column(f"'{MessageState(s).value}'") for s in from_states]
+    )
+    if is_postgres():
+        _move_set_based(to_state, params, ["id", "reason", *columns], now, states)
+    else:
+        statement = (
+            sa.update(table)
+            .where(table.c.id == sa.bindparam("m_id"), states)
+            .values(
+                state=to_state.value,
+                updated_at=now,
+                reason=sa.bindparam("m_reason"),
+                **{column: sa.bindparam(f"m_{column}") for column in columns},
+            )
+        )
+        db.session.execute(statement, params)
     db.session.execute(
         sa.insert(MessageTransition.__table__),
         [
@@ -630,6 +629,54 @@ def _move_many(
             for p in params
         ],
     )  # fmt: skip
+
+
+def _array_type(column: sa.Column[Any]) -> Any:
+    from sqlalchemy.dialects import postgresql
+
+    if isinstance(column.type, sa.Integer) or column.name == "id":
+        return postgresql.ARRAY(postgresql.BIGINT)
+    if isinstance(column.type, UTCDateTime):
+        return postgresql.ARRAY(postgresql.TIMESTAMP(timezone=True))
+    return postgresql.ARRAY(postgresql.TEXT)
+
+
+def _move_set_based(
+    to_state: MessageState,
+    params: Sequence[dict[str, Any]],
+    columns: Sequence[str],
+    now: datetime,
+    states: Any,
+) -> None:
+    """PostgreSQL: the chunk's moves as ONE UPDATE ... FROM unnest(arrays) (an executemany
+    runs one UPDATE per row on the server); a column with one value for the whole chunk
+    is written as a constant."""
+    table = Message.__table__
+    constants: dict[str, Any] = {}
+    varying = ["id"]
+    for column in columns[1:]:
+        values = {repr(p[f"m_{column}"]) for p in params}
+        if len(values) == 1:
+            constants[column] = params[0][f"m_{column}"]
+        else:
+            varying.append(column)
+    rows = sa.select(
+        *[
+            sa.func.unnest(sa.bindparam(f"a_{c}", type_=_array_type(table.c[c]))).label(c)
+            for c in varying
+        ]
+    ).subquery("chunk")
+    db.session.execute(
+        sa.update(table)
+        .where(table.c.id == rows.c.id, states)
+        .values(
+            state=to_state.value,
+            updated_at=now,
+            **constants,
+            **{c: rows.c[c] for c in varying if c != "id"},
+        ),
+        {f"a_{c}": [p[f"m_{c}"] for p in params] for c in varying},
+    )
 
 
 @dataclass
