@@ -289,3 +289,33 @@ def test_a_relay_out_of_time_gives_back_the_claims_it_has_not_acted_on(app, regi
         assert (released.attempts, released.claim_token, released.next_attempt_at) == (0, None, T0)
     relay(T0)
     assert seen == events
+
+
+def test_a_batch_consumer_gets_the_chunk_and_one_poison_event_fails_alone(app, register):
+    calls: list[list[int]] = []
+
+    def batch(events: list[outbox.Event]) -> None:
+        calls.append([e.id for e in events])
+        for event in events:
+            outbox.emit("t.followup", member_id=event.member_id, payload={}, now=T0)
+            if event.payload.get("poison"):
+                raise Boom("bad event")
+
+    outbox.consumer("t.x", name="test.batch", batch=True)(batch)
+    try:
+        good = [emit("t.x", member, T0) for member in (1, 2)]
+        bad = emit("t.x", 3, T0, poison=True)
+        relay(T0)
+    finally:
+        outbox.unregister("test.batch")
+
+    assert calls[0] == [*good, bad]  # the chunk at once, then each event alone
+    assert calls[1:] == [[good[0]], [good[1]], [bad]]
+    assert [delivery("test.batch", e).status for e in good] == [DeliveryStatus.DONE] * 2
+    failed = delivery("test.batch", bad)
+    assert (failed.status, failed.last_error) == (DeliveryStatus.PENDING, "Boom: bad event")
+    db.session.rollback()
+    followups = db.session.scalar(
+        sa.select(sa.func.count()).where(OutboxEvent.topic == "t.followup")
+    )
+    assert followups == 2  # the good events' writes committed; the poison one's rolled back
