@@ -396,34 +396,43 @@ def deliver(claim_: Claim, now: datetime, *, max_attempts: int, result: RelayRes
     db.session.commit()
 
 
-# Deliveries this process created since it last analyzed the outbox tables.
-_dispatched_since_analyze = 0
-ANALYZE_AFTER = 20_000
+ANALYZE_AFTER = 20_000  # rows changed in an outbox table since its last ANALYZE
+ANALYZE_LOCK_KEY = 0x0B0C_0002  # one worker analyzes at a time; the others go on
 
 
-def analyze_after_burst(dispatched: int) -> bool:
-    """ANALYZE the outbox tables once this process has dispatched ANALYZE_AFTER events
-    since it last did (PostgreSQL only; its own short transaction). True if it ran.
+def analyze_if_stale() -> list[str]:
+    """ANALYZE the outbox tables that changed by ANALYZE_AFTER rows since their statistics
+    were taken (PostgreSQL only; its own short transaction; one read of pg_stat per relay
+    run). Returns the tables analyzed.
 
-    Why: the claim's plan (a range of ix_outbox_deliveries_due, one probe per candidate of
-    the member queue index, then the claimed events by primary key) is chosen from the
-    tables' statistics. Autovacuum analyzes a table only after 10 % of it changed, so a
-    burst (a campaign's hundred thousand events) runs against statistics taken when
-    outbox_deliveries held no pending rows and outbox_events a fraction of its rows: the
-    planner then misjudges how many rows a claim's chunk returns against the table's size
-    and has chosen a hash join over a sequential scan of outbox_events (seen in
-    tests/performance/test_index_usage.py, "outbox relay (grown)"). Statistics refreshed
-    after every burst keep the index plans; ANALYZE samples a fixed number of rows, so it
-    costs the same however large the tables are."""
-    global _dispatched_since_analyze
-    _dispatched_since_analyze += dispatched
-    if _dispatched_since_analyze < ANALYZE_AFTER or not is_postgres():
-        return False
-    _dispatched_since_analyze = 0
+    Why: the claim's plan is chosen from the tables' statistics, and autovacuum analyzes
+    a table only after 10 % of it changed. Statistics taken while outbox_deliveries was
+    (nearly) empty say a consumer has one pending delivery: the planner then runs the
+    "held back" check as a nested-loop anti join over ix_outbox_deliveries_due instead of
+    one probe of ix_outbox_deliveries_member_queue per candidate, which is quadratic: a
+    burst of 100,000 events held one claim for minutes (`make bench-notify`), and plans
+    for long id lists turned into sequential scans of outbox_events
+    (tests/performance/test_index_usage.py). Fresh statistics after every burst keep the
+    index plans; ANALYZE samples a fixed number of rows, so it costs the same however
+    large the tables grow."""
+    if not is_postgres():
+        return []
     db.session.commit()
-    db.session.execute(sa.text("ANALYZE outbox_deliveries, outbox_events"))
+    stale = db.session.scalars(
+        sa.text(
+            "SELECT relname FROM pg_stat_user_tables"
+            " WHERE relname IN ('outbox_deliveries', 'outbox_events')"
+            " AND n_mod_since_analyze >= :threshold"
+        ),
+        {"threshold": ANALYZE_AFTER},
+    ).all()
+    if stale and db.session.scalar(sa.select(sa.func.pg_try_advisory_xact_lock(ANALYZE_LOCK_KEY))):
+        for table in sorted(stale):  # names from the catalogue query above, not input
+            db.session.execute(sa.text(f"ANALYZE {table}"))
+    else:
+        stale = []
     db.session.commit()
-    return True
+    return list(stale)
 
 
 def relay_batch(
@@ -442,10 +451,9 @@ def relay_batch(
     deadline = time.monotonic() + time_budget
     while True:
         before = result.worked
-        dispatched = dispatch_events(now)
-        result.dispatched += dispatched
+        result.dispatched += dispatch_events(now)
         db.session.commit()
-        analyze_after_burst(dispatched)
+        analyze_if_stale()
         for registered in consumers.registered():
             name = registered.name
             run = run_claimed(
