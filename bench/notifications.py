@@ -244,10 +244,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="notifications: events handed to the notifications consumer only (default); "
         "all: dispatched to every consumer of points.earned (campaign profiles, webhooks)",
     )
-    parser.add_argument("--members", type=int, default=0, help="default: messages / 5")
+    parser.add_argument(
+        "--members", type=int, default=0, help="default: messages / 20, at most 5,000"
+    )
     parser.add_argument("--pg", default=os.environ.get("BENCH_PG", DEFAULT_PG))
     args = parser.parse_args(argv)
-    members = args.members or max(1, min(args.messages // 5, 20_000))
+    members = args.members or max(1, min(args.messages // 20, 5_000))
     instance = tempfile.mkdtemp(prefix="bench-notify-")
     own_redis = OwnRedis(instance)
     database = BenchDatabase(args.pg)
