@@ -60,8 +60,10 @@ bench: install
 bench-segments: install
 	$(BIN)/python -m bench.segments
 
-## Notifications alone: 100,000 outbox events -> RQ (2 workers) -> recording provider, beside
-## a raw Redis push + PostgreSQL update baseline. Smaller: make bench-notify BENCH_NOTIFY_MESSAGES=10000
+## Notifications alone: 100,000 outbox events -> notifications consumer -> RQ (2 workers) ->
+## recording provider, in chunks of 500, beside a raw Redis push + PostgreSQL update baseline
+## batched the same way. Smaller: make bench-notify BENCH_NOTIFY_MESSAGES=10000; with every
+## consumer of the events (campaign profiles, webhooks): BENCH_NOTIFY_CONSUMERS=all
 bench-notify: install
 	$(BIN)/python -m bench.notifications
 

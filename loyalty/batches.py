@@ -6,17 +6,23 @@ deadlock, see loyalty/transactions.py) and runs the next one until a chunk finds
 due. Inside an RQ job it stops before the job's timeout and re-enqueues the job as a
 continuation, so a scheduled run always ends with all due work done, however large the
 member base, without one long transaction or a job killed half way.
+
+`run_claimed` is the other shape of background work: claim a leased chunk of rows, act on
+it outside the claim's transaction, record the outcome under the claim.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
+
+C = TypeVar("C")  # a claim
+R = TypeVar("R")  # what acting on a slice of claims gave
 
 CHUNK_MEMBERS = 500  # members (or rows) per chunk: one short transaction
 BATCH_JOB_TIMEOUT = 1800  # seconds; RQ kills a job past its timeout
@@ -93,3 +99,75 @@ def batch_job_run(
         else:
             continuation.enqueue()
     return result.total
+
+
+# --- claim -> act -> record ---------------------------------------------------------------
+
+
+@dataclass
+class ClaimedRun:
+    """What one `run_claimed` loop did."""
+
+    claimed: int = 0  # claims taken
+    acted: int = 0  # claims acted on and recorded
+    released: int = 0  # claims given back unacted (the time budget was spent)
+    rounds: int = 0
+    finished: bool = False  # True: a claim found nothing more to do
+
+
+def run_claimed(
+    claim: Callable[[], Sequence[C] | None],
+    act: Callable[[Sequence[C]], R],
+    record: Callable[[Sequence[C], R], None],
+    *,
+    release: Callable[[Sequence[C]], None],
+    deadline: float | None = None,
+    slice_size: int | None = None,
+    max_rounds: int | None = None,
+) -> ClaimedRun:
+    """The loop shared by every worker that claims rows, acts outside the claim's
+    transaction and records the outcome under the claim (the outbox relay, the
+    notification send job, the webhook deliveries):
+
+        claim()                 -> claims (commit): a leased chunk, SKIP LOCKED; [] when
+                                   this round found only work it settled itself, None
+                                   when nothing is due (the loop ends)
+        act(slice)              -> outcome; no transaction of the claim is open (a provider
+                                   call, an HTTP POST, an outbox consumer in its savepoints)
+        record(slice, outcome)  (commit) only where the rows are still this claim's
+        release(rest)           (commit) claims not acted on once `deadline`
+                                   (time.monotonic()) has passed: given back at once
+
+    `slice_size`: act and record that many claims at a time (webhooks: one POST each, so
+    a slow receiver can't hold a chunk of claims past the deadline); default the whole
+    chunk. `max_rounds`: stop after that many claims (the relay runs one per consumer and
+    round). Exceptions from act or record propagate (the job edge rolls back; the leases
+    bring the claims back).
+    """
+    from loyalty.db import db
+
+    run = ClaimedRun()
+    while max_rounds is None or run.rounds < max_rounds:
+        if deadline is not None and time.monotonic() >= deadline:
+            return run
+        claims = claim()
+        db.session.commit()
+        run.rounds += 1
+        if claims is None:
+            run.finished = True
+            return run
+        run.claimed += len(claims)
+        step = slice_size or max(len(claims), 1)
+        for start in range(0, len(claims), step):
+            if deadline is not None and time.monotonic() >= deadline:
+                # Never act on a claim near the end of its lease: give the rest back.
+                release(claims[start:])
+                db.session.commit()
+                run.released += len(claims) - start
+                return run
+            part = claims[start : start + step]
+            outcome = act(part)
+            record(part, outcome)
+            db.session.commit()
+            run.acted += len(part)
+    return run

@@ -149,6 +149,7 @@ def work_forever(app: Flask, queues: tuple[str, ...], stop: threading.Event) -> 
     the process never looks healthy while doing nothing.
     """
     from rq.exceptions import StopRequested
+    from rq.worker import DequeueStrategy
 
     pause = 1.0
     while not stop.is_set():
@@ -157,7 +158,9 @@ def work_forever(app: Flask, queues: tuple[str, ...], stop: threading.Event) -> 
             # Inside the try: building a worker talks to Redis too, and Redis may be away.
             worker = make_worker(app, queues)
             worker.stop_event = stop
-            worker.work(logging_level="INFO")
+            # Round robin over the queues: a long relay run keeps `default` busy, and
+            # strict queue order would starve the notification sends behind its slots.
+            worker.work(logging_level="INFO", dequeue_strategy=DequeueStrategy.ROUND_ROBIN)
         except StopRequested:
             return
         except Exception:

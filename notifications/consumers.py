@@ -12,14 +12,16 @@ sent. Coupons issued by a campaign are the campaign's to announce (as marketing)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from loyalty import outbox
 from loyalty.clock import utcnow
 from loyalty.members.models import MemberStatus
-from loyalty.members.resolution import person_of
-from notifications.consent import Purpose, granted_channels
-from notifications.pipeline import contacts, queue_message
+from notifications import policies
+from notifications.consent import Purpose
+from notifications.pipeline import Draft, contacts_many, create_messages
 from notifications.providers.base import Channel
 
 CONSUMER = "notifications.transactional"
@@ -54,29 +56,57 @@ def message_for(event: outbox.Event) -> tuple[str, dict[str, Any]] | None:
     return None
 
 
-@outbox.consumer(*TOPICS, name=CONSUMER)
-def on_event(event: outbox.Event) -> None:
-    if event.member_id is None:
-        return
-    wanted = message_for(event)
-    if wanted is None:
-        return
-    template, variables = wanted
-    person = person_of(event.member_id)
-    if person is None or person.status != MemberStatus.ACTIVE.value:
-        return
-    now = utcnow()
-    allowed = granted_channels(person.id, Purpose.TRANSACTIONAL)
-    reachable = contacts(person.id)
-    for channel in Channel:
-        if not allowed[channel.value] or channel not in reachable:
+def drafts_for(events: Sequence[outbox.Event], now: datetime) -> list[Draft]:
+    """The messages a chunk of events calls for, reading the chunk's people, consents and
+    contacts once (a few statements however many events)."""
+    wanted = [
+        (event, found)
+        for event in events
+        if event.member_id is not None and (found := message_for(event)) is not None
+    ]
+    if not wanted:
+        return []
+    judge = policies.Evaluator(
+        ((event.member_id, Purpose.TRANSACTIONAL) for event, _ in wanted),
+        now=now,
+        policy=policies.Policy(),
+    )
+    active = {
+        member_id: person
+        for member_id, person in judge.people.items()
+        if person.status == MemberStatus.ACTIVE.value
+    }
+    reachable = contacts_many({person.id for person in active.values()})
+    drafts = []
+    for event, (template, variables) in wanted:
+        person = active.get(event.member_id)  # type: ignore[arg-type]
+        if person is None:
             continue
-        queue_message(
-            member_id=person.id,
-            channel=channel,
-            template=template,
-            purpose=Purpose.TRANSACTIONAL,
-            dedupe_key=f"{event.topic}:{event.id}:{channel.value}",
-            variables=variables,
-            now=now,
-        )
+        for channel in Channel:
+            if channel not in reachable[person.id]:
+                continue
+            if not judge.allows(person.id, channel, Purpose.TRANSACTIONAL):
+                continue
+            drafts.append(
+                Draft(
+                    member_id=person.id,
+                    channel=channel,
+                    template=template,
+                    purpose=Purpose.TRANSACTIONAL,
+                    dedupe_key=f"{event.topic}:{event.id}:{channel.value}",
+                    variables=variables,
+                )
+            )
+    return drafts
+
+
+@outbox.consumer(*TOPICS, name=CONSUMER, batch=True)
+def on_events(events: Sequence[outbox.Event]) -> None:
+    """Queue the messages of a chunk of events: one INSERT for all of them."""
+    now = utcnow()
+    create_messages(drafts_for(events, now), now)
+
+
+def on_event(event: outbox.Event) -> None:
+    """One event (tests, replays by hand)."""
+    on_events([event])

@@ -35,7 +35,7 @@ def providers() -> dict[Channel, Provider]:
 
 
 @job("notifications", timeout=180)
-def send_notifications(chunk: int = 100) -> dict[str, Any]:
+def send_notifications(chunk: int = pipeline.SEND_CHUNK) -> dict[str, Any]:
     stats = pipeline.send_due(
         settings=current_app.extensions["omniloyal.settings"],
         providers=providers(),

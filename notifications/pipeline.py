@@ -33,7 +33,7 @@ import logging
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -41,7 +41,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import make_transient_to_detached
 
-from loyalty.db import constant, db, upsert_insert
+from loyalty.db import UTCDateTime, constant, db, is_postgres, upsert_insert
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.members.models import IdentityKind, Member, MemberIdentity
 from loyalty.members.resolution import lock_current_member, person_of
@@ -54,6 +54,7 @@ from notifications.providers.base import (
     OutgoingMessage,
     Provider,
     SendResult,
+    send_many,
 )
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ MAX_DEDUPE_KEY = 200
 MAX_REASON = 300
 RETRY_BASE = timedelta(seconds=30)
 RETRY_CAP = timedelta(hours=1)
+SEND_CHUNK = 500  # messages claimed, sent (send_many) and recorded together
 
 # --- hooks other modules register (push subscriptions, unsubscribe links) ---------------------
 
@@ -71,7 +73,9 @@ Resolver = Callable[[int], str | None]  # person id -> destination, or None
 GoneHandler = Callable[[int | None, str, datetime], None]  # member, destination, now
 OutgoingHook = Callable[[Message, OutgoingMessage], OutgoingMessage]
 
+BulkResolver = Callable[[Collection[int]], dict[int, str]]  # person ids -> destinations
 _resolvers: dict[Channel, Resolver] = {}
+_bulk_resolvers: dict[Channel, BulkResolver] = {}
 _gone_handlers: dict[Channel, list[GoneHandler]] = defaultdict(list)
 _outgoing_hooks: list[OutgoingHook] = []
 
@@ -82,6 +86,17 @@ def destination_resolver(channel: Channel) -> Callable[[Resolver], Resolver]:
 
     def register(func: Resolver) -> Resolver:
         _resolvers[Channel(channel)] = func
+        return func
+
+    return register
+
+
+def destination_resolver_many(channel: Channel) -> Callable[[BulkResolver], BulkResolver]:
+    """Register the chunk form of a channel's resolver (many people in a few reads); the
+    send job and the outbox consumer use it when present, else the one-person resolver."""
+
+    def register(func: BulkResolver) -> BulkResolver:
+        _bulk_resolvers[Channel(channel)] = func
         return func
 
     return register
@@ -197,6 +212,75 @@ def queue_message(
     return message
 
 
+@dataclass(frozen=True)
+class Draft:
+    """A message to create (see `queue_message` for what each field means)."""
+
+    member_id: int | None
+    channel: Channel
+    template: str
+    purpose: Purpose
+    dedupe_key: str
+    variables: Mapping[str, Any]
+    destination: str | None = None
+
+
+CREATE_CHUNK = 1000  # rows per INSERT (bound parameters stay far below every limit)
+
+
+def create_messages(drafts: Sequence[Draft], now: datetime) -> list[int]:
+    """`queue_message` for many messages (a cause reaching many members, a chunk of
+    outbox events) in the caller's transaction: one INSERT ... ON CONFLICT (dedupe_key)
+    DO NOTHING and one INSERT of their `queued` transitions per CREATE_CHUNK drafts.
+    Returns the ids created; a draft whose dedupe key exists creates nothing."""
+    rows = []
+    for draft in drafts:
+        if draft.member_id is None and draft.destination is None:
+            raise InvalidInput("a message needs a member or a destination")
+        if not 1 <= len(draft.dedupe_key) <= MAX_DEDUPE_KEY:
+            raise InvalidInput(f"a dedupe key has 1-{MAX_DEDUPE_KEY} characters")
+        rows.append(
+            {
+                "member_id": draft.member_id,
+                "channel": Channel(draft.channel).value,
+                "template": draft.template,
+                "purpose": Purpose(draft.purpose).value,
+                "dedupe_key": draft.dedupe_key,
+                "variables": dict(draft.variables),
+                "destination_override": draft.destination,
+                "state": MessageState.QUEUED.value,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+    table = Message.__table__
+    created: list[int] = []
+    for start in range(0, len(rows), CREATE_CHUNK):
+        part = rows[start : start + CREATE_CHUNK]
+        # executemany with RETURNING: multi-row INSERTs from one cached compilation.
+        created.extend(
+            db.session.execute(
+                upsert_insert(table)
+                .on_conflict_do_nothing(index_elements=["dedupe_key"])
+                .returning(table.c.id),
+                part,
+            )
+            .scalars()
+            .all()
+        )
+    if created:
+        db.session.execute(
+            sa.insert(MessageTransition.__table__),
+            [
+                {"message_id": i, "to_state": "queued", "reason": "queued", "at": now}
+                for i in created
+            ],
+        )
+    return created
+
+
 def record_provider_event(
     message_id: int, state: str, *, reason: str | None, now: datetime
 ) -> bool:
@@ -290,6 +374,60 @@ def contacts(person_id: int) -> dict[Channel, str]:
     return found
 
 
+def contacts_many(
+    person_ids: Collection[int], channels: Collection[Channel] = tuple(Channel)
+) -> dict[int, dict[Channel, str]]:
+    """`contacts` for many people: one read of their phone and email identities, and each
+    other channel through its bulk resolver (else its one-person resolver). Only
+    `channels` are looked up."""
+    found: dict[int, dict[Channel, str]] = {person: {} for person in person_ids}
+    if not found:
+        return found
+    kinds = {Channel.SMS: IdentityKind.PHONE.value, Channel.EMAIL: IdentityKind.EMAIL.value}
+    wanted_kinds = [kinds[c] for c in channels if c in kinds and c not in _resolvers]
+    if wanted_kinds:
+        for member_id, kind, value in db.session.execute(
+            sa.select(MemberIdentity.member_id, MemberIdentity.kind, MemberIdentity.value)
+            .where(MemberIdentity.member_id.in_(list(found)), MemberIdentity.kind.in_(wanted_kinds))
+            .order_by(MemberIdentity.id)
+        ):
+            found[member_id][Channel.SMS if kind == IdentityKind.PHONE.value else Channel.EMAIL] = (
+                value
+            )
+    for channel in channels:
+        if channel in _bulk_resolvers:
+            resolved = _bulk_resolvers[channel](list(found))
+        elif channel in _resolvers:
+            resolved = {p: v for p in found if (v := _resolvers[channel](p)) is not None}
+        else:
+            continue
+        for person, destinations in found.items():
+            if person in resolved:
+                destinations[channel] = resolved[person]
+            else:
+                destinations.pop(channel, None)
+    return found
+
+
+def balances(person_ids: Collection[int]) -> dict[int, int]:
+    """Each person's points balance (what `member_balance(...).balance` says) in one read."""
+    from loyalty.ledger.models import AccountKind, LedgerAccount
+
+    found: dict[int, int] = {}
+    if not person_ids:
+        return found
+    for member_id, balance in db.session.execute(
+        sa.select(LedgerAccount.member_id, LedgerAccount.balance).where(
+            LedgerAccount.member_id.in_(list(person_ids)),
+            LedgerAccount.kind.in_(
+                [AccountKind.MEMBER_POINTS.value, AccountKind.MEMBER_DEBT.value]
+            ),
+        )
+    ):
+        found[member_id] = found.get(member_id, 0) + balance
+    return found
+
+
 def _identity(person_id: int, kind: IdentityKind) -> str | None:
     return db.session.scalar(
         sa.select(MemberIdentity.value)
@@ -316,6 +454,7 @@ def template_variables(
     person: Member | None,
     now: datetime,
     needs: frozenset[str] | None = None,
+    balance: int | None = None,
 ) -> dict[str, Any]:
     """What a template sees: the message's own variables plus member, balance, tier,
     coupon, offer and store, read now (plain dicts; never ORM objects in a sandbox)."""
@@ -334,7 +473,9 @@ def template_variables(
             "timezone": person.timezone,
         }
         # Read only what the template uses (every read is a round trip per message).
-        if needs is None or "balance" in needs:
+        if balance is not None and (needs is None or "balance" in needs):
+            values["balance"] = balance  # read for the whole chunk (`balances`)
+        elif needs is None or "balance" in needs:
             try:
                 values["balance"] = member_balance(person.id).balance
             except NotFound:  # no ledger accounts yet
@@ -442,79 +583,201 @@ def _is_urgent(message: Message) -> bool:
     return message.template in URGENT_TEMPLATES or message.destination_override is not None
 
 
-def _prepare(
-    message: Message,
-    provider: Provider,
+def _move_many(
+    to_state: MessageState,
+    changes: Sequence[dict[str, Any]],
     now: datetime,
+    *,
+    from_states: tuple[str, ...],
+) -> None:
+    """`_transition` for many messages whose rows this transaction holds (locked by the
+    claim or by `_lock_ours`): one executemany UPDATE, one INSERT of the transitions.
+    `changes`: {"id", "reason", **columns}, the same columns in each."""
+    if not changes:
+        return
+    table = Message.__table__
+    columns = [key for key in changes[0] if key not in ("id", "reason")]
+    params = [
+        {
+            "m_id": change["id"],
+            "m_reason": change["reason"][:MAX_REASON] if change["reason"] else None,
+            **{f"m_{column}": change[column] for column in columns},
+        }
+        for change in changes
+    ]
+    states = table.c.state.in_(
+        [sa.literal_column(f"'{MessageState(s).value}'") for s in from_states]
+    )
+    if is_postgres():
+        _move_set_based(to_state, params, ["id", "reason", *columns], now, states)
+    else:
+        statement = (
+            sa.update(table)
+            .where(table.c.id == sa.bindparam("m_id"), states)
+            .values(
+                state=to_state.value,
+                updated_at=now,
+                reason=sa.bindparam("m_reason"),
+                **{column: sa.bindparam(f"m_{column}") for column in columns},
+            )
+        )
+        db.session.execute(statement, params)
+    db.session.execute(
+        sa.insert(MessageTransition.__table__),
+        [
+            {"message_id": p["m_id"], "to_state": to_state.value, "reason": p["m_reason"],
+             "at": now}
+            for p in params
+        ],
+    )  # fmt: skip
+
+
+def _array_type(column: sa.Column[Any]) -> Any:
+    from sqlalchemy.dialects import postgresql
+
+    if isinstance(column.type, sa.Integer) or column.name == "id":
+        return postgresql.ARRAY(postgresql.BIGINT)
+    if isinstance(column.type, UTCDateTime):
+        return postgresql.ARRAY(postgresql.TIMESTAMP(timezone=True))
+    return postgresql.ARRAY(postgresql.TEXT)
+
+
+def _move_set_based(
+    to_state: MessageState,
+    params: Sequence[dict[str, Any]],
+    columns: Sequence[str],
+    now: datetime,
+    states: Any,
+) -> None:
+    """PostgreSQL: the chunk's moves as ONE UPDATE ... FROM unnest(arrays) (an executemany
+    runs one UPDATE per row on the server); a column with one value for the whole chunk
+    is written as a constant."""
+    table = Message.__table__
+    constants: dict[str, Any] = {}
+    varying = ["id"]
+    for column in columns[1:]:
+        values = {repr(p[f"m_{column}"]) for p in params}
+        if len(values) == 1:
+            constants[column] = params[0][f"m_{column}"]
+        else:
+            varying.append(column)
+    rows = sa.select(
+        *[
+            sa.func.unnest(sa.bindparam(f"a_{c}", type_=_array_type(table.c[c]))).label(c)
+            for c in varying
+        ]
+    ).subquery("chunk")
+    db.session.execute(
+        sa.update(table)
+        .where(table.c.id == rows.c.id, states)
+        .values(
+            state=to_state.value,
+            updated_at=now,
+            **constants,
+            **{c: rows.c[c] for c in varying if c != "id"},
+        ),
+        {f"a_{c}": [p[f"m_{c}"] for p in params] for c in varying},
+    )
+
+
+@dataclass
+class _Chunk:
+    """What a claimed chunk's messages need, read once for the chunk."""
+
+    people: dict[int, Member]
+    destinations: dict[int, dict[Channel, str]]
+    balances: dict[int, int]
+    templates: dict[Any, templates.ResolvedTemplate] = field(default_factory=dict)
+
+
+def _read_chunk(messages: Sequence[Message], people: dict[int, Member]) -> _Chunk:
+    persons = {person.id for person in people.values()}
+    channels = {Channel(m.channel) for m in messages if m.destination_override is None}
+    return _Chunk(
+        people=people,
+        destinations=contacts_many(persons, channels) if channels else {},
+        balances=balances(persons),
+    )
+
+
+def _prepare_chunk(
+    messages: Sequence[Message],
+    providers: Mapping[Channel, Provider],
+    now: datetime,
+    chunk: _Chunk,
     stats: SendStats,
-    memo: dict[Any, templates.ResolvedTemplate] | None = None,
-) -> Claimed | None:
-    """Resolve the destination and render; move the message to `sending`."""
-    due = DUE_STATES
-    person = person_of(message.member_id) if message.member_id is not None else None
-    destination = message.destination_override
-    if destination is None and person is not None:
-        destination = member_destination(person.id, Channel(message.channel))
-    if destination is None:
-        _transition(
-            message.id,
-            MessageState.SUPPRESSED,
-            f"no {message.channel} destination on file",
-            now,
-            from_states=due,
+) -> list[Claimed]:
+    """Resolve each message's destination and render it; move the chunk to `sending` in
+    one executemany (those without a destination: `suppressed`; a template that fails:
+    `failed`). The rows are locked by the claim, so every move lands."""
+    sending, suppressed, failed = [], [], []
+    claimed = []
+    for message in messages:
+        provider = providers[Channel(message.channel)]
+        person = chunk.people.get(message.member_id) if message.member_id is not None else None
+        destination = message.destination_override
+        if destination is None and person is not None:
+            destination = chunk.destinations.get(person.id, {}).get(Channel(message.channel))
+        if destination is None:
+            suppressed.append(
+                {"id": message.id, "reason": f"no {message.channel} destination on file"}
+            )
+            continue
+        # A test send to an administrator's address renders with a real member's data.
+        context_person = person or _preview_member(message)
+        locale = (context_person.locale if context_person else None) or message.locale or "en"
+        timezone = (context_person.timezone if context_person else None) or "UTC"
+        try:
+            resolved = templates.resolve(
+                message.template, Channel(message.channel), locale, chunk.templates
+            )
+            balance = chunk.balances.get(person.id, 0) if person is not None else None
+            rendered = templates.render(
+                resolved,
+                template_variables(
+                    message, context_person, now, templates.needs(resolved.source), balance
+                ),
+                locale=locale,
+                timezone=timezone,
+            )
+        except (NotFound, InvalidInput) as error:
+            failed.append({"id": message.id, "reason": str(error), "failed_at": now})
+            continue
+        attempts = message.attempts + 1
+        sending.append(
+            {
+                "id": message.id,
+                "reason": f"attempt {attempts} via {provider.name}",
+                "attempts": attempts,
+                "sending_since": now,
+                "destination": destination,
+                "subject": rendered.subject,
+                "body": rendered.body,
+                "html": rendered.html,
+                "sms_segments": rendered.sms_segments,
+                "template_version": resolved.version,
+                "locale": resolved.locale,
+                "provider": provider.name,
+            }
         )
-        stats.suppressed += 1
-        return None
-    # A test send to an administrator's address renders with a real member's data.
-    context_person = person or _preview_member(message)
-    locale = (context_person.locale if context_person else None) or message.locale or "en"
-    timezone = (context_person.timezone if context_person else None) or "UTC"
-    try:
-        resolved = templates.resolve(message.template, Channel(message.channel), locale, memo)
-        rendered = templates.render(
-            resolved,
-            template_variables(message, context_person, now, templates.needs(resolved.source)),
-            locale=locale,
-            timezone=timezone,
+        outgoing = OutgoingMessage(
+            message_id=message.id,
+            channel=Channel(message.channel),
+            to=destination,
+            text=rendered.body,
+            subject=rendered.subject,
+            html=rendered.html,
+            marketing=message.purpose == Purpose.MARKETING.value,
         )
-    except (NotFound, InvalidInput) as error:
-        _transition(
-            message.id, MessageState.FAILED, str(error), now, from_states=due, failed_at=now
-        )
-        stats.failed += 1
-        return None
-    attempts = message.attempts + 1
-    moved = _transition(
-        message.id,
-        MessageState.SENDING,
-        f"attempt {attempts} via {provider.name}",
-        now,
-        from_states=due,
-        attempts=attempts,
-        sending_since=now,
-        destination=destination,
-        subject=rendered.subject,
-        body=rendered.body,
-        html=rendered.html,
-        sms_segments=rendered.sms_segments,
-        template_version=resolved.version,
-        locale=resolved.locale,
-        provider=provider.name,
-    )
-    if not moved:
-        return None
-    outgoing = OutgoingMessage(
-        message_id=message.id,
-        channel=Channel(message.channel),
-        to=destination,
-        text=rendered.body,
-        subject=rendered.subject,
-        html=rendered.html,
-        marketing=message.purpose == Purpose.MARKETING.value,
-    )
-    for hook in _outgoing_hooks:
-        outgoing = hook(message, outgoing)
-    return Claimed(message.id, attempts, message.member_id, outgoing, provider)
+        for hook in _outgoing_hooks:
+            outgoing = hook(message, outgoing)
+        claimed.append(Claimed(message.id, attempts, message.member_id, outgoing, provider))
+    _move_many(MessageState.SUPPRESSED, suppressed, now, from_states=DUE_STATES)
+    _move_many(MessageState.FAILED, failed, now, from_states=DUE_STATES)
+    _move_many(MessageState.SENDING, sending, now, from_states=DUE_STATES)
+    stats.suppressed += len(suppressed)
+    stats.failed += len(failed)
+    return claimed
 
 
 def claim_due(
@@ -525,9 +788,13 @@ def claim_due(
     providers: Mapping[Channel, Provider],
     redis: Any,
     stats: SendStats,
-) -> tuple[list[Claimed], int]:
-    """Claim up to `limit` due messages (the caller commits, then sends). Returns the
-    claims and how many due messages this round looked at (0: nothing due is free)."""
+) -> list[Claimed] | None:
+    """Claim up to `limit` due messages as one chunk (the caller commits, then sends):
+    one SELECT ... FOR UPDATE SKIP LOCKED, the policies judged for the whole chunk, the
+    provider's tokens taken, the chunk's people, destinations and balances read once, and
+    every state change written in bulk. Returns the claims (perhaps [] when every message
+    looked at was suppressed, deferred or waits for tokens), or None when no due message is
+    free (nothing due, or all of it another worker's claim)."""
     table = Message.__table__
     rows = db.session.scalars(
         sa.select(Message)
@@ -540,7 +807,7 @@ def claim_due(
         .with_for_update(skip_locked=True)
     ).all()
     if not rows:
-        return [], 0
+        return None
     # Tokens first, per provider, for as many messages as it has in this chunk: the ones
     # without a token stay queued, in order, for a later round (deferred, never dropped).
     budget: dict[Channel, int] = {}
@@ -557,62 +824,64 @@ def claim_due(
         else:
             budget[channel] = ratelimit.take(redis, provider.name, count, rate=rate).granted
             stats.rate_limited += count - budget[channel]
-    policy = policies.from_settings(settings)
-    memo: dict[Any, templates.ResolvedTemplate] = {}  # one template lookup per chunk
-    claimed = []
+    judge = policies.Evaluator(
+        ((m.member_id, Purpose(m.purpose)) for m in rows),
+        now=now,
+        policy=policies.from_settings(settings),
+    )
+    suppressed, deferred, to_send = [], [], []
     for message in rows:
         channel = Channel(message.channel)
         if budget[channel] <= 0:
             continue
-        verdict = policies.evaluate(
+        verdict = judge(
             member_id=message.member_id,
             channel=channel,
             purpose=Purpose(message.purpose),
-            now=now,
-            policy=policy,
             urgent=_is_urgent(message),
         )
         if verdict.action == "suppress":
-            _transition(
-                message.id, MessageState.SUPPRESSED, verdict.reason, now, from_states=DUE_STATES
-            )
-            stats.suppressed += 1
+            suppressed.append({"id": message.id, "reason": verdict.reason})
             continue
         if verdict.action == "defer":
             if (
                 message.state != MessageState.DEFERRED.value
                 or message.next_attempt_at != verdict.until
             ):
-                _transition(
-                    message.id,
-                    MessageState.DEFERRED,
-                    verdict.reason,
-                    now,
-                    from_states=DUE_STATES,
-                    next_attempt_at=verdict.until,
+                deferred.append(
+                    {"id": message.id, "reason": verdict.reason, "next_attempt_at": verdict.until}
                 )
             stats.deferred += 1
             continue
         budget[channel] -= 1
-        ready = _prepare(message, providers[channel], now, stats, memo)
-        if ready is not None:
-            claimed.append(ready)
-    return claimed, len(rows)
+        to_send.append(message)
+    _move_many(MessageState.SUPPRESSED, suppressed, now, from_states=DUE_STATES)
+    _move_many(MessageState.DEFERRED, deferred, now, from_states=DUE_STATES)
+    stats.suppressed += len(suppressed)
+    if not to_send:
+        return []
+    return _prepare_chunk(to_send, providers, now, _read_chunk(to_send, judge.people), stats)
+
+
+def send_chunk(claims: Sequence[Claimed]) -> list[SendResult]:
+    """Call the providers (no transaction is open): each provider's messages of the chunk
+    in one `send_many`. Results in the order of `claims`. A provider raising is a
+    transient failure: retried with backoff."""
+    results: list[SendResult | None] = [None] * len(claims)
+    by_provider: dict[int, list[int]] = defaultdict(list)
+    for position, claim_ in enumerate(claims):
+        by_provider[id(claim_.provider)].append(position)
+    for positions in by_provider.values():
+        provider = claims[positions[0]].provider
+        answers = send_many(provider, [claims[p].outgoing for p in positions])
+        for position, answer in zip(positions, answers, strict=True):
+            results[position] = answer
+    return [result for result in results if result is not None]
 
 
 def send(claimed: Claimed) -> SendResult:
-    """Call the provider (no transaction is open). A provider raising is a transient
-    failure: it is retried with backoff."""
-    try:
-        return claimed.provider.send(claimed.outgoing)
-    except Exception as error:  # the provider's bug or a network error: retry, and log it
-        log.warning(
-            "provider %s raised on message %s",
-            claimed.provider.name,
-            claimed.message_id,
-            exc_info=True,
-        )
-        return SendResult(Outcome.RETRY, reason=f"provider raised {type(error).__name__}")
+    """One claimed message through its provider (no transaction open)."""
+    return send_chunk([claimed])[0]
 
 
 def retry_delay(
@@ -631,61 +900,120 @@ def _why(result: SendResult, default: str) -> str:
     return ": ".join(parts) if parts else default
 
 
-def record_result(
-    claimed: Claimed, result: SendResult, now: datetime, *, max_attempts: int, stats: SendStats
-) -> None:
-    """Record what the provider said, if the message is still in our claim."""
+def _lock_ours(claims: Sequence[Claimed]) -> set[int]:
+    """The claimed messages still in our claim (`sending`, the attempt we made), locked
+    until the commit: one statement for the chunk. A message another worker recovered
+    after our lease ran out is not ours any more and is left alone."""
+    if not claims:
+        return set()
     table = Message.__table__
-    ours = table.c.attempts == claimed.attempts
+    query = sa.select(table.c.id, table.c.attempts).where(
+        table.c.id.in_([c.message_id for c in claims]),
+        table.c.state == constant(MessageState.SENDING.value),
+    )
+    if is_postgres():
+        query = query.with_for_update()
+    current = dict(db.session.execute(query).all())
+    return {c.message_id for c in claims if current.get(c.message_id) == c.attempts}
+
+
+def record_results(
+    claims: Sequence[Claimed],
+    results: Sequence[SendResult],
+    now: datetime,
+    *,
+    max_attempts: int,
+    stats: SendStats,
+) -> None:
+    """Record what the providers said for a chunk, where the messages are still in our
+    claim: one lock of the chunk, then each outcome's moves in bulk; consent revoked and
+    `on_gone` hooks told per message concerned (rare)."""
+    # Lock order: a person before their messages, so an opt-out can't race a merge.
+    for member_id in sorted(
+        {c.member_id for c, r in zip(claims, results, strict=True)
+         if r.outcome is Outcome.UNSUBSCRIBED and c.member_id is not None}
+    ):  # fmt: skip
+        lock_current_member(member_id)
+    ours = _lock_ours(claims)
+    sent, retried, failed = [], [], []
+    unsubscribed, gone = [], []
+    for claimed, result in zip(claims, results, strict=True):
+        if claimed.message_id not in ours:
+            continue
+        outcome = result.outcome
+        if outcome is Outcome.ACCEPTED:
+            sent.append(
+                {"id": claimed.message_id, "reason": "accepted by the provider", "sent_at": now,
+                 "sending_since": None, "provider_message_id": result.provider_message_id}
+            )  # fmt: skip
+            continue
+        if outcome is Outcome.RETRY and claimed.attempts < max_attempts:
+            retried.append(
+                {"id": claimed.message_id,
+                 "reason": f"retry: {_why(result, 'transient failure')}",
+                 "sending_since": None,
+                 "next_attempt_at": now + retry_delay(claimed.attempts, result.retry_after_seconds)}
+            )  # fmt: skip
+            continue
+        if outcome is Outcome.RETRY:
+            why = _why(result, "transient failure")
+            reason = f"gave up after {claimed.attempts} attempts: {why}"
+        elif outcome is Outcome.UNSUBSCRIBED:
+            reason = f"recipient unsubscribed at the provider ({_why(result, 'opt-out')})"
+            unsubscribed.append((claimed, result))
+        elif outcome is Outcome.GONE:
+            reason = f"destination no longer exists ({_why(result, 'gone')})"
+            gone.append(claimed)
+        else:
+            reason = _why(result, "permanent failure")
+        failed.append(
+            {"id": claimed.message_id, "reason": reason, "failed_at": now, "sending_since": None}
+        )
     sending = (MessageState.SENDING.value,)
-    outcome = result.outcome
-    if outcome is Outcome.ACCEPTED:
-        if _transition(
-            claimed.message_id, MessageState.SENT, "accepted by the provider", now,
-            from_states=sending, where=ours, sent_at=now, sending_since=None,
-            provider_message_id=result.provider_message_id,
-        ):  # fmt: skip
-            stats.sent += 1
-        return
-    if outcome is Outcome.RETRY and claimed.attempts < max_attempts:
-        why = f"retry: {_why(result, 'transient failure')}"
-        if _transition(
-            claimed.message_id, MessageState.DEFERRED, why, now,
-            from_states=sending, where=ours, sending_since=None,
-            next_attempt_at=now + retry_delay(claimed.attempts, result.retry_after_seconds),
-        ):  # fmt: skip
-            stats.retried += 1
-        return
-    if outcome is Outcome.RETRY:
-        reason = f"gave up after {claimed.attempts} attempts: {_why(result, 'transient failure')}"
-    elif outcome is Outcome.UNSUBSCRIBED:
-        reason = f"recipient unsubscribed at the provider ({_why(result, 'opt-out')})"
-    elif outcome is Outcome.GONE:
-        reason = f"destination no longer exists ({_why(result, 'gone')})"
-    else:
-        reason = _why(result, "permanent failure")
-    if outcome is Outcome.UNSUBSCRIBED and claimed.member_id is not None:
-        lock_current_member(claimed.member_id)  # lock order: the person before the message
-    moved = _transition(
-        claimed.message_id, MessageState.FAILED, reason, now,
-        from_states=sending, where=ours, failed_at=now, sending_since=None,
-    )  # fmt: skip
-    if not moved:
-        return
-    stats.failed += 1
-    channel = claimed.outgoing.channel
-    if outcome is Outcome.UNSUBSCRIBED and claimed.member_id is not None:
+    _move_many(MessageState.SENT, sent, now, from_states=sending)
+    _move_many(MessageState.DEFERRED, retried, now, from_states=sending)
+    _move_many(MessageState.FAILED, failed, now, from_states=sending)
+    stats.sent += len(sent)
+    stats.retried += len(retried)
+    stats.failed += len(failed)
+    for claimed, result in unsubscribed:
+        if claimed.member_id is None:
+            continue
         # The provider will refuse this destination from now on (SMS STOP blocks every
         # message from our sender): both purposes off, recorded as the provider's doing.
         for purpose in Purpose:
             record_consent(
-                claimed.member_id, channel, purpose, False,
+                claimed.member_id, claimed.outgoing.channel, purpose, False,
                 source=ConsentSource.PROVIDER.value, now=now,
                 actor=f"provider:{claimed.provider.name}", place=result.error_code,
             )  # fmt: skip
-    if outcome is Outcome.GONE:
-        for handler in _gone_handlers.get(channel, []):
+    for claimed in gone:
+        for handler in _gone_handlers.get(claimed.outgoing.channel, []):
             handler(claimed.member_id, claimed.outgoing.to, now)
+
+
+def record_result(
+    claimed: Claimed, result: SendResult, now: datetime, *, max_attempts: int, stats: SendStats
+) -> None:
+    """Record what the provider said for one message, if it is still in our claim."""
+    record_results([claimed], [result], now, max_attempts=max_attempts, stats=stats)
+
+
+def release_claims(claims: Sequence[Claimed], now: datetime) -> None:
+    """Give back claims this run will not send (its time budget is spent): due at once,
+    and the attempt they were charged refunded (no commit)."""
+    ours = _lock_ours(claims)
+    _move_many(
+        MessageState.DEFERRED,
+        [
+            {"id": c.message_id, "reason": "released unsent: the run's time budget was spent",
+             "attempts": c.attempts - 1, "sending_since": None, "next_attempt_at": now}
+            for c in claims
+            if c.message_id in ours
+        ],
+        now,
+        from_states=(MessageState.SENDING.value,),
+    )  # fmt: skip
 
 
 def recover_orphans(
@@ -745,41 +1073,49 @@ def send_due(
     providers: Mapping[Channel, Provider],
     redis: Any,
     clock: Callable[[], datetime],
-    chunk: int = 100,
+    chunk: int = SEND_CHUNK,
     time_budget: float = 50.0,
 ) -> SendStats:
     """Recover, then claim, send and record chunk after chunk until nothing is due (or
-    only rate-limited messages are), or the time budget is spent. An edge: it commits."""
+    only rate-limited messages are), or the time budget is spent. An edge: it commits.
+    The loop is `loyalty.batches.run_claimed`: claim a chunk (commit), `send_many` per
+    provider with no transaction open, record the chunk under the claim (commit)."""
+    from loyalty.batches import run_claimed
+
     stats = SendStats()
-    deadline = time.monotonic() + time_budget
     stats.recovered = recover_orphans(
         clock(), lease=timedelta(seconds=settings.notify_sending_lease_seconds), providers=providers
     )
-    while time.monotonic() < deadline:
+
+    def claim() -> list[Claimed] | None:
         limited_before = stats.rate_limited
-        claimed, looked_at = claim_due(
+        claims = claim_due(
             clock(), limit=chunk, settings=settings, providers=providers, redis=redis, stats=stats
         )
-        db.session.commit()
-        for item in claimed:
-            result = send(item)
-            record_result(
-                item, result, clock(), max_attempts=settings.notify_max_attempts, stats=stats
-            )
-            db.session.commit()
-        if looked_at == 0:
-            break  # nothing due, or every due message is another worker's claim
-        if not claimed and stats.rate_limited > limited_before:
-            break  # the rest waits for tokens: a later run continues at the provider's pace
+        if claims == [] and stats.rate_limited > limited_before:
+            return None  # the rest waits for tokens: a later run continues at the provider's pace
+        return claims
+
+    run_claimed(
+        claim,
+        send_chunk,
+        lambda claims, results: record_results(
+            claims, results, clock(), max_attempts=settings.notify_max_attempts, stats=stats
+        ),
+        release=lambda claims: release_claims(claims, clock()),
+        deadline=time.monotonic() + time_budget,
+    )
     db.session.commit()
     return stats
 
 
 __all__ = [
     "Claimed",
+    "Draft",
     "SendStats",
     "build_providers",
     "claim_due",
+    "create_messages",
     "destination_resolver",
     "member_destination",
     "on_gone",
@@ -787,7 +1123,9 @@ __all__ = [
     "queue_message",
     "record_provider_event",
     "record_result",
+    "record_results",
     "recover_orphans",
     "send",
+    "send_chunk",
     "send_due",
 ]

@@ -10,7 +10,8 @@ as another `Provider`, without touching the pipeline.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -55,10 +56,63 @@ class SendResult:
     retry_after_seconds: float | None = None
 
 
+log = logging.getLogger(__name__)
+
+
 class Provider(Protocol):
-    """Sends one message on one channel; safe to call from any worker thread."""
+    """Sends messages on one channel; safe to call from any worker thread.
+
+    `send_many` sends a chunk and answers one result per message, in order: a provider
+    with a cheaper way than one call per message implements it natively (one SMTP
+    connection per chunk, one INSERT for the recording provider); the others inherit the
+    loop from `OneByOne`, and `send_many()` below loops over `send` for any provider that
+    has no `send_many` at all."""
 
     name: str
     channel: Channel
 
     def send(self, message: OutgoingMessage) -> SendResult: ...
+
+    def send_many(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]: ...
+
+
+def _guarded(provider: object, message: OutgoingMessage) -> SendResult:
+    """One send; a provider raising is a transient failure (retried with backoff)."""
+    try:
+        return provider.send(message)  # type: ignore[attr-defined,no-any-return]
+    except Exception as error:  # the provider's bug or a network error: retry, and log it
+        log.warning(
+            "provider %s raised on message %s",
+            getattr(provider, "name", provider),
+            message.message_id,
+            exc_info=True,
+        )
+        return SendResult(Outcome.RETRY, reason=f"provider raised {type(error).__name__}")
+
+
+class OneByOne:
+    """The default `send_many`: one `send` per message."""
+
+    def send_many(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        return [_guarded(self, message) for message in messages]
+
+
+def send_many(provider: object, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+    """Send a chunk through `provider` (its own `send_many`, else one `send` each). Never
+    raises: a provider raising makes every message it was given a RETRY."""
+    if not messages:
+        return []
+    native = getattr(provider, "send_many", None)
+    if native is None:
+        return [_guarded(provider, message) for message in messages]
+    try:
+        results = list(native(messages))
+    except Exception as error:
+        log.warning("provider %s raised on a chunk", getattr(provider, "name", provider),
+                    exc_info=True)  # fmt: skip
+        return [SendResult(Outcome.RETRY, reason=f"provider raised {type(error).__name__}")] * len(
+            messages
+        )
+    if len(results) != len(messages):
+        raise RuntimeError(f"{provider!r}.send_many answered {len(results)} of {len(messages)}")
+    return results

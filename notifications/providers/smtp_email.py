@@ -16,9 +16,11 @@ ones (code, text). Both are read: a 4xx is transient (retry), a 5xx permanent.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import smtplib
 import ssl
+from collections.abc import Sequence
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate, parseaddr
 
@@ -65,30 +67,67 @@ class SmtpEmailProvider:
         return mail
 
     def send(self, message: OutgoingMessage) -> SendResult:
-        if message.marketing and not (message.unsubscribe_url or "").startswith("https://"):
-            return SendResult(
-                Outcome.FAILED, reason="marketing mail needs an https unsubscribe URL"
-            )
-        mail = self.build(message)
-        sender = parseaddr(self.settings.from_address)[1]
+        return self.send_many([message])[0]
+
+    def send_many(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        """A chunk over one connection (one TLS handshake and login), one transaction per
+        mail (RSET after a refused one). A connection that breaks is opened again for the
+        rest; the mail it broke on is a RETRY (its outcome is unknown to us)."""
+        results: list[SendResult] = []
+        connection: smtplib.SMTP | None = None
         try:
-            with self._connect() as connection:
-                refused = connection.send_message(mail, from_addr=sender, to_addrs=[message.to])
-        except smtplib.SMTPRecipientsRefused as error:
-            refused = error.recipients
-        except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as error:
-            return _by_code(error.smtp_code, "refused by the relay")
-        except smtplib.SMTPAuthenticationError as error:
+            for message in messages:
+                if connection is None:
+                    try:
+                        connection = self._connect()
+                    except (smtplib.SMTPException, OSError) as error:
+                        results.append(self._not_sent(message, error))
+                        continue
+                result, healthy = self._send_on(connection, message)
+                results.append(result)
+                if not healthy:
+                    _close(connection)
+                    connection = None
+        finally:
+            if connection is not None:
+                try:
+                    connection.quit()
+                except (smtplib.SMTPException, OSError):
+                    _close(connection)
+        return results
+
+    def _not_sent(self, message: OutgoingMessage, error: BaseException) -> SendResult:
+        if isinstance(error, smtplib.SMTPAuthenticationError):
             # Our configuration, not the recipient: keep the message for when it's fixed.
             log.error("SMTP login refused (%s): check the SMTP credentials", error.smtp_code)
             return SendResult(Outcome.RETRY, error_code=str(error.smtp_code), reason="login")
+        log.warning("SMTP send of message %s failed: %r", message.message_id, error)
+        return SendResult(Outcome.RETRY, reason=f"SMTP: {type(error).__name__}")
+
+    def _send_on(
+        self, connection: smtplib.SMTP, message: OutgoingMessage
+    ) -> tuple[SendResult, bool]:
+        """One mail on an open connection: its result, and whether the connection is still
+        good for the next one."""
+        if message.marketing and not (message.unsubscribe_url or "").startswith("https://"):
+            return SendResult(
+                Outcome.FAILED, reason="marketing mail needs an https unsubscribe URL"
+            ), True
+        mail = self.build(message)
+        sender = parseaddr(self.settings.from_address)[1]
+        try:
+            refused = connection.send_message(mail, from_addr=sender, to_addrs=[message.to])
+        except smtplib.SMTPRecipientsRefused as error:
+            refused = error.recipients
+            _reset(connection)
+        except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as error:
+            return _by_code(error.smtp_code, "refused by the relay"), _reset(connection)
         except (smtplib.SMTPException, OSError) as error:  # timeouts, TLS, disconnects
-            log.warning("SMTP send of message %s failed: %r", message.message_id, error)
-            return SendResult(Outcome.RETRY, reason=f"SMTP: {type(error).__name__}")
+            return self._not_sent(message, error), False
         if refused:
             code, _text = next(iter(refused.values()))
-            return _by_code(code, "recipient refused")
-        return SendResult(Outcome.ACCEPTED, provider_message_id=mail["Message-ID"])
+            return _by_code(code, "recipient refused"), True
+        return SendResult(Outcome.ACCEPTED, provider_message_id=mail["Message-ID"]), True
 
     def _connect(self) -> smtplib.SMTP:
         settings = self.settings
@@ -112,6 +151,21 @@ class SmtpEmailProvider:
             connection.close()
             raise
         return connection
+
+
+def _reset(connection: smtplib.SMTP) -> bool:
+    """RSET after a refused mail, so the next one starts a clean transaction. True when the
+    connection answered (still good)."""
+    try:
+        connection.rset()
+    except (smtplib.SMTPException, OSError):
+        return False
+    return True
+
+
+def _close(connection: smtplib.SMTP) -> None:
+    with contextlib.suppress(OSError):
+        connection.close()
 
 
 def _by_code(code: int, what: str) -> SendResult:

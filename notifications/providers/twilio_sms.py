@@ -31,7 +31,7 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
-from notifications.providers.base import Channel, Outcome, OutgoingMessage, SendResult
+from notifications.providers.base import Channel, OneByOne, Outcome, OutgoingMessage, SendResult
 from notifications.providers.settings import TwilioSettings
 
 try:  # twilio >= 9.x: RFC 9457 problem bodies
@@ -76,7 +76,7 @@ class _RetryAfterKeeper(HttpClient):
         return getattr(self._local, "retry_after", None)
 
 
-class TwilioSmsProvider:
+class TwilioSmsProvider(OneByOne):
     """A `Provider` for the SMS channel. Thread-safe: one client, no per-call state."""
 
     channel = Channel.SMS

@@ -28,7 +28,7 @@ import requests
 from py_vapid import Vapid
 from pywebpush import WebPushException, webpush
 
-from notifications.providers.base import Channel, Outcome, OutgoingMessage, SendResult
+from notifications.providers.base import Channel, OneByOne, Outcome, OutgoingMessage, SendResult
 from notifications.providers.settings import WebPushSettings
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def parse_subscription(raw: str) -> dict[str, Any]:
     return {"endpoint": data["endpoint"], "keys": {"p256dh": keys["p256dh"], "auth": keys["auth"]}}
 
 
-class WebPushProvider:
+class WebPushProvider(OneByOne):
     """A `Provider` for the push channel. FCM or APNs would be siblings of this class."""
 
     channel = Channel.PUSH

@@ -21,7 +21,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -233,29 +233,40 @@ def event_body(event: outbox.Event) -> str:
 def queue_deliveries(event: outbox.Event, now: datetime) -> int:
     """One pending delivery per active subscription to the event's topic (no commit). A
     second call for the same event adds nothing (UNIQUE (subscription, event))."""
+    return queue_deliveries_many([event], now)
+
+
+def queue_deliveries_many(events: Sequence[outbox.Event], now: datetime) -> int:
+    """The deliveries of many events: one read of the subscriptions, one INSERT."""
     subscriptions = db.session.execute(
         sa.select(WebhookSubscription.id, WebhookSubscription.topics).where(
             WebhookSubscription.status == constant(SubscriptionStatus.ACTIVE.value)
         )
     ).all()
-    wanted = [row.id for row in subscriptions if {event.topic, WILDCARD} & set(row.topics)]
-    if not wanted:
+    if not subscriptions:
         return 0
-    body = event_body(event)
-    rows = [
-        {
-            "subscription_id": subscription_id,
-            "event_id": event.id,
-            "topic": event.topic,
-            "body": body,
-            "status": WebhookDeliveryStatus.PENDING.value,
-            "attempts": 0,
-            "next_attempt_at": now,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for subscription_id in wanted
-    ]
+    rows = []
+    for event in events:
+        wanted = [row.id for row in subscriptions if {event.topic, WILDCARD} & set(row.topics)]
+        if not wanted:
+            continue
+        body = event_body(event)
+        rows.extend(
+            {
+                "subscription_id": subscription_id,
+                "event_id": event.id,
+                "topic": event.topic,
+                "body": body,
+                "status": WebhookDeliveryStatus.PENDING.value,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for subscription_id in wanted
+        )
+    if not rows:
+        return 0
     table = WebhookDelivery.__table__
     result = db.session.execute(
         upsert_insert(table).on_conflict_do_nothing(index_elements=["subscription_id", "event_id"]),
@@ -264,11 +275,11 @@ def queue_deliveries(event: outbox.Event, now: datetime) -> int:
     return max(result.rowcount or 0, 0)
 
 
-@outbox.consumer(*sorted(TOPICS), name=CONSUMER)
-def on_event(event: outbox.Event) -> None:
-    """Queue the event's deliveries; they commit with the relay's `done` record. No HTTP
+@outbox.consumer(*sorted(TOPICS), name=CONSUMER, batch=True)
+def on_events(events: Sequence[outbox.Event]) -> None:
+    """Queue the events' deliveries; they commit with the relay's `done` records. No HTTP
     here: the sends happen in the deliver-webhooks job, each with its own retries."""
-    queue_deliveries(event, utcnow())
+    queue_deliveries_many(events, utcnow())
 
 
 # --- the delivery job -----------------------------------------------------------------------
@@ -506,22 +517,23 @@ def deliver_due(
     time_budget: float = TIME_BUDGET,
 ) -> DeliveryStats:
     """Claim, send and record due deliveries until none is due or the budget is spent
-    (commits each step; the HTTP calls run with no transaction open)."""
+    (`loyalty.batches.run_claimed`: each POST runs with no transaction open and is
+    recorded, under the claim token, before the next one)."""
+    from loyalty.batches import run_claimed
+
     stats = DeliveryStats()
-    deadline = time.monotonic() + time_budget
-    while time.monotonic() < deadline:
-        claims = claim(clock(), limit=limit)
-        db.session.commit()
-        if not claims:
-            break
-        for position, claim_ in enumerate(claims):
-            if time.monotonic() > deadline:
-                release(claims[position:], clock())
-                db.session.commit()
-                return stats
-            attempt = send(claim_, policy)
-            record(claim_, attempt, clock(), policy, stats)
-            db.session.commit()
+
+    def record_one(claims: Sequence[Claim], attempt: Attempt) -> None:
+        record(claims[0], attempt, clock(), policy, stats)
+
+    run_claimed(
+        lambda: claim(clock(), limit=limit) or None,
+        lambda claims: send(claims[0], policy),
+        record_one,
+        release=lambda claims: release(list(claims), clock()),
+        deadline=time.monotonic() + time_budget,
+        slice_size=1,  # one POST (up to its timeout) at a time, each recorded at once
+    )
     return stats
 
 

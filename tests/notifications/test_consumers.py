@@ -66,10 +66,10 @@ def test_a_consumer_run_twice_for_one_event_queues_nothing_twice(make):
 
     member = make.member(phone=PHONE)
     event = Event(7, "points.earned", member.id, {"points": 5, "kind": "earn"}, utcnow())
-    handler = get(CONSUMER).handler
-    handler(event)
+    consumer = get(CONSUMER)
+    consumer.handle([event])
     db.session.commit()
-    handler(event)  # the relay redelivers after a worker died before recording "done"
+    consumer.handle([event])  # the relay redelivers after a worker died before recording "done"
     db.session.commit()
     assert [k for _, _, k in messages()] == ["points.earned:7:sms", "points.earned:7:email"]
 
@@ -125,7 +125,7 @@ def test_points_about_to_expire_are_announced_with_their_date_in_the_members_zon
 
     member = make.member(phone=PHONE, timezone="Asia/Shanghai")
     payload = {"points": 300, "expires_at": "2026-12-31T16:00:00+00:00"}
-    get(CONSUMER).handler(Event(9, "points.expiring", member.id, payload, utcnow()))
+    get(CONSUMER).handle([Event(9, "points.expiring", member.id, payload, utcnow())])
     db.session.commit()
     send_round()
     sms = next(r for r in recorded() if r.channel == "sms")

@@ -56,6 +56,31 @@ def test_a_cause_queues_its_message_at_most_once(make):
     assert first.state == "queued" and first.destination is None  # resolved at send time
 
 
+def test_a_cause_reaching_many_members_creates_their_messages_in_bulk_at_most_once(make):
+    members = [make.member(phone=f"+49151000000{n:02d}") for n in range(12)]
+    drafts = [
+        pipeline.Draft(member_id=m.id, channel=Channel.SMS, template="points_earned",
+                       purpose=Purpose.TRANSACTIONAL, dedupe_key=f"offer:7:{m.id}:sms",
+                       variables={"points": 10})
+        for m in members
+    ]  # fmt: skip
+    created = pipeline.create_messages(drafts, utcnow())
+    again = pipeline.create_messages(drafts[:5], utcnow())  # the cause run a second time
+    db.session.commit()
+    assert len(created) == 12 and again == []
+    from flask import current_app
+
+    from notifications.jobs import providers
+
+    stats = pipeline.send_due(
+        settings=current_app.extensions["omniloyal.settings"], providers=providers(),
+        redis=current_app.extensions["omniloyal.redis"], clock=utcnow, chunk=5,
+    )  # three chunks: 5, 5, 2 # fmt: skip
+    assert stats.sent == 12
+    assert sorted(r.message_id for r in recorded()) == sorted(created)
+    assert [state for state, _ in transitions(created[0])] == ["queued", "sending", "sent"]
+
+
 def test_a_message_queued_in_a_rolled_back_transaction_never_exists(make):
     member = make.member(phone=PHONE)
     pipeline.queue_message(

@@ -154,3 +154,26 @@ def test_an_unreachable_relay_is_transient() -> None:
     )
 
     assert sender.send(mail()).outcome is Outcome.RETRY
+
+
+def test_a_chunk_goes_over_one_connection_and_a_refused_mail_does_not_stop_the_rest() -> None:
+    with smtp_server(tls=True, username="relay-user", password="relay-pass") as server:
+        server.refuse["gone@example.com"] = "550 5.1.1 No such user"
+        sender = provider(
+            server,
+            tls=SmtpTls.STARTTLS,
+            username="relay-user",
+            password="relay-pass",
+            ssl_context=server.client_context,
+        )
+        opened = []
+        connect = sender._connect
+        sender._connect = lambda: opened.append(1) or connect()  # type: ignore[method-assign]
+        results = sender.send_many(
+            [mail(to="a@example.com"), mail(to="gone@example.com"), mail(to="b@example.com")]
+        )
+
+    assert [r.outcome for r in results] == [Outcome.ACCEPTED, Outcome.FAILED, Outcome.ACCEPTED]
+    assert [m.rcpt_tos for m in server.mails] == [["a@example.com"], ["b@example.com"]]
+    assert server.authenticated == [True, True]
+    assert opened == [1]  # one connection (one TLS handshake and login) for the whole chunk

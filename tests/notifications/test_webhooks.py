@@ -145,7 +145,7 @@ def test_a_receiver_that_recovers_gets_the_delivery_once(
             deliver(now)
         relay_batch(now)  # nothing new: the outbox event is done
         event = outbox.Event(event_id, "coupon.redeemed", None, {"code_id": 7}, now)
-        operations.on_event(event)  # the relay redelivering the same event adds nothing
+        operations.on_events([event])  # the relay redelivering the same event adds nothing
         db.session.commit()
         deliver(now + timedelta(hours=2))
 

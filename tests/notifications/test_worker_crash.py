@@ -1,4 +1,4 @@
-"""Real worker processes: killed with SIGKILL in the middle of a batch, every message is
+"""Real worker processes: killed with SIGKILL in the middle of a chunk, every message is
 still sent exactly once; with Redis stopped while orders are posted, no ledger write is
 lost and the messages go out once Redis is back.
 
@@ -19,14 +19,17 @@ import pytest
 import sqlalchemy as sa
 
 from loyalty.auth import scopes
+from loyalty.clock import utcnow
 from loyalty.db import db
 from loyalty.ledger.operations import member_balance
+from notifications.consent import Purpose
 from notifications.models import Message, MessageTransition, RecordedMessage
+from notifications.pipeline import SEND_CHUNK, Draft, create_messages
+from notifications.providers.base import Channel
 from tests.conftest import NO_RATE_LIMITS
 from tests.earning import factories as earning_factories
 from tests.earning.factories import order_body
 from tests.factories import idem
-from tests.notifications.factories import queue
 from tests.test_worker_restarts import REDIS_SERVER, RedisServer, _free_port, _wait_for
 
 pytestmark = [
@@ -78,29 +81,49 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
-def test_a_worker_killed_mid_batch_leaves_every_message_sent_exactly_once(app, make, tmp_path):
+CHUNKS = 3  # the send job's chunks of SEND_CHUNK messages, the last one partly filled
+
+
+def test_a_worker_killed_mid_chunk_leaves_every_message_sent_exactly_once(app, make, tmp_path):
+    """The send job claims SEND_CHUNK messages, hands them to the provider in one
+    `send_many` (the recording provider waits 4 ms a message, then records the chunk) and
+    records the results. The worker is killed once the first chunk is sent, while the next
+    is at the provider's door: those messages stay `sending`, and after a restart and the
+    lease they are resolved through the provider's lookup and sent once."""
     member = make.member(phone=PHONE)
-    ids = [queue(member.id).id for _ in range(150)]
+    now = utcnow()
+    total = SEND_CHUNK * (CHUNKS - 1) + SEND_CHUNK // 5
+    drafts = [
+        Draft(member_id=member.id, channel=Channel.SMS, template="points_earned",
+              purpose=Purpose.TRANSACTIONAL, dedupe_key=f"crash:{n}", variables={"points": n})
+        for n in range(total)
+    ]  # fmt: skip
+    ids = sorted(create_messages(drafts, now))
+    db.session.commit()
+    assert len(ids) == total
     port = _free_port()
     server = RedisServer(port, tmp_path)
     server.start()
     log = tmp_path / "worker.log"
-    slow = {"OMNILOYAL_NOTIFY_RECORDING_DELAY_MS": "20", "OMNILOYAL_NOTIFY_SENDING_LEASE": "2"}
+    slow = {"OMNILOYAL_NOTIFY_RECORDING_DELAY_MS": "4", "OMNILOYAL_NOTIFY_SENDING_LEASE": "2"}
     url = f"redis://127.0.0.1:{port}/0"
     worker = _worker(app, url, tmp_path, log, **slow)
+    sending = sa.select(sa.func.count()).select_from(Message).where(Message.state == "sending")
+    sent = sa.select(sa.func.count()).select_from(Message).where(Message.state == "sent")
     try:
-        _wait_for(lambda: worker.poll() is None and _recorded() >= 30, "sends to start", log)
-        worker.send_signal(signal.SIGKILL)  # mid-batch: claimed messages are left `sending`
-        worker.wait(timeout=10)
-        in_flight = _count(
-            sa.select(sa.func.count()).select_from(Message).where(Message.state == "sending")
+        _wait_for(
+            lambda: worker.poll() is None and _count(sent) >= SEND_CHUNK and _count(sending) > 0,
+            "the first chunk sent and the next one in flight",
+            log,
         )
-        assert in_flight > 0, "the kill should have hit a batch in flight"
-        assert _recorded() < len(ids)
+        worker.send_signal(signal.SIGKILL)  # mid-chunk: the claimed chunk is left `sending`
+        worker.wait(timeout=10)
+        in_flight = _count(sending)
+        assert in_flight > 0, "the kill should have hit a chunk in flight"
+        assert _recorded() < total
 
         worker = _worker(app, url, tmp_path, log, **slow)
-        sent = sa.select(sa.func.count()).select_from(Message).where(Message.state == "sent")
-        _wait_for(lambda: worker.poll() is None and _count(sent) == len(ids), "every send", log)
+        _wait_for(lambda: worker.poll() is None and _count(sent) == total, "every send", log, 120)
     finally:
         _stop(worker)
         server.stop()
@@ -114,6 +137,12 @@ def test_a_worker_killed_mid_batch_leaves_every_message_sent_exactly_once(app, m
         .where(MessageTransition.reason.like("worker died mid-send%"))
     )
     assert recovered == in_flight  # every orphan resolved through the provider's lookup
+    states = _count(
+        sa.select(sa.func.count(sa.distinct(MessageTransition.message_id))).where(
+            MessageTransition.to_state == "sent"
+        )
+    )
+    assert states == total  # each message's transitions end in one `sent`
 
 
 def test_orders_posted_while_redis_is_down_are_kept_and_notified_once_it_is_back(

@@ -150,6 +150,8 @@ def test_relay_dead_letters_backlog_and_purges_use_indexes_at_50k_rows(app, regi
     )
     scanned = {}
     for statement, parameters in statements:
+        if statement.startswith("ANALYZE "):  # the relay refreshing stale statistics
+            continue
         for kind, plan in _plans(statement, parameters).items():
             if _seq_scans(plan):
                 scanned[f"{kind}: {' '.join(statement.split())[:160]}"] = _seq_scans(plan)

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from loyalty import outbox
-from loyalty.db import db
+from loyalty.db import db, start_reading, stop_reading
 from loyalty.outbox import DeliveryStatus, OutboxDelivery, OutboxEvent
 from loyalty.outbox.relay import BACKOFF_CAP, LEASE, backoff_delay, claim, record_done
 from tests.outbox.conftest import MAX_ATTEMPTS, delivery, emit, relay
@@ -152,22 +152,24 @@ def test_events_without_a_member_are_not_held_back_by_each_other(app, register):
     assert seen == [second]
 
 
-def test_the_consumer_runs_after_its_claim_committed_outside_any_relay_transaction(app, register):
+def test_the_consumer_runs_after_its_claim_committed_in_a_savepoint_of_its_own(app, register):
     observed: dict[str, object] = {}
 
     def handler(event: outbox.Event) -> None:
-        observed["in_transaction"] = db.session().in_transaction()
+        observed["in_savepoint"] = db.session().in_nested_transaction()
+        reading = start_reading()  # SQLite: a reader's BEGIN, beside the relay's writer
         with db.engine.connect() as other:  # what any other connection sees right now
             row = other.execute(
                 sa.select(OutboxDelivery.__table__).where(OutboxDelivery.event_id == event.id)
             ).one()
+        stop_reading(reading)
         observed["committed"] = (row.status, row.attempts, row.claim_token is not None)
 
     register("test.observer", handler, "t.x")
     event_id = emit("t.x", 1, T0)
     relay(T0)
 
-    assert observed == {"in_transaction": False, "committed": ("pending", 1, True)}
+    assert observed == {"in_savepoint": True, "committed": ("pending", 1, True)}
     assert delivery("test.observer", event_id).status == DeliveryStatus.DONE
 
 
@@ -287,3 +289,33 @@ def test_a_relay_out_of_time_gives_back_the_claims_it_has_not_acted_on(app, regi
         assert (released.attempts, released.claim_token, released.next_attempt_at) == (0, None, T0)
     relay(T0)
     assert seen == events
+
+
+def test_a_batch_consumer_gets_the_chunk_and_one_poison_event_fails_alone(app, register):
+    calls: list[list[int]] = []
+
+    def batch(events: list[outbox.Event]) -> None:
+        calls.append([e.id for e in events])
+        for event in events:
+            outbox.emit("t.followup", member_id=event.member_id, payload={}, now=T0)
+            if event.payload.get("poison"):
+                raise Boom("bad event")
+
+    outbox.consumer("t.x", name="test.batch", batch=True)(batch)
+    try:
+        good = [emit("t.x", member, T0) for member in (1, 2)]
+        bad = emit("t.x", 3, T0, poison=True)
+        relay(T0)
+    finally:
+        outbox.unregister("test.batch")
+
+    assert calls[0] == [*good, bad]  # the chunk at once, then each event alone
+    assert calls[1:] == [[good[0]], [good[1]], [bad]]
+    assert [delivery("test.batch", e).status for e in good] == [DeliveryStatus.DONE] * 2
+    failed = delivery("test.batch", bad)
+    assert (failed.status, failed.last_error) == (DeliveryStatus.PENDING, "Boom: bad event")
+    db.session.rollback()
+    followups = db.session.scalar(
+        sa.select(sa.func.count()).where(OutboxEvent.topic == "t.followup")
+    )
+    assert followups == 2  # the good events' writes committed; the poison one's rolled back
