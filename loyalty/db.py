@@ -54,6 +54,9 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
 BigInt = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 BIGINT_MAX = 2**63 - 1  # the largest id or amount either database can store
 JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+# `metadata` columns: JSON text on both backends (JSONB would reorder the keys), so the
+# integrator's object comes back exactly as sent.
+MetadataJSON = sa.JSON(none_as_null=True)
 
 
 # --- SQLite transactions: deferred for reads, IMMEDIATE for writes ----------------------------

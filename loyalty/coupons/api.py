@@ -369,7 +369,7 @@ def return_code(code_id: int) -> Any:
     )
 
 
-@blp.route("/members/<int:member_id>/coupons")
+@blp.route("/members/<member:member_id>/coupons")
 @blp.doc(security=API_KEY)
 @requires(scopes.COUPONS_ADMIN)
 @blp.arguments(WalletQuery, location="query")

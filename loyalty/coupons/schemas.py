@@ -11,7 +11,19 @@ from loyalty.coupons.discounts import OfferKind, Stacking
 from loyalty.coupons.models import OfferStatus
 from loyalty.db import BIGINT_MAX
 from loyalty.pagination import PageQuery, page_schema
-from loyalty.schemas import MAX_MINOR, Count, Id, Instant, Minor, Points, StrictSchema, Text
+from loyalty.schemas import (
+    MAX_BASKET_LINES,
+    MAX_LINE_QUANTITY,
+    MAX_MINOR,
+    MAX_UNIT_PRICE,
+    Count,
+    Id,
+    Instant,
+    Minor,
+    Points,
+    StrictSchema,
+    Text,
+)
 from loyalty.stores.models import Channel
 
 CHANNELS = [c.value for c in Channel]
@@ -223,9 +235,11 @@ class BasketLineSchema(StrictSchema):
     sku = Text(64, required=True)
     category = Text(64, load_default=None)
     quantity = fields.Integer(
-        strict=True, required=True, validate=validate.Range(min=1, max=100_000)
+        strict=True, required=True, validate=validate.Range(min=1, max=MAX_LINE_QUANTITY)
     )
-    unit_price_minor = Minor(required=True)
+    unit_price_minor = fields.Integer(
+        strict=True, required=True, validate=validate.Range(min=0, max=MAX_UNIT_PRICE)
+    )
 
 
 class BasketFields(StrictSchema):
@@ -234,7 +248,9 @@ class BasketFields(StrictSchema):
     channel = fields.String(required=True, validate=validate.OneOf(CHANNELS))
     currency = Currency(required=True)
     lines = fields.List(
-        fields.Nested(BasketLineSchema), required=True, validate=validate.Length(min=1, max=500)
+        fields.Nested(BasketLineSchema),
+        required=True,
+        validate=validate.Length(min=1, max=MAX_BASKET_LINES),
     )
 
     @validates_schema

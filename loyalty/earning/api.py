@@ -184,7 +184,7 @@ def _activity_view(activity: ActivityEvent, created: bool) -> dict[str, Any]:
     }
 
 
-@blp.route("/members/<int:member_id>/activities", methods=["POST"])
+@blp.route("/members/<member:member_id>/activities", methods=["POST"])
 @blp.doc(security=[{"ApiKey": []}])
 @requires(scopes.ORDERS_WRITE)
 @write_endpoint(key_required=False)

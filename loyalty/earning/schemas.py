@@ -7,13 +7,25 @@ from typing import Any
 from marshmallow import ValidationError, fields, validate, validates_schema
 
 from loyalty.earning.models import ActivityKind, OrderStatus, RuleKind
+from loyalty.members.schemas import ExternalId
 from loyalty.pagination import PageQuery, page_schema
-from loyalty.schemas import MAX_MINOR, MAX_POINTS, Id, Instant, StrictSchema, Text
+from loyalty.schemas import (
+    MAX_BASKET_LINES,
+    MAX_LINE_QUANTITY,
+    MAX_MINOR,
+    MAX_POINTS,
+    MAX_UNIT_PRICE,
+    Id,
+    Instant,
+    Metadata,
+    MetadataOut,
+    StrictSchema,
+    Text,
+)
 from loyalty.stores.models import Channel
 
-MAX_LINES = 500
-MAX_QUANTITY = 100_000
-MAX_UNIT_PRICE = 10**10  # 100 million in major units per unit
+MAX_LINES = MAX_BASKET_LINES
+MAX_QUANTITY = MAX_LINE_QUANTITY
 # Ids travel in URLs, so no "/", "?", "#" or "%".
 EXTERNAL_ID = validate.Regexp(
     r"^[A-Za-z0-9._:~@+=,;!$*()'-]{1,128}$",
@@ -31,25 +43,44 @@ def _strings(max_items: int = 200, max_length: int = 64, **kwargs: Any) -> field
 
 
 class MemberRefSchema(StrictSchema):
-    """Exactly one of member_id, qr_token or member_token; or one or more identities (an
-    unknown identity enrols a new member)."""
+    """Exactly one of member_id, qr_token or member_token; or one or more identities and/or
+    your `external_id` (an unknown member is enrolled, unless `enrol` is false)."""
 
     member_id = Id()
-    phone = fields.String(validate=validate.Length(min=3, max=32))
+    phone = fields.String(
+        validate=validate.Length(min=3, max=32),
+        metadata={
+            "description": "E.164, or a national number: the store's country (else the "
+            "program's OMNILOYAL_DEFAULT_REGION) is its region, as in identify"
+        },
+    )
     email = fields.String(validate=validate.Length(min=3, max=320))
     card = fields.String(validate=validate.Length(min=1, max=64))
     app_user = fields.String(validate=validate.Length(min=1, max=128))
+    external_id = ExternalId()
     qr_token = fields.String(validate=validate.Length(min=1, max=512))
     member_token = fields.String(validate=validate.Length(min=1, max=512))
+    enrol = fields.Boolean(
+        load_default=True,
+        metadata={
+            "description": "enrol a member nobody has these identities for (the default); "
+            "false: an unknown member is a 404 `member-not-found` (a typo at checkout creates "
+            "no duplicate)"
+        },
+    )
 
     @validates_schema
     def one_reference(self, data: dict[str, Any], **_: Any) -> None:
         references = [k for k in ("member_id", "qr_token", "member_token") if k in data]
-        identities = [k for k in ("phone", "email", "card", "app_user") if k in data]
+        identities = [k for k in (*IDENTITY_FIELDS, "external_id") if k in data]
         if len(references) + (1 if identities else 0) != 1:
             raise ValidationError(
-                "give exactly one of member_id, qr_token, member_token, or identities"
+                "give exactly one of member_id, qr_token, member_token, or identities "
+                "(phone, email, card, app_user, external_id)"
             )
+
+
+IDENTITY_FIELDS = ("phone", "email", "card", "app_user")
 
 
 class OrderLineSchema(StrictSchema):
@@ -83,6 +114,7 @@ class OrderRequestSchema(StrictSchema):
         },
     )
     coupon_codes = _strings(max_items=10, load_default=None)
+    metadata = Metadata(load_default=None)
     subtotal_minor = fields.Integer(
         strict=True,
         load_default=None,
@@ -148,6 +180,7 @@ class OrderSchema(StrictSchema):
     points_earned = fields.Integer()
     points_reversed = fields.Integer()
     pending_until = fields.DateTime(allow_none=True)
+    metadata = MetadataOut()
     breakdown = fields.List(fields.Nested(BreakdownSchema))
     coupons = fields.List(fields.Dict())
     cancellation = fields.Nested(ReversalSchema, allow_none=True)
