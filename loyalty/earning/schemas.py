@@ -139,11 +139,59 @@ class OrderRequestSchema(StrictSchema):
             raise ValidationError("the total can't exceed the lines' sum", "total_minor")
 
 
+class PreviewMemberSchema(MemberRefSchema):
+    """The member to preview for: by id, external id or identities (never enrolled; an
+    unknown identity previews for a new member). No QR token: its one use is the order's."""
+
+    class Meta:
+        exclude = ("qr_token", "member_token", "enrol")
+
+
+class OrderPreviewRequestSchema(OrderRequestSchema):
+    """An order's basket; nothing is written, so no order id."""
+
+    class Meta:
+        exclude = ("order_id", "subtotal_minor", "total_minor", "metadata")
+
+    member = fields.Nested(
+        PreviewMemberSchema,
+        load_default=None,
+        metadata={"description": "whose tier multiplies the points (default: nobody's)"},
+    )
+
+
 class BreakdownSchema(StrictSchema):
     rule_id = fields.Integer(allow_none=True)
     name = fields.String(allow_none=True)
     kind = fields.String()
     points = fields.Integer()
+
+
+class PreviewLineDiscountSchema(StrictSchema):
+    line = fields.Integer(metadata={"description": "index of the basket line (0-based)"})
+    discount_minor = fields.Integer()
+
+
+class OrderPreviewSchema(StrictSchema):
+    member_id = fields.Integer(allow_none=True)
+    member_known = fields.Boolean(
+        metadata={"description": "false: nobody has these identities yet (the order enrols)"}
+    )
+    tier = fields.String(allow_none=True)
+    currency = fields.String()
+    subtotal_minor = fields.Integer()
+    discount_minor = fields.Integer(metadata={"description": "what the codes would take off"})
+    total_minor = fields.Integer()
+    line_discounts = fields.List(fields.Nested(PreviewLineDiscountSchema))
+    points = fields.Integer(metadata={"description": "what the order would earn"})
+    breakdown = fields.List(fields.Nested(BreakdownSchema))
+    pending_until = fields.DateTime(allow_none=True)
+    coupons = fields.Dict(
+        allow_none=True,
+        metadata={
+            "description": "per code: applies, reasons, discount (as POST /v1/coupons/validate)"
+        },
+    )
 
 
 class ReversalSchema(StrictSchema):
