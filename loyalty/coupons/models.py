@@ -248,7 +248,7 @@ class CouponOfferCounter(db.Model):
     discount_minor: Mapped[int] = mapped_column(BigInt, default=0)
 
 
-COUNTER_STRIPES = 16
+COUNTER_STRIPES = 64
 
 
 class CouponMemberUse(db.Model):

@@ -570,6 +570,8 @@ def redeem_codes(
         )
         redemptions.append(redemption)
     _emit("coupon.held" if held else "coupon.redeemed", redemptions, now)
+    # Last: a counter row stays locked until the commit, so it is taken as late as we can.
+    _count_uncapped_offers(applied)
     return Checkout(checkout_ref, status.value, redemptions)
 
 
@@ -648,6 +650,12 @@ def _count_uncapped(offer_id: int, redemptions: int, discount_minor: int) -> Non
     )
 
 
+def _count_uncapped_offers(applied: list[CodeResult]) -> None:
+    uncapped = [r for r in applied if not r.candidate.tracks_totals]  # type: ignore[union-attr]
+    for result in sorted(uncapped, key=lambda r: r.candidate.offer_id):  # type: ignore[union-attr]
+        _count_uncapped(result.candidate.offer_id, 1, result.discount.total_minor)  # type: ignore[union-attr]
+
+
 def offer_totals(offers: Sequence[CouponOffer]) -> dict[int, tuple[int, int]]:
     """offer id -> (redemptions_count, discount_spent_minor), held + redeemed: a capped
     offer's own columns, an uncapped one's counter stripes summed (one query for all)."""
@@ -670,9 +678,6 @@ def offer_totals(offers: Sequence[CouponOffer]) -> dict[int, tuple[int, int]]:
 
 def _take_offer_totals(applied: list[CodeResult]) -> None:
     table = CouponOffer.__table__
-    uncapped = [r for r in applied if not r.candidate.tracks_totals]  # type: ignore[union-attr]
-    for result in sorted(uncapped, key=lambda r: r.candidate.offer_id):  # type: ignore[union-attr]
-        _count_uncapped(result.candidate.offer_id, 1, result.discount.total_minor)  # type: ignore[union-attr]
     capped = [r for r in applied if r.candidate.tracks_totals]  # type: ignore[union-attr]
     for result in sorted(capped, key=lambda r: r.candidate.offer_id):  # type: ignore[union-attr]
         discount = result.discount.total_minor  # type: ignore[union-attr]
