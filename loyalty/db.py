@@ -140,6 +140,16 @@ def utc_month(column: Any) -> Any:
 M = TypeVar("M")
 
 
+def column_values(model: type[Any], values: dict[str, Any]) -> dict[str, Any]:
+    """ORM attribute names -> column names, for a Core statement: an attribute named apart
+    from its column (`extra` for the `metadata` column) would otherwise be dropped."""
+    attrs = sa.inspect(model).attrs
+    return {
+        (attrs[name].columns[0].name if name in attrs else name): value
+        for name, value in values.items()
+    }
+
+
 def insert_persistent(model: type[M], values: dict[str, Any]) -> M:
     """INSERT one row with Core (RETURNING id) and hand back a persistent ORM object for it.
 
@@ -147,7 +157,9 @@ def insert_persistent(model: type[M], values: dict[str, Any]) -> M:
     the id (a column left out would be loaded lazily on first access).
     """
     table = model.__table__  # type: ignore[attr-defined]
-    new_id = db.session.execute(sa.insert(table).returning(table.c.id), values).scalar_one()
+    new_id = db.session.execute(
+        sa.insert(table).returning(table.c.id), column_values(model, values)
+    ).scalar_one()
     instance = model(id=new_id, **values)
     make_transient_to_detached(instance)
     db.session.add(instance)

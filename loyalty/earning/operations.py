@@ -23,7 +23,7 @@ from loyalty import outbox
 from loyalty.auth import tokens
 from loyalty.basket import Basket, BasketLine, OrderDiscounts
 from loyalty.cache import TTLCache
-from loyalty.db import db, upsert_insert
+from loyalty.db import column_values, db, upsert_insert
 from loyalty.earning import engine
 from loyalty.earning.models import (
     ActivityEvent,
@@ -503,7 +503,7 @@ def post_order(
         upsert_insert(table)
         .on_conflict_do_nothing(index_elements=["client_id", "external_id"])
         .returning(table.c.id),
-        values,
+        column_values(Order, values),  # `extra` is the `metadata` column
     ).scalar()
     if order_id is None:  # a concurrent duplicate committed first: answer with its result
         winner = db.session.scalar(

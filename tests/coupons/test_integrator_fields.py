@@ -125,6 +125,9 @@ def test_metadata_on_offers_and_redemptions_comes_back_as_sent(client, pos, admi
     code = f.shared(created.json["id"], "SPRING15")
     redeemed = redeem(client, pos, [code], metadata={"cart_id": "c-1", "lane": 4})
     assert redeemed.json["redemptions"][0]["metadata"] == {"cart_id": "c-1", "lane": 4}
+    redemption_id = redeemed.json["redemptions"][0]["id"]
+    stored = client.get(f"/v1/coupons/redemptions/{redemption_id}", headers=pos)
+    assert stored.json["metadata"] == {"cart_id": "c-1", "lane": 4}
     changed = client.patch(
         f"/v1/coupons/offers/{created.json['id']}",
         json={"metadata": {"campaign": "spring-26b"}},

@@ -157,6 +157,8 @@ def test_an_order_names_its_member_by_external_id_and_keeps_its_metadata(client,
     assert posted.status_code == 201, posted.json
     assert posted.json["member_id"] == member_id
     assert posted.json["metadata"] == {"basket_id": "b-9", "n": 3}
+    stored = client.get("/v1/orders/O-1", headers=admin)
+    assert stored.json["metadata"] == {"basket_id": "b-9", "n": 3}
     unknown = order(client, admin, "O-2", {"external_id": "C-56"})
     assert unknown.status_code == 404 and unknown.json["type"] == "/problems/member-not-found"
 
@@ -246,3 +248,29 @@ def test_when_both_have_external_ids_the_survivor_keeps_its_own_and_both_find_it
         client.get("/v1/members/search?external_id=OLD", headers=admin).json["items"][0]["id"]
         == survivor
     )
+
+
+def test_erasure_blanks_the_metadata_of_the_members_orders_and_redemptions(client, admin):
+    from loyalty.coupons.models import CouponRedemption
+    from loyalty.earning.models import Order
+    from tests.coupons import factories as coupons
+
+    member_id = enrol(
+        client, admin, identities={"email": "e@example.com"}, profile={"metadata": {"a": 1}}
+    ).json["member"]["id"]
+    order(client, admin, "E-1", {"member_id": member_id}, metadata={"note": "gift for Ann"})
+    code = coupons.shared(coupons.offer().id, "ERASEME")
+    redeemed = client.post(
+        "/v1/coupons/redeem",
+        json=coupons.body(
+            [code], channel="online", order_ref="r-1", member_id=member_id, metadata={"x": "y"}
+        ),
+        headers=idem(admin),
+    )
+    assert redeemed.status_code == 201, redeemed.json
+    erased = client.post(f"/v1/members/{member_id}/erase", headers=idem(admin))
+    assert erased.status_code == 200, erased.json
+    db.session.expire_all()
+    assert db.session.get(Member, member_id).extra is None
+    assert db.session.scalar(db.select(Order.extra)) is None
+    assert db.session.scalar(db.select(CouponRedemption.extra)) is None
