@@ -77,6 +77,9 @@ def create_app(
         overrides=overrides, instance_path=app.instance_path, secret_source=secret_source
     )
     _configure(app, settings)
+    # Flask 3 reads this here, not from JSON_SORT_KEYS: objects come back in the order they
+    # were built (schemas' declared order; `metadata` as the client sent it).
+    app.json.sort_keys = False  # type: ignore[attr-defined]
     logs.configure(settings.log_level)
     _init_database(app, settings)
     _init_api(app)
@@ -252,7 +255,13 @@ def _init_api(app: Flask) -> None:
     # Before any route is added: the converters are bound when a rule is.
     app.url_map.converters["int"] = DatabaseIdConverter
     app.url_map.converters["default"] = app.url_map.converters["string"] = StoredTextConverter
+    from loyalty.members import paths as member_paths
+
+    member_paths.register(app)
     api.init_app(app)
+    api.register_converter(
+        member_paths.MemberRefConverter, lambda _converter: dict(member_paths.PARAMETER_SCHEMA)
+    )
     _serve_swagger_assets(app)
     _declare_security_schemes()
     from loyalty import home, problems
@@ -351,6 +360,9 @@ def _init_request_hooks(app: Flask, settings: Settings) -> None:
         if g.auth_error is not None:
             raise g.auth_error
         refuse_deeply_nested_json()
+        from loyalty.members.paths import resolve_external_refs
+
+        resolve_external_refs()  # `/members/ext:<id>/...`: after authentication
 
     @app.after_request
     def finish_request(response: Response) -> Response:

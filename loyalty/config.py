@@ -99,6 +99,9 @@ class Settings:
     login_code_ttl_seconds: int
     login_code_max_attempts: int  # wrong guesses before a code is dead
     login_code_default_region: str | None  # phone numbers without +country (e.g. "CN")
+    # The program's region for phone numbers without +country, after the store's country
+    # (OMNILOYAL_DEFAULT_REGION; loyalty.members.identities.phone_region).
+    default_region: str | None
     login_code_per_destination: str  # codes sent to one phone or email ("5/hour;10/day")
     login_code_per_ip: str  # login-code requests from one client IP
     login_code_country_caps: dict[str, int]  # SMS codes per hour per country code, "*": any
@@ -364,13 +367,18 @@ def _notify_settings(env: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
-def _webhook_and_login_settings(env: Mapping[str, str]) -> dict[str, Any]:
-    region = (env.get("OMNILOYAL_LOGIN_CODE_DEFAULT_REGION") or "").strip().upper() or None
+def _region(env: Mapping[str, str], name: str) -> str | None:
+    region = (env.get(name) or "").strip().upper() or None
     if region is not None and not re.fullmatch(r"[A-Z]{2}", region):
-        raise ConfigError(
-            f"OMNILOYAL_LOGIN_CODE_DEFAULT_REGION must be a region like CN, got {region!r}"
-        )
+        raise ConfigError(f"{name} must be a region like CN, got {region!r}")
+    return region
+
+
+def _webhook_and_login_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    program_region = _region(env, "OMNILOYAL_DEFAULT_REGION")
+    region = _region(env, "OMNILOYAL_LOGIN_CODE_DEFAULT_REGION") or program_region
     return {
+        "default_region": program_region,
         "webhook_allow_private_targets": _bool(
             env, "OMNILOYAL_WEBHOOK_ALLOW_PRIVATE_TARGETS", False
         ),

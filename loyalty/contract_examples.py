@@ -342,4 +342,143 @@ EXAMPLES: dict[str, dict[str, Any]] = {
             }
         },
     },
+    # Integrators' own ids and data (recorded like the others).
+    "update_member": {
+        "request": {"metadata": {"crm_segment": "vip", "newsletter": True}},
+        "responses": {
+            200: {
+                "id": 1,
+                "status": "active",
+                "tier": None,
+                "name": "Ada Lovelace",
+                "birthday": None,
+                "locale": "en",
+                "timezone": "UTC",
+                "home_store_id": None,
+                "identities": [
+                    {
+                        "kind": "email",
+                        "value": "ada@example.com",
+                        "created_at": "2026-11-30T20:48:45.529964+00:00",
+                    }
+                ],
+                "external_id": "C-1001",
+                "metadata": {"crm_segment": "vip", "newsletter": True},
+                "region": None,
+                "attributes": {},
+                "enrolled_channel": None,
+                "enrolled_store_id": None,
+                "merged_into_id": None,
+                "created_at": "2026-11-30T20:48:45.529964+00:00",
+                "updated_at": "2026-11-30T20:48:45.564969+00:00",
+                "erased_at": None,
+            }
+        },
+    },
+    "preview_order": {
+        "request": {
+            "channel": "store",
+            "store_id": "PAR-01",
+            "member": {"external_id": "C-1001"},
+            "currency": "EUR",
+            "lines": [
+                {"sku": "SHOE-42", "category": "shoes", "quantity": 1, "unit_price_minor": 8999},
+                {
+                    "sku": "SOCKS",
+                    "category": "accessories",
+                    "quantity": 2,
+                    "unit_price_minor": 799,
+                },
+            ],
+            "coupon_codes": ["WELCOME10"],
+        },
+        "responses": {
+            200: {
+                "member_id": 1,
+                "member_known": True,
+                "tier": None,
+                "currency": "EUR",
+                "subtotal_minor": 10597,
+                "discount_minor": 1058,
+                "total_minor": 9539,
+                "line_discounts": [
+                    {"line": 0, "discount_minor": 899},
+                    {"line": 1, "discount_minor": 159},
+                ],
+                "points": 176,
+                "breakdown": [
+                    {"rule_id": 1, "name": "1 per 100", "kind": "base_rate", "points": 95},
+                    {"rule_id": 2, "name": "2x shoes", "kind": "multiplier", "points": 81},
+                ],
+                "pending_until": None,
+                "coupons": {
+                    "results": [
+                        {
+                            "code": "WELCOME10",
+                            "applies": True,
+                            "reasons": [],
+                            "discount_minor": 1058,
+                            "line_discounts": [
+                                {"line": 0, "discount_minor": 899},
+                                {"line": 1, "discount_minor": 159},
+                            ],
+                            "bonus_points": 0,
+                            "points_multiplier_pct": 100,
+                            "offer": {"id": 1, "name": "Welcome", "version": 1, "kind": "percent"},
+                        }
+                    ],
+                    "total_discount_minor": 1058,
+                    "line_discounts": [
+                        {"line": 0, "discount_minor": 899},
+                        {"line": 1, "discount_minor": 159},
+                    ],
+                    "bonus_points": 0,
+                    "points_multiplier_pct": 100,
+                },
+            }
+        },
+    },
+    "rollback_together": {
+        "request": {"order_ref": "PAR-01-2026-000200", "reason": "sale voided at the till"},
+        "responses": {
+            200: {
+                "checkout_ref": None,
+                "order_ref": "PAR-01-2026-000200",
+                "reason": "sale voided at the till",
+                "rolled_back": 1,
+                "redemptions": [
+                    {
+                        "id": 1,
+                        "code": "WELCOME10",
+                        "offer_id": 1,
+                        "offer_version": 1,
+                        "status": "rolled_back",
+                        "checkout_ref": "c116664b3fbe4b5d8ea03b059f1f2c21",
+                        "order_ref": "PAR-01-2026-000200",
+                        "order_id": None,
+                        "member_id": None,
+                        "store_id": "PAR-01",
+                        "channel": "store",
+                        "currency": "EUR",
+                        "discount_minor": 1058,
+                        "line_discounts": [
+                            {"line": 0, "discount_minor": 899},
+                            {"line": 1, "discount_minor": 159},
+                        ],
+                        "bonus_points": 0,
+                        "points_multiplier_pct": 100,
+                        "source_type": None,
+                        "source_ref": None,
+                        "campaign_id": None,
+                        "expires_at": None,
+                        "created_at": "2026-11-30T20:48:45.646096+00:00",
+                        "redeemed_at": "2026-11-30T20:48:45.646096+00:00",
+                        "closed_at": "2026-11-30T20:48:45.702851+00:00",
+                        "rollback_reason": "sale voided at the till",
+                        "metadata": {"lane": 4},
+                    }
+                ],
+            }
+        },
+    },
 }

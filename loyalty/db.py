@@ -54,6 +54,9 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
 BigInt = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 BIGINT_MAX = 2**63 - 1  # the largest id or amount either database can store
 JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+# `metadata` columns: JSON text on both backends (JSONB would reorder the keys), so the
+# integrator's object comes back exactly as sent.
+MetadataJSON = sa.JSON(none_as_null=True)
 
 
 # --- SQLite transactions: deferred for reads, IMMEDIATE for writes ----------------------------
@@ -137,6 +140,16 @@ def utc_month(column: Any) -> Any:
 M = TypeVar("M")
 
 
+def column_values(model: type[Any], values: dict[str, Any]) -> dict[str, Any]:
+    """ORM attribute names -> column names, for a Core statement: an attribute named apart
+    from its column (`extra` for the `metadata` column) would otherwise be dropped."""
+    attrs = sa.inspect(model).attrs
+    return {
+        (attrs[name].columns[0].name if name in attrs else name): value
+        for name, value in values.items()
+    }
+
+
 def insert_persistent(model: type[M], values: dict[str, Any]) -> M:
     """INSERT one row with Core (RETURNING id) and hand back a persistent ORM object for it.
 
@@ -144,7 +157,9 @@ def insert_persistent(model: type[M], values: dict[str, Any]) -> M:
     the id (a column left out would be loaded lazily on first access).
     """
     table = model.__table__  # type: ignore[attr-defined]
-    new_id = db.session.execute(sa.insert(table).returning(table.c.id), values).scalar_one()
+    new_id = db.session.execute(
+        sa.insert(table).returning(table.c.id), column_values(model, values)
+    ).scalar_one()
     instance = model(id=new_id, **values)
     make_transient_to_detached(instance)
     db.session.add(instance)

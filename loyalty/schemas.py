@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Any
@@ -12,6 +13,11 @@ from loyalty.db import BIGINT_MAX
 
 MAX_POINTS = 10**12
 MAX_MINOR = 10**13  # 100 billion in major units: bigger than any real order
+# One basket, whoever reads it (an order, a coupon validation, a dry run): the same limits,
+# so a basket that validates can be posted as an order.
+MAX_UNIT_PRICE = 10**10  # 100 million in major units per unit
+MAX_LINE_QUANTITY = 100_000
+MAX_BASKET_LINES = 500
 
 
 NUL_MESSAGE = "must not contain NUL (\\u0000) characters"
@@ -191,4 +197,50 @@ class ProblemSchema(Schema):
     )
     request_id = fields.String(
         metadata={"description": "Matches the `X-Request-ID` header and the server's log."}
+    )
+
+
+# --- metadata: the integrator's own key-value data on members, orders, redemptions, offers ---
+
+METADATA_MAX_KEYS = 50
+METADATA_MAX_KEY_LENGTH = 40
+METADATA_MAX_BYTES = 8 * 1024
+METADATA_DESCRIPTION = (
+    "Your own data, stored and returned exactly as sent: a JSON object of at most "
+    f"{METADATA_MAX_KEYS} keys (each 1-{METADATA_MAX_KEY_LENGTH} characters) whose values "
+    f"are text, numbers, true/false or null, at most {METADATA_MAX_BYTES} bytes as JSON. "
+    "Not for personal data of other people; blanked when the member is erased."
+)
+
+
+def _check_metadata(value: Mapping[str, Any]) -> None:
+    if len(value) > METADATA_MAX_KEYS:
+        raise ValidationError(f"at most {METADATA_MAX_KEYS} keys, got {len(value)}")
+    for key, item in value.items():
+        if not 1 <= len(key) <= METADATA_MAX_KEY_LENGTH:
+            shown = key[:METADATA_MAX_KEY_LENGTH]
+            raise ValidationError(f"keys are 1-{METADATA_MAX_KEY_LENGTH} characters: {shown!r}")
+        if item is not None and not isinstance(item, str | bool | int | float):
+            raise ValidationError(f"{key!r}: values are text, numbers, true/false or null")
+    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    if size > METADATA_MAX_BYTES:
+        raise ValidationError(f"at most {METADATA_MAX_BYTES} bytes as JSON, got {size}")
+
+
+def Metadata(**kwargs: Any) -> fields.Dict:
+    """`metadata` on a request: a bounded object of scalar values (a 422 naming the field)."""
+    kwargs.setdefault("metadata", {"description": METADATA_DESCRIPTION})
+    return fields.Dict(
+        keys=fields.String(), values=fields.Raw(allow_none=True), validate=_check_metadata, **kwargs
+    )
+
+
+def MetadataOut(attribute: str = "extra") -> fields.Function:
+    """`metadata` in a response: as stored, `{}` when none was given."""
+    return fields.Function(
+        lambda obj: (
+            (obj.get(attribute) if isinstance(obj, Mapping) else getattr(obj, attribute, None))
+            or {}
+        ),
+        metadata={"type": "object", "description": METADATA_DESCRIPTION},
     )

@@ -117,7 +117,7 @@ def set_my_preferences(data: dict[str, Any]) -> Any:
 # --- staff and support ------------------------------------------------------------------------
 
 
-@blp.route("/members/<int:member_id>/messages")
+@blp.route("/members/<member:member_id>/messages")
 @blp.doc(security=API_KEY)
 @requires(scopes.ADMIN)
 @blp.arguments(MessageQuery, location="query")
@@ -131,7 +131,7 @@ def member_messages(query: dict[str, Any], member_id: int) -> Any:
     )  # fmt: skip
 
 
-@blp.route("/members/<int:member_id>/preferences")
+@blp.route("/members/<member:member_id>/preferences")
 @blp.doc(security=API_KEY)
 @requires(scopes.MEMBERS_READ)
 @blp.response(200, PreferencesSchema)
@@ -140,7 +140,7 @@ def member_preferences(member_id: int) -> Any:
     return {"preferences": consent.preferences(get_member(member_id).id)}
 
 
-@blp.route("/members/<int:member_id>/preferences", methods=["PUT"])
+@blp.route("/members/<member:member_id>/preferences", methods=["PUT"])
 @blp.doc(security=API_KEY)
 @requires(scopes.MEMBERS_WRITE)
 @write_endpoint()
@@ -154,7 +154,7 @@ def set_member_preferences(data: dict[str, Any], member_id: int) -> Any:
     return {"preferences": consent.preferences(member.id)}
 
 
-@blp.route("/members/<int:member_id>/consent-history")
+@blp.route("/members/<member:member_id>/consent-history")
 @blp.doc(security=API_KEY)
 @requires(scopes.ADMIN)
 @blp.arguments(PageQuery, location="query")

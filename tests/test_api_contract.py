@@ -21,7 +21,8 @@ def _v1_routes(app):
 
 
 def _url(rule) -> str:
-    return re.sub(r"<(?:(\w+):)?(\w+)>", lambda m: "1" if m.group(1) == "int" else "x", rule.rule)
+    numeric = {"int", "member"}  # <member:...> takes an id or ext:<external id>
+    return re.sub(r"<(?:(\w+):)?(\w+)>", lambda m: "1" if m.group(1) in numeric else "x", rule.rule)
 
 
 def test_every_v1_endpoint_declares_who_may_call_it(app):

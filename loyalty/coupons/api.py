@@ -59,6 +59,9 @@ from loyalty.coupons.schemas import (
     RewardCreateSchema,
     RewardSchema,
     RewardUpdateSchema,
+    RollbackRequestSchema,
+    RollbackResultSchema,
+    RollbacksRequestSchema,
     SharedCodeCreateSchema,
     ValidateSchema,
     ValidationResultSchema,
@@ -84,8 +87,36 @@ MEMBER = [{"MemberToken": []}]
 
 
 def _offer_view(offer: Any) -> Any:
-    offer.terms = offers.current_terms(offer).to_json()
-    return offer
+    return _offer_views([offer])[0]
+
+
+def _offer_views(found: list[Any]) -> list[dict[str, Any]]:
+    """Offers as shown: terms in the units sent, counters for every offer (one query)."""
+    totals = operations.offer_totals(found)
+    views = []
+    for offer in found:
+        view = {name: getattr(offer, name) for name in OFFER_COLUMNS}
+        view["terms"] = offers.present_terms(offers.current_terms(offer).to_json())
+        view["redemptions_count"], view["discount_spent_minor"] = totals[offer.id]
+        views.append(view)
+    return views
+
+
+OFFER_COLUMNS = (
+    "id",
+    "name",
+    "description",
+    "status",
+    "version",
+    "max_redemptions",
+    "budget_minor",
+    "per_member_limit",
+    "has_codes",
+    "campaign_id",
+    "extra",
+    "created_at",
+    "updated_at",
+)
 
 
 def _store_for(caller: Caller, data: dict[str, Any]) -> str | None:
@@ -189,7 +220,7 @@ def list_offers(query: dict[str, Any]) -> Any:
     found = offers.list_offers(
         status=query["status"], limit=query["limit"] + 1, after_id=int_cursor(query["cursor"])
     )
-    return page([_offer_view(offer) for offer in found], query["limit"], key=lambda o: o.id)
+    return page(_offer_views(list(found)), query["limit"], key=lambda o: o["id"])
 
 
 @blp.route("/coupons/offers/<int:offer_id>")
@@ -231,7 +262,16 @@ def offer_versions(query: dict[str, Any], offer_id: int) -> Any:
     )
     if after is not None:
         select = select.where(CouponOfferVersion.version > after)
-    return page(db.session.scalars(select).all(), query["limit"], key=lambda v: v.version)
+    versions = [
+        {
+            "version": v.version,
+            "terms": offers.present_terms(v.terms),  # in the units sent (percent: 15)
+            "created_at": v.created_at,
+            "created_by": v.created_by,
+        }
+        for v in db.session.scalars(select).all()
+    ]
+    return page(versions, query["limit"], key=lambda v: v["version"])
 
 
 @blp.route("/coupons/offers/<int:offer_id>/stats")
@@ -255,7 +295,8 @@ def offer_stats(offer_id: int) -> Any:
 @blp.response(201, BatchSchema)
 def generate_batch(data: dict[str, Any], offer_id: int) -> Any:
     """Generate unique random codes (>= 60 bits each); download them as CSV afterwards.
-    Up to 200,000 per call; `omniloyal coupons generate` makes millions."""
+    Up to 200,000 per call (MAX_BATCH_PER_REQUEST: one request must end within gateway
+    timeouts); `omniloyal coupons generate` makes up to 50 million in one batch."""
     return offers.generate_codes(
         offer_id,
         data["count"],
@@ -265,7 +306,7 @@ def generate_batch(data: dict[str, Any], offer_id: int) -> Any:
         suffix=data["suffix"],
         pattern=data["pattern"],
         length=data["length"],
-        max_uses=data["max_uses_per_code"],
+        max_uses=data["max_uses"],
         campaign_id=data["campaign_id"],
     )
 
@@ -281,7 +322,7 @@ def import_batch(data: dict[str, Any], offer_id: int) -> Any:
     batch, invalid, duplicates = offers.import_codes(
         offer_id,
         data["codes"],
-        max_uses=data["max_uses_per_code"],
+        max_uses=data["max_uses"],
         now=utcnow(),
         actor=current_caller().actor,
     )
@@ -369,7 +410,7 @@ def return_code(code_id: int) -> Any:
     )
 
 
-@blp.route("/members/<int:member_id>/coupons")
+@blp.route("/members/<member:member_id>/coupons")
 @blp.doc(security=API_KEY)
 @requires(scopes.COUPONS_ADMIN)
 @blp.arguments(WalletQuery, location="query")
@@ -478,6 +519,7 @@ def _redeem_or_hold(data: dict[str, Any], *, hold_seconds: int | None) -> Any:
             now=utcnow(),
             actor=caller.actor,
             hold_seconds=hold_seconds,
+            metadata=data["metadata"],
         )
     if checkout.replayed:  # the same codes for the same order_ref: the first redemptions
         return replayed(_checkout_view(checkout), 201)
@@ -525,8 +567,9 @@ def get_redemption(redemption_id: int) -> Any:
 @blp.doc(security=API_KEY)
 @requires(scopes.COUPONS_REDEEM)
 @write_endpoint()
+@blp.arguments(RollbackRequestSchema)
 @blp.response(200, RedemptionSchema)
-def rollback(redemption_id: int) -> Any:
+def rollback(data: dict[str, Any], redemption_id: int) -> Any:
     """Refund or cancellation of a sale outside Omniloyal's orders: restore the use and
     the budget, exactly once (a second rollback changes nothing and answers the same).
 
@@ -534,7 +577,45 @@ def rollback(redemption_id: int) -> Any:
     the order's refund or cancellation (409 `belongs_to_order` here), so the order's
     discount and the code's use can't come apart."""
     redemption = _own_redemption(redemption_id)
-    return operations.rollback_redemption(redemption.id, now=utcnow(), actor=current_caller().actor)
+    return operations.rollback_redemption(
+        redemption.id, now=utcnow(), actor=current_caller().actor, reason=data["reason"]
+    )
+
+
+@blp.route("/coupons/rollbacks", methods=["POST"])
+@blp.doc(security=API_KEY)
+@requires(scopes.COUPONS_REDEEM)
+@write_endpoint()
+@blp.arguments(RollbacksRequestSchema)
+@blp.response(200, RollbackResultSchema)
+def rollback_together(data: dict[str, Any]) -> Any:
+    """Roll back a checkout's (`checkout_ref`) or an order's (`order_ref`) redemptions
+    together, all or none, with a `reason` stored on each.
+
+    Idempotent: calling again rolls back nothing and answers the same redemptions with
+    `Idempotent-Replayed: true`. Redemptions made by `POST /v1/orders` are rolled back by
+    the order's refund or cancellation (409 `belongs_to_order`); held ones by releasing
+    the hold (409 `held`)."""
+    found = operations.redemptions_by_reference(
+        checkout_ref=data["checkout_ref"], order_ref=data["order_ref"]
+    )
+    if not _visible(found, current_caller()):
+        reference = data["checkout_ref"] or data["order_ref"]
+        raise NotFound(f"no redemptions for {reference!r}")
+    result = operations.rollback_redemptions(
+        [r.id for r in found], reason=data["reason"], now=utcnow(), actor=current_caller().actor
+    )
+    view = {
+        "checkout_ref": data["checkout_ref"],
+        "order_ref": data["order_ref"],
+        "reason": data["reason"],
+        "rolled_back": result.rolled_back_now,
+        "redemptions": result.redemptions,
+    }
+    if result.replayed:
+        view["reason"] = result.redemptions[0].rollback_reason
+        return replayed(view, 200)
+    return view
 
 
 # --- member app ---------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import click
 from flask.cli import with_appcontext
 
 from loyalty.clock import utcnow
+from loyalty.coupons.codes import MAX_BATCH_CLI, MAX_BATCH_PER_REQUEST
 from loyalty.db import db
 
 
@@ -19,12 +20,23 @@ def coupons_cli() -> None:
 
 @coupons_cli.command("generate")
 @click.option("--offer", "offer_id", required=True, type=int)
-@click.option("--count", required=True, type=click.IntRange(1, 50_000_000))
+@click.option(
+    "--count",
+    required=True,
+    type=click.IntRange(1, MAX_BATCH_CLI),
+    help=f"Up to {MAX_BATCH_CLI:,} (the API: {MAX_BATCH_PER_REQUEST:,} per request).",
+)
 @click.option("--prefix", default=None)
 @click.option("--suffix", default=None)
 @click.option("--pattern", default=None, help="'#' marks a random character.")
 @click.option("--length", default=12, show_default=True, type=click.IntRange(12, 32))
-@click.option("--max-uses", default=1, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--max-uses",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Uses each code allows (the API's max_uses).",
+)
 @with_appcontext
 def generate_command(
     offer_id: int,
@@ -64,7 +76,13 @@ def generate_command(
 
 @coupons_cli.command("import")
 @click.option("--offer", "offer_id", required=True, type=int)
-@click.option("--max-uses", default=1, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--max-uses",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Uses each code allows (the API's max_uses).",
+)
 @click.argument("source", type=click.File("r"))
 @with_appcontext
 def import_command(offer_id: int, max_uses: int, source: click.utils.LazyFile) -> None:

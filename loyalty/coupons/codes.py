@@ -32,6 +32,11 @@ _TO_CROCKFORD = bytes.maketrans(_RFC4648.encode(), ALPHABET.encode())
 BITS_PER_CHAR = 5
 MIN_RANDOM_CHARS = 12  # 60 bits
 MAX_CODE_LENGTH = 64
+# Codes generated in one batch. The API makes a batch inside one HTTP request, so it stops
+# where that request still ends well within gateway timeouts (~2 s here at 200,000); the
+# CLI (`omniloyal coupons generate`) has no request to finish and goes to 50 million.
+MAX_BATCH_PER_REQUEST = 200_000
+MAX_BATCH_CLI = 50_000_000
 RANDOM_SLOT = "#"
 CODE_TEXT = re.compile(r"^[A-Z0-9]{3,64}$")
 _SEPARATORS = re.compile(r"[\s\-]+")
@@ -61,6 +66,19 @@ def random_strings(count: int, length: int) -> list[str]:
     return [text[i : i + length] for i in range(0, chars, length)]
 
 
+def _literal(value: str, field: str) -> str:
+    """A prefix or suffix is kept exactly as given or refused: codes are compared upper-case
+    without hyphens or spaces, so `WS-` would silently become `WS` (print the hyphen on the
+    voucher; a customer may type it or not)."""
+    if not re.fullmatch(r"[A-Z0-9]*", value):
+        raise InvalidInput(
+            f"{field} may use upper-case letters and digits only (codes are compared without "
+            f"hyphens or spaces): {value!r} would be stored as {normalise(value)!r}",
+            field=field,
+        )
+    return value
+
+
 class CodeFormat:
     """Prefix + pattern (or `length` random characters) + suffix."""
 
@@ -72,11 +90,8 @@ class CodeFormat:
         pattern: str | None = None,
         length: int = MIN_RANDOM_CHARS,
     ) -> None:
-        self.prefix = normalise(prefix or "")
-        self.suffix = normalise(suffix or "")
-        literal = self.prefix + self.suffix
-        if literal and not re.fullmatch(r"[A-Z0-9]*", literal):
-            raise InvalidInput("prefix and suffix may use letters and digits only")
+        self.prefix = _literal(prefix or "", "prefix")
+        self.suffix = _literal(suffix or "", "suffix")
         if pattern:
             body = normalise(pattern)
             if not re.fullmatch(r"[A-Z0-9#]+", body):

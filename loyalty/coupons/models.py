@@ -24,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from loyalty.db import BigInt, JSONType, UTCDateTime, db
+from loyalty.db import BigInt, JSONType, MetadataJSON, UTCDateTime, db
 
 
 class OfferStatus(enum.StrEnum):
@@ -89,6 +89,7 @@ class CouponOffer(db.Model):
     discount_spent_minor: Mapped[int] = mapped_column(BigInt, default=0)
     has_codes: Mapped[bool] = mapped_column(sa.Boolean, default=False)  # terms are frozen
     campaign_id: Mapped[int | None] = mapped_column(BigInt)  # for the campaign engine
+    extra: Mapped[dict[str, Any] | None] = mapped_column("metadata", MetadataJSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_by: Mapped[str] = mapped_column(sa.String(200))
@@ -227,6 +228,27 @@ class CouponRedemption(db.Model):
     redeemed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     actor: Mapped[str] = mapped_column(sa.String(200))
+    rollback_reason: Mapped[str | None] = mapped_column(sa.String(500))
+    extra: Mapped[dict[str, Any] | None] = mapped_column("metadata", MetadataJSON)
+
+
+class CouponOfferCounter(db.Model):
+    """What an offer without a cap has given: redemptions and discount, striped.
+
+    Capped offers count on their own row (the cap needs one conditional UPDATE). An
+    uncapped offer adds to one of `COUNTER_STRIPES` rows chosen at random, so concurrent
+    redemptions of a popular offer rarely wait for one another; the totals are the sums.
+    """
+
+    __tablename__ = "coupon_offer_counters"
+
+    offer_id: Mapped[int] = mapped_column(sa.ForeignKey("coupon_offers.id"), primary_key=True)
+    stripe: Mapped[int] = mapped_column(sa.SmallInteger, primary_key=True)
+    redemptions: Mapped[int] = mapped_column(BigInt, default=0)
+    discount_minor: Mapped[int] = mapped_column(BigInt, default=0)
+
+
+COUNTER_STRIPES = 64
 
 
 class CouponMemberUse(db.Model):

@@ -90,6 +90,7 @@ def create_offer(data: Mapping[str, Any], *, now: datetime, actor: str) -> Coupo
         status=data.get("status") or OfferStatus.ACTIVE.value,
         version=1,
         campaign_id=data.get("campaign_id"),
+        extra=data.get("metadata"),
         redemptions_count=0,
         discount_spent_minor=0,
         has_codes=False,
@@ -119,6 +120,22 @@ def get_offer(offer_id: int, *, lock: bool = False) -> CouponOffer:
     return offer
 
 
+def present_terms(terms: Mapping[str, Any]) -> dict[str, Any]:
+    """Terms as the API shows them, in the units they were sent in: a percent offer has
+    `percent` beside `percent_bp` (15 and 1500), and fields of other kinds (a percent
+    offer's `free_quantity`) are left out."""
+    shown = dict(terms)
+    if shown.get("kind") != OfferKind.FREE_ITEM.value:
+        shown.pop("free_quantity", None)
+        shown.pop("free_sku", None)
+    if shown.get("kind") == OfferKind.PERCENT.value and shown.get("percent_bp") is not None:
+        bp = shown["percent_bp"]
+        shown["percent"] = bp // 100 if bp % 100 == 0 else bp / 100
+    else:
+        shown.pop("percent_bp", None)
+    return shown
+
+
 def current_terms(offer: CouponOffer) -> OfferTerms:
     return OfferTerms.from_json(version_row(offer.id, offer.version).terms)
 
@@ -143,6 +160,8 @@ def update_offer(
     for name in OFFER_FIELDS:
         if name in changes:
             setattr(offer, name, changes[name])
+    if "metadata" in changes:  # the integrator's data: in place, never a new version
+        offer.extra = changes["metadata"]
     caps = {name: changes.get(name, getattr(offer, name)) for name in CAP_FIELDS}
     _change_caps(offer, caps)
     term_changes = {k: v for k, v in changes.items() if k in TERM_FIELDS}

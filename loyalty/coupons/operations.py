@@ -14,6 +14,7 @@ Offers, batches, issuing and rewards live in `offers.py` and `wallet.py`;
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,10 +38,12 @@ from loyalty.coupons.discounts import (
 )
 from loyalty.coupons.models import (
     ACTIVE_REDEMPTION_STATUSES,
+    COUNTER_STRIPES,
     CodeStatus,
     CouponCode,
     CouponMemberUse,
     CouponOffer,
+    CouponOfferCounter,
     CouponOfferVersion,
     CouponRedemption,
     OfferStatus,
@@ -500,6 +503,7 @@ def redeem_codes(
     order_id: int | None = None,
     hold_seconds: int | None = None,
     member_locked: bool = False,
+    metadata: dict[str, Any] | None = None,
 ) -> Checkout:
     """Redeem (or, with `hold_seconds`, hold) every code for the basket, or none of them.
 
@@ -560,10 +564,14 @@ def redeem_codes(
                 "redeemed_at": None if held else now,
                 "actor": actor,
                 "closed_at": None,
+                "rollback_reason": None,
+                "extra": metadata,
             },
         )
         redemptions.append(redemption)
     _emit("coupon.held" if held else "coupon.redeemed", redemptions, now)
+    # Last: a counter row stays locked until the commit, so it is taken as late as we can.
+    _count_uncapped_offers(applied)
     return Checkout(checkout_ref, status.value, redemptions)
 
 
@@ -619,6 +627,53 @@ def _take_code_use_statement() -> sa.Update:
         )
         .values(uses=table.c.uses + 1)
     )
+
+
+def _count_uncapped(offer_id: int, redemptions: int, discount_minor: int) -> None:
+    """Add to one stripe of an uncapped offer's counters (see CouponOfferCounter): one
+    upsert on a row chosen at random, so concurrent redemptions rarely share a row."""
+    table = CouponOfferCounter.__table__
+    insert = upsert_insert(table).values(
+        offer_id=offer_id,
+        stripe=random.randrange(COUNTER_STRIPES),
+        redemptions=redemptions,
+        discount_minor=discount_minor,
+    )
+    db.session.execute(
+        insert.on_conflict_do_update(
+            index_elements=["offer_id", "stripe"],
+            set_={
+                "redemptions": table.c.redemptions + insert.excluded.redemptions,
+                "discount_minor": table.c.discount_minor + insert.excluded.discount_minor,
+            },
+        )
+    )
+
+
+def _count_uncapped_offers(applied: list[CodeResult]) -> None:
+    uncapped = [r for r in applied if not r.candidate.tracks_totals]  # type: ignore[union-attr]
+    for result in sorted(uncapped, key=lambda r: r.candidate.offer_id):  # type: ignore[union-attr]
+        _count_uncapped(result.candidate.offer_id, 1, result.discount.total_minor)  # type: ignore[union-attr]
+
+
+def offer_totals(offers: Sequence[CouponOffer]) -> dict[int, tuple[int, int]]:
+    """offer id -> (redemptions_count, discount_spent_minor), held + redeemed: a capped
+    offer's own columns, an uncapped one's counter stripes summed (one query for all)."""
+    totals = {o.id: (o.redemptions_count, o.discount_spent_minor) for o in offers}
+    uncapped = [o.id for o in offers if not o.tracks_totals]
+    if uncapped:
+        table = CouponOfferCounter.__table__
+        for offer_id, count, spent in db.session.execute(
+            sa.select(
+                table.c.offer_id,
+                sa.func.sum(table.c.redemptions),
+                sa.func.sum(table.c.discount_minor),
+            )
+            .where(table.c.offer_id.in_(uncapped))
+            .group_by(table.c.offer_id)
+        ):
+            totals[offer_id] = (int(count), int(spent))
+    return totals
 
 
 def _take_offer_totals(applied: list[CodeResult]) -> None:
@@ -734,15 +789,22 @@ def _redemption_members(condition: Any) -> list[int]:
 
 
 def _close(
-    condition: Any, from_status: RedemptionStatus, to_status: RedemptionStatus, now: datetime
+    condition: Any,
+    from_status: RedemptionStatus,
+    to_status: RedemptionStatus,
+    now: datetime,
+    reason: str | None = None,
 ) -> list[Any]:
     """Move matching redemptions from `from_status` to `to_status` (a conditional UPDATE, so
     of two concurrent calls only one moves a row) and give their uses back."""
     table = CouponRedemption.__table__
+    values: dict[str, Any] = {"status": to_status.value, "closed_at": now}
+    if reason is not None:
+        values["rollback_reason"] = reason
     closed = db.session.execute(
         sa.update(table)
         .where(condition, table.c.status == from_status.value)
-        .values(status=to_status.value, closed_at=now)
+        .values(**values)
         .returning(
             table.c.id,
             table.c.code_id,
@@ -763,6 +825,8 @@ def _restore(closed: list[Any]) -> None:
         db.session.execute(
             sa.update(codes).where(codes.c.id == row.code_id).values(uses=codes.c.uses - 1)
         )
+    for row in sorted((r for r in closed if not r.counted_offer), key=lambda r: r.offer_id):
+        _count_uncapped(row.offer_id, -1, -row.discount_minor)
     for row in sorted((r for r in closed if r.counted_offer), key=lambda r: r.offer_id):
         db.session.execute(
             sa.update(offers)
@@ -869,7 +933,9 @@ def release_hold(checkout_ref: str, *, now: datetime) -> Checkout:
     return Checkout(checkout_ref, redemptions[0].status, redemptions)
 
 
-def rollback_redemption(redemption_id: int, *, now: datetime, actor: str) -> CouponRedemption:
+def rollback_redemption(
+    redemption_id: int, *, now: datetime, actor: str, reason: str | None = None
+) -> CouponRedemption:
     """Refund or cancellation: restore the use, the offer total and the budget, exactly once.
 
     Of two concurrent rollbacks only one changes anything (conditional UPDATE on the
@@ -888,6 +954,7 @@ def rollback_redemption(redemption_id: int, *, now: datetime, actor: str) -> Cou
         RedemptionStatus.REDEEMED,
         RedemptionStatus.ROLLED_BACK,
         now,
+        reason,
     )
     redemption = db.session.get(CouponRedemption, redemption_id, populate_existing=True)
     if redemption is None:
@@ -905,6 +972,85 @@ def rollback_redemption(redemption_id: int, *, now: datetime, actor: str) -> Cou
     if closed:
         _emit("coupon.rolled_back", [redemption], now)
     return redemption
+
+
+@dataclass
+class Rollback:
+    """A checkout's or order's redemptions rolled back together."""
+
+    redemptions: list[CouponRedemption]
+    rolled_back_now: int
+
+    @property
+    def replayed(self) -> bool:
+        return self.rolled_back_now == 0
+
+
+def redemptions_by_reference(
+    *, checkout_ref: str | None = None, order_ref: str | None = None
+) -> list[CouponRedemption]:
+    """Every redemption of one checkout (`checkout_ref`) or one order (`order_ref`)."""
+    table = CouponRedemption.__table__
+    condition = (
+        table.c.checkout_ref == checkout_ref
+        if checkout_ref is not None
+        else table.c.order_ref == order_ref
+    )
+    return list(
+        db.session.scalars(
+            sa.select(CouponRedemption)
+            .where(condition)
+            .order_by(CouponRedemption.id)
+            .execution_options(populate_existing=True)
+        )
+    )
+
+
+def rollback_redemptions(
+    redemption_ids: Sequence[int], *, reason: str | None, now: datetime, actor: str
+) -> Rollback:
+    """Roll back a checkout's or order's redemptions (the ids the caller may see) together,
+    all or none: each one's use, offer total and budget come back exactly once.
+
+    Refused (409) while any is held (`held`: release the hold) or belongs to an order
+    posted with `POST /v1/orders` (`belongs_to_order`: refund or cancel the order). Calling
+    it again rolls back nothing and answers with the same redemptions (`replayed`).
+    """
+    table = CouponRedemption.__table__
+    _lock_members(_redemption_members(table.c.id.in_(redemption_ids)))
+    rows = redemptions_by_ids(redemption_ids)
+    if any(r.order_id is not None for r in rows):
+        raise Conflict(
+            "these redemptions belong to an order; refund or cancel the order to give the "
+            "codes back",
+            reason="belongs_to_order",
+        )
+    if any(r.status == RedemptionStatus.HELD for r in rows):
+        raise Conflict("a redemption is held; release the hold instead", reason="held")
+    closed = _close(
+        sa.and_(table.c.id.in_(redemption_ids), table.c.order_id.is_(None)),
+        RedemptionStatus.REDEEMED,
+        RedemptionStatus.ROLLED_BACK,
+        now,
+        reason,
+    )
+    rows = redemptions_by_ids(redemption_ids)
+    if not closed and any(r.status != RedemptionStatus.ROLLED_BACK for r in rows):
+        raise Conflict(f"the redemptions are {rows[0].status}, not redeemed", reason="not_redeemed")
+    if closed:
+        _emit("coupon.rolled_back", [r for r in rows if r.id in {c.id for c in closed}], now)
+    return Rollback(rows, len(closed))
+
+
+def redemptions_by_ids(redemption_ids: Sequence[int]) -> list[CouponRedemption]:
+    return list(
+        db.session.scalars(
+            sa.select(CouponRedemption)
+            .where(CouponRedemption.id.in_(redemption_ids))
+            .order_by(CouponRedemption.id)
+            .execution_options(populate_existing=True)
+        )
+    )
 
 
 def expire_holds(now: datetime, *, limit: int = 500, cursor: BatchCursor | None = None) -> int:

@@ -1,4 +1,5 @@
-"""Erasure in the coupons domain: nothing personal to scrub, and why the rest stays.
+"""Erasure in the coupons domain: the client's free data (redemption `metadata`, rollback
+reasons) is blanked; why the rest stays.
 
 Codes, redemptions and per-member use counters hold ids, codes, amounts, the offer
 version and the client's checkout and order references: no personal data. They stay, so
@@ -26,4 +27,20 @@ def erase_member_coupons(member_id: int, now: datetime) -> dict[str, Any]:
     redemptions = db.session.scalar(
         sa.select(sa.func.count()).where(CouponRedemption.member_id.in_(ids))
     )
-    return {"codes_kept": codes or 0, "redemptions_kept": redemptions or 0}
+    # A redemption's `metadata` and rollback reason are the client's free text: blanked.
+    blanked = db.session.execute(
+        sa.update(CouponRedemption)
+        .where(
+            CouponRedemption.member_id.in_(ids),
+            sa.or_(
+                CouponRedemption.extra.is_not(None), CouponRedemption.rollback_reason.is_not(None)
+            ),
+        )
+        .values(extra=None, rollback_reason=None)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    return {
+        "codes_kept": codes or 0,
+        "redemptions_kept": redemptions or 0,
+        "redemption_metadata_blanked": blanked or 0,
+    }

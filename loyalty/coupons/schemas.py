@@ -7,11 +7,26 @@ from typing import Any
 from marshmallow import ValidationError, fields, post_load, validate, validates_schema
 
 from loyalty.basket import Basket, BasketLine
+from loyalty.coupons.codes import MAX_BATCH_CLI, MAX_BATCH_PER_REQUEST
 from loyalty.coupons.discounts import OfferKind, Stacking
 from loyalty.coupons.models import OfferStatus
 from loyalty.db import BIGINT_MAX
 from loyalty.pagination import PageQuery, page_schema
-from loyalty.schemas import MAX_MINOR, Count, Id, Instant, Minor, Points, StrictSchema, Text
+from loyalty.schemas import (
+    MAX_BASKET_LINES,
+    MAX_LINE_QUANTITY,
+    MAX_MINOR,
+    MAX_UNIT_PRICE,
+    Count,
+    Id,
+    Instant,
+    Metadata,
+    MetadataOut,
+    Minor,
+    Points,
+    StrictSchema,
+    Text,
+)
 from loyalty.stores.models import Channel
 
 CHANNELS = [c.value for c in Channel]
@@ -78,6 +93,7 @@ class OfferTermsFields(StrictSchema):
     description = fields.String(validate=validate.Length(max=2000), allow_none=True)
     status = fields.String(validate=validate.OneOf([s.value for s in OfferStatus]))
     campaign_id = Id(allow_none=True)
+    metadata = Metadata(allow_none=True)
 
     @validates_schema
     def percent_once(self, data: dict[str, Any], **_: object) -> None:
@@ -111,8 +127,16 @@ class OfferSchema(StrictSchema):
     max_redemptions = fields.Integer(allow_none=True)
     budget_minor = fields.Integer(allow_none=True)
     per_member_limit = fields.Integer(allow_none=True)
-    redemptions_count = fields.Integer(metadata={"description": "held + redeemed (capped offers)"})
-    discount_spent_minor = fields.Integer()
+    redemptions_count = fields.Integer(
+        metadata={
+            "description": "uses held or redeemed now (rolled back, released and expired "
+            "ones don't count), for every offer, capped or not"
+        }
+    )
+    discount_spent_minor = fields.Integer(
+        metadata={"description": "the discount of those uses (minor units)"}
+    )
+    metadata = MetadataOut()
     has_codes = fields.Boolean()
     campaign_id = fields.Integer(allow_none=True)
     terms = fields.Dict(metadata={"description": "the current version's terms"})
@@ -145,17 +169,51 @@ class OfferStatsSchema(StrictSchema):
 # --- codes ----------------------------------------------------------------------------------
 
 
-class GenerateSchema(StrictSchema):
-    count = fields.Integer(strict=True, required=True, validate=validate.Range(min=1, max=200_000))
-    prefix = fields.String(load_default=None, validate=validate.Length(max=16))
-    suffix = fields.String(load_default=None, validate=validate.Length(max=16))
+MAX_USES_DESCRIPTION = "uses each code allows (null: unlimited); the CLI's --max-uses"
+_LITERAL = validate.Regexp(
+    r"^[A-Z0-9]*$",
+    error="upper-case letters and digits only: codes are compared without hyphens or spaces, "
+    "so a prefix such as 'WS-' can't be kept (it is never silently changed)",
+)
+
+
+class MaxUsesFields(StrictSchema):
+    """`max_uses`, one name in the API and the CLI; `max_uses_per_code` is its old name."""
+
+    max_uses = Count(allow_none=True, metadata={"description": MAX_USES_DESCRIPTION})
+    max_uses_per_code = Count(
+        allow_none=True,
+        metadata={"description": "deprecated: the old name of max_uses", "deprecated": True},
+    )
+
+    @post_load
+    def one_max_uses(self, data: dict[str, Any], **_: object) -> dict[str, Any]:
+        given = "max_uses" in data and "max_uses_per_code" in data
+        if given and data["max_uses"] != data["max_uses_per_code"]:
+            raise ValidationError("give max_uses (max_uses_per_code is its old name)", "max_uses")
+        old = data.pop("max_uses_per_code", 1)
+        data["max_uses"] = data.get("max_uses", old)
+        return data
+
+
+class GenerateSchema(MaxUsesFields):
+    count = fields.Integer(
+        strict=True,
+        required=True,
+        validate=validate.Range(min=1, max=MAX_BATCH_PER_REQUEST),
+        metadata={
+            "description": f"at most {MAX_BATCH_PER_REQUEST:,} per request; "
+            f"`omniloyal coupons generate` makes up to {MAX_BATCH_CLI:,} in one batch"
+        },
+    )
+    prefix = fields.String(load_default=None, validate=[validate.Length(max=16), _LITERAL])
+    suffix = fields.String(load_default=None, validate=[validate.Length(max=16), _LITERAL])
     pattern = fields.String(
         load_default=None,
         validate=validate.Length(max=64),
         metadata={"description": "'#' = random character, e.g. 'SPR-####-####-####'"},
     )
     length = fields.Integer(load_default=12, validate=validate.Range(min=12, max=32))
-    max_uses_per_code = Count(load_default=1, allow_none=True)
     campaign_id = Id(load_default=None)
 
 
@@ -168,14 +226,20 @@ class BatchSchema(StrictSchema):
     prefix = fields.String(allow_none=True)
     suffix = fields.String(allow_none=True)
     pattern = fields.String(allow_none=True)
-    max_uses_per_code = fields.Integer(allow_none=True)
+    max_uses = fields.Function(
+        lambda batch: batch.max_uses_per_code,
+        metadata={"type": ["integer", "null"], "description": MAX_USES_DESCRIPTION},
+    )
+    max_uses_per_code = fields.Integer(
+        allow_none=True, metadata={"description": "deprecated: max_uses", "deprecated": True}
+    )
     campaign_id = fields.Integer(allow_none=True)
     created_at = fields.DateTime()
 
 
 class SharedCodeCreateSchema(StrictSchema):
     code = Code(required=True)
-    max_uses = Count(load_default=None)
+    max_uses = Count(load_default=None, metadata={"description": MAX_USES_DESCRIPTION})
 
 
 class CodeSchema(StrictSchema):
@@ -190,9 +254,8 @@ class CodeSchema(StrictSchema):
     expires_at = fields.DateTime(allow_none=True)
 
 
-class ImportSchema(StrictSchema):
+class ImportSchema(MaxUsesFields):
     codes = fields.List(Code(), required=True, validate=validate.Length(min=1, max=100_000))
-    max_uses_per_code = Count(load_default=1, allow_none=True)
 
 
 class ImportResultSchema(StrictSchema):
@@ -223,9 +286,11 @@ class BasketLineSchema(StrictSchema):
     sku = Text(64, required=True)
     category = Text(64, load_default=None)
     quantity = fields.Integer(
-        strict=True, required=True, validate=validate.Range(min=1, max=100_000)
+        strict=True, required=True, validate=validate.Range(min=1, max=MAX_LINE_QUANTITY)
     )
-    unit_price_minor = Minor(required=True)
+    unit_price_minor = fields.Integer(
+        strict=True, required=True, validate=validate.Range(min=0, max=MAX_UNIT_PRICE)
+    )
 
 
 class BasketFields(StrictSchema):
@@ -234,7 +299,9 @@ class BasketFields(StrictSchema):
     channel = fields.String(required=True, validate=validate.OneOf(CHANNELS))
     currency = Currency(required=True)
     lines = fields.List(
-        fields.Nested(BasketLineSchema), required=True, validate=validate.Length(min=1, max=500)
+        fields.Nested(BasketLineSchema),
+        required=True,
+        validate=validate.Length(min=1, max=MAX_BASKET_LINES),
     )
 
     @validates_schema
@@ -274,12 +341,29 @@ class MemberValidateSchema(BasketFields):
 class RedeemSchema(BasketFields):
     member_id = Id(load_default=None)
     order_ref = Text(128, required=True, metadata={"description": "your order or receipt id"})
+    metadata = Metadata(load_default=None)
 
 
 class CouponHoldRequestSchema(BasketFields):
     member_id = Id(load_default=None)
     order_ref = Text(128, load_default=None)
     ttl_seconds = fields.Integer(load_default=None, validate=validate.Range(min=10, max=86_400))
+    metadata = Metadata(load_default=None)
+
+
+class RollbackRequestSchema(StrictSchema):
+    reason = Text(500, load_default=None, metadata={"description": "why: stored and returned"})
+
+
+class RollbacksRequestSchema(StrictSchema):
+    checkout_ref = Text(64, load_default=None, metadata={"description": "one checkout's codes"})
+    order_ref = Text(128, load_default=None, metadata={"description": "one order's codes"})
+    reason = Text(500, load_default=None, metadata={"description": "why: stored and returned"})
+
+    @validates_schema
+    def one_reference(self, data: dict[str, Any], **_: object) -> None:
+        if (data.get("checkout_ref") is None) == (data.get("order_ref") is None):
+            raise ValidationError("give checkout_ref or order_ref", "checkout_ref")
 
 
 class CouponCaptureSchema(StrictSchema):
@@ -341,12 +425,22 @@ class RedemptionSchema(StrictSchema):
     created_at = fields.DateTime()
     redeemed_at = fields.DateTime(allow_none=True)
     closed_at = fields.DateTime(allow_none=True)
+    rollback_reason = fields.String(allow_none=True, metadata={"description": "as given"})
+    metadata = MetadataOut()
 
     def dump_lines(self, redemption: Any) -> list[dict[str, int]]:
         return [
             {"line": int(i), "discount_minor": d}
             for i, d in sorted(redemption.line_discounts.items(), key=lambda kv: int(kv[0]))
         ]
+
+
+class RollbackResultSchema(StrictSchema):
+    checkout_ref = fields.String(allow_none=True)
+    order_ref = fields.String(allow_none=True)
+    reason = fields.String(allow_none=True)
+    rolled_back = fields.Integer(metadata={"description": "rolled back by this call"})
+    redemptions = fields.List(fields.Nested(RedemptionSchema))
 
 
 class CheckoutSchema(StrictSchema):

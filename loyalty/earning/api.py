@@ -15,11 +15,13 @@ from marshmallow import ValidationError
 from loyalty.auth import scopes
 from loyalty.auth.context import Caller, current_caller, ensure_store, requires
 from loyalty.clock import utcnow
-from loyalty.earning import operations
+from loyalty.earning import operations, preview
 from loyalty.earning.models import ActivityEvent, Order, Refund
 from loyalty.earning.schemas import (
     ActivityEventRequestSchema,
     ActivityEventSchema,
+    OrderPreviewRequestSchema,
+    OrderPreviewSchema,
     OrderRequestSchema,
     OrderSchema,
     RefundRequestSchema,
@@ -126,6 +128,49 @@ def _coupon_guess_lockout(caller: Caller, codes: list[str] | None) -> AbstractCo
     )
 
 
+@blp.route("/orders/preview", methods=["POST"])
+@blp.doc(security=[{"ApiKey": []}])
+@requires(scopes.ORDERS_WRITE)
+@blp.arguments(OrderPreviewRequestSchema)
+@blp.response(200, OrderPreviewSchema)
+def preview_order(data: dict[str, Any]) -> Any:
+    """A dry run of an order, for the cart page and the till screen: the points the basket
+    would earn (per rule) and what its coupon codes would take off. Writes nothing: no
+    order, no member enrolled, no code use, hold or counter. Unknown codes count toward the
+    guess lockout, as in `POST /v1/coupons/validate`."""
+    caller = current_caller()
+    store_id = data["store_id"] or caller.store_id
+    ensure_store(caller, store_id)
+    return preview.preview_order(
+        {**data, "store_id": store_id},
+        now=utcnow(),
+        evaluate_codes=_guarded_evaluation(caller),
+    )
+
+
+def _guarded_evaluation(caller: Caller) -> Any:
+    """Evaluate codes like the coupons' validate does: refused while locked out, failed
+    guesses counted (Redis) against the key and its store."""
+    try:
+        from loyalty.coupons import abuse  # type: ignore[import-not-found]
+        from loyalty.coupons import operations as coupons
+    except ImportError:
+        return None
+
+    def evaluate(codes: list[str], basket: Any, member_id: int | None) -> Any:
+        subjects = abuse.subjects(
+            client_id=caller.client_id, bound_store_id=caller.store_id, member_id=None
+        )
+        abuse.ensure_not_locked(subjects)
+        evaluation = coupons.evaluate(codes, basket, member_id=member_id, now=utcnow())
+        guesses = abuse.guesses_in({r.code: r.reasons for r in evaluation.results if r.reasons})
+        if guesses:
+            abuse.record_failures(subjects, guesses)
+        return evaluation
+
+    return evaluate
+
+
 @blp.route("/orders/<order_id>")
 @blp.doc(security=[{"ApiKey": []}])
 @requires(scopes.ORDERS_WRITE)
@@ -212,7 +257,7 @@ def _activity_view(activity: ActivityEvent, created: bool) -> dict[str, Any]:
     }
 
 
-@blp.route("/members/<int:member_id>/activities", methods=["POST"])
+@blp.route("/members/<member:member_id>/activities", methods=["POST"])
 @blp.doc(security=[{"ApiKey": []}])
 @requires(scopes.ORDERS_WRITE)
 @write_endpoint(key_required=False)

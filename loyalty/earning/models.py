@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from loyalty.db import BigInt, JSONType, UTCDateTime, db
+from loyalty.db import BigInt, JSONType, MetadataJSON, UTCDateTime, db
 
 
 class OrderStatus(enum.StrEnum):
@@ -93,6 +93,7 @@ class Order(db.Model):
     fingerprint: Mapped[str] = mapped_column(sa.String(64))
     breakdown: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
     coupons: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    extra: Mapped[dict[str, Any] | None] = mapped_column("metadata", MetadataJSON)
     ledger_transaction_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("ledger_transactions.id")
     )

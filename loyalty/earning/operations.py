@@ -23,7 +23,7 @@ from loyalty import outbox
 from loyalty.auth import tokens
 from loyalty.basket import Basket, BasketLine, OrderDiscounts
 from loyalty.cache import TTLCache
-from loyalty.db import db, upsert_insert
+from loyalty.db import column_values, db, upsert_insert
 from loyalty.earning import engine
 from loyalty.earning.models import (
     ActivityEvent,
@@ -38,8 +38,9 @@ from loyalty.earning.models import (
 from loyalty.errors import Conflict, InvalidInput, MemberNotActive, NotAuthenticated, NotFound
 from loyalty.ledger import operations as ledger
 from loyalty.ledger.models import HoldStatus, PointHold
+from loyalty.members.identities import phone_region
 from loyalty.members.models import Member
-from loyalty.members.operations import find_or_enrol
+from loyalty.members.operations import MemberNotFound, find_member_by_external_id, find_or_enrol
 from loyalty.members.resolution import (
     current_member_id,
     get_member,
@@ -102,8 +103,11 @@ def order_fingerprint(data: Mapping[str, Any]) -> str:
     """What was bought, when and where: the member reference is left out on purpose, since
     a retry may identify the same member another way (a fresh QR token, the phone)."""
     occurred_at = data.get("occurred_at")
+    # Metadata counts only when given, so orders posted before it existed still replay.
+    extra = {"metadata": data["metadata"]} if data.get("metadata") is not None else {}
     return _fingerprint(
         {
+            **extra,
             "channel": data["channel"],
             "store_id": data.get("store_id"),
             "currency": data["currency"],
@@ -326,10 +330,27 @@ def resolve_order_member(
             member, locked = _existing_member(member_id, lock=lock)
             return member, False, locked
     identities = {name: spec[name] for name in _IDENTITY_FIELDS if spec.get(name)}
-    if not identities:
+    external_id = spec.get("external_id")
+    if not identities and not external_id:
         raise InvalidInput("name the member by id, identity or token", field="member")
+    enrol = spec.get("enrol", True)
+    if not identities:  # only the external id: find the member, or refuse
+        member = find_member_by_external_id(external_id)
+        if member is None:
+            raise MemberNotFound(
+                f"no member has external id {external_id!r}; give an identity to enrol one"
+            )
+        member, locked = _existing_member(member.id, lock=lock)
+        return member, False, locked
     member, enrolled = find_or_enrol(
-        identities=identities, now=now, channel=channel, store_id=store_id
+        identities=identities,
+        now=now,
+        channel=channel,
+        store_id=store_id,
+        # The same phone rule as identify: the store's country, else the program's region.
+        default_region=phone_region(store_id=store_id),
+        external_id=external_id,
+        enrol=enrol,
     )
     return member, enrolled, enrolled  # a row this transaction inserted is its own
 
@@ -488,6 +509,7 @@ def post_order(
         "fingerprint": fingerprint,
         "breakdown": [],
         "coupons": [],
+        "extra": data.get("metadata"),
         "created_at": now,
         "updated_at": now,
     }
@@ -496,7 +518,7 @@ def post_order(
         upsert_insert(table)
         .on_conflict_do_nothing(index_elements=["client_id", "external_id"])
         .returning(table.c.id),
-        values,
+        column_values(Order, values),  # `extra` is the `metadata` column
     ).scalar()
     if order_id is None:  # a concurrent duplicate committed first: answer with its result
         winner = db.session.scalar(

@@ -4,7 +4,8 @@ Orders, lines and refunds are sales records the retailer must keep; they hold id
 amounts, SKUs and the client's own order and refund ids, no personal data, so they stay
 under the pseudonymous member id (like the ledger they explain). An activity's
 `reference` is whatever key the client chose to record with it (not used for dedupe,
-which is ours): it is blanked, since a client may well have put an email in it.
+which is ours): it is blanked, since a client may well have put an email in it; so is
+an order's `metadata`.
 """
 
 from __future__ import annotations
@@ -28,4 +29,15 @@ def erase_member_earning(member_id: int, now: datetime) -> dict[str, Any]:
         .values(reference=None)
     ).rowcount
     orders = db.session.scalar(sa.select(sa.func.count()).where(Order.member_id.in_(ids)))
-    return {"activity_references_blanked": blanked or 0, "orders_kept": orders or 0}
+    # `metadata` is the client's free data, like an activity's reference: blanked.
+    metadata = db.session.execute(
+        sa.update(Order)
+        .where(Order.member_id.in_(ids), Order.extra.is_not(None))
+        .values(extra=None)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    return {
+        "activity_references_blanked": blanked or 0,
+        "orders_kept": orders or 0,
+        "order_metadata_blanked": metadata or 0,
+    }

@@ -7,13 +7,25 @@ from typing import Any
 from marshmallow import ValidationError, fields, validate, validates_schema
 
 from loyalty.earning.models import ActivityKind, OrderStatus, RuleKind
+from loyalty.members.schemas import ExternalId
 from loyalty.pagination import PageQuery, page_schema
-from loyalty.schemas import MAX_MINOR, MAX_POINTS, Id, Instant, StrictSchema, Text
+from loyalty.schemas import (
+    MAX_BASKET_LINES,
+    MAX_LINE_QUANTITY,
+    MAX_MINOR,
+    MAX_POINTS,
+    MAX_UNIT_PRICE,
+    Id,
+    Instant,
+    Metadata,
+    MetadataOut,
+    StrictSchema,
+    Text,
+)
 from loyalty.stores.models import Channel
 
-MAX_LINES = 500
-MAX_QUANTITY = 100_000
-MAX_UNIT_PRICE = 10**10  # 100 million in major units per unit
+MAX_LINES = MAX_BASKET_LINES
+MAX_QUANTITY = MAX_LINE_QUANTITY
 # Ids travel in URLs, so no "/", "?", "#" or "%".
 EXTERNAL_ID = validate.Regexp(
     r"^[A-Za-z0-9._:~@+=,;!$*()'-]{1,128}$",
@@ -31,25 +43,44 @@ def _strings(max_items: int = 200, max_length: int = 64, **kwargs: Any) -> field
 
 
 class MemberRefSchema(StrictSchema):
-    """Exactly one of member_id, qr_token or member_token; or one or more identities (an
-    unknown identity enrols a new member)."""
+    """Exactly one of member_id, qr_token or member_token; or one or more identities and/or
+    your `external_id` (an unknown member is enrolled, unless `enrol` is false)."""
 
     member_id = Id()
-    phone = fields.String(validate=validate.Length(min=3, max=32))
+    phone = fields.String(
+        validate=validate.Length(min=3, max=32),
+        metadata={
+            "description": "E.164, or a national number: the store's country (else the "
+            "program's OMNILOYAL_DEFAULT_REGION) is its region, as in identify"
+        },
+    )
     email = fields.String(validate=validate.Length(min=3, max=320))
     card = fields.String(validate=validate.Length(min=1, max=64))
     app_user = fields.String(validate=validate.Length(min=1, max=128))
+    external_id = ExternalId()
     qr_token = fields.String(validate=validate.Length(min=1, max=512))
     member_token = fields.String(validate=validate.Length(min=1, max=512))
+    enrol = fields.Boolean(
+        load_default=True,
+        metadata={
+            "description": "enrol a member nobody has these identities for (the default); "
+            "false: an unknown member is a 404 `member-not-found` (a typo at checkout creates "
+            "no duplicate)"
+        },
+    )
 
     @validates_schema
     def one_reference(self, data: dict[str, Any], **_: Any) -> None:
         references = [k for k in ("member_id", "qr_token", "member_token") if k in data]
-        identities = [k for k in ("phone", "email", "card", "app_user") if k in data]
+        identities = [k for k in (*IDENTITY_FIELDS, "external_id") if k in data]
         if len(references) + (1 if identities else 0) != 1:
             raise ValidationError(
-                "give exactly one of member_id, qr_token, member_token, or identities"
+                "give exactly one of member_id, qr_token, member_token, or identities "
+                "(phone, email, card, app_user, external_id)"
             )
+
+
+IDENTITY_FIELDS = ("phone", "email", "card", "app_user")
 
 
 class OrderLineSchema(StrictSchema):
@@ -83,6 +114,7 @@ class OrderRequestSchema(StrictSchema):
         },
     )
     coupon_codes = _strings(max_items=10, load_default=None)
+    metadata = Metadata(load_default=None)
     subtotal_minor = fields.Integer(
         strict=True,
         load_default=None,
@@ -107,11 +139,59 @@ class OrderRequestSchema(StrictSchema):
             raise ValidationError("the total can't exceed the lines' sum", "total_minor")
 
 
+class PreviewMemberSchema(MemberRefSchema):
+    """The member to preview for: by id, external id or identities (never enrolled; an
+    unknown identity previews for a new member). No QR token: its one use is the order's."""
+
+    class Meta:
+        exclude = ("qr_token", "member_token", "enrol")
+
+
+class OrderPreviewRequestSchema(OrderRequestSchema):
+    """An order's basket; nothing is written, so no order id."""
+
+    class Meta:
+        exclude = ("order_id", "subtotal_minor", "total_minor", "metadata")
+
+    member = fields.Nested(
+        PreviewMemberSchema,
+        load_default=None,
+        metadata={"description": "whose tier multiplies the points (default: nobody's)"},
+    )
+
+
 class BreakdownSchema(StrictSchema):
     rule_id = fields.Integer(allow_none=True)
     name = fields.String(allow_none=True)
     kind = fields.String()
     points = fields.Integer()
+
+
+class PreviewLineDiscountSchema(StrictSchema):
+    line = fields.Integer(metadata={"description": "index of the basket line (0-based)"})
+    discount_minor = fields.Integer()
+
+
+class OrderPreviewSchema(StrictSchema):
+    member_id = fields.Integer(allow_none=True)
+    member_known = fields.Boolean(
+        metadata={"description": "false: nobody has these identities yet (the order enrols)"}
+    )
+    tier = fields.String(allow_none=True)
+    currency = fields.String()
+    subtotal_minor = fields.Integer()
+    discount_minor = fields.Integer(metadata={"description": "what the codes would take off"})
+    total_minor = fields.Integer()
+    line_discounts = fields.List(fields.Nested(PreviewLineDiscountSchema))
+    points = fields.Integer(metadata={"description": "what the order would earn"})
+    breakdown = fields.List(fields.Nested(BreakdownSchema))
+    pending_until = fields.DateTime(allow_none=True)
+    coupons = fields.Dict(
+        allow_none=True,
+        metadata={
+            "description": "per code: applies, reasons, discount (as POST /v1/coupons/validate)"
+        },
+    )
 
 
 class ReversalSchema(StrictSchema):
@@ -148,6 +228,7 @@ class OrderSchema(StrictSchema):
     points_earned = fields.Integer()
     points_reversed = fields.Integer()
     pending_until = fields.DateTime(allow_none=True)
+    metadata = MetadataOut()
     breakdown = fields.List(fields.Nested(BreakdownSchema))
     coupons = fields.List(fields.Dict())
     cancellation = fields.Nested(ReversalSchema, allow_none=True)

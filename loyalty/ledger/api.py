@@ -125,7 +125,7 @@ def my_qr() -> Any:
 # --- POS and web shop: paying with points ---------------------------------------------------
 
 
-@blp.route("/members/<int:member_id>/holds", methods=["POST"])
+@blp.route("/members/<member:member_id>/holds", methods=["POST"])
 @blp.doc(security=[{"ApiKey": []}])
 @requires(scopes.POINTS_WRITE)
 @write_endpoint()
@@ -215,7 +215,7 @@ def release_hold(hold_id: int) -> Any:
     return operations.release_hold(hold.id, now=utcnow())
 
 
-@blp.route("/members/<int:member_id>/balance")
+@blp.route("/members/<member:member_id>/balance")
 @blp.doc(security=[{"ApiKey": []}])
 @requires(scopes.MEMBERS_READ)
 @blp.response(200, BalanceSchema)
@@ -227,7 +227,7 @@ def member_balance(member_id: int) -> Any:
 # --- support and finance --------------------------------------------------------------------
 
 
-@blp.route("/members/<int:member_id>/adjustments", methods=["POST"])
+@blp.route("/members/<member:member_id>/adjustments", methods=["POST"])
 @blp.doc(security=[{"ApiKey": []}])
 @requires(scopes.ADMIN)
 @write_endpoint()
@@ -248,7 +248,7 @@ def adjust(data: dict[str, Any], member_id: int) -> Any:
     return _with_local_time([tx], member.timezone)[0]
 
 
-@blp.route("/members/<int:member_id>/ledger")
+@blp.route("/members/<member:member_id>/ledger")
 @blp.doc(security=[{"ApiKey": []}])
 @requires(scopes.ADMIN)
 @blp.arguments(HistoryQuery, location="query")

@@ -15,6 +15,7 @@ from loyalty.errors import InvalidInput
 from loyalty.http import write_endpoint
 from loyalty.ledger.operations import member_balance
 from loyalty.members import operations, resolution
+from loyalty.members.identities import phone_region
 from loyalty.members.merge import merge_members
 from loyalty.members.models import IdentityKind
 from loyalty.members.privacy import erase_member, export_member
@@ -40,17 +41,15 @@ from loyalty.members.schemas import (
     SelfProfileSchema,
 )
 from loyalty.pagination import page_of
-from loyalty.stores.models import Channel, Store
+from loyalty.stores.models import Channel
 
 blp = Blueprint("members", __name__, description="Members: enrol, identify, profiles, merges")
 
 
-def _default_region(caller: Caller, given: str | None) -> str | None:
-    """The region for phone numbers without a country code: as given, else the store's."""
-    if given is not None or caller.store_id is None:
-        return given
-    store = db.session.get(Store, caller.store_id)
-    return store.country if store is not None else None
+def _default_region(caller: Caller, given: str | None, store_id: str | None = None) -> str | None:
+    """The region for phone numbers without a country code (one rule: `phone_region`):
+    as given, else the store's (the request's, else the key's), else the program's."""
+    return phone_region(given=given, store_id=store_id or caller.store_id)
 
 
 # --- POS, web shop, app backend -------------------------------------------------------------
@@ -78,8 +77,9 @@ def enrol(data: dict[str, Any]) -> Any:
         now=utcnow(),
         channel=data["channel"],
         store_id=store_id,
-        default_region=_default_region(caller, data["default_region"]),
+        default_region=_default_region(caller, data["default_region"], store_id),
         profile=data["profile"],
+        external_id=data["external_id"],
     )
     return {"created": created, "member": member}, 201 if created else 200
 
@@ -94,7 +94,7 @@ def identify(data: dict[str, Any]) -> Any:
 
     Answers only about the member found: never which other identities they have.
     """
-    kind = next(k for k in ("qr_token", *IDENTITY_KINDS) if data.get(k) is not None)
+    kind = next(k for k in ("qr_token", *IDENTITY_KINDS, "external_id") if data.get(k) is not None)
     member = operations.identify_member(
         kind,
         data[kind],
@@ -118,13 +118,16 @@ def identify(data: dict[str, Any]) -> Any:
 @blp.arguments(SearchQuery, location="query")
 @blp.response(200, MemberListSchema)
 def search(query: dict[str, Any]) -> Any:
-    """Find a member by any one identity (following merges); an empty list when nobody."""
-    kind = next(k for k in IDENTITY_KINDS if query.get(k) is not None)
-    items = operations.search_members(kind, query[kind], default_region=query["default_region"])
+    """Find a member by any one identity or the external id (following merges); an empty
+    list when nobody."""
+    kind = next(k for k in (*IDENTITY_KINDS, "external_id") if query.get(k) is not None)
+    items = operations.search_members(
+        kind, query[kind], default_region=_default_region(current_caller(), query["default_region"])
+    )
     return page_of(items, cursor=query["cursor"], limit=query["limit"], key=lambda m: m.id)
 
 
-@blp.route("/members/<int:member_id>")
+@blp.route("/members/<member:member_id>")
 @blp.doc(security=[{"ApiKey": []}])
 @requires(scopes.ADMIN)
 @blp.response(200, MemberSchema)
@@ -133,7 +136,7 @@ def get_member(member_id: int) -> Any:
     return resolution.get_member(member_id)
 
 
-@blp.route("/members/<int:member_id>", methods=["PATCH"])
+@blp.route("/members/<member:member_id>", methods=["PATCH"])
 @blp.doc(security=[{"ApiKey": []}])
 @requires(scopes.ADMIN)
 @write_endpoint()
@@ -144,7 +147,7 @@ def update_member(changes: dict[str, Any], member_id: int) -> Any:
     return operations.update_profile(member_id, changes, now=utcnow(), actor=current_caller().actor)
 
 
-@blp.route("/members/<int:member_id>/identities", methods=["POST"])
+@blp.route("/members/<member:member_id>/identities", methods=["POST"])
 @blp.doc(security=[{"ApiKey": []}])
 @requires(scopes.ADMIN)
 @write_endpoint()
@@ -158,11 +161,11 @@ def add_identity(data: dict[str, Any], member_id: int) -> Any:
         data["value"],
         now=utcnow(),
         actor=current_caller().actor,
-        default_region=data["default_region"],
+        default_region=_default_region(current_caller(), data["default_region"]),
     )
 
 
-@blp.route("/members/<int:member_id>/identities/<kind>", methods=["DELETE"])
+@blp.route("/members/<member:member_id>/identities/<kind>", methods=["DELETE"])
 @blp.doc(security=[{"ApiKey": []}])
 @requires(scopes.ADMIN)
 @write_endpoint()
@@ -181,7 +184,7 @@ def remove_identity(query: dict[str, Any], member_id: int, kind: str) -> Any:
     )
 
 
-@blp.route("/members/<int:member_id>/block", methods=["POST"])
+@blp.route("/members/<member:member_id>/block", methods=["POST"])
 @blp.doc(security=[{"ApiKey": []}])
 @requires(scopes.ADMIN)
 @write_endpoint()
@@ -194,7 +197,7 @@ def block(data: dict[str, Any], member_id: int) -> Any:
     )
 
 
-@blp.route("/members/<int:member_id>/unblock", methods=["POST"])
+@blp.route("/members/<member:member_id>/unblock", methods=["POST"])
 @blp.doc(security=[{"ApiKey": []}])
 @requires(scopes.ADMIN)
 @write_endpoint()
@@ -204,7 +207,7 @@ def unblock(member_id: int) -> Any:
     return operations.unblock_member(member_id, now=utcnow(), actor=current_caller().actor)
 
 
-@blp.route("/members/<int:survivor_id>/merge", methods=["POST"])
+@blp.route("/members/<member:survivor_id>/merge", methods=["POST"])
 @blp.doc(security=[{"ApiKey": []}])
 @requires(scopes.ADMIN)
 @write_endpoint()
@@ -221,7 +224,7 @@ def merge(data: dict[str, Any], survivor_id: int) -> Any:
     )
 
 
-@blp.route("/members/<int:member_id>/export")
+@blp.route("/members/<member:member_id>/export")
 @blp.doc(security=[{"ApiKey": []}])
 @requires(scopes.ADMIN)
 @blp.response(200, ExportSchema)
@@ -230,7 +233,7 @@ def export(member_id: int) -> Any:
     return export_member(member_id, now=utcnow())
 
 
-@blp.route("/members/<int:member_id>/erase", methods=["POST"])
+@blp.route("/members/<member:member_id>/erase", methods=["POST"])
 @blp.doc(security=[{"ApiKey": []}])
 @requires(scopes.ADMIN)
 @write_endpoint()

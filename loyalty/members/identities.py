@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import phonenumbers
+from flask import current_app, has_app_context
 
 from loyalty.errors import InvalidInput
 from loyalty.members.models import IdentityKind
@@ -36,10 +37,33 @@ def normalise(kind: str, value: str, *, default_region: str | None = None) -> st
     raise InvalidInput(f"unknown identity kind {kind!r}")
 
 
+def phone_region(*, given: str | None = None, store_id: str | None = None) -> str | None:
+    """The region for phone numbers written without +country, one rule for every path
+    (enrol, identify, orders, search, import): the one the request gives, else the store's
+    country, else the program's (`OMNILOYAL_DEFAULT_REGION`)."""
+    if given:
+        return given
+    if store_id is not None:
+        from loyalty.stores.operations import cached_store
+
+        store = cached_store(store_id)
+        if store is not None and store.country:
+            return store.country
+    return None  # normalise_phone falls back to the program's region
+
+
+def _program_region() -> str | None:
+    if not has_app_context():
+        return None
+    settings = current_app.extensions.get("omniloyal.settings")
+    return getattr(settings, "default_region", None)
+
+
 def normalise_phone(value: str, default_region: str | None = None) -> str:
-    """E.164. Numbers without a country code need `default_region` (e.g. the store's)."""
+    """E.164, the one phone parser (phonenumbers) of every path. Numbers without a country
+    code use `default_region` (the store's: `phone_region`), else the program's."""
     try:
-        number = phonenumbers.parse(value, default_region)
+        number = phonenumbers.parse(value, default_region or _program_region())
     except phonenumbers.NumberParseException:
         raise InvalidInput(f"{value!r} is not a phone number", field="phone") from None
     if not phonenumbers.is_valid_number(number):

@@ -297,6 +297,7 @@ class MemberImporter:
     def write_chunk(self, rows: list[_Row], result: ChunkResult) -> ChunkResult:
         """Write the valid rows of a parsed chunk that aren't imported or clashing yet."""
         rows = self._without_imported(rows, result)
+        rows = self._without_taken_external_ids(rows, result)
         rows = self._without_taken_identities(rows, result)
         try:
             with db.session.begin_nested():
@@ -335,6 +336,30 @@ class MemberImporter:
         )
         result.skipped += len(done)
         return [row for row in rows if row.external_id not in done]
+
+    def _without_taken_external_ids(self, rows: list[_Row], result: ChunkResult) -> list[_Row]:
+        """The file's external_id becomes the member's (`ext:<id>` in the API); one that a
+        member already has (enrolled since, or imported by another batch) is a row error."""
+        if not rows:
+            return rows
+        taken = set(
+            db.session.scalars(
+                sa.select(Member.external_id).where(
+                    one_of(Member.external_id, [row.external_id for row in rows])
+                )
+            )
+        )
+        for row in rows:
+            if row.external_id in taken:
+                result.errors.append(
+                    RowError(
+                        row.number,
+                        "external_id",
+                        "this external_id already belongs to a member",
+                        row.external_id,
+                    )
+                )
+        return [row for row in rows if row.external_id not in taken]
 
     def _without_taken_identities(self, rows: list[_Row], result: ChunkResult) -> list[_Row]:
         taken: set[tuple[str, str]] = set()
@@ -401,6 +426,7 @@ class MemberImporter:
             [
                 {
                     **row.member,
+                    "external_id": row.external_id,
                     "status": MemberStatus.ACTIVE.value,
                     "attributes": {},
                     "created_at": now,

@@ -82,6 +82,7 @@ def merge_members(
         "points": ledger_tx.amount if ledger_tx is not None else 0,
         "lots": moved_lots or 0,
         "tier": _keep_higher_tier(survivor, merged),
+        "external_id": _external_id_follows(survivor, merged),
     }
     for step in _merge_steps:
         summary[f"{step.__module__}.{step.__qualname__}"] = step(merged.id, survivor.id, now)
@@ -125,6 +126,23 @@ def _check_mergeable(survivor: Member, merged: Member) -> None:
             )
         if member.status == MemberStatus.ERASED:
             raise MergeRefused(f"the {role} {member.id} was erased")
+
+
+def _external_id_follows(survivor: Member, merged: Member) -> str:
+    """The integrator's customer id follows the person. A survivor without one takes the
+    merged member's (and its metadata when it has none); a survivor with its own keeps it,
+    and the merged member's id stays on the merged row, so `ext:<either>` finds the person
+    (the merged row resolves to the survivor). Returns which of the two happened."""
+    if merged.external_id is None:
+        return "none"
+    if survivor.external_id is not None:
+        return "kept_both"
+    external_id, merged.external_id = merged.external_id, None
+    db.session.flush()  # the unique index: off the merged row before onto the survivor
+    survivor.external_id = external_id
+    if not survivor.extra and merged.extra:
+        survivor.extra = merged.extra
+    return "moved"
 
 
 def _move_identities(merged: Member, survivor: Member) -> int:

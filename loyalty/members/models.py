@@ -7,7 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from loyalty.db import BigInt, JSONType, UTCDateTime, db
+from loyalty.db import BigInt, JSONType, MetadataJSON, UTCDateTime, db
 
 
 class MemberStatus(enum.StrEnum):
@@ -32,6 +32,8 @@ class Member(db.Model):
         ),
         # A person's history ids: the survivor and every member merged into it.
         sa.Index("ix_members_merged_into_id", "merged_into_id"),
+        # The integrator's own customer id: one member per id in the program.
+        sa.Index("uq_members_external_id", "external_id", unique=True),
     )
 
     id: Mapped[int] = mapped_column(BigInt, primary_key=True)
@@ -43,6 +45,10 @@ class Member(db.Model):
     home_store_id: Mapped[str | None] = mapped_column(sa.ForeignKey("stores.id"))
     region: Mapped[str | None] = mapped_column(sa.String(64))
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # The integrator's customer id (addressable as `ext:<id>` wherever a path names a
+    # member) and their own key-value data (`metadata`, JSON text: kept exactly as sent).
+    external_id: Mapped[str | None] = mapped_column(sa.String(128))
+    extra: Mapped[dict[str, Any] | None] = mapped_column("metadata", MetadataJSON)
     tier_id: Mapped[int | None] = mapped_column(sa.ForeignKey("tiers.id"))
     enrolled_channel: Mapped[str | None] = mapped_column(sa.String(16))
     enrolled_store_id: Mapped[str | None] = mapped_column(sa.ForeignKey("stores.id"))

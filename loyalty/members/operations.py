@@ -32,6 +32,20 @@ def find_member_by_identity(
     return current_member(member) if member is not None else None
 
 
+def find_member_by_external_id(external_id: str) -> Member | None:
+    """The member with the integrator's customer id `external_id` (merges followed), or None.
+
+    A merge moves the external id to the survivor, so this is normally the person already.
+    """
+    member = db.session.scalar(sa.select(Member).where(Member.external_id == external_id))
+    return current_member(member) if member is not None else None
+
+
+def member_id_for_external_id(external_id: str) -> int | None:
+    """Just the id (one indexed read): what a path's `ext:<id>` names."""
+    return db.session.scalar(sa.select(Member.id).where(Member.external_id == external_id))
+
+
 def enrol_member(
     *,
     identities: Mapping[str, str],
@@ -40,6 +54,7 @@ def enrol_member(
     store_id: str | None = None,
     profile: Mapping[str, Any] | None = None,
     default_region: str | None = None,
+    external_id: str | None = None,
 ) -> Member:
     """Create a member with its identities and ledger accounts; emits member.enrolled.
 
@@ -61,6 +76,8 @@ def enrol_member(
         home_store_id=profile.pop("home_store_id", None) or store_id,
         region=profile.pop("region", None),
         attributes=profile.pop("attributes", None) or {},
+        external_id=profile.pop("external_id", None) or external_id,
+        extra=profile.pop("metadata", None),
         enrolled_channel=channel,
         enrolled_store_id=store_id,
         created_at=now,
@@ -68,6 +85,8 @@ def enrol_member(
     )
     if profile:
         raise InvalidInput(f"unknown profile field(s): {', '.join(sorted(profile))}")
+    if member.external_id is not None and member_id_for_external_id(member.external_id):
+        raise ExternalIdTaken(f"external id {member.external_id!r} belongs to another member")
     db.session.add(member)
     db.session.flush()
     _attach_identities(member, canonical, now)
@@ -89,6 +108,8 @@ def find_or_enrol(
     store_id: str | None = None,
     default_region: str | None = None,
     profile: Mapping[str, Any] | None = None,
+    external_id: str | None = None,
+    enrol: bool = True,
 ) -> tuple[Member, bool]:
     """Enrol anywhere: the member owning any of these identities, or a new one.
 
@@ -96,11 +117,17 @@ def find_or_enrol(
     is (a till must not overwrite what the member told the app).
     Concurrent first orders for the same new phone number race on the identity's unique
     index; the loser's savepoint rolls back and it finds the winner's member.
+
+    `external_id` (the integrator's customer id) finds its member first; a member found by
+    an identity that has none gets it. With `enrol=False` nobody is created: an unknown
+    member is a MemberNotFound (404).
     """
     canonical = _canonical_identities(identities, default_region)
-    existing = _owner_of_any(canonical)
+    existing = _existing_person(canonical, external_id)
     if existing is not None:
-        return current_member(existing), False
+        return _link_external_id(existing, external_id), False
+    if not enrol:
+        raise MemberNotFound("no member has these identities (enrol is false)")
     try:
         with db.session.begin_nested():
             return enrol_member(
@@ -109,13 +136,55 @@ def find_or_enrol(
                 channel=channel,
                 store_id=store_id,
                 profile=profile,
+                external_id=external_id,
             ), True
-    except (sa.exc.IntegrityError, IdentityTaken):
+    except (sa.exc.IntegrityError, IdentityTaken, ExternalIdTaken):
         # Another request enrolled the same person meanwhile: its member wins.
-        existing = _owner_of_any(canonical)
+        existing = _existing_person(canonical, external_id)
         if existing is None:
             raise
-        return current_member(existing), False
+        return _link_external_id(existing, external_id), False
+
+
+def _existing_person(canonical: Mapping[str, str], external_id: str | None) -> Member | None:
+    """The member these identities or this external id name (merges followed); a 409 when
+    they name two different people."""
+    by_identity = _owner_of_any(canonical)
+    by_identity = current_member(by_identity) if by_identity is not None else None
+    by_external = find_member_by_external_id(external_id) if external_id else None
+    if by_external is not None and by_identity is not None and by_external.id != by_identity.id:
+        raise ExternalIdTaken(
+            f"external id {external_id!r} belongs to another member than these identities"
+        )
+    return by_external or by_identity
+
+
+def _link_external_id(member: Member, external_id: str | None) -> Member:
+    """Give a found member the integrator's id when it has none (a 409 if it has another)."""
+    if external_id is None or member.external_id == external_id:
+        return member
+    if member.external_id is not None:
+        raise ExternalIdTaken(
+            f"the member already has external id {member.external_id!r}, not {external_id!r}"
+        )
+    locked = _lock_changeable(member.id)
+    _set_external_id(locked, external_id)
+    return locked
+
+
+def _set_external_id(member: Member, external_id: str | None) -> None:
+    """Set (or clear) the member's external id; taken by another member is a 409, also
+    when a concurrent request took it first (the unique constraint decides)."""
+    if external_id is not None:
+        owner = member_id_for_external_id(external_id)
+        if owner is not None and owner != member.id:
+            raise ExternalIdTaken(f"external id {external_id!r} belongs to another member")
+    try:
+        with db.session.begin_nested():
+            member.external_id = external_id
+            db.session.flush()
+    except sa.exc.IntegrityError:
+        raise ExternalIdTaken(f"external id {external_id!r} belongs to another member") from None
 
 
 def _canonical_identities(
@@ -189,8 +258,20 @@ def _lock_changeable(member_id: int) -> Member:
 # --- profile --------------------------------------------------------------------------------
 
 PROFILE_FIELDS = frozenset(
-    {"name", "birthday", "locale", "timezone", "home_store_id", "region", "attributes"}
+    {
+        "name",
+        "birthday",
+        "locale",
+        "timezone",
+        "home_store_id",
+        "region",
+        "attributes",
+        "external_id",
+        "metadata",
+    }
 )
+# Request names that aren't the model's attribute names.
+_PROFILE_ATTRIBUTES = {"metadata": "extra"}
 NOT_NULL_FIELDS = frozenset({"locale", "timezone", "attributes"})
 
 
@@ -212,11 +293,18 @@ def update_profile(
     if "home_store_id" in changes:
         require_store(changes["home_store_id"], field="home_store_id")
     member = _lock_changeable(member_id)
-    changed = sorted(name for name, value in changes.items() if getattr(member, name) != value)
+    changed = sorted(
+        name
+        for name, value in changes.items()
+        if getattr(member, _PROFILE_ATTRIBUTES.get(name, name)) != value
+    )
     if not changed:
         return member
     for name in changed:
-        setattr(member, name, changes[name])
+        if name == "external_id":
+            _set_external_id(member, changes[name])
+        else:
+            setattr(member, _PROFILE_ATTRIBUTES.get(name, name), changes[name])
     _touched(member, now, actor, fields=changed)
     return member
 
@@ -358,6 +446,18 @@ class IdentityTaken(Conflict):
     slug, title = "identity-taken", "Identity belongs to another member"
 
 
+class ExternalIdTaken(Conflict):
+    """The external id (the integrator's customer id) already belongs to another member."""
+
+    slug, title = "external-id-taken", "External id belongs to another member"
+
+
+class MemberNotFound(NotFound):
+    """No member matches, and the request said not to enrol one (`enrol: false`)."""
+
+    slug, title = "member-not-found", "Member not found"
+
+
 class MemberCodeInvalid(NotFound):
     """The member QR code is unknown, forged or expired; the member shows a fresh one."""
 
@@ -383,14 +483,20 @@ def identify_member(
             raise MemberCodeInvalid(
                 f"the member code is not valid, has expired or was used ({error.detail})"
             ) from None
+    elif kind == "external_id":
+        member = find_member_by_external_id(value)
     else:
         member = find_member_by_identity(kind, value, default_region=default_region)
     if member is None or member.status in {MemberStatus.ERASED, MemberStatus.MERGED}:
-        raise NotFound("no member matches")
+        raise MemberNotFound("no member matches")
     return member
 
 
 def search_members(kind: str, value: str, *, default_region: str | None = None) -> list[Member]:
-    """Support's lookup by any identity: the member (following merges), or nobody."""
-    member = find_member_by_identity(kind, value, default_region=default_region)
+    """Support's lookup by any identity or the external id: the member (following merges),
+    or nobody."""
+    if kind == "external_id":
+        member = find_member_by_external_id(value)
+    else:
+        member = find_member_by_identity(kind, value, default_region=default_region)
     return [member] if member is not None else []

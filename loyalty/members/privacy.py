@@ -175,6 +175,8 @@ def erase_member(member_id: int, *, now: datetime, actor: str) -> dict[str, Any]
         person.name = None
         person.birthday = None
         person.attributes = {}
+        person.external_id = None  # the integrator's id names a person: it goes too
+        person.extra = None
         person.erased_at = now
         person.updated_at = now
         db.session.expire(person, ["identities"])

@@ -10,7 +10,7 @@ from marshmallow import ValidationError, fields, validate, validates_schema
 from loyalty.ledger.schemas import BalanceSchema
 from loyalty.members.models import IdentityKind
 from loyalty.pagination import PageQuery, page_schema
-from loyalty.schemas import Id, StrictSchema, Text
+from loyalty.schemas import Id, Metadata, MetadataOut, StrictSchema, Text
 from loyalty.stores.models import Channel
 from loyalty.stores.schemas import COUNTRY, PlainText, iana_timezone, no_control_characters
 
@@ -39,6 +39,25 @@ def _attributes(value: dict[str, Any]) -> None:
             no_control_characters(item)
         elif item is not None and not isinstance(item, bool | int | float):
             raise ValidationError(f"attribute {key!r}: text, number, true/false or null")
+
+
+# The integrator's customer id travels in URLs (`/members/ext:<id>`): no "/", "?", "#", "%".
+EXTERNAL_ID_PATTERN = r"^[A-Za-z0-9._:~@+=,;!$*()'-]{1,128}$"
+EXTERNAL_ID_DESCRIPTION = (
+    "your own customer id for this member, unique in the program: 1-128 letters, digits or "
+    ". _ : ~ @ + = , ; ! $ * ( ) ' -. Address the member as `ext:<id>` in any path that "
+    "names a member, e.g. `/v1/members/ext:C-1001/balance`."
+)
+
+
+def ExternalId(**kwargs: Any) -> fields.String:
+    kwargs.setdefault("metadata", {"description": EXTERNAL_ID_DESCRIPTION})
+    return fields.String(
+        validate=validate.Regexp(
+            EXTERNAL_ID_PATTERN, error="1-128 letters, digits or . _ : ~ @ + = , ; ! $ * ( ) ' -"
+        ),
+        **kwargs,
+    )
 
 
 def Identity(**kwargs: Any) -> fields.String:
@@ -94,11 +113,29 @@ class ProfileSchema(SelfProfileSchema):
     attributes = fields.Dict(
         keys=fields.String(), values=fields.Raw(allow_none=True), validate=_attributes
     )
+    external_id = ExternalId(allow_none=True)
+    metadata = Metadata(allow_none=True)
+
+
+class EnrolProfileSchema(ProfileSchema):
+    """A new member's profile (the external id is the request's own field)."""
+
+    class Meta:
+        exclude = ("external_id",)
 
 
 class EnrolRequestSchema(StrictSchema):
     identities = fields.Nested(IdentitiesSchema, required=True)
-    profile = fields.Nested(ProfileSchema, load_default=dict)
+    external_id = ExternalId(
+        load_default=None,
+        metadata={
+            "description": EXTERNAL_ID_DESCRIPTION + " The member with this id is found (200); "
+            "else it is set on the member found by an identity when that member has none, or "
+            "on the new member. An id that belongs to another member than the identities' is "
+            "a 409 `external-id-taken`."
+        },
+    )
+    profile = fields.Nested(EnrolProfileSchema, load_default=dict)
     channel = fields.String(load_default=None, validate=validate.OneOf([c.value for c in Channel]))
     store_id = Text(64, load_default=None, metadata={"description": "default: the key's store"})
     default_region = DEFAULT_REGION
@@ -110,11 +147,12 @@ class IdentifyRequestSchema(StrictSchema):
     email = Identity()
     card = Identity()
     app_user = Identity()
+    external_id = ExternalId()
     default_region = DEFAULT_REGION
 
     @validates_schema
     def one_reference(self, data: dict[str, Any], **_: Any) -> None:
-        _exactly_one(data, ["qr_token", *IDENTITY_KINDS])
+        _exactly_one(data, ["qr_token", *IDENTITY_KINDS, "external_id"])
 
 
 class SearchQuery(PageQuery):
@@ -122,11 +160,12 @@ class SearchQuery(PageQuery):
     email = Identity()
     card = Identity()
     app_user = Identity()
+    external_id = ExternalId()
     default_region = DEFAULT_REGION
 
     @validates_schema
     def one_identity(self, data: dict[str, Any], **_: Any) -> None:
-        _exactly_one(data, IDENTITY_KINDS)
+        _exactly_one(data, [*IDENTITY_KINDS, "external_id"])
 
 
 class IdentityCreateSchema(StrictSchema):
@@ -197,6 +236,9 @@ class ProfileResponseSchema(StrictSchema):
 
 class MemberSchema(ProfileResponseSchema):
     """Support's full view of a member."""
+
+    external_id = fields.String(allow_none=True, metadata={"description": EXTERNAL_ID_DESCRIPTION})
+    metadata = MetadataOut()
 
     region = fields.String(allow_none=True)
     attributes = fields.Dict()

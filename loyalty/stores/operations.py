@@ -95,6 +95,7 @@ class StoreSnapshot:
     id: str
     active: bool
     region: str | None
+    country: str | None = None  # phone numbers typed here without +country use it
 
 
 # Read on every order: cached per process (see loyalty.cache; a store written in this process
@@ -110,6 +111,6 @@ def cached_store(store_id: str) -> StoreSnapshot | None:
 
 def _load_store_snapshot(store_id: str) -> StoreSnapshot | None:
     row = db.session.execute(
-        sa.select(Store.id, Store.active, Store.region).where(Store.id == store_id)
+        sa.select(Store.id, Store.active, Store.region, Store.country).where(Store.id == store_id)
     ).first()
     return StoreSnapshot(*row) if row is not None else None

@@ -32,9 +32,16 @@ def test_default_codes_carry_sixty_bits_and_fewer_are_refused():
 
 
 def test_prefix_suffix_and_pattern_shape_the_code():
-    [code] = CodeFormat(prefix="spr", suffix="x", pattern="##-####-######").make(1)
+    [code] = CodeFormat(prefix="SPR", suffix="X", pattern="##-####-######").make(1)
     assert code.startswith("SPR") and code.endswith("X") and len(code) == 3 + 12 + 1
     assert set(code[3:-1]) <= set(ALPHABET)
+
+
+@pytest.mark.parametrize("prefix", ["WS-", "spr", "A B"])
+def test_a_prefix_is_kept_as_given_or_refused_never_silently_changed(prefix):
+    with pytest.raises(InvalidInput) as refused:
+        CodeFormat(prefix=prefix)
+    assert [e["field"] for e in refused.value.extra["errors"]] == ["prefix"]
 
 
 def test_normalising_upper_cases_and_drops_spaces_and_hyphens():

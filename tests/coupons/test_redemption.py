@@ -49,7 +49,7 @@ def test_redeeming_records_the_use_discount_store_channel_order_and_version(clie
         "line_discounts": [{"line": 0, "discount_minor": 1000}, {"line": 1, "discount_minor": 100}],
         "bonus_points": 0, "points_multiplier_pct": 100, "source_type": None, "source_ref": None,
         "campaign_id": None, "expires_at": None, "created_at": "", "redeemed_at": "",
-        "closed_at": None,
+        "closed_at": None, "rollback_reason": None, "metadata": {},
     }  # fmt: skip
     assert f.code_row(code).uses == 1
     assert (offer_row(offer.id).redemptions_count, offer_row(offer.id).discount_spent_minor) == (

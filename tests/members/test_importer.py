@@ -290,3 +290,18 @@ def test_the_error_report_neutralises_cells_a_spreadsheet_would_run_as_formulas(
 def test_report_cells_starting_like_a_formula_become_text(value):
     assert importer.report_cell(value) == "'" + value
     assert importer.report_cell("C00001") == "C00001" and importer.report_cell(7) == 7
+
+
+def test_the_files_external_id_becomes_the_members_and_another_batch_cant_reuse_it(client, make):
+    _stats, errors = run(csv_text(rows(3)))
+    assert errors == []
+    member = db.session.scalar(sa.select(Member).where(Member.external_id == "C00002"))
+    assert member is not None
+    admin = make.api_key()
+    balance = client.get("/v1/members/ext:C00002/balance", headers=admin)
+    assert balance.status_code == 200 and balance.json["member_id"] == member.id
+    again = rows(1, start=2, phone="+33699999999", email="other@shop.example")
+    _stats, errors = run(csv_text(again), batch="second")
+    assert [(e.column, e.message) for e in errors] == [
+        ("external_id", "this external_id already belongs to a member")
+    ]

@@ -193,7 +193,7 @@ def _setup(make: Factories) -> tuple[dict[str, str], SeedRefs, list[str]]:
         {"code": "silver", "name": "Silver", "rank": 1, "threshold": 10**6}, now=utcnow()
     )
     db.session.commit()
-    return pos, refs, coupons.codes(offer.id, 4 * (WARM_UP + 2 * RUNS))
+    return pos, refs, coupons.codes(offer.id, 5 * (WARM_UP + 2 * RUNS))
 
 
 def _maintenance(work: Callable[[sa.Connection], None]) -> None:
@@ -297,6 +297,16 @@ def hot_paths(client: FlaskClient, world: World) -> dict[str, Callable[[int], No
         data = {"email": world.emails[n % len(world.emails)]}
         ok(client.post("/v1/members/identify", json=data, headers=pos))
 
+    def by_external_id(n: int) -> None:
+        # `ext:<id>` in a path: one probe of uq_members_external_id (here nobody has it).
+        ok(client.get(f"/v1/members/ext:NOBODY-{n}/balance", headers=pos), 404)
+        ok(client.get(f"/v1/members/search?external_id=NOBODY-{n}", headers=pos))
+
+    def order_preview(n: int) -> None:
+        data = _order_body("unused", world.member(n), coupon_codes=[world.code(n)])
+        del data["order_id"]
+        ok(client.post("/v1/orders/preview", json=data, headers=pos))
+
     def relay(_n: int) -> None:
         # Chunks are to the seeded tables what the relay's 500 are to a million rows: an
         # id list a sizeable share of a small table is rightly read by a sequential scan.
@@ -341,6 +351,8 @@ def hot_paths(client: FlaskClient, world: World) -> dict[str, Callable[[int], No
         "balance": balance,
         "history page": history_page,
         "identify": identify,
+        "member by external id": by_external_id,
+        "order preview": order_preview,
         "outbox relay": relay,
         "batch jobs": jobs,
         "tier evaluation": tier_evaluation,

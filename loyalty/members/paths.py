@@ -1,0 +1,72 @@
+"""`<member:member_id>` in routes: a member named by our id or by the integrator's own
+customer id, `ext:<external id>` (`/v1/members/ext:C-1001/balance`).
+
+The converter only parses; the external id is looked up after authentication (a request
+without valid credentials learns nothing about which ids exist), and the handler receives
+our integer id like any other route. An unknown external id is a 404 `member-not-found`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, g, request
+from werkzeug.routing import BaseConverter, Map, ValidationError
+
+from loyalty.db import BIGINT_MAX
+
+EXTERNAL_PREFIX = "ext:"
+_EXTERNAL = r"ext:[A-Za-z0-9._:~@+=,;!$*()'-]{1,128}"
+
+
+class ExternalMemberRef(str):
+    """An `ext:` path segment, until the request hook swaps it for the member's id."""
+
+
+class MemberRefConverter(BaseConverter):
+    regex = rf"(?:[0-9]{{1,19}}|{_EXTERNAL})"
+    weight = 50
+
+    def __init__(self, map: Map, *args: Any, **kwargs: Any) -> None:
+        super().__init__(map, *args, **kwargs)
+
+    def to_python(self, value: str) -> int | ExternalMemberRef:
+        if value.startswith(EXTERNAL_PREFIX):
+            return ExternalMemberRef(value.removeprefix(EXTERNAL_PREFIX))
+        number = int(value)
+        if not 0 <= number <= BIGINT_MAX:
+            raise ValidationError()
+        return number
+
+    def to_url(self, value: Any) -> str:
+        if isinstance(value, ExternalMemberRef):
+            return EXTERNAL_PREFIX + value
+        return str(value)
+
+
+PARAMETER_SCHEMA = {
+    "type": "string",
+    "pattern": rf"^([0-9]{{1,19}}|{_EXTERNAL})$",
+    "description": "the member's id, or `ext:` and your own customer id (`ext:C-1001`); a "
+    "merged member's id answers for the member it was merged into",
+    "examples": ["42", "ext:C-1001"],
+}
+
+
+def resolve_external_refs() -> None:
+    """Before the handler: every `ext:<id>` path parameter becomes the member's id."""
+    if not request.view_args or g.get("caller") is None:
+        return  # no credentials: the route's own 401 comes first, nothing is looked up
+    from loyalty.members.operations import MemberNotFound, member_id_for_external_id
+
+    for name, value in list(request.view_args.items()):
+        if isinstance(value, ExternalMemberRef):
+            member_id = member_id_for_external_id(str(value))
+            if member_id is None:
+                raise MemberNotFound(f"no member has external id {str(value)!r}")
+            request.view_args[name] = member_id
+
+
+def register(app: Flask) -> None:
+    """The converter (before any route is added)."""
+    app.url_map.converters["member"] = MemberRefConverter
