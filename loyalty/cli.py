@@ -135,7 +135,7 @@ def worker_command(queues: tuple[str, ...], burst: bool) -> None:
 
 
 @click.command("demo")
-@click.option("--members", default=2500, show_default=True, help="How many demo members.")
+@click.option("--members", default=2000, show_default=True, help="How many demo members.")
 @click.option(
     "--if-empty",
     is_flag=True,
