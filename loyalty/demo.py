@@ -425,7 +425,7 @@ def _demo_shopper(now: datetime) -> Shopper:
             "locale": "fr-FR",
             "region": "ile-de-france",
         },
-        joined_at=now - timedelta(days=700),
+        joined_at=now - timedelta(days=735),  # the first member: the welcome coupon is hers
         channel="store",
         store_id="PAR-01",
         habit="both",
