@@ -267,7 +267,7 @@ def member_ledger(query: dict[str, Any], member_id: int) -> Any:
 def _csv_doc(example: str) -> dict[str, Any]:
     return {
         "responses": {
-            "200": {"content": {"text/csv": {"schema": {"type": "string"}, "example": example}}}
+            200: {"content": {"text/csv": {"schema": {"type": "string"}, "example": example}}}
         }
     }
 
