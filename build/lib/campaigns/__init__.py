@@ -1,0 +1,1 @@
+"""Marketing campaigns: segments, offers, sends, control groups (next milestone)."""

@@ -1,0 +1,38 @@
+"""Profile jobs: the hourly rolling-window refresh and the nightly RFM scoring."""
+
+from __future__ import annotations
+
+from campaigns import profiles
+from loyalty.batches import BATCH_JOB_TIMEOUT, batch_job_run
+from loyalty.clock import utcnow
+from loyalty.queue import job
+from loyalty.scheduler import Schedule
+
+
+@job("default", timeout=BATCH_JOB_TIMEOUT)
+def refresh_profile_windows() -> int:
+    """Refresh the people whose 30/90/365-day windows lost an order since their row was
+    computed (chunks; each refreshed row leaves the stale ranges)."""
+    now = utcnow()
+    return batch_job_run(
+        lambda cursor: profiles.stale_windows_chunk(cursor, now),
+        what="refresh-profile-windows",
+        continuation=refresh_profile_windows,
+    )
+
+
+@job("default", timeout=BATCH_JOB_TIMEOUT)
+def score_rfm() -> int:
+    """Recompute the RFM quintiles (one set-based UPDATE)."""
+    from loyalty.db import db
+
+    scored = profiles.score_rfm(utcnow())
+    db.session.commit()
+    return scored
+
+
+def schedules() -> list[Schedule]:
+    return [
+        Schedule("refresh-profile-windows", 3600, refresh_profile_windows),
+        Schedule("score-rfm", 86400, score_rfm),
+    ]

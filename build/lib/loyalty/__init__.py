@@ -1,0 +1,1 @@
+"""Omniloyal: one membership, one points ledger and coupons across every channel."""

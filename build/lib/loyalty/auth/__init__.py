@@ -1,0 +1,1 @@
+"""API clients (keys with scopes and store binding) and member tokens."""

@@ -1,0 +1,1 @@
+"""Coupons and offers: offers, codes, wallet, rewards, validation and redemption."""

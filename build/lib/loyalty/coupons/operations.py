@@ -1,0 +1,994 @@
+"""Coupon redemption: validate, redeem, hold/capture/release, rollback, orders integration.
+
+The redeem path is lean on purpose (POS p99 target): one query loads the codes with their
+offer and current terms; then, per code, one conditional UPDATE takes a use; offers with a
+total cap or budget take theirs with one conditional UPDATE on the offer row, offers with
+a per-member limit with one conditional upsert; one INSERT per redemption; no table locks.
+Rows are locked in the service's one order (docs/architecture.md, "Lock order"): the
+member first (a merge or a refund locks the member before its coupon rows), then codes by
+id, offers by id, member counters by (offer, member), so no two paths can deadlock.
+
+Offers, batches, issuing and rewards live in `offers.py` and `wallet.py`;
+`generate_codes` is re-exported here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import cache
+from typing import Any
+
+import sqlalchemy as sa
+
+from loyalty import outbox
+from loyalty.basket import Basket, OrderDiscounts
+from loyalty.batches import BatchCursor
+from loyalty.coupons.codes import is_well_formed, normalise
+from loyalty.coupons.discounts import (
+    CouponDiscount,
+    OfferKind,
+    OfferTerms,
+    compute_discounts,
+    eligible_spend,
+    line_is_eligible,
+)
+from loyalty.coupons.models import (
+    ACTIVE_REDEMPTION_STATUSES,
+    CodeStatus,
+    CouponCode,
+    CouponMemberUse,
+    CouponOffer,
+    CouponOfferVersion,
+    CouponRedemption,
+    OfferStatus,
+    RedemptionStatus,
+)
+from loyalty.coupons.offers import generate_codes  # noqa: F401  (the operation lives there)
+from loyalty.db import constant, db, insert_persistent, upsert_insert
+from loyalty.errors import Conflict, InvalidInput, NotFound
+from loyalty.members.resolution import current_member_id
+from loyalty.stores.models import Store
+
+MAX_CODES_PER_CHECKOUT = 10
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+class CouponNotApplicable(InvalidInput):
+    """A code doesn't apply to this basket, member, store or time (422).
+
+    `reason` is the first code's first machine-readable reason; `reasons` maps every
+    refused code to its reasons (see `Reason`)."""
+
+    slug, title = "coupon-not-applicable", "Coupon does not apply"
+
+
+class CouponUnavailable(Conflict):
+    """A code would apply but a limit is used up (code, offer, member, budget) or it is
+    held for another checkout (409)."""
+
+    slug, title = "coupon-unavailable", "Coupon no longer available"
+
+
+class Reason:
+    """Machine-readable reasons a code doesn't apply."""
+
+    UNKNOWN = "unknown_code"  # also another member's code, when a member asks
+    INACTIVE = "inactive"  # code voided/returned, or offer paused/ended
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not_yet_valid"
+    WRONG_CHANNEL = "wrong_channel"
+    WRONG_STORE = "wrong_store"
+    WRONG_CURRENCY = "wrong_currency"
+    MIN_SPEND = "min_spend_not_met"
+    NO_ELIGIBLE_ITEMS = "no_eligible_items"
+    FREE_ITEM_MISSING = "free_item_not_in_basket"
+    LIMIT = "limit_reached"  # the code's or the offer's uses are used up (or held)
+    MEMBER_LIMIT = "member_limit_reached"
+    MEMBER_REQUIRED = "member_required"  # a per-member limit needs a known member
+    BUDGET = "budget_exhausted"
+    OTHER_MEMBER = "belongs_to_another_member"
+    DUPLICATE = "duplicate_code"
+    NOT_STACKABLE = "not_stackable_with:"  # + the code it clashes with
+    SAME_OFFER = "same_offer_as:"  # + the other code of the same offer
+
+
+# Reasons that say "this code can't be had now" (409) rather than "it doesn't fit" (422).
+UNAVAILABLE = {Reason.LIMIT, Reason.MEMBER_LIMIT, Reason.BUDGET}
+# Reasons a guesser gets: these count toward the failure lockout.
+GUESS_REASONS = {Reason.UNKNOWN, Reason.OTHER_MEMBER}
+
+
+# --- loading --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A code as stored, with its offer's enforced caps and current terms."""
+
+    code_id: int
+    code: str
+    code_status: str
+    max_uses: int | None
+    uses: int
+    owner_id: int | None
+    expires_at: datetime | None
+    source_type: str | None
+    source_ref: str | None
+    campaign_id: int | None
+    offer_id: int
+    offer_name: str
+    offer_status: str
+    version: int
+    version_id: int
+    max_redemptions: int | None
+    budget_minor: int | None
+    per_member_limit: int | None
+    redemptions_count: int
+    discount_spent_minor: int
+    terms: OfferTerms
+    existing_redemption_id: int | None  # an active redemption of this code for the order
+
+    @property
+    def tracks_totals(self) -> bool:
+        return self.max_redemptions is not None or self.budget_minor is not None
+
+
+def _load(codes: Sequence[str], order_ref: str | None) -> dict[str, Candidate]:
+    params: dict[str, Any] = {"codes": list(codes)}
+    if order_ref is not None:
+        params["order_ref"] = order_ref
+    rows = db.session.execute(_load_query(order_ref is not None), params).all()
+    found = {}
+    for row in rows:
+        values = list(row)
+        terms = OfferTerms.from_json(values[20])
+        found[row[1]] = Candidate(*values[:20], terms, values[21])  # type: ignore[misc]
+    return found
+
+
+@cache
+def _load_query(for_order: bool) -> sa.Select[Any]:
+    """The codes with their offer and current terms (and, `for_order`, an active redemption
+    of the code for that order). Built once: on the hot path only the parameters change."""
+    code, offer, version = CouponCode, CouponOffer, CouponOfferVersion
+    query = sa.select(
+        code.id,
+        code.code,
+        code.status,
+        code.max_uses,
+        code.uses,
+        code.member_id,
+        code.expires_at,
+        code.source_type,
+        code.source_ref,
+        code.campaign_id,
+        offer.id,
+        offer.name,
+        offer.status,
+        offer.version,
+        version.id,
+        offer.max_redemptions,
+        offer.budget_minor,
+        offer.per_member_limit,
+        offer.redemptions_count,
+        offer.discount_spent_minor,
+        version.terms,
+    )
+    query = query.add_columns(CouponRedemption.id if for_order else sa.null())
+    query = query.join(offer, offer.id == code.offer_id).join(
+        version, sa.and_(version.offer_id == offer.id, version.version == offer.version)
+    )
+    if for_order:
+        query = query.outerjoin(
+            CouponRedemption,
+            sa.and_(
+                CouponRedemption.code_id == code.id,
+                CouponRedemption.order_ref == sa.bindparam("order_ref"),
+                # Literal, so even a generic plan can use uq_coupon_redemptions_code_order.
+                CouponRedemption.status.in_([constant(s) for s in ACTIVE_REDEMPTION_STATUSES]),
+            ),
+        )
+    return query.where(code.code.in_(sa.bindparam("codes", expanding=True)))
+
+
+# --- evaluation (changes nothing) -----------------------------------------------------------
+
+
+@dataclass
+class CodeResult:
+    code: str  # normalised
+    candidate: Candidate | None = None
+    reasons: list[str] = field(default_factory=list)
+    discount: CouponDiscount | None = None
+    member_id: int | None = None  # whose use it is: the given member or the code's owner
+
+    @property
+    def applies(self) -> bool:
+        return not self.reasons
+
+    def as_dict(self) -> dict[str, Any]:
+        candidate = self.candidate if self.applies or Reason.UNKNOWN not in self.reasons else None
+        discount = self.discount if self.applies else None
+        return {
+            "code": self.code,
+            "applies": self.applies,
+            "reasons": self.reasons,
+            "discount_minor": discount.total_minor if discount else 0,
+            "line_discounts": _lines(discount.line_discounts if discount else {}),
+            "bonus_points": discount.bonus_points if discount else 0,
+            "points_multiplier_pct": discount.points_multiplier_pct if discount else 100,
+            "offer": _offer_summary(candidate) if candidate else None,
+        }
+
+
+def _lines(line_discounts: dict[int, int]) -> list[dict[str, int]]:
+    return [{"line": i, "discount_minor": d} for i, d in sorted(line_discounts.items())]
+
+
+def _offer_summary(candidate: Candidate) -> dict[str, Any]:
+    return {
+        "id": candidate.offer_id,
+        "name": candidate.offer_name,
+        "version": candidate.version,
+        "kind": candidate.terms.kind.value,
+    }
+
+
+@dataclass
+class Evaluation:
+    results: list[CodeResult]
+
+    @property
+    def applied(self) -> list[CodeResult]:
+        return [r for r in self.results if r.applies]
+
+    def totals(self) -> dict[str, Any]:
+        lines: dict[int, int] = {}
+        bonus, multiplier = 0, 100
+        for result in self.applied:
+            assert result.discount is not None
+            for index, amount in result.discount.line_discounts.items():
+                lines[index] = lines.get(index, 0) + amount
+            bonus += result.discount.bonus_points
+            multiplier = max(multiplier, result.discount.points_multiplier_pct)
+        return {
+            "total_discount_minor": sum(lines.values()),
+            "line_discounts": lines,
+            "bonus_points": bonus,
+            "points_multiplier_pct": multiplier,
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        totals = self.totals()
+        return {
+            "results": [r.as_dict() for r in self.results],
+            "total_discount_minor": totals["total_discount_minor"],
+            "line_discounts": _lines(totals["line_discounts"]),
+            "bonus_points": totals["bonus_points"],
+            "points_multiplier_pct": totals["points_multiplier_pct"],
+        }
+
+
+def _store_region(store_id: str | None) -> str | None:
+    if store_id is None:
+        return None
+    store = db.session.get(Store, store_id)
+    if store is None:
+        raise InvalidInput(f"no store {store_id!r}", field="store_id")
+    return store.region
+
+
+def evaluate(
+    codes: Sequence[str],
+    basket: Basket,
+    *,
+    member_id: int | None,
+    now: datetime,
+    viewer_member_id: int | None = None,
+    order_ref: str | None = None,
+) -> Evaluation:
+    """Say for each code whether it applies to `basket` and what it gives. Writes nothing.
+
+    `viewer_member_id` is set when a member asks: another member's code then looks exactly
+    like an unknown one.
+    """
+    if not codes:
+        raise InvalidInput("give at least one code", field="codes")
+    if len(codes) > MAX_CODES_PER_CHECKOUT:
+        raise InvalidInput(f"at most {MAX_CODES_PER_CHECKOUT} codes at once", field="codes")
+    normalised = [normalise(c) for c in codes]
+    loaded = _load([c for c in normalised if is_well_formed(c)], order_ref)
+    needs_region = any(c.terms.regions for c in loaded.values())
+    region = _store_region(basket.store_id) if needs_region else None
+    results: list[CodeResult] = []
+    seen: set[str] = set()
+    for code in normalised:
+        result = CodeResult(code=code, candidate=loaded.get(code))
+        if code in seen:
+            result.reasons.append(Reason.DUPLICATE)
+        else:
+            _check(result, basket, member_id, viewer_member_id, region, now)
+        seen.add(code)
+        results.append(result)
+    _check_member_limits([r for r in results if r.applies], now)
+    _stack_and_price(results, basket)
+    return Evaluation(results)
+
+
+def _check(
+    result: CodeResult,
+    basket: Basket,
+    member_id: int | None,
+    viewer_member_id: int | None,
+    region: str | None,
+    now: datetime,
+) -> None:
+    c = result.candidate
+    reasons = result.reasons
+    foreign = c is not None and c.owner_id is not None and c.owner_id != (member_id or c.owner_id)
+    if c is None or (viewer_member_id is not None and foreign):
+        reasons.append(Reason.UNKNOWN)
+        return
+    if foreign:
+        reasons.append(Reason.OTHER_MEMBER)
+        return
+    if c.existing_redemption_id is not None:
+        return  # already redeemed for this very order: a replay, not a new use
+    result.member_id = member_id or c.owner_id
+    terms = c.terms
+    if c.code_status != CodeStatus.ACTIVE or c.offer_status != OfferStatus.ACTIVE:
+        reasons.append(Reason.INACTIVE)
+    if terms.valid_from is not None and now < terms.valid_from:
+        reasons.append(Reason.NOT_YET_VALID)
+    if (terms.valid_until is not None and now >= terms.valid_until) or (
+        c.expires_at is not None and now >= c.expires_at
+    ):
+        reasons.append(Reason.EXPIRED)
+    if terms.channels and basket.channel not in terms.channels:
+        reasons.append(Reason.WRONG_CHANNEL)
+    if (terms.store_ids or terms.regions) and not (
+        (basket.store_id is not None and basket.store_id in terms.store_ids)
+        or (region is not None and region in terms.regions)
+    ):
+        reasons.append(Reason.WRONG_STORE)
+    if terms.currency is not None and terms.currency != basket.currency:
+        reasons.append(Reason.WRONG_CURRENCY)
+    elif terms.min_spend_minor and eligible_spend(terms, basket.lines) < terms.min_spend_minor:
+        reasons.append(Reason.MIN_SPEND)
+    if terms.kind == OfferKind.FREE_ITEM:
+        if not any(
+            line.sku == terms.free_sku and line_is_eligible(terms, line) for line in basket.lines
+        ):
+            reasons.append(Reason.FREE_ITEM_MISSING)
+    elif terms.gives_money and not any(line_is_eligible(terms, ln) for ln in basket.lines):
+        reasons.append(Reason.NO_ELIGIBLE_ITEMS)
+    if (c.max_uses is not None and c.uses >= c.max_uses) or (
+        c.max_redemptions is not None and c.redemptions_count >= c.max_redemptions
+    ):
+        reasons.append(Reason.LIMIT)
+    if c.budget_minor is not None and c.discount_spent_minor >= c.budget_minor:
+        reasons.append(Reason.BUDGET)
+    if c.per_member_limit is not None and result.member_id is None:
+        reasons.append(Reason.MEMBER_REQUIRED)
+
+
+def _check_member_limits(results: list[CodeResult], now: datetime) -> None:
+    limited = [
+        r
+        for r in results
+        if r.candidate is not None
+        and r.candidate.per_member_limit is not None
+        and r.member_id is not None
+        and r.candidate.existing_redemption_id is None
+    ]
+    if not limited:
+        return
+    keys = {(r.candidate.offer_id, r.member_id) for r in limited}  # type: ignore[union-attr]
+    rows = db.session.execute(
+        sa.select(CouponMemberUse.offer_id, CouponMemberUse.member_id, CouponMemberUse.uses).where(
+            sa.tuple_(CouponMemberUse.offer_id, CouponMemberUse.member_id).in_(list(keys))
+        )
+    ).all()
+    uses = {(o, m): u for o, m, u in rows}
+    for r in limited:
+        assert r.candidate is not None and r.candidate.per_member_limit is not None
+        if uses.get((r.candidate.offer_id, r.member_id), 0) >= r.candidate.per_member_limit:
+            r.reasons.append(Reason.MEMBER_LIMIT)
+
+
+def _stack_and_price(results: list[CodeResult], basket: Basket) -> None:
+    """Accept codes in the order given while they combine; price them; drop any whose
+    discount would overrun its offer's budget, then price the rest again."""
+    accepted: list[CodeResult] = []
+    for result in results:
+        if not result.applies:
+            continue
+        terms = result.candidate.terms  # type: ignore[union-attr]
+        for other in accepted:
+            other_candidate = other.candidate
+            assert other_candidate is not None
+            if other_candidate.offer_id == result.candidate.offer_id:  # type: ignore[union-attr]
+                result.reasons.append(Reason.SAME_OFFER + other.code)
+                break
+            if not terms.combines_with(other_candidate.terms):
+                result.reasons.append(Reason.NOT_STACKABLE + other.code)
+                break
+        else:
+            accepted.append(result)
+    while accepted:
+        priced = compute_discounts(
+            basket.lines,
+            [(r.code, r.candidate.terms) for r in accepted],  # type: ignore[union-attr]
+        )
+        over_budget = []
+        for result in accepted:
+            result.discount = priced[result.code]
+            c = result.candidate
+            assert c is not None
+            budget_left = (
+                None if c.budget_minor is None else c.budget_minor - c.discount_spent_minor
+            )
+            if budget_left is not None and result.discount.total_minor > budget_left:
+                over_budget.append(result)
+        if not over_budget:
+            return
+        for result in over_budget:
+            result.reasons.append(Reason.BUDGET)
+            result.discount = None
+        accepted = [r for r in accepted if r.applies]
+
+
+def refusal(evaluation: Evaluation) -> CouponNotApplicable | CouponUnavailable | None:
+    """The error to raise when any code doesn't apply (None when all apply)."""
+    refused = [r for r in evaluation.results if not r.applies]
+    if not refused:
+        return None
+    reasons = {r.code: r.reasons for r in refused}
+    first = refused[0].reasons[0]
+    unavailable = all(set(r.reasons) <= UNAVAILABLE for r in refused)
+    cls = CouponUnavailable if unavailable else CouponNotApplicable
+    detail = "; ".join(f"{code}: {', '.join(rs)}" for code, rs in reasons.items())
+    return cls(detail, reason=first, reasons=reasons)
+
+
+# --- redeeming and holding ------------------------------------------------------------------
+
+
+@dataclass
+class Checkout:
+    """The redemptions one call created (or found, on a replay)."""
+
+    checkout_ref: str
+    status: str
+    redemptions: list[CouponRedemption]
+    replayed: bool = False
+
+    def totals(self) -> OrderDiscounts:
+        lines: dict[int, int] = {}
+        bonus, multiplier = 0, 100
+        for r in self.redemptions:
+            for index, amount in r.line_discounts.items():
+                lines[int(index)] = lines.get(int(index), 0) + amount
+            bonus += r.bonus_points
+            multiplier = max(multiplier, r.points_multiplier_pct)
+        return OrderDiscounts(
+            total_discount_minor=sum(lines.values()),
+            line_discounts=lines,
+            bonus_points=bonus,
+            points_multiplier_pct=multiplier,
+            redemptions=tuple(
+                {"code_id": r.code_id, "redemption_id": r.id, "discount_minor": r.discount_minor}
+                for r in self.redemptions
+            ),
+        )
+
+
+def redeem_codes(
+    *,
+    codes: Sequence[str],
+    basket: Basket,
+    member_id: int | None,
+    client_id: int | None,
+    order_ref: str | None,
+    now: datetime,
+    actor: str,
+    order_id: int | None = None,
+    hold_seconds: int | None = None,
+    member_locked: bool = False,
+) -> Checkout:
+    """Redeem (or, with `hold_seconds`, hold) every code for the basket, or none of them.
+
+    Raises CouponNotApplicable (422) / CouponUnavailable (409) with machine-readable
+    reasons. Redeeming the same codes again for the same `order_ref` returns the first
+    redemptions (a retry after a lost response), without taking another use.
+    The member is locked before any coupon row (`member_locked`: the caller did).
+    """
+    if member_id is not None and not member_locked:
+        member_id = _lock_members([member_id])[0]
+    evaluation = evaluate(codes, basket, member_id=member_id, now=now, order_ref=order_ref)
+    replay = _replayed(evaluation)
+    if replay is not None:
+        return replay
+    error = refusal(evaluation)
+    if error is not None:
+        raise error
+    applied = evaluation.applied
+    _take_code_uses(applied)
+    _take_offer_totals(applied)
+    _take_member_uses(applied)
+    held = hold_seconds is not None
+    status = RedemptionStatus.HELD if held else RedemptionStatus.REDEEMED
+    checkout_ref = uuid.uuid4().hex
+    redemptions = []
+    for result in applied:
+        c, d = result.candidate, result.discount
+        assert c is not None and d is not None
+        # Core INSERT ... RETURNING id, then a persistent object for the response: no flush.
+        redemption = insert_persistent(
+            CouponRedemption,
+            {
+                "code_id": c.code_id,
+                "code": c.code,
+                "offer_id": c.offer_id,
+                "offer_version_id": c.version_id,
+                "offer_version": c.version,
+                "status": status.value,
+                "checkout_ref": checkout_ref,
+                "order_ref": order_ref,
+                "order_id": order_id,
+                "member_id": result.member_id,
+                "client_id": client_id,
+                "store_id": basket.store_id,
+                "channel": basket.channel,
+                "currency": basket.currency,
+                "discount_minor": d.total_minor,
+                "line_discounts": {str(i): v for i, v in d.line_discounts.items()},
+                "bonus_points": d.bonus_points,
+                "points_multiplier_pct": d.points_multiplier_pct,
+                "counted_offer": c.tracks_totals,
+                "counted_member": c.per_member_limit is not None and result.member_id is not None,
+                "source_type": c.source_type,
+                "source_ref": c.source_ref,
+                "campaign_id": c.campaign_id,
+                "expires_at": now + timedelta(seconds=hold_seconds) if held else None,  # type: ignore[operator]
+                "created_at": now,
+                "redeemed_at": None if held else now,
+                "actor": actor,
+                "closed_at": None,
+            },
+        )
+        redemptions.append(redemption)
+    _emit("coupon.held" if held else "coupon.redeemed", redemptions, now)
+    return Checkout(checkout_ref, status.value, redemptions)
+
+
+def _replayed(evaluation: Evaluation) -> Checkout | None:
+    existing_ids = [
+        r.candidate.existing_redemption_id
+        for r in evaluation.results
+        if r.candidate is not None and r.candidate.existing_redemption_id is not None
+    ]
+    if not existing_ids:
+        return None
+    if len(existing_ids) != len(evaluation.results):
+        raise Conflict(
+            "this order already has coupon redemptions for other codes; roll them back first",
+            reason="order_has_other_redemptions",
+        )
+    redemptions = list(
+        db.session.scalars(
+            sa.select(CouponRedemption)
+            .where(CouponRedemption.id.in_(existing_ids))
+            .order_by(CouponRedemption.id)
+        )
+    )
+    return Checkout(redemptions[0].checkout_ref, redemptions[0].status, redemptions, True)
+
+
+def _unavailable(result: CodeResult, reason: str) -> CouponUnavailable:
+    return CouponUnavailable(
+        f"{result.code}: {reason}", reason=reason, reasons={result.code: [reason]}
+    )
+
+
+def _take_code_uses(applied: list[CodeResult]) -> None:
+    for result in sorted(applied, key=lambda r: r.candidate.code_id):  # type: ignore[union-attr]
+        taken = db.session.execute(
+            _take_code_use_statement(),
+            {"code_id": result.candidate.code_id},  # type: ignore[union-attr]
+        ).rowcount
+        if taken != 1:
+            raise _unavailable(result, Reason.LIMIT)
+
+
+@cache
+def _take_code_use_statement() -> sa.Update:
+    """One use of an active code, only while it has uses left (built once)."""
+    table = CouponCode.__table__
+    return (
+        sa.update(table)
+        .where(
+            table.c.id == sa.bindparam("code_id"),
+            table.c.status == CodeStatus.ACTIVE.value,
+            sa.or_(table.c.max_uses.is_(None), table.c.uses < table.c.max_uses),
+        )
+        .values(uses=table.c.uses + 1)
+    )
+
+
+def _take_offer_totals(applied: list[CodeResult]) -> None:
+    table = CouponOffer.__table__
+    capped = [r for r in applied if r.candidate.tracks_totals]  # type: ignore[union-attr]
+    for result in sorted(capped, key=lambda r: r.candidate.offer_id):  # type: ignore[union-attr]
+        discount = result.discount.total_minor  # type: ignore[union-attr]
+        taken = db.session.execute(
+            sa.update(table)
+            .where(
+                table.c.id == result.candidate.offer_id,  # type: ignore[union-attr]
+                sa.or_(
+                    table.c.max_redemptions.is_(None),
+                    table.c.redemptions_count < table.c.max_redemptions,
+                ),
+                sa.or_(
+                    table.c.budget_minor.is_(None),
+                    table.c.discount_spent_minor + discount <= table.c.budget_minor,
+                ),
+            )
+            .values(
+                redemptions_count=table.c.redemptions_count + 1,
+                discount_spent_minor=table.c.discount_spent_minor + discount,
+            )
+        ).rowcount
+        if taken != 1:
+            offer = db.session.execute(
+                sa.select(table.c.max_redemptions, table.c.redemptions_count).where(
+                    table.c.id == result.candidate.offer_id  # type: ignore[union-attr]
+                )
+            ).one()
+            at_limit = offer[0] is not None and offer[1] >= offer[0]
+            raise _unavailable(result, Reason.LIMIT if at_limit else Reason.BUDGET)
+
+
+def _take_member_uses(applied: list[CodeResult]) -> None:
+    table = CouponMemberUse.__table__
+    limited = [
+        r
+        for r in applied
+        if r.candidate.per_member_limit is not None and r.member_id is not None  # type: ignore[union-attr]
+    ]
+    for result in sorted(limited, key=lambda r: (r.candidate.offer_id, r.member_id)):  # type: ignore[union-attr]
+        limit = result.candidate.per_member_limit  # type: ignore[union-attr]
+        statement = (
+            upsert_insert(table)
+            .values(
+                offer_id=result.candidate.offer_id,
+                member_id=result.member_id,  # type: ignore[union-attr]
+                uses=1,
+                max_uses=limit,
+            )
+            .on_conflict_do_update(
+                index_elements=["offer_id", "member_id"],
+                set_={"uses": table.c.uses + 1, "max_uses": limit},
+                where=table.c.uses < limit,
+            )
+            .returning(table.c.uses)
+        )
+        if db.session.execute(statement).scalar() is None:
+            raise _unavailable(result, Reason.MEMBER_LIMIT)
+
+
+def _emit(topic: str, redemptions: list[CouponRedemption], now: datetime) -> None:
+    first = redemptions[0]
+    outbox.emit(
+        topic,
+        member_id=first.member_id,
+        payload={
+            "checkout_ref": first.checkout_ref,
+            "order_ref": first.order_ref,
+            "order_id": first.order_id,
+            "store_id": first.store_id,
+            "channel": first.channel,
+            "redemptions": [
+                {
+                    "redemption_id": r.id,
+                    "offer_id": r.offer_id,
+                    "offer_version_id": r.offer_version_id,
+                    "discount_minor": r.discount_minor,
+                    "campaign_id": r.campaign_id,
+                    "source": {"type": r.source_type, "ref": r.source_ref},
+                }
+                for r in redemptions
+            ],
+        },
+        now=now,
+    )
+
+
+# --- closing: capture, release, rollback, expiry ----------------------------------------------
+
+
+def _lock_members(member_ids: Sequence[int | None]) -> list[int]:
+    """Lock the members (following merges) before any coupon row: the service's lock order
+    (docs/architecture.md) puts members first, since merges and refunds lock the members
+    and then their coupon rows. Returns the locked ids in the order given."""
+    from loyalty.members.operations import get_member, lock_members
+
+    current = [get_member(m).id for m in member_ids if m is not None]
+    locked = lock_members(*current)
+    if any(member.merged_into_id is not None for member in locked.values()):
+        # merged while we waited: the survivors are locked after them (dead rows)
+        from loyalty.members.resolution import lock_current_member
+
+        current = [lock_current_member(m).id for m in current]
+    return current
+
+
+def _redemption_members(condition: Any) -> list[int]:
+    table = CouponRedemption.__table__
+    return list(
+        db.session.scalars(
+            sa.select(table.c.member_id).where(condition, table.c.member_id.is_not(None)).distinct()
+        )
+    )
+
+
+def _close(
+    condition: Any, from_status: RedemptionStatus, to_status: RedemptionStatus, now: datetime
+) -> list[Any]:
+    """Move matching redemptions from `from_status` to `to_status` (a conditional UPDATE, so
+    of two concurrent calls only one moves a row) and give their uses back."""
+    table = CouponRedemption.__table__
+    closed = db.session.execute(
+        sa.update(table)
+        .where(condition, table.c.status == from_status.value)
+        .values(status=to_status.value, closed_at=now)
+        .returning(
+            table.c.id,
+            table.c.code_id,
+            table.c.offer_id,
+            table.c.member_id,
+            table.c.discount_minor,
+            table.c.counted_offer,
+            table.c.counted_member,
+        )
+    ).all()
+    _restore(closed)
+    return closed
+
+
+def _restore(closed: list[Any]) -> None:
+    codes, offers = CouponCode.__table__, CouponOffer.__table__
+    for row in sorted(closed, key=lambda r: r.code_id):
+        db.session.execute(
+            sa.update(codes).where(codes.c.id == row.code_id).values(uses=codes.c.uses - 1)
+        )
+    for row in sorted((r for r in closed if r.counted_offer), key=lambda r: r.offer_id):
+        db.session.execute(
+            sa.update(offers)
+            .where(offers.c.id == row.offer_id)
+            .values(
+                redemptions_count=offers.c.redemptions_count - 1,
+                discount_spent_minor=offers.c.discount_spent_minor - row.discount_minor,
+            )
+        )
+    for row in sorted(
+        (r for r in closed if r.counted_member), key=lambda r: (r.offer_id, r.member_id)
+    ):
+        _give_member_use_back(row.offer_id, row.member_id)
+
+
+def _give_member_use_back(offer_id: int, member_id: int) -> None:
+    """One use back on the per-member counter of the person who holds it now.
+
+    A merge folds the merged member's counters into the survivor's, while the redemption
+    keeps the id it was made under: the use goes back to the member that id belongs to now
+    (the merge rule). Should a merge commit between our lookup and our UPDATE (which then
+    finds the folded row gone), the id is resolved again and the UPDATE retried.
+    """
+    table = CouponMemberUse.__table__
+    holder = current_member_id(member_id)
+    while True:
+        restored = db.session.execute(
+            sa.update(table)
+            .where(table.c.offer_id == offer_id, table.c.member_id == holder)
+            .values(uses=table.c.uses - 1)
+        ).rowcount
+        now_holder = current_member_id(member_id)
+        if restored or now_holder == holder:
+            return
+        holder = now_holder
+
+
+def _checkout(checkout_ref: str) -> list[CouponRedemption]:
+    return list(
+        db.session.scalars(
+            sa.select(CouponRedemption)
+            .where(CouponRedemption.checkout_ref == checkout_ref)
+            .order_by(CouponRedemption.id)
+            .execution_options(populate_existing=True)
+        )
+    )
+
+
+def capture_hold(
+    checkout_ref: str,
+    *,
+    order_ref: str | None,
+    now: datetime,
+    actor: str,
+    order_id: int | None = None,
+) -> Checkout:
+    """Turn a held checkout into redemptions. Capturing twice returns the first capture;
+    an expired or released hold is refused (409)."""
+    table = CouponRedemption.__table__
+    values: dict[str, Any] = {"status": RedemptionStatus.REDEEMED.value, "redeemed_at": now}
+    if order_ref is not None:
+        values["order_ref"] = order_ref
+    if order_id is not None:
+        values["order_id"] = order_id
+    captured = db.session.execute(
+        sa.update(table)
+        .where(
+            table.c.checkout_ref == checkout_ref,
+            table.c.status == RedemptionStatus.HELD.value,
+            table.c.expires_at > now,
+        )
+        .values(**values)
+    ).rowcount
+    redemptions = _checkout(checkout_ref)
+    if not redemptions:
+        raise NotFound(f"no coupon hold {checkout_ref}")
+    statuses = {r.status for r in redemptions}
+    if statuses != {RedemptionStatus.REDEEMED.value}:
+        if captured:
+            raise Conflict("the hold is partly closed", reason="hold_closed")
+        raise Conflict(
+            f"the hold is {redemptions[0].status}; validate and redeem again",
+            reason="hold_expired" if statuses & {"expired", "held"} else "hold_closed",
+        )
+    if captured:
+        _emit("coupon.redeemed", redemptions, now)
+    return Checkout(checkout_ref, RedemptionStatus.REDEEMED.value, redemptions, not captured)
+
+
+def release_hold(checkout_ref: str, *, now: datetime) -> Checkout:
+    """Give a held checkout's uses back. Releasing twice (or after expiry) is a no-op."""
+    table = CouponRedemption.__table__
+    _lock_members(_redemption_members(table.c.checkout_ref == checkout_ref))
+    _close(
+        table.c.checkout_ref == checkout_ref, RedemptionStatus.HELD, RedemptionStatus.RELEASED, now
+    )
+    redemptions = _checkout(checkout_ref)
+    if not redemptions:
+        raise NotFound(f"no coupon hold {checkout_ref}")
+    if any(r.status == RedemptionStatus.REDEEMED for r in redemptions):
+        raise Conflict(
+            "the hold was captured; roll back its redemptions instead", reason="hold_captured"
+        )
+    return Checkout(checkout_ref, redemptions[0].status, redemptions)
+
+
+def rollback_redemption(redemption_id: int, *, now: datetime, actor: str) -> CouponRedemption:
+    """Refund or cancellation: restore the use, the offer total and the budget, exactly once.
+
+    Of two concurrent rollbacks only one changes anything (conditional UPDATE on the
+    status); the other, like any later one, returns the rolled-back redemption as it is.
+
+    A redemption that belongs to an order (made by `redeem_for_order`) is refused (409
+    `belongs_to_order`): the order keeps its discount, so giving the use back on its own
+    would let a single-use code discount a second order. It comes back only through the
+    order's refund or cancellation (`rollback_order_redemptions`). The condition is part of
+    the UPDATE, so no interleaving can roll an order's redemption back here.
+    """
+    table = CouponRedemption.__table__
+    _lock_members(_redemption_members(table.c.id == redemption_id))
+    closed = _close(
+        sa.and_(table.c.id == redemption_id, table.c.order_id.is_(None)),
+        RedemptionStatus.REDEEMED,
+        RedemptionStatus.ROLLED_BACK,
+        now,
+    )
+    redemption = db.session.get(CouponRedemption, redemption_id, populate_existing=True)
+    if redemption is None:
+        raise NotFound(f"no redemption {redemption_id}")
+    if redemption.order_id is not None and not closed:
+        raise Conflict(
+            f"redemption {redemption_id} belongs to an order; refund or cancel the order "
+            "to give the code back",
+            reason="belongs_to_order",
+        )
+    if redemption.status == RedemptionStatus.HELD:
+        raise Conflict("this redemption is held; release the hold instead", reason="held")
+    if redemption.status != RedemptionStatus.ROLLED_BACK:
+        raise Conflict(f"redemption {redemption_id} is {redemption.status}", reason="not_redeemed")
+    if closed:
+        _emit("coupon.rolled_back", [redemption], now)
+    return redemption
+
+
+def expire_holds(now: datetime, *, limit: int = 500, cursor: BatchCursor | None = None) -> int:
+    """Release holds past their TTL (the periodic job). Returns how many uses came back.
+
+    One chunk of at most `limit` held redemptions, oldest first (through the partial index
+    on held rows); their members are locked first, in id order, like every coupon path.
+    """
+    table = CouponRedemption.__table__
+    due = db.session.execute(
+        sa.select(table.c.id, table.c.member_id)
+        .where(table.c.status == constant(RedemptionStatus.HELD), table.c.expires_at <= now)
+        .order_by(table.c.expires_at)  # ix_coupon_redemptions_held_expiry
+        .limit(limit)
+    ).all()
+    if cursor is not None:
+        cursor.handled += len(due)
+    if not due:
+        return 0
+    _lock_members(sorted({member_id for _, member_id in due if member_id is not None}))
+    closed = _close(
+        sa.and_(table.c.id.in_([row_id for row_id, _ in due]), table.c.expires_at <= now),
+        RedemptionStatus.HELD,
+        RedemptionStatus.EXPIRED,
+        now,
+    )
+    return len(closed)
+
+
+# --- orders integration (called by loyalty.earning) -----------------------------------------
+
+
+def order_ref_for(order_id: int) -> str:
+    return f"order:{order_id}"
+
+
+def redeem_for_order(
+    *,
+    order_id: int,
+    codes: list[str],
+    member_id: int | None,
+    client_id: int,
+    basket: Basket,
+    now: datetime,
+    actor: str,
+) -> OrderDiscounts:
+    """Redeem an order's coupon codes in the order's transaction; the discounts it returns
+    are what earning applies. Raises CouponNotApplicable / CouponUnavailable (with
+    `reason` and `reasons`) so the whole order is refused. Replaying the same order
+    returns the first redemptions."""
+    if not codes:
+        return OrderDiscounts()
+    checkout = redeem_codes(
+        codes=codes,
+        basket=basket,
+        member_id=member_id,
+        client_id=client_id,
+        order_ref=order_ref_for(order_id),
+        order_id=order_id,
+        now=now,
+        actor=actor,
+        member_locked=True,  # post_order locks the member first
+    )
+    return checkout.totals()
+
+
+def rollback_order_redemptions(*, order_id: int, now: datetime, actor: str) -> int:
+    """Roll back every redemption of an order (cancellation or full refund); returns how
+    many were rolled back now. Safe to call twice: the second call rolls back nothing."""
+    table = CouponRedemption.__table__
+    closed = _close(
+        table.c.order_id == order_id, RedemptionStatus.REDEEMED, RedemptionStatus.ROLLED_BACK, now
+    )
+    if closed:
+        redemptions = list(
+            db.session.scalars(
+                sa.select(CouponRedemption).where(
+                    CouponRedemption.id.in_([row.id for row in closed])
+                )
+            )
+        )
+        _emit("coupon.rolled_back", redemptions, now)
+    return len(closed)

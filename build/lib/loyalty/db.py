@@ -1,0 +1,175 @@
+"""The database handle, the declarative base and the column types every model shares."""
+
+from __future__ import annotations
+
+import logging
+from contextvars import ContextVar, Token
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import DeclarativeBase, make_transient_to_detached
+
+# Stable constraint names so Alembic migrations can name what they create and drop.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+db = SQLAlchemy(model_class=Base)
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Timezone-aware UTC timestamps on every database (SQLite stores them naive)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# Points and money are integers; BIGINT on PostgreSQL, INTEGER (64-bit anyway) on SQLite so
+# that autoincrement primary keys keep working there.
+BigInt = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+BIGINT_MAX = 2**63 - 1  # the largest id or amount either database can store
+JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+# --- SQLite transactions: deferred for reads, IMMEDIATE for writes ----------------------------
+#
+# SQLite has one writer at a time. A write transaction must take the write lock at BEGIN
+# (BEGIN IMMEDIATE): a deferred one that reads first and writes later fails at once
+# (SQLITE_BUSY, no waiting) when another writer committed in between. A read must NOT take
+# it, or every balance read queues behind a background job. So the mode is chosen per unit
+# of work: jobs, CLI commands and anything else write by default; a request reads (deferred
+# BEGIN, a WAL snapshot that never waits) until `write_endpoint` calls `prepare_to_write`.
+# PostgreSQL ignores all of this (the listener is SQLite's only).
+
+SQLITE_BEGIN_READ = "BEGIN"
+SQLITE_BEGIN_WRITE = "BEGIN IMMEDIATE"
+_sqlite_begin: ContextVar[str] = ContextVar("omniloyal_sqlite_begin", default=SQLITE_BEGIN_WRITE)
+
+
+def sqlite_begin_statement() -> str:
+    """How the current unit of work begins a SQLite transaction."""
+    return _sqlite_begin.get()
+
+
+def start_reading() -> Token[str]:
+    """A request starts as a reader; give the token back to `stop_reading` at its end."""
+    return _sqlite_begin.set(SQLITE_BEGIN_READ)
+
+
+def stop_reading(token: Token[str]) -> None:
+    _sqlite_begin.reset(token)
+
+
+def prepare_to_write() -> None:
+    """From now on this unit of work writes: the next SQLite transaction takes the write lock
+    at BEGIN. A read transaction already open (authentication) is ended first, since it
+    can't be upgraded safely; it holds no changes."""
+    if _sqlite_begin.get() == SQLITE_BEGIN_WRITE:
+        return
+    _sqlite_begin.set(SQLITE_BEGIN_WRITE)
+    if db.engine.dialect.name == "sqlite" and db.session().in_transaction():
+        db.session.commit()
+
+
+def is_postgres() -> bool:
+    return db.engine.dialect.name == "postgresql"
+
+
+def upsert_insert(table: Any) -> Any:
+    """An INSERT that supports ON CONFLICT on the current dialect."""
+    if is_postgres():
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)
+
+
+def constant(value: str) -> Any:
+    """`value` written into the SQL text instead of sent as a parameter.
+
+    For a column a partial index is filtered on (`WHERE status = 'held'`): PostgreSQL uses
+    such an index only when the query's own predicate proves the index's, and a parameter
+    proves nothing to a plan made for any value (a prepared statement's generic plan).
+    Only for fixed values in code, never for input.
+    """
+    return sa.literal(str(value), sa.String(), literal_execute=True)
+
+
+def utc_day(column: Any) -> Any:
+    """The UTC calendar day of a timestamp column, as text YYYY-MM-DD, on both dialects."""
+    if is_postgres():
+        return sa.func.to_char(sa.func.timezone("UTC", column), "YYYY-MM-DD")
+    return sa.func.strftime("%Y-%m-%d", column)
+
+
+def utc_month(column: Any) -> Any:
+    """The UTC month of a timestamp column, as text YYYY-MM."""
+    if is_postgres():
+        return sa.func.to_char(sa.func.timezone("UTC", column), "YYYY-MM")
+    return sa.func.strftime("%Y-%m", column)
+
+
+M = TypeVar("M")
+
+
+def insert_persistent(model: type[M], values: dict[str, Any]) -> M:
+    """INSERT one row with Core (RETURNING id) and hand back a persistent ORM object for it.
+
+    For hot paths: no unit-of-work flush, no SELECT. `values` must name every column except
+    the id (a column left out would be loaded lazily on first access).
+    """
+    table = model.__table__  # type: ignore[attr-defined]
+    new_id = db.session.execute(sa.insert(table).returning(table.c.id), values).scalar_one()
+    instance = model(id=new_id, **values)
+    make_transient_to_detached(instance)
+    db.session.add(instance)
+    return instance
+
+
+# --- SQL logging without personal data -------------------------------------------------------
+
+
+class NoResultRows(logging.Filter):
+    """Drops SQLAlchemy's "Row (...)" records: result rows hold personal data.
+
+    With SQL echo at DEBUG (LOG_LEVEL=DEBUG, or someone debugging), SQLAlchemy logs every
+    row it reads. Parameters are hidden by the engine (`hide_parameters`, loyalty.app);
+    rows have no such switch, so they are filtered on the logger that creates them.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != "Row %r"
+
+
+_no_result_rows = NoResultRows()
+
+
+def keep_result_rows_out_of_logs() -> None:
+    sql = logging.getLogger("sqlalchemy.engine.Engine")
+    if _no_result_rows not in sql.filters:
+        sql.addFilter(_no_result_rows)

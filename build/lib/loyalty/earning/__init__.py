@@ -1,0 +1,1 @@
+"""Orders, refunds and earning rules: how points are earned in every channel."""

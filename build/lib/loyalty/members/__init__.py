@@ -1,0 +1,1 @@
+"""Members, their identities (phone, email, app account, card), profiles, merges, privacy."""

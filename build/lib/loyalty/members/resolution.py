@@ -1,0 +1,131 @@
+"""The merge rule: how any domain finds the person behind a member id.
+
+A merge keeps the merged member's row (status 'merged', `merged_into_id` = the survivor),
+and rows of other domains may stay under the old id (ledger transactions, redemptions,
+holds, orders posted while the merge ran). So every domain asks two questions, here:
+
+- `current_member_id(id)`: the member an id belongs to now. Every write that credits,
+  debits or changes a member uses it (the lock helpers resolve once more under the row
+  lock, see `lock_current_member`), and every read that answers "for this member".
+- `history_member_ids(id)` / `history_members(ids)`: every id whose rows are the person's
+  history. Every aggregate (tier qualification, net spend, exports) sums over them.
+
+`merged_into_id` always names a member that is not merged itself: a merge repoints the
+members merged earlier into the merged member (`repoint_merged_into`), so resolving is one
+lookup and a person's history ids are one indexed query, however many merges happened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+
+from loyalty.db import db
+from loyalty.errors import Conflict, NotFound
+from loyalty.members.models import Member, MemberStatus
+
+# Chains are repointed at every merge; following a few hops covers rows written before
+# that rule (and a merge that committed between our lookup and our lock).
+MAX_HOPS = 16
+
+
+def current_member_id(member_id: int) -> int:
+    """The id of the member `member_id` belongs to now (itself unless it was merged).
+
+    Raises NotFound for an unknown id. Reads committed data (no lock): writers resolve
+    again under the row lock (`lock_current_member`).
+    """
+    table = Member.__table__
+    target = member_id
+    for _ in range(MAX_HOPS):
+        survivor = db.session.execute(
+            sa.select(table.c.merged_into_id).where(table.c.id == target)
+        ).first()
+        if survivor is None:
+            raise NotFound(f"no member {member_id}")
+        if survivor[0] is None:
+            return target
+        target = survivor[0]
+    raise Conflict(f"member {member_id} resolves through too many merges")
+
+
+def lock_current_member(member_id: int) -> Member:
+    """Lock the row of the member `member_id` belongs to now, and return it.
+
+    One statement resolves the id and locks the person's row (the merged row itself is not
+    locked). Then, under the lock, the row is checked again: a merge of that member that
+    committed while we waited is followed to the survivor, whose row is locked in turn.
+    FOR NO KEY UPDATE (key_share), the lock every member write takes (see the ledger's
+    lock_member_accounts). Raises NotFound for an unknown id.
+    """
+    table = Member.__table__
+    person = (
+        sa.select(sa.func.coalesce(table.c.merged_into_id, table.c.id))
+        .where(table.c.id == sa.bindparam("member_id"))
+        .scalar_subquery()
+    )
+    target = member_id
+    for _ in range(MAX_HOPS):
+        member = db.session.scalar(
+            sa.select(Member)
+            .where(Member.id == person)
+            .with_for_update(key_share=True)
+            .execution_options(populate_existing=True),
+            {"member_id": target},
+        )
+        if member is None:
+            raise NotFound(f"no member {member_id}")
+        if member.status != MemberStatus.MERGED or member.merged_into_id is None:
+            return member
+        target = member.merged_into_id  # merged while we waited for the lock: follow it
+    raise Conflict(f"member {member_id} resolves through too many merges")
+
+
+def history_member_ids(member_id: int) -> list[int]:
+    """The person's ids: the member `member_id` belongs to now, then every id merged into
+    it (by id). Aggregates over a person's history sum over all of them. One statement
+    (merged_into_id is one hop, see the module docstring). NotFound for an unknown id."""
+    table = Member.__table__
+    person = (
+        sa.select(sa.func.coalesce(table.c.merged_into_id, table.c.id))
+        .where(table.c.id == member_id)
+        .scalar_subquery()
+    )
+    rows = db.session.execute(
+        sa.select(table.c.id, table.c.merged_into_id)
+        .where(sa.or_(table.c.id == person, table.c.merged_into_id == person))
+        .order_by(table.c.merged_into_id.is_not(None), table.c.id)
+    ).all()
+    if not rows or rows[0][1] is not None:
+        raise NotFound(f"no member {member_id}")
+    return [row[0] for row in rows]
+
+
+def history_members(person_ids: Sequence[int]) -> sa.Subquery:
+    """(member_id, person_id) for every id whose rows belong to one of `person_ids`.
+
+    Join an aggregate's member column to `member_id` and group by `person_id` to sum each
+    person's whole history, merged ids included, in one statement.
+    """
+    table = Member.__table__
+    return (
+        sa.select(
+            table.c.id.label("member_id"),
+            sa.func.coalesce(table.c.merged_into_id, table.c.id).label("person_id"),
+        )
+        .where(sa.or_(table.c.id.in_(person_ids), table.c.merged_into_id.in_(person_ids)))
+        .subquery("history_members")
+    )
+
+
+def repoint_merged_into(merged_id: int, survivor_id: int) -> int:
+    """Members merged earlier into `merged_id` now name `survivor_id` (the merge calls this
+    in its transaction, so `merged_into_id` never points at a merged member)."""
+    table = Member.__table__
+    result = db.session.execute(
+        sa.update(table)
+        .where(table.c.merged_into_id == merged_id)
+        .values(merged_into_id=survivor_id)
+    )
+    return result.rowcount or 0

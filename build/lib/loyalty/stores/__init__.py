@@ -1,0 +1,1 @@
+"""Stores (own and partner) and the sales channels members buy through."""

@@ -1,0 +1,1 @@
+"""Tiers: thresholds on qualifying points or spend over a rolling window, and benefits."""

@@ -1,0 +1,1 @@
+"""Notifications: SMS (Twilio), email and push deliveries fed by the outbox (next milestone)."""

@@ -1,0 +1,1 @@
+"""Channel providers: one adapter per external service behind the `Provider` protocol."""
