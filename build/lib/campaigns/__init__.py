@@ -1,1 +1,0 @@
-"""Marketing campaigns: segments, offers, sends, control groups (next milestone)."""

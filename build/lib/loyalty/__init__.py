@@ -1,1 +1,0 @@
-"""Omniloyal: one membership, one points ledger and coupons across every channel."""

@@ -1,1 +1,0 @@
-"""API clients (keys with scopes and store binding) and member tokens."""

@@ -1,1 +1,0 @@
-"""Coupons and offers: offers, codes, wallet, rewards, validation and redemption."""

@@ -1,1 +1,0 @@
-"""Orders, refunds and earning rules: how points are earned in every channel."""

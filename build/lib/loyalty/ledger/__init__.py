@@ -1,1 +1,0 @@
-"""The points ledger: double-entry, append-only, with lots, pending points and holds."""

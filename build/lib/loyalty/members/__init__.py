@@ -1,1 +1,0 @@
-"""Members, their identities (phone, email, app account, card), profiles, merges, privacy."""

@@ -1,1 +1,0 @@
-"""Stores (own and partner) and the sales channels members buy through."""

@@ -1,1 +1,0 @@
-"""Tiers: thresholds on qualifying points or spend over a rolling window, and benefits."""

@@ -1,1 +1,0 @@
-"""Member login by one-time code (see operations.py and docs/architecture.md)."""

@@ -1,1 +1,0 @@
-"""Channel providers: one adapter per external service behind the `Provider` protocol."""
