@@ -83,6 +83,9 @@ def create_app(
     logs.configure(settings.log_level)
     _init_database(app, settings)
     _init_api(app)
+    from loyalty.cors import init_cors
+
+    init_cors(app)  # first: a preflight skips authentication
     _init_request_hooks(app, settings)
     from loyalty.queue import connect_redis
 

@@ -135,7 +135,7 @@ def worker_command(queues: tuple[str, ...], burst: bool) -> None:
 
 
 @click.command("demo")
-@click.option("--members", default=200, show_default=True, help="How many demo members.")
+@click.option("--members", default=2000, show_default=True, help="How many demo members.")
 @click.option(
     "--if-empty",
     is_flag=True,
@@ -148,10 +148,12 @@ def demo_command(members: int, if_empty: bool) -> None:
     The keys are kept in the instance folder (demo-keys.json, mode 0600), so a later
     `--if-empty` on the seeded database prints the same working keys again.
     """
+    from loyalty.auth.scopes import ALL as ALL_SCOPES
     from loyalty.demo import (
         DEMO_KEYS,
         DEMO_KEYS_FILE,
         database_is_empty,
+        demo_member,
         read_saved_keys,
         reuse_demo_keys,
         save_keys,
@@ -172,7 +174,18 @@ def demo_command(members: int, if_empty: bool) -> None:
     shown = os.path.relpath(path)
     click.echo(f"{heading}, kept in {path if shown.startswith('..') else shown}:")
     for name, key in keys.items():
-        click.echo(f"  {name:<11} {key}  ({DEMO_KEYS[name][3]})")
+        _, key_scopes, store_id, purpose = DEMO_KEYS[name]
+        click.echo(f"  {name:<11} {key}  ({purpose})")
+        listed = "every scope" if key_scopes == ALL_SCOPES else ", ".join(sorted(key_scopes))
+        click.echo(f"  {'':<11} scopes: {listed}" + (f"; store {store_id}" if store_id else ""))
+    member = demo_member()
+    if member is not None:
+        click.echo(
+            f"Demo member to try: {member['name']} (member id {member['id']}, "
+            f"{member['tier'] or 'no'} tier, {member['balance']:,} points): "
+            f"email {member['email']}, phone {member['phone']}, card {member['card']}"
+        )
+        click.echo("  guides: docs/guides/member-app.md and docs/guides/pos.md")
 
 
 @click.command("create-api-key")

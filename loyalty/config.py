@@ -55,7 +55,13 @@ class Settings:
     redis_url: str | None
     secret_key: str
     currencies: frozenset[str]
-    points_expiry: ExpiryPolicy
+    points_expiry: ExpiryPolicy  # its calendar is program_timezone's
+    # The program's own timezone (IANA): expiry months and years, the liability report's
+    # expiry months. Members see their own timezone; this is the books'.
+    program_timezone: str
+    # Origins whose browser front ends (the member app's) may call the member endpoints
+    # with CORS: exact origins such as https://app.example.com (see loyalty/cors.py).
+    cors_origins: tuple[str, ...]
     pending_days: int
     max_order_age_days: int  # how far in the past an order's occurred_at may lie
     return_policy: ReturnPolicy
@@ -303,6 +309,7 @@ def load_settings(
         secret_key=env.get("SECRET_KEY") or "",
         currencies=_currencies(env.get("OMNILOYAL_CURRENCIES", DEFAULT_CURRENCIES)),
         points_expiry=ExpiryPolicy.parse(env.get("OMNILOYAL_POINTS_EXPIRY", "months:24:end")),
+        **_program_settings(env),
         pending_days=_int(env, "OMNILOYAL_PENDING_DAYS", 0),
         max_order_age_days=_int(env, "OMNILOYAL_MAX_ORDER_AGE_DAYS", 30, minimum=1),
         return_policy=ReturnPolicy.parse(env.get("OMNILOYAL_RETURN_POLICY", "cap-at-zero")),
@@ -422,7 +429,34 @@ def _country_caps(raw: str) -> dict[str, int]:
     return caps
 
 
+def _program_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    from zoneinfo import available_timezones
+
+    zone = (env.get("OMNILOYAL_PROGRAM_TIMEZONE") or "UTC").strip()
+    if zone != "UTC" and zone not in available_timezones():
+        raise ConfigError(
+            f"OMNILOYAL_PROGRAM_TIMEZONE must be an IANA timezone (Europe/Paris), got {zone!r}"
+        )
+    origins = tuple(
+        origin.strip().rstrip("/")
+        for origin in (env.get("OMNILOYAL_CORS_ORIGINS") or "").split(",")
+        if origin.strip()
+    )
+    for origin in origins:
+        if origin == "*" or not re.fullmatch(r"https?://[^/\s*]+", origin):
+            raise ConfigError(
+                "OMNILOYAL_CORS_ORIGINS must list exact origins such as "
+                f"https://app.example.com (no paths, no *), got {origin!r}"
+            )
+    return {"program_timezone": zone, "cors_origins": origins}
+
+
 def _validated(settings: Settings) -> Settings:
+    if settings.points_expiry.timezone != settings.program_timezone:  # one calendar
+        settings = replace(
+            settings,
+            points_expiry=replace(settings.points_expiry, timezone=settings.program_timezone),
+        )
     if (settings.twilio or settings.smtp) and not settings.public_base_url.startswith("https://"):
         # Twilio posts receipts to it and mail readers follow unsubscribe links from it.
         raise ConfigError("OMNILOYAL_PUBLIC_BASE_URL must be https:// when SMS or email is on")

@@ -5,7 +5,14 @@ A plain Flask blueprint, not part of the API (it is not in the OpenAPI document)
 
 from __future__ import annotations
 
-from flask import Blueprint, Response
+import os
+
+from flask import Blueprint, Response, abort
+
+GUIDES_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "guides"
+)
+GUIDES = {"member-app": "member-app.md", "pos": "pos.md"}  # served as their Markdown text
 
 blp = Blueprint("home", __name__)
 
@@ -33,6 +40,11 @@ PAGE = """<!doctype html>
         <em>Try it out</em>.</li>
     <li><a href="openapi.json">OpenAPI document</a> (3.1), for client generators.</li>
     <li><a href="problems">Problem types</a>: what each error's <code>type</code> means.</li>
+    <li>Guides, with curl examples that run against <code>make run</code>:
+        <a href="guides/member-app">the member app</a> (member tokens, code login,
+        <code>/v1/me</code>, CORS; docs/guides/member-app.md) and
+        <a href="guides/pos">the till</a> (identify, coupons, paying with points, refunds;
+        docs/guides/pos.md).</li>
     <li><a href="healthz">Liveness</a> and <a href="readyz">readiness</a> (database and
         queue).</li>
   </ul>
@@ -46,3 +58,17 @@ PAGE = """<!doctype html>
 @blp.get("/")
 def home() -> Response:
     return Response(PAGE, mimetype="text/html")
+
+
+@blp.get("/guides/<name>")
+def guide(name: str) -> Response:
+    """A guide from docs/guides, as Markdown text (readable as is; absent from an install
+    without the docs folder)."""
+    if name not in GUIDES:
+        abort(404)
+    try:
+        with open(os.path.join(GUIDES_DIR, GUIDES[name]), encoding="utf-8") as file:
+            text = file.read()
+    except OSError:
+        abort(404)
+    return Response(text, mimetype="text/plain")  # a browser shows it; text/markdown downloads

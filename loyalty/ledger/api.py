@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from flask import current_app
@@ -15,10 +16,11 @@ from loyalty.clock import utcnow
 from loyalty.db import db
 from loyalty.errors import NotFound
 from loyalty.http import replayed, write_endpoint
-from loyalty.ledger import operations, queries
+from loyalty.ledger import export, operations, queries
 from loyalty.ledger.models import PointHold
 from loyalty.ledger.notes import attach_notes, erase_notes, export_notes
 from loyalty.ledger.schemas import (
+    ACTIVITY_DAYS,
     ActivityQuery,
     ActivitySchema,
     AdjustmentRequestSchema,
@@ -31,6 +33,7 @@ from loyalty.ledger.schemas import (
     HoldRequestSchema,
     HoldSchema,
     LiabilitySchema,
+    ReportQuery,
     TransactionSchema,
 )
 from loyalty.members.resolution import get_member, history_member_ids
@@ -259,23 +262,48 @@ def member_ledger(query: dict[str, Any], member_id: int) -> Any:
     return _history_page(get_member(member_id), query)
 
 
+# Every report also comes as CSV, for a spreadsheet: `Accept: text/csv` or `?format=csv`.
+def _csv_doc(example: str) -> dict[str, Any]:
+    return {
+        "responses": {
+            200: {"content": {"text/csv": {"schema": {"type": "string"}, "example": example}}}
+        }
+    }
+
+
 @blp.route("/reports/liability")
-@blp.doc(security=[{"ApiKey": []}])
+@blp.doc(security=[{"ApiKey": []}], **_csv_doc(export.LIABILITY_EXAMPLE))
 @requires(scopes.FINANCE_READ)
+@blp.arguments(ReportQuery, location="query")
 @blp.response(200, LiabilitySchema)
-def liability_report() -> Any:
-    """Outstanding points by expiry month, plus pending points and recorded debt."""
-    return queries.liability(utcnow())
+def liability_report(query: dict[str, Any]) -> Any:
+    """Outstanding points by expiry month, plus pending points and recorded debt.
+
+    Months are the program's (OMNILOYAL_PROGRAM_TIMEZONE). As CSV (`Accept: text/csv` or
+    `?format=csv`): one row per expiry month (`never` for points that don't expire); the
+    totals are in the JSON form."""
+    report = queries.liability(utcnow(), _settings().program_timezone)
+    if export.wants_csv(query["format"]):
+        return export.liability_csv(report)
+    return report
 
 
 @blp.route("/reports/points-activity")
-@blp.doc(security=[{"ApiKey": []}])
+@blp.doc(security=[{"ApiKey": []}], **_csv_doc(export.ACTIVITY_EXAMPLE))
 @requires(scopes.FINANCE_READ)
 @blp.arguments(ActivityQuery, location="query")
 @blp.response(200, ActivitySchema)
 def activity_report(query: dict[str, Any]) -> Any:
-    """Points issued, redeemed, expired, adjusted and reversed per UTC day."""
-    return {"days": queries.activity(query["since"], query["until"])}
+    """Points issued, redeemed, expired, adjusted and reversed per UTC day.
+
+    Without `since`/`until`: the last 30 days up to today. At most 366 days per report.
+    As CSV (`Accept: text/csv` or `?format=csv`): one row per day."""
+    until = query["until"] or utcnow().date()
+    since = query["since"] or until - timedelta(days=ACTIVITY_DAYS - 1)
+    days = queries.activity(since, until)
+    if export.wants_csv(query["format"]):
+        return export.activity_csv(days, since, until)
+    return {"days": days}
 
 
 def _register_member_hooks() -> None:

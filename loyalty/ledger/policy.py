@@ -7,6 +7,7 @@ import enum
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 
 class ReturnPolicy(enum.StrEnum):
@@ -46,19 +47,23 @@ class ExpiryPolicy:
     - ``months:N:end``      ... rounded up to the end of that month
     - ``years-end:N``       end of the Nth calendar year after the year of earning
       (``years-end:0`` is the end of the year of earning)
+
+    Calendar months and years are the program's (OMNILOYAL_PROGRAM_TIMEZONE, `timezone`):
+    points "expiring at the end of November" stop counting at midnight local time.
     """
 
     kind: str
     count: int = 0
     round_to_month_end: bool = False
+    timezone: str = "UTC"
 
     @classmethod
-    def parse(cls, raw: str) -> ExpiryPolicy:
+    def parse(cls, raw: str, timezone: str = "UTC") -> ExpiryPolicy:
         from loyalty.config import ConfigError
 
         text = raw.strip().lower()
         if text == "never":
-            return cls("never")
+            return cls("never", timezone=timezone)
         match = re.fullmatch(r"(days|months|years-end):(\d{1,4})(:end)?", text)
         if not match or (match.group(3) and match.group(1) != "months"):
             raise ConfigError(
@@ -68,23 +73,24 @@ class ExpiryPolicy:
         count = int(match.group(2))
         if match.group(1) != "years-end" and count == 0:
             raise ConfigError("OMNILOYAL_POINTS_EXPIRY needs a positive count")
-        return cls(match.group(1), count, bool(match.group(3)))
+        return cls(match.group(1), count, bool(match.group(3)), timezone)
 
     def expires_at(self, earned_at: datetime) -> datetime | None:
         """The first instant at which the lot no longer counts (UTC)."""
-        earned_at = earned_at.astimezone(UTC)
         if self.kind == "never":
             return None
         if self.kind == "days":
-            return earned_at + timedelta(days=self.count)
+            return earned_at.astimezone(UTC) + timedelta(days=self.count)
+        zone = ZoneInfo(self.timezone)
+        earned_at = earned_at.astimezone(zone)
         if self.kind == "years-end":
-            return datetime(earned_at.year + self.count + 1, 1, 1, tzinfo=UTC)
+            return datetime(earned_at.year + self.count + 1, 1, 1, tzinfo=zone).astimezone(UTC)
         month_index = earned_at.month - 1 + self.count
         year, month = earned_at.year + month_index // 12, month_index % 12 + 1
         if self.round_to_month_end:
-            return _first_of_next_month(year, month)
+            return _first_of_next_month(year, month, zone)
         day = min(earned_at.day, calendar.monthrange(year, month)[1])
-        return earned_at.replace(year=year, month=month, day=day)
+        return earned_at.replace(year=year, month=month, day=day).astimezone(UTC)
 
     def __str__(self) -> str:
         if self.kind == "never":
@@ -92,5 +98,5 @@ class ExpiryPolicy:
         return f"{self.kind}:{self.count}" + (":end" if self.round_to_month_end else "")
 
 
-def _first_of_next_month(year: int, month: int) -> datetime:
-    return datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
+def _first_of_next_month(year: int, month: int, zone: ZoneInfo) -> datetime:
+    return datetime(year + month // 12, month % 12 + 1, 1, tzinfo=zone).astimezone(UTC)

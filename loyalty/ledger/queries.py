@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from loyalty.db import BIGINT_MAX, db, utc_day, utc_month
+from loyalty.db import BIGINT_MAX, db, is_postgres, utc_day
 from loyalty.errors import InvalidInput
 from loyalty.ledger.models import (
     AccountKind,
@@ -112,15 +112,13 @@ def points_held(member_id: int) -> int:
     )
 
 
-def liability(now: datetime) -> dict[str, Any]:
-    """Outstanding points (the program's obligation), by the month they expire."""
-    month = utc_month(PointLot.expires_at)
-    rows = db.session.execute(
-        sa.select(month, sa.func.sum(PointLot.remaining))
-        .where(PointLot.status == LotStatus.AVAILABLE.value)
-        .group_by(month)
-        .order_by(month)
-    ).all()
+def liability(now: datetime, timezone: str = "UTC") -> dict[str, Any]:
+    """Outstanding points (the program's obligation), by the month they expire.
+
+    A lot's month is the one of the last instant it counts, in the program's timezone:
+    points expiring at the end of November (expires_at = 1 December 00:00 local, maybe
+    still 30 November or already 1 December in UTC) are a November bucket.
+    """
     totals = dict(
         db.session.execute(
             sa.select(LedgerAccount.kind, sa.func.sum(LedgerAccount.balance))
@@ -128,16 +126,47 @@ def liability(now: datetime) -> dict[str, Any]:
             .group_by(LedgerAccount.kind)
         ).all()
     )
-    by_month = [{"expiry_month": m, "points": int(n)} for m, n in rows if n]
-    # never-expiring lots sort last
-    by_month.sort(key=lambda b: (b["expiry_month"] is None, b["expiry_month"] or ""))
+    by_month = [
+        {"expiry_month": m, "points": n}
+        for m, n in sorted(_points_by_expiry_month(timezone), key=_never_last)
+        if n
+    ]
     return {
         "as_of": now,
         "outstanding": int(totals.get(AccountKind.MEMBER_POINTS.value) or 0),
         "pending": int(totals.get(AccountKind.MEMBER_PENDING.value) or 0),
         "debt": int(totals.get(AccountKind.MEMBER_DEBT.value) or 0),
+        "timezone": timezone,
         "by_expiry_month": by_month,
     }
+
+
+def _never_last(bucket: tuple[str | None, int]) -> tuple[bool, str]:
+    return (bucket[0] is None, bucket[0] or "")
+
+
+def _points_by_expiry_month(timezone: str) -> list[tuple[str | None, int]]:
+    """(YYYY-MM or None for never, points) of the available lots, in `timezone`."""
+    available = PointLot.status == LotStatus.AVAILABLE.value
+    if is_postgres():  # the database converts: one row per month
+        last_instant = PointLot.expires_at - sa.text("interval '1 microsecond'")
+        month = sa.func.to_char(sa.func.timezone(timezone, last_instant), "YYYY-MM")
+        rows = db.session.execute(
+            sa.select(month, sa.func.sum(PointLot.remaining)).where(available).group_by(month)
+        ).all()
+        return [(m, int(n or 0)) for m, n in rows]
+    # SQLite has no timezones: sum per expiry instant (few with month-end expiry), convert here.
+    months: dict[str | None, int] = {}
+    for expires_at, points in db.session.execute(
+        sa.select(PointLot.expires_at, sa.func.sum(PointLot.remaining))
+        .where(available)
+        .group_by(PointLot.expires_at)
+    ).all():
+        key = None
+        if expires_at is not None:
+            key = local(expires_at - timedelta(microseconds=1), timezone).strftime("%Y-%m")
+        months[key] = months.get(key, 0) + int(points or 0)
+    return list(months.items())
 
 
 def activity(since: date, until: date) -> list[dict[str, Any]]:

@@ -126,7 +126,13 @@ class AdjustmentRequestSchema(StrictSchema):
 
 
 class LiabilityBucketSchema(StrictSchema):
-    expiry_month = fields.String(allow_none=True, metadata={"description": "YYYY-MM; null: never"})
+    expiry_month = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "YYYY-MM in the program's timezone: the month of the last day the "
+            "points count (points expiring at the end of November are November's); null: never"
+        },
+    )
     points = fields.Integer()
 
 
@@ -135,12 +141,34 @@ class LiabilitySchema(StrictSchema):
     outstanding = fields.Integer(metadata={"description": "available + held points"})
     pending = fields.Integer()
     debt = fields.Integer()
+    timezone = fields.String(
+        metadata={"description": "the program's timezone (OMNILOYAL_PROGRAM_TIMEZONE)"}
+    )
     by_expiry_month = fields.List(fields.Nested(LiabilityBucketSchema))
 
 
-class ActivityQuery(StrictSchema):
-    since = Day(required=True)
-    until = Day(required=True, metadata={"description": "inclusive"})
+class ReportQuery(StrictSchema):
+    format = fields.String(
+        load_default=None,
+        validate=validate.OneOf(["json", "csv"]),
+        metadata={
+            "description": "csv: the report as a CSV file (same as `Accept: text/csv`); "
+            "default: JSON"
+        },
+    )
+
+
+ACTIVITY_DAYS = 30  # the window of points-activity when none is given
+
+
+class ActivityQuery(ReportQuery):
+    since = Day(
+        load_default=None,
+        metadata={"description": f"first UTC day; default: {ACTIVITY_DAYS - 1} days before until"},
+    )
+    until = Day(
+        load_default=None, metadata={"description": "last UTC day (inclusive); default: today"}
+    )
 
 
 class ActivityDaySchema(StrictSchema):

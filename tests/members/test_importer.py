@@ -251,7 +251,7 @@ def test_the_cli_imports_a_file_and_writes_the_error_report(app, make, tmp_path)
     result = runner.invoke(
         args=["members", "import", str(source), "--report", str(report), "--chunk", "2"]
     )
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # a rejected row
     assert "5 imported" in result.output and "rows/s" in result.output
     with open(report, newline="") as handle:
         lines = list(csv.reader(handle))
@@ -278,7 +278,7 @@ def test_the_error_report_neutralises_cells_a_spreadsheet_would_run_as_formulas(
     result = app.test_cli_runner().invoke(
         args=["members", "import", str(source), "--report", str(report)]
     )
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # every row rejected
     with open(report, newline="") as handle:
         lines = list(csv.reader(handle))[1:]
     assert [line[3] for line in lines] == ["'" + value for value in formulas]
