@@ -48,7 +48,7 @@ class CampaignStateConflict(Conflict):
     """The campaign is not in a state that allows this (e.g. pausing a draft, editing the
     audience of a launched campaign); `campaign_status` says which state it is in."""
 
-    slug, title = "campaign-state", "Not allowed in the campaign's current state"
+    slug, title = "campaign-state", "Not allowed in the campaign state"
 
 
 # --- validation -------------------------------------------------------------------------------
