@@ -209,6 +209,11 @@ def test_a_points_campaign_credits_the_bonus_through_the_ledger(client, marketer
     deliver()
     assert member_balance(audience["sms"][0].id).balance == 250
     assert member_balance(audience["silent"].id).balance == 0  # not messaged: no bonus
+    from loyalty.outbox.models import OutboxEvent as Event
+    from notifications.consumers import message_for
+
+    earned = db.session.scalars(sa.select(Event).where(Event.topic == "points.earned")).all()
+    assert len(earned) == 3 and all(message_for(e) is None for e in earned)  # no 2nd message
 
 
 def test_lifecycle_changes_are_conditional_on_the_state(client, marketer, audience):
