@@ -4,8 +4,13 @@ Each domain package that adds tables adds its models module here (and a module t
 registers its privacy erase step, which must be imported for erasure to reach its tables).
 """
 
+from campaigns import journey_models as journey_models
+from campaigns import journey_privacy as journey_privacy
 from campaigns import models as campaign_models  # noqa: F401
+from campaigns import o2o as o2o_consumer  # noqa: F401  (outbox consumer: attribution)
 from campaigns import profiles as campaign_profiles  # noqa: F401  (the profiles consumer)
+from campaigns import referrals as referral_consumer  # noqa: F401  (outbox consumer)
+from campaigns import triggers as journey_triggers  # noqa: F401  (outbox consumer)
 from loyalty import idempotency, outbox  # noqa: F401
 from loyalty.auth import models as auth_models  # noqa: F401
 from loyalty.coupons import models as coupon_models  # noqa: F401
