@@ -158,12 +158,13 @@ def claim(
     return referral
 
 
-def _has_ordered(person_ids: list[int], *, except_order: int | None = None) -> bool:
+def _has_ordered(person_ids: list[int], *, before_order: int | None = None) -> bool:
+    """Any order of the person (before `before_order`: an earlier purchase than that one)."""
     from loyalty.earning.models import Order
 
     query = sa.select(Order.id).where(Order.member_id.in_(person_ids))
-    if except_order is not None:
-        query = query.where(Order.id != except_order)
+    if before_order is not None:
+        query = query.where(Order.id < before_order)
     return db.session.scalar(query.limit(1)) is not None
 
 
@@ -204,7 +205,7 @@ def reward(referral_id: int, *, order_id: int | None, now: datetime) -> Referral
         return referral
     referee_ids = history_member_ids(referral.referee_id)
     referrer_ids = history_member_ids(referral.referrer_id)
-    if _has_ordered(referee_ids, except_order=order_id):
+    if order_id is None or _has_ordered(referee_ids, before_order=order_id):
         return _refuse(referral, "not the first purchase", now)
     shared = _shared_marks(referrer_ids, referee_ids)
     if shared is not None:
