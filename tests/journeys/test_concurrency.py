@@ -41,7 +41,9 @@ def test_twenty_members_race_for_five_places_and_five_get_one(app, client, make)
 
     def reserve(i: int) -> int:
         with app.test_client() as own:
-            return own.post(f"/v1/me/events/{event_id}/reservation", headers=idem(tokens[i])).status_code
+            return own.post(
+                f"/v1/me/events/{event_id}/reservation", headers=idem(tokens[i])
+            ).status_code
 
     statuses = in_threads(app, 20, reserve)
     assert sorted(statuses) == [201] * 5 + [409] * 15
