@@ -8,6 +8,7 @@ from flask_smorest import Api
 def register_blueprints(api: Api) -> None:
     from campaigns.api import blp as segments
     from campaigns.campaign_api import blp as campaigns
+    from campaigns.journeys_api import blp as journeys
     from loyalty.auth.api import blp as auth
     from loyalty.coupons.api import blp as coupons
     from loyalty.earning.api import blp as earning
@@ -38,5 +39,6 @@ def register_blueprints(api: Api) -> None:
         login_codes,
         segments,
         campaigns,
+        journeys,
     ):
         api.register_blueprint(blueprint, url_prefix="/v1")

@@ -75,6 +75,7 @@ def purge_outbox(chunk: int = 1000) -> int:
 
 def periodic_jobs() -> list[Schedule]:
     from campaigns import jobs as campaign_jobs
+    from campaigns import journey_jobs
     from loyalty.auth import jobs as auth_jobs
     from loyalty.coupons import jobs as coupon_jobs
     from loyalty.ledger import jobs as ledger_jobs
@@ -92,6 +93,7 @@ def periodic_jobs() -> list[Schedule]:
         *coupon_jobs.schedules(),
         *auth_jobs.schedules(),
         *campaign_jobs.schedules(),
+        *journey_jobs.schedules(),
         *notify_jobs.schedules(),
         *webhook_jobs.schedules(),
         *login_code_jobs.schedules(),

@@ -13,6 +13,8 @@ SEGMENTS_READ = "segments:read"  # attributes, segment counts, samples and expor
 SEGMENTS_WRITE = "segments:write"  # create, change and delete segments, uploads, snapshots
 CAMPAIGNS_READ = "campaigns:read"  # analysts: campaigns, estimates, previews, results, exports
 CAMPAIGNS_WRITE = "campaigns:write"  # marketers: create, edit, launch, pause, resume, cancel
+JOURNEYS_READ = "journeys:read"  # journeys, members' progress, results; store events' results
+JOURNEYS_WRITE = "journeys:write"  # create, version, activate, pause journeys; store events
 # The member app's own key (it may ship inside the app): request and verify one-time login
 # codes; the member tokens it gets are revoked with it. Nothing else.
 MEMBER_LOGIN = "member-login"
@@ -32,6 +34,8 @@ ALL = frozenset(
         SEGMENTS_WRITE,
         CAMPAIGNS_READ,
         CAMPAIGNS_WRITE,
+        JOURNEYS_READ,
+        JOURNEYS_WRITE,
         MEMBER_LOGIN,
     }
 )

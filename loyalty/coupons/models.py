@@ -166,6 +166,9 @@ class CouponCode(db.Model):
     campaign_id: Mapped[int | None] = mapped_column(BigInt)
     reward_id: Mapped[int | None] = mapped_column(BigInt)
     burn_transaction_id: Mapped[int | None] = mapped_column(BigInt)  # points paid for it
+    # Redeemable only at these stores (a journey's "nearest stores" offer); None: the offer's
+    # own terms decide.
+    store_ids: Mapped[list[str] | None] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 

@@ -135,6 +135,7 @@ class Candidate:
     discount_spent_minor: int
     terms: OfferTerms
     existing_redemption_id: int | None  # an active redemption of this code for the order
+    store_ids: list[str] | None = None  # this code only at these stores (e.g. nearest ones)
 
     @property
     def tracks_totals(self) -> bool:
@@ -150,7 +151,7 @@ def _load(codes: Sequence[str], order_ref: str | None) -> dict[str, Candidate]:
     for row in rows:
         values = list(row)
         terms = OfferTerms.from_json(values[20])
-        found[row[1]] = Candidate(*values[:20], terms, values[21])  # type: ignore[misc]
+        found[row[1]] = Candidate(*values[:20], terms, values[21], values[22])  # type: ignore[misc]
     return found
 
 
@@ -182,7 +183,7 @@ def _load_query(for_order: bool) -> sa.Select[Any]:
         offer.discount_spent_minor,
         version.terms,
     )
-    query = query.add_columns(CouponRedemption.id if for_order else sa.null())
+    query = query.add_columns(CouponRedemption.id if for_order else sa.null(), code.store_ids)
     query = query.join(offer, offer.id == code.offer_id).join(
         version, sa.and_(version.offer_id == offer.id, version.version == offer.version)
     )
@@ -354,10 +355,13 @@ def _check(
         reasons.append(Reason.EXPIRED)
     if terms.channels and basket.channel not in terms.channels:
         reasons.append(Reason.WRONG_CHANNEL)
-    if (terms.store_ids or terms.regions) and not (
-        (basket.store_id is not None and basket.store_id in terms.store_ids)
-        or (region is not None and region in terms.regions)
-    ):
+    if (
+        (terms.store_ids or terms.regions)
+        and not (
+            (basket.store_id is not None and basket.store_id in terms.store_ids)
+            or (region is not None and region in terms.regions)
+        )
+    ) or (c.store_ids and basket.store_id not in c.store_ids):
         reasons.append(Reason.WRONG_STORE)
     if terms.currency is not None and terms.currency != basket.currency:
         reasons.append(Reason.WRONG_CURRENCY)

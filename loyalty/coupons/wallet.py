@@ -61,6 +61,7 @@ def issue_to_members(
     reward_id: int | None = None,
     burn_transaction_id: int | None = None,
     emit_events: bool = True,
+    store_ids: list[str] | None = None,
 ) -> list[CouponCode]:
     """Give each member a new single-use code of the offer (it appears in their wallet).
 
@@ -112,6 +113,7 @@ def issue_to_members(
         "campaign_id": campaign_id,
         "reward_id": reward_id,
         "burn_transaction_id": burn_transaction_id,
+        "store_ids": store_ids,
         "created_at": now,
     }
     table = CouponCode.__table__

@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql
 
 # revision identifiers, used by Alembic.
 revision = '0005_campaigns'
-down_revision = '0004_notify_webhooks'
+down_revision = '0005_integrator_ids'
 branch_labels = None
 depends_on = None
 

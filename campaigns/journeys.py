@@ -1,0 +1,639 @@
+"""Multi-step journeys: versions, entries (a member's progress) and the step engine.
+
+A version's steps are a list run in order; an entry points at the step to run next and
+when (`next_run_at`). Step types:
+
+    {"type": "wait", "days": 3, "hours": 0, "minutes": 0}
+    {"type": "condition", "check": "purchased_since_entry" | "redeemed_coupon" | "segment",
+     "rule": {...segment rule...}, "expect": true, "otherwise": "exit" | <a later index>}
+    {"type": "message", "template": "...", "channels": ["push", "sms", "email"]}
+    {"type": "coupon", "offer_id": 1, "nearest_stores": 0}
+    {"type": "points", "points": 100}
+    {"type": "exit"}
+
+A wait schedules the next step at the time the wait began (the entry's scheduled time,
+never the time a late job ran) plus its duration, so a slow scheduler shifts nothing.
+Each step runs exactly once per entry: the run row is unique on (entry, step) and is
+inserted in the same transaction as the step's effects (a queued message, an issued code,
+a ledger credit), under the member's lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from campaigns import delivery_seam
+from campaigns.journey_models import Journey, JourneyEntry, JourneyStepRun, JourneyVersion
+from loyalty.batches import CHUNK_MEMBERS, BatchCursor
+from loyalty.db import constant, db, upsert_insert
+from loyalty.errors import Conflict, InvalidInput, NotFound, OmniloyalError
+from loyalty.members.models import MemberStatus
+from loyalty.members.resolution import history_member_ids, lock_current_member
+
+STEP_TYPES = ("wait", "condition", "message", "coupon", "points", "exit")
+CHECKS = ("purchased_since_entry", "redeemed_coupon", "segment")
+TRIGGERS = (
+    "manual",  # entered by the API (or an O2O template's audience)
+    "segment",  # the segment's audience, entered at activation
+    "member.enrolled",
+    "first_purchase",
+    "tier.changed",
+    "points.expiring",
+    "birthday",
+    "no_purchase",
+)
+CHANNELS = ("push", "sms", "email")
+MAX_STEPS = 50
+
+
+# --- validation ---
+
+
+def check_steps(steps: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The steps as stored, or a 422 naming every step at fault (`steps.2.otherwise`)."""
+    errors: list[dict[str, str]] = []
+
+    def fail(path: str, message: str) -> None:
+        errors.append({"field": f"steps.{path}", "message": message})
+
+    if not steps:
+        raise InvalidInput("a journey has at least one step", field="steps")
+    if len(steps) > MAX_STEPS:
+        raise InvalidInput(f"at most {MAX_STEPS} steps", field="steps")
+    for index, step in enumerate(steps):
+        kind = step.get("type")
+        if kind not in STEP_TYPES:
+            fail(f"{index}.type", f"one of {', '.join(STEP_TYPES)}")
+            continue
+        if kind == "wait":
+            total = sum(int(step.get(k) or 0) for k in ("days", "hours", "minutes"))
+            if total <= 0 or any(int(step.get(k) or 0) < 0 for k in ("days", "hours", "minutes")):
+                fail(f"{index}", "a wait lasts a positive number of days, hours or minutes")
+        elif kind == "condition":
+            if step.get("check") not in CHECKS:
+                fail(f"{index}.check", f"one of {', '.join(CHECKS)}")
+            if step.get("check") == "segment":
+                _check_rule(step.get("rule"), index, fail)
+            otherwise = step.get("otherwise", "exit")
+            if otherwise != "exit" and not (
+                isinstance(otherwise, int) and index < otherwise < len(steps)
+            ):
+                fail(f"{index}.otherwise", "'exit' or the index of a later step")
+        elif kind == "message":
+            if not step.get("template"):
+                fail(f"{index}.template", "a template key is required")
+            channels = step.get("channels") or []
+            if not channels or any(c not in CHANNELS for c in channels):
+                fail(f"{index}.channels", f"an order of {', '.join(CHANNELS)}")
+        elif kind == "coupon":
+            if not isinstance(step.get("offer_id"), int):
+                fail(f"{index}.offer_id", "an offer id is required")
+        elif kind == "points":
+            points = step.get("points")
+            if not isinstance(points, int) or isinstance(points, bool) or points <= 0:
+                fail(f"{index}.points", "a positive whole number of points")
+    if errors:
+        raise InvalidInput("the journey's steps are not valid", errors=errors)
+    return [dict(step) for step in steps]
+
+
+def _check_rule(rule: Any, index: int, fail: Any) -> None:
+    from campaigns.compiler import check
+
+    try:
+        check(rule)
+    except InvalidInput as error:
+        fail(f"{index}.rule", error.detail)
+
+
+def _check_trigger(data: Mapping[str, Any]) -> None:
+    if data["trigger"] == "no_purchase" and not data.get("trigger_days"):
+        raise InvalidInput("no_purchase needs trigger_days", field="trigger_days")
+    if data["trigger"] == "segment" and not data.get("segment_id"):
+        raise InvalidInput("a segment trigger needs segment_id", field="segment_id")
+    if data.get("reentry") == "after_days" and not data.get("reentry_days"):
+        raise InvalidInput("after_days needs reentry_days", field="reentry_days")
+
+
+# --- journeys and versions ---
+
+
+def create_journey(data: Mapping[str, Any], *, now: datetime, actor: str) -> Journey:
+    """A draft journey with its version 1."""
+    _check_trigger(data)
+    steps = check_steps(data["steps"])
+    journey = Journey(
+        name=data["name"],
+        kind=data.get("kind", "journey"),
+        status="draft",
+        version=1,
+        trigger=data["trigger"],
+        trigger_days=data.get("trigger_days"),
+        segment_id=data.get("segment_id"),
+        reentry=data.get("reentry", "never"),
+        reentry_days=data.get("reentry_days"),
+        created_by=actor,
+        created_at=now,
+        updated_at=now,
+    )
+    db.session.add(journey)
+    db.session.flush()
+    db.session.add(JourneyVersion(journey_id=journey.id, version=1, steps=steps, created_at=now))
+    db.session.flush()
+    return journey
+
+
+def get_journey(journey_id: int, *, lock: bool = False) -> Journey:
+    query = sa.select(Journey).where(Journey.id == journey_id)
+    if lock:
+        query = query.with_for_update()
+    journey = db.session.scalar(query)
+    if journey is None:
+        raise NotFound(f"no journey {journey_id}")
+    return journey
+
+
+def list_journeys(*, after_id: int | None, limit: int) -> list[Journey]:
+    return list(
+        db.session.scalars(
+            sa.select(Journey).where(Journey.id > (after_id or 0)).order_by(Journey.id).limit(limit)
+        )
+    )
+
+
+def steps_of(journey_id: int, version: int) -> list[dict[str, Any]]:
+    row = db.session.scalar(
+        sa.select(JourneyVersion.steps).where(
+            JourneyVersion.journey_id == journey_id, JourneyVersion.version == version
+        )
+    )
+    if row is None:
+        raise NotFound(f"no version {version} of journey {journey_id}")
+    return list(row)
+
+
+def versions(journey_id: int) -> list[JourneyVersion]:
+    get_journey(journey_id)
+    return list(
+        db.session.scalars(
+            sa.select(JourneyVersion)
+            .where(JourneyVersion.journey_id == journey_id)
+            .order_by(JourneyVersion.version)
+        )
+    )
+
+
+def new_version(journey_id: int, steps: Sequence[Mapping[str, Any]], *, now: datetime) -> Journey:
+    """Edit the steps: a new version new entries follow; members in flight stay on theirs."""
+    checked = check_steps(steps)
+    journey = get_journey(journey_id, lock=True)
+    if journey.status == "archived":
+        raise Conflict("an archived journey can't change")
+    journey.version += 1
+    journey.updated_at = now
+    db.session.add(
+        JourneyVersion(
+            journey_id=journey.id, version=journey.version, steps=checked, created_at=now
+        )
+    )
+    db.session.flush()
+    return journey
+
+
+def set_status(journey_id: int, status: str, *, now: datetime) -> Journey:
+    """Activate (from draft or paused) or pause (from active). Paused: nobody enters and no
+    step runs; entries wait where they are and go on, due steps first, on activation."""
+    journey = get_journey(journey_id, lock=True)
+    allowed = {"active": ("draft", "paused", "active"), "paused": ("active", "paused")}
+    if journey.status not in allowed[status]:
+        raise Conflict(f"a {journey.status} journey can't become {status}")
+    journey.status = status
+    journey.updated_at = now
+    db.session.flush()
+    return journey
+
+
+# --- entering ---
+
+
+def may_enter(journey: Journey, person_ids: Sequence[int], now: datetime) -> bool:
+    """The re-entry rule: never (one entry ever), after N days (since the last entry), or
+    always (any number, one per cause). Called under the person's lock."""
+    if journey.reentry == "always":
+        return True
+    last = db.session.scalar(
+        sa.select(sa.func.max(JourneyEntry.entered_at)).where(
+            JourneyEntry.member_id.in_(person_ids), JourneyEntry.journey_id == journey.id
+        )
+    )
+    if last is None:
+        return True
+    if journey.reentry == "never":
+        return False
+    active = db.session.scalar(
+        sa.select(JourneyEntry.id)
+        .where(
+            JourneyEntry.member_id.in_(person_ids),
+            JourneyEntry.journey_id == journey.id,
+            JourneyEntry.status == constant("active"),
+        )
+        .limit(1)
+    )
+    return active is None and last <= now - timedelta(days=journey.reentry_days or 0)
+
+
+def enter(
+    journey: Journey, member_id: int, *, cause_key: str, now: datetime, locked: bool = False
+) -> JourneyEntry | None:
+    """Put the member (the person the id belongs to now) at the journey's first step, if
+    the journey is active, the member active and the re-entry rule allows; None otherwise
+    or when this cause already entered them. Locks the member first (lock order step 2)."""
+    if journey.status != "active":
+        return None
+    member = lock_current_member(member_id) if not locked else None
+    person_id = member.id if member is not None else member_id
+    if member is not None and member.status != MemberStatus.ACTIVE.value:
+        return None
+    if not may_enter(journey, history_member_ids(person_id), now):
+        return None
+    table = JourneyEntry.__table__
+    entry_id = db.session.execute(
+        upsert_insert(table)
+        .values(
+            journey_id=journey.id,
+            version=journey.version,
+            member_id=person_id,
+            cause_key=cause_key,
+            status="active",
+            step_index=0,
+            next_run_at=now,
+            entered_at=now,
+            updated_at=now,
+            state={},
+        )
+        .on_conflict_do_nothing(index_elements=["journey_id", "cause_key"])
+        .returning(table.c.id)
+    ).scalar()
+    return db.session.get(JourneyEntry, entry_id) if entry_id is not None else None
+
+
+def enter_manually(
+    journey_id: int, member_ids: Sequence[int], *, cause: str, now: datetime
+) -> list[JourneyEntry]:
+    """Enter members by id (ascending: the lock order), one cause key per member."""
+    journey = get_journey(journey_id)
+    if journey.status != "active":
+        raise Conflict("only an active journey takes members")
+    entered = []
+    for member_id in sorted(set(member_ids)):
+        entry = enter(journey, member_id, cause_key=f"{cause}:{member_id}", now=now)
+        if entry is not None:
+            entered.append(entry)
+    return entered
+
+
+# --- the engine ---
+
+
+def due_entries_query(now: datetime, limit: int) -> sa.Select[Any]:
+    """Due entries of active journeys, oldest first: a range of ix_journey_entries_due."""
+    return (
+        sa.select(JourneyEntry.id, JourneyEntry.member_id)
+        .join(Journey, Journey.id == JourneyEntry.journey_id)
+        .where(
+            JourneyEntry.status == constant("active"),
+            JourneyEntry.next_run_at <= now,
+            Journey.status == constant("active"),
+        )
+        .order_by(JourneyEntry.next_run_at)
+        .limit(limit)
+    )
+
+
+def advance_due_chunk(cursor: BatchCursor, now: datetime, *, limit: int = CHUNK_MEMBERS) -> int:
+    """Run the due steps of up to `limit` entries; returns the steps run. Members are locked
+    in ascending id, each member's entries finished before the next member is locked."""
+    rows = [
+        row
+        for row in db.session.execute(due_entries_query(now, limit + len(cursor.skip))).all()
+        if row.id not in cursor.skip
+    ][:limit]
+    if not rows:
+        return 0
+    cursor.handled += len(rows)
+    by_member: dict[int, list[int]] = {}
+    for row in rows:
+        by_member.setdefault(row.member_id, []).append(row.id)
+    ran = 0
+    for member_id in sorted(by_member):
+        member = lock_current_member(member_id)
+        for entry_id in sorted(by_member[member_id]):
+            entry = db.session.scalar(
+                sa.select(JourneyEntry)
+                .where(JourneyEntry.id == entry_id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
+            if entry is None or entry.status != "active" or entry.next_run_at is None:
+                continue
+            if entry.next_run_at > now:
+                continue
+            if member.status != MemberStatus.ACTIVE.value:
+                _end(entry, "exited", f"member {member.status}", now)
+                continue
+            entry.member_id = member.id  # a merge moved the person: runs act on the survivor
+            before = ran
+            ran += advance_entry(entry, now)
+            if ran == before and entry.status == "active":
+                cursor.skip.add(entry.id)
+    return ran
+
+
+def advance_entry(entry: JourneyEntry, now: datetime) -> int:
+    """Run the entry's steps that are due at `now`, in order. The caller holds the member's
+    lock and the entry's. Returns how many steps ran."""
+    steps = steps_of(entry.journey_id, entry.version)
+    ran = 0
+    while entry.status == "active" and entry.next_run_at is not None and entry.next_run_at <= now:
+        if entry.step_index >= len(steps):
+            _end(entry, "completed", None, now)
+            break
+        scheduled = entry.next_run_at
+        index = entry.step_index
+        next_step, next_at = _run_once(entry, index, steps[index], scheduled, now)
+        ran += 1
+        if next_step is None or next_step >= len(steps):
+            reason = "condition not met" if next_step is None else None
+            step_type = steps[index]["type"]
+            if step_type == "exit":
+                reason = "exit step"
+            _end(entry, "completed" if next_step is not None else "exited", reason, now)
+            if step_type == "exit":
+                entry.status = "completed"
+            break
+        entry.step_index = next_step
+        entry.next_run_at = next_at
+        entry.updated_at = now
+    db.session.flush()
+    return ran
+
+
+def _end(entry: JourneyEntry, status: str, reason: str | None, now: datetime) -> None:
+    entry.status = status
+    entry.exit_reason = reason
+    entry.next_run_at = None
+    entry.updated_at = now
+
+
+def _run_once(
+    entry: JourneyEntry, index: int, step: Mapping[str, Any], scheduled: datetime, now: datetime
+) -> tuple[int | None, datetime]:
+    """Run the step once (its run row is the proof); a step that already ran gives back the
+    recorded outcome instead of acting again."""
+    existing = db.session.scalar(
+        sa.select(JourneyStepRun).where(
+            JourneyStepRun.entry_id == entry.id, JourneyStepRun.step_index == index
+        )
+    )
+    if existing is not None:
+        return existing.next_step, scheduled
+    savepoint = db.session.begin_nested()
+    try:
+        outcome, next_step, next_at, details = _act(entry, index, step, scheduled, now)
+        savepoint.commit()
+    except OmniloyalError as error:  # a closed offer, a member gone: recorded, never a loop
+        savepoint.rollback()
+        outcome, next_step, next_at = "failed", index + 1, scheduled
+        details = {"error": error.detail}
+    db.session.add(
+        JourneyStepRun(
+            entry_id=entry.id,
+            step_index=index,
+            step_type=step["type"],
+            outcome=outcome,
+            next_step=next_step,
+            details=details,
+            ran_at=now,
+        )
+    )
+    db.session.flush()
+    return next_step, next_at
+
+
+def _act(
+    entry: JourneyEntry, index: int, step: Mapping[str, Any], scheduled: datetime, now: datetime
+) -> tuple[str, int | None, datetime, dict[str, Any]]:
+    kind = step["type"]
+    if kind == "wait":
+        duration = timedelta(
+            days=step.get("days") or 0,
+            hours=step.get("hours") or 0,
+            minutes=step.get("minutes") or 0,
+        )
+        return (
+            "waited",
+            index + 1,
+            scheduled + duration,
+            {"until": (scheduled + duration).isoformat()},
+        )
+    if kind == "exit":
+        return "exited", None, scheduled, {}
+    if kind == "condition":
+        holds = condition_holds(entry, step, now)
+        if holds == bool(step.get("expect", True)):
+            return "passed", index + 1, scheduled, {"held": holds}
+        otherwise = step.get("otherwise", "exit")
+        return (
+            "otherwise",
+            None if otherwise == "exit" else int(otherwise),
+            scheduled,
+            {"held": holds},
+        )
+    if kind == "message":
+        details = delivery_seam.deliver(
+            entry.member_id,
+            template=step["template"],
+            channels=step["channels"],
+            dedupe_key=f"journey:{entry.id}:{index}",
+            variables=_message_variables(entry, step),
+            now=now,
+        )
+        return details.pop("outcome"), index + 1, scheduled, details
+    if kind == "coupon":
+        code_id = _issue_coupon(entry, index, step, now)
+        return "issued", index + 1, scheduled, {"code_id": code_id}
+    if kind == "points":
+        from loyalty.ledger import operations as ledger
+
+        tx = ledger.earn_points(
+            entry.member_id,
+            int(step["points"]),
+            ledger.Cause("journey", f"{entry.id}:{index}"),
+            now=now,
+            actor=f"journey:{entry.journey_id}",
+            member_locked=True,
+        )
+        return "credited", index + 1, scheduled, {"transaction_id": tx.id}
+    raise InvalidInput(f"unknown step type {kind}")
+
+
+def _message_variables(entry: JourneyEntry, step: Mapping[str, Any]) -> dict[str, Any]:
+    variables: dict[str, Any] = {"journey_id": entry.journey_id}
+    if "event_id" in step:
+        variables["event_id"] = step["event_id"]
+    for key in ("coupon_code", "event_id"):
+        if key in entry.state:
+            variables[key] = entry.state[key]
+    return variables
+
+
+def _issue_coupon(entry: JourneyEntry, index: int, step: Mapping[str, Any], now: datetime) -> int:
+    from campaigns.o2o import nearest_stores
+    from loyalty.coupons import wallet
+
+    store_ids = None
+    if step.get("nearest_stores"):
+        store_ids = nearest_stores(entry.member_id, int(step["nearest_stores"]))
+    codes = wallet.issue_to_members(
+        int(step["offer_id"]),
+        [entry.member_id],
+        now=now,
+        actor=f"journey:{entry.journey_id}",
+        source_type="journey",
+        source_ref=f"journey:{entry.journey_id}:{entry.id}:{index}",
+        store_ids=store_ids,
+    )
+    state = dict(entry.state or {})
+    state["coupon_code_ids"] = [*state.get("coupon_code_ids", []), codes[0].id]
+    state["coupon_code"] = codes[0].code
+    entry.state = state
+    return codes[0].id
+
+
+def condition_holds(entry: JourneyEntry, step: Mapping[str, Any], now: datetime) -> bool:
+    check = step["check"]
+    person_ids = history_member_ids(entry.member_id)
+    if check == "purchased_since_entry":
+        from loyalty.earning.models import Order, OrderStatus
+
+        return (
+            db.session.scalar(
+                sa.select(Order.id)
+                .where(
+                    Order.member_id.in_(person_ids),
+                    Order.occurred_at >= entry.entered_at,
+                    Order.status != constant(OrderStatus.CANCELLED.value),
+                )
+                .limit(1)
+            )
+            is not None
+        )
+    if check == "redeemed_coupon":
+        from loyalty.coupons.models import CouponRedemption
+
+        code_ids = (entry.state or {}).get("coupon_code_ids") or []
+        if not code_ids:
+            return False
+        return (
+            db.session.scalar(
+                sa.select(CouponRedemption.id)
+                .where(
+                    CouponRedemption.code_id.in_(code_ids),
+                    CouponRedemption.status == constant("redeemed"),
+                )
+                .limit(1)
+            )
+            is not None
+        )
+    from campaigns.compiler import people_query
+
+    people = people_query(step["rule"], now).subquery()
+    return (
+        db.session.scalar(
+            sa.select(people.c.member_id).where(people.c.member_id == entry.member_id)
+        )
+        is not None
+    )
+
+
+# --- reading ---
+
+
+def progress(journey_id: int, member_id: int) -> list[dict[str, Any]]:
+    """The person's entries in the journey (every id merged into them), with their runs."""
+    get_journey(journey_id)
+    ids = history_member_ids(member_id)
+    entries = list(
+        db.session.scalars(
+            sa.select(JourneyEntry)
+            .where(JourneyEntry.member_id.in_(ids), JourneyEntry.journey_id == journey_id)
+            .order_by(JourneyEntry.id)
+        )
+    )
+    runs: dict[int, list[JourneyStepRun]] = {}
+    if entries:
+        for run in db.session.scalars(
+            sa.select(JourneyStepRun)
+            .where(JourneyStepRun.entry_id.in_([e.id for e in entries]))
+            .order_by(JourneyStepRun.entry_id, JourneyStepRun.step_index)
+        ):
+            runs.setdefault(run.entry_id, []).append(run)
+    return [
+        {
+            "id": entry.id,
+            "member_id": entry.member_id,
+            "version": entry.version,
+            "status": entry.status,
+            "step_index": entry.step_index,
+            "next_run_at": entry.next_run_at,
+            "entered_at": entry.entered_at,
+            "exit_reason": entry.exit_reason,
+            "history": [
+                {
+                    "step_index": run.step_index,
+                    "type": run.step_type,
+                    "outcome": run.outcome,
+                    "ran_at": run.ran_at,
+                }
+                for run in runs.get(entry.id, [])
+            ],
+        }
+        for entry in entries
+    ]
+
+
+def results(journey_id: int) -> dict[str, Any]:
+    """Counts: entries by status and version, and each step's outcomes."""
+    get_journey(journey_id)
+    by_status = db.session.execute(
+        sa.select(JourneyEntry.version, JourneyEntry.status, sa.func.count())
+        .where(JourneyEntry.journey_id == journey_id)
+        .group_by(JourneyEntry.version, JourneyEntry.status)
+    ).all()
+    by_step = db.session.execute(
+        sa.select(JourneyStepRun.step_index, JourneyStepRun.outcome, sa.func.count())
+        .join(JourneyEntry, JourneyEntry.id == JourneyStepRun.entry_id)
+        .where(JourneyEntry.journey_id == journey_id)
+        .group_by(JourneyStepRun.step_index, JourneyStepRun.outcome)
+        .order_by(JourneyStepRun.step_index)
+    ).all()
+    entries: dict[str, int] = {"active": 0, "completed": 0, "exited": 0}
+    for _, status, count in by_status:
+        entries[status] += count
+    return {
+        "journey_id": journey_id,
+        "entered": sum(entries.values()),
+        "entries": entries,
+        "by_version": [
+            {"version": version, "status": status, "count": count}
+            for version, status, count in by_status
+        ],
+        "steps": [
+            {"step_index": index, "outcome": outcome, "count": count}
+            for index, outcome, count in by_step
+        ],
+    }
