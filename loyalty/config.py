@@ -102,6 +102,12 @@ class Settings:
     login_code_per_destination: str  # codes sent to one phone or email ("5/hour;10/day")
     login_code_per_ip: str  # login-code requests from one client IP
     login_code_country_caps: dict[str, int]  # SMS codes per hour per country code, "*": any
+    # The dashboard (loyalty/dashboard/): idle session timeout, failed-login limits, and
+    # the bearer token /metrics asks for (None: /metrics answers 404).
+    dashboard_session_minutes: int = 30
+    dashboard_login_limit_per_ip: str = "10/minute;50/hour"
+    dashboard_login_limit_per_account: str = "5/minute;20/hour"
+    metrics_token: str | None = None
 
     @property
     def embedded(self) -> bool:
@@ -327,6 +333,7 @@ def load_settings(
         proxy_hops=_int(env, "OMNILOYAL_PROXY_HOPS", 0),
         **_notify_settings(env),
         **_webhook_and_login_settings(env),
+        **_dashboard_settings(env),
     )
     if overrides:
         known = {f.name for f in fields(Settings)}
@@ -387,6 +394,24 @@ def _webhook_and_login_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "login_code_country_caps": _country_caps(
             env.get("OMNILOYAL_LOGIN_CODE_COUNTRY_CAPS") or "*=200"
         ),
+    }
+
+
+def _dashboard_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    token = _text(env, "OMNILOYAL_METRICS_TOKEN")
+    if token is not None and len(token) < 16:
+        raise ConfigError("OMNILOYAL_METRICS_TOKEN must be at least 16 characters")
+    return {
+        "dashboard_session_minutes": _int(
+            env, "OMNILOYAL_DASHBOARD_SESSION_MINUTES", 30, minimum=1
+        ),
+        "dashboard_login_limit_per_ip": _counter_limits(
+            env, "OMNILOYAL_DASHBOARD_LOGIN_LIMIT_PER_IP", "10/minute;50/hour"
+        ),
+        "dashboard_login_limit_per_account": _counter_limits(
+            env, "OMNILOYAL_DASHBOARD_LOGIN_LIMIT_PER_ACCOUNT", "5/minute;20/hour"
+        ),
+        "metrics_token": token,
     }
 
 

@@ -1,0 +1,12 @@
+"""The dashboard pages, one module per area; importing them adds their routes."""
+
+PAGE_MODULES = (
+    "access",
+    "audit",
+    "members",
+    "offers",
+    "operations",
+    "overview",
+    "segments",
+    "settings",
+)
