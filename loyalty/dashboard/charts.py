@@ -74,7 +74,7 @@ def _short(value: float) -> str:
         return f"{value / 1_000_000:.1f}M"
     if value >= 10_000:
         return f"{value / 1000:.0f}k"
-    return f"{value:,.0f}"
+    return f"{value:,.0f}" if value >= 10 or value == int(value) else f"{value:g}"
 
 
 def _frame(title: str, description: str, body: str) -> Markup:
