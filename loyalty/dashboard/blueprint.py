@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Response, g, redirect, render_template, request, url_for
-from flask_babel import format_datetime, get_locale
+from flask_babel import format_datetime, get_locale, refresh
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 
@@ -32,6 +32,7 @@ def guard() -> Any:
     # previous request's).
     g.pop("_login_user", None)
     g.pop("csrf_token", None)  # Flask-WTF's per-request cache of the session's token
+    refresh()  # Flask-Babel's cached locale: it is the (now known) user's
     if request.method == "POST":
         csrf.protect()  # 400 without the session's token: nothing below runs
     if current_user.is_authenticated and session_expired(utcnow()):

@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 from flask import current_app, flash, redirect, request, session, url_for
 from flask_babel import gettext as _
+from flask_babel import refresh
 from flask_login import current_user
 
 from loyalty.clock import utcnow
@@ -105,6 +106,7 @@ def account() -> Any:
                 change("user.locale", lambda: users.set_locale(user, locale),
                        target_type="dashboard_user", target_id=user.id,
                        details=lambda _r: {"locale": locale})  # fmt: skip
+                refresh()  # this response in the new language
                 flash(_("Language saved."), "ok")
             elif request.form.get("action") == "totp":
                 uri = change("user.totp_enabled", lambda: users.enable_totp(user),
