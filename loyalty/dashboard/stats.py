@@ -201,23 +201,18 @@ def member_figures(now: datetime) -> dict[str, Any]:
     from loyalty.members.models import Member
     from loyalty.tiers.models import Tier
 
-    active = Member.status == "active"
-    total = db.session.scalar(sa.select(sa.func.count()).select_from(Member).where(active)) or 0
     tiers = dict(db.session.execute(sa.select(Tier.id, Tier.code)).all())
-    by_tier = {
-        tiers.get(tier_id, "none"): n
-        for tier_id, n in db.session.execute(
-            sa.select(Member.tier_id, sa.func.count()).where(active).group_by(Member.tier_id)
-        ).all()
-    }
-    by_channel = {
-        channel or "unknown": n
-        for channel, n in db.session.execute(
-            sa.select(Member.enrolled_channel, sa.func.count())
-            .where(active)
-            .group_by(Member.enrolled_channel)
-        ).all()
-    }
+    # One pass over the members gives the total and both breakdowns.
+    total, by_tier, by_channel = 0, {}, {}
+    for tier_id, channel, n in db.session.execute(
+        sa.select(Member.tier_id, Member.enrolled_channel, sa.func.count())
+        .where(Member.status == "active")
+        .group_by(Member.tier_id, Member.enrolled_channel)
+    ).all():
+        total += n
+        tier = tiers.get(tier_id, "none")
+        by_tier[tier] = by_tier.get(tier, 0) + n
+        by_channel[channel or "unknown"] = by_channel.get(channel or "unknown", 0) + n
     # The profile's 30-day window starts at its oldest order inside 30 days: one range of
     # ix_member_profiles_window_30d.
     active_30d = (
