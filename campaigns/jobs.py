@@ -1,4 +1,5 @@
-"""Profile jobs: the hourly rolling-window refresh and the nightly RFM scoring."""
+"""Profile jobs (the hourly rolling-window refresh, the nightly RFM scoring) and the
+campaign fan-out (`deliver-campaigns`, RQ queue `campaigns`, every 2 s)."""
 
 from __future__ import annotations
 
@@ -31,8 +32,28 @@ def score_rfm() -> int:
     return scored
 
 
+DELIVER_EVERY_SECONDS = 2
+
+
+@job("campaigns", timeout=BATCH_JOB_TIMEOUT)
+def deliver_campaigns() -> int:
+    """Start due campaign runs, then fan out pending recipients chunk by chunk until none
+    is left (or the time budget is spent: a continuation carries on). While a big run goes
+    out, the next slots' jobs start on other workers and share it (SKIP LOCKED)."""
+    from campaigns import delivery
+    from loyalty.transactions import commit_retrying
+
+    commit_retrying(lambda: delivery.start_due_runs(utcnow()), what="start campaign runs")
+    return batch_job_run(
+        lambda cursor: delivery.deliver_chunk(cursor, utcnow()),
+        what="deliver-campaigns",
+        continuation=deliver_campaigns,
+    )
+
+
 def schedules() -> list[Schedule]:
     return [
         Schedule("refresh-profile-windows", 3600, refresh_profile_windows),
         Schedule("score-rfm", 86400, score_rfm),
+        Schedule("deliver-campaigns", DELIVER_EVERY_SECONDS, deliver_campaigns),
     ]

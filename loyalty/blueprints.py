@@ -7,6 +7,7 @@ from flask_smorest import Api
 
 def register_blueprints(api: Api) -> None:
     from campaigns.api import blp as segments
+    from campaigns.campaign_api import blp as campaigns
     from loyalty.auth.api import blp as auth
     from loyalty.coupons.api import blp as coupons
     from loyalty.earning.api import blp as earning
@@ -36,5 +37,6 @@ def register_blueprints(api: Api) -> None:
         webhooks,
         login_codes,
         segments,
+        campaigns,
     ):
         api.register_blueprint(blueprint, url_prefix="/v1")

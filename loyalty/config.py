@@ -102,6 +102,9 @@ class Settings:
     login_code_per_destination: str  # codes sent to one phone or email ("5/hour;10/day")
     login_code_per_ip: str  # login-code requests from one client IP
     login_code_country_caps: dict[str, int]  # SMS codes per hour per country code, "*": any
+    # Campaigns (campaigns/): provider price per message by channel, in minor units, for
+    # estimates, results and the finance export ("sms=5,email=0,push=0").
+    campaign_message_prices: dict[str, int]
     # The dashboard (loyalty/dashboard/): idle session timeout, failed-login limits, and
     # the bearer token /metrics asks for (None: /metrics answers 404).
     dashboard_session_minutes: int = 30
@@ -334,6 +337,7 @@ def load_settings(
         **_notify_settings(env),
         **_webhook_and_login_settings(env),
         **_dashboard_settings(env),
+        campaign_message_prices=_message_prices(env.get("OMNILOYAL_CAMPAIGN_PRICES")),
     )
     if overrides:
         known = {f.name for f in fields(Settings)}
@@ -413,6 +417,20 @@ def _dashboard_settings(env: Mapping[str, str]) -> dict[str, Any]:
         ),
         "metrics_token": token,
     }
+
+
+def _message_prices(raw: str | None) -> dict[str, int]:
+    """OMNILOYAL_CAMPAIGN_PRICES "sms=5,email=0,push=0": minor units per message; channels
+    not named cost 0."""
+    prices = {"sms": 0, "email": 0, "push": 0}
+    for item in (raw or "sms=5,email=0,push=0").split(","):
+        channel, _, value = item.strip().partition("=")
+        if channel.strip() not in prices or not value.strip().isdigit():
+            raise ConfigError(
+                f'OMNILOYAL_CAMPAIGN_PRICES must look like "sms=5,email=0,push=0", got {raw!r}'
+            )
+        prices[channel.strip()] = int(value)
+    return prices
 
 
 def _counter_limits(env: Mapping[str, str], name: str, default: str) -> str:

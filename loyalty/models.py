@@ -4,6 +4,8 @@ Each domain package that adds tables adds its models module here (and a module t
 registers its privacy erase step, which must be imported for erasure to reach its tables).
 """
 
+from campaigns import engine_models as campaign_engine_models  # noqa: F401
+from campaigns import engine_privacy as campaign_privacy  # noqa: F401  (erase, export, merge)
 from campaigns import models as campaign_models  # noqa: F401
 from campaigns import profiles as campaign_profiles  # noqa: F401  (the profiles consumer)
 from loyalty import idempotency, outbox  # noqa: F401

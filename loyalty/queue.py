@@ -28,7 +28,7 @@ from loyalty.transactions import commit_retrying
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger(__name__)
 
-QUEUES = ("default", "ledger", "notifications")
+QUEUES = ("default", "ledger", "notifications", "campaigns")
 
 
 def connect_redis(url: str | None) -> redis.Redis:

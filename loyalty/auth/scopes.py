@@ -11,6 +11,8 @@ ADMIN = "admin"  # earning rules, tiers, stores, adjustments, merges, API client
 FINANCE_READ = "finance:read"  # liability and activity reports
 SEGMENTS_READ = "segments:read"  # attributes, segment counts, samples and exports
 SEGMENTS_WRITE = "segments:write"  # create, change and delete segments, uploads, snapshots
+CAMPAIGNS_READ = "campaigns:read"  # analysts: campaigns, estimates, previews, results, exports
+CAMPAIGNS_WRITE = "campaigns:write"  # marketers: create, edit, launch, pause, resume, cancel
 # The member app's own key (it may ship inside the app): request and verify one-time login
 # codes; the member tokens it gets are revoked with it. Nothing else.
 MEMBER_LOGIN = "member-login"
@@ -28,6 +30,8 @@ ALL = frozenset(
         FINANCE_READ,
         SEGMENTS_READ,
         SEGMENTS_WRITE,
+        CAMPAIGNS_READ,
+        CAMPAIGNS_WRITE,
         MEMBER_LOGIN,
     }
 )

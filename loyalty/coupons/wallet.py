@@ -60,11 +60,14 @@ def issue_to_members(
     campaign_id: int | None = None,
     reward_id: int | None = None,
     burn_transaction_id: int | None = None,
+    emit_events: bool = True,
 ) -> list[CouponCode]:
     """Give each member a new single-use code of the offer (it appears in their wallet).
 
     Every member must exist and be active. `source_type`/`source_ref`/`campaign_id` say
-    who issued it, so redemptions can be attributed.
+    who issued it, so redemptions can be attributed. `emit_events=False`: no
+    `coupon.issued` event per code (a campaign announces its codes in its own message;
+    a fan-out of a million codes must not swamp the outbox).
     """
     wanted = list(dict.fromkeys(member_ids))
     if not wanted:
@@ -138,6 +141,8 @@ def issue_to_members(
             sa.select(CouponCode).where(CouponCode.batch_id == batch.id).order_by(CouponCode.id)
         )
     )
+    if not emit_events:
+        return issued
     # One `coupon.issued` event per code (ids only), so notifications can tell the member;
     # one multi-row INSERT, as the codes were.
     db.session.execute(

@@ -1,7 +1,7 @@
 """dashboard users, the append-only audit log, overview figures
 
 Revision ID: 0005_dashboard
-Revises: 0004_notify_webhooks (the lead re-chains migrations when merging)
+Revises: 0005_campaigns (merged in; the lead re-chains migrations when merging)
 Create Date: 2026-11-30 20:40:00
 
 """
@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql
 from loyalty.ledger.models import _PG_FUNCTION, append_only_ddl
 
 revision = "0005_dashboard"
-down_revision = "0004_notify_webhooks"
+down_revision = "0005_campaigns"  # after the campaign engine (merged into this branch)
 branch_labels = None
 depends_on = None
 
