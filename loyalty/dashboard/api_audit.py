@@ -15,7 +15,9 @@ from loyalty.clock import utcnow
 from loyalty.dashboard import audit
 from loyalty.http import observe_writes
 
-AUDITED_SCOPES = frozenset({scopes.ADMIN, scopes.COUPONS_ADMIN, scopes.SEGMENTS_WRITE})
+AUDITED_SCOPES = frozenset(
+    {scopes.ADMIN, scopes.COUPONS_ADMIN, scopes.SEGMENTS_WRITE, scopes.CAMPAIGNS_WRITE}
+)
 # Which URL argument names which kind of target.
 TARGET_ARGUMENTS = {
     "member_id": "member",
@@ -23,6 +25,7 @@ TARGET_ARGUMENTS = {
     "offer_id": "offer",
     "segment_id": "segment",
     "client_id": "api_client",
+    "campaign_id": "campaign",
 }
 # Response fields that never go into the log (personal data; a key shown once).
 PRIVATE_FIELDS = frozenset(

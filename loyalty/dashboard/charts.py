@@ -148,3 +148,53 @@ def hbars(title: str, items: Sequence[tuple[str, int]]) -> Markup:
         f'aria-label="{escape(title)}"><title>{escape(title)}</title>'
         f"<desc>{escape(description)}</desc>{''.join(parts)}</svg>"
     )
+
+
+def interval(title: str, conversion: dict) -> Markup:  # type: ignore[type-arg]
+    """Recipients' and the control group's conversion, and the lift with its interval, on
+    one percentage axis (the interval as a bar around the lift's point)."""
+    recipients = float(conversion.get("recipients_rate") or 0) * 100
+    control = float(conversion.get("control_rate") or 0) * 100
+    lift = float(conversion.get("lift") or 0) * 100
+    found = conversion.get("interval") or {}
+    low = float(found.get("low", lift / 100)) * 100 if found else lift
+    high = float(found.get("high", lift / 100)) * 100 if found else lift
+    values = [recipients, control, lift, low, high, 0.0]
+    left, right = min(values), max(values)
+    span = (right - left) or 1.0
+    left, right = left - span * 0.1, right + span * 0.1
+
+    def x(value: float) -> float:
+        return 140 + (WIDTH - 160) * (value - left) / (right - left)
+
+    from flask_babel import gettext
+
+    rows = [
+        (gettext("recipients"), recipients, None),
+        (gettext("control group"), control, None),
+        (gettext("lift"), lift, (low, high)),
+    ]
+    parts = [
+        f'<line x1="{x(0):.1f}" x2="{x(0):.1f}" y1="4" y2="100" stroke="#999" '
+        'stroke-dasharray="3 3"></line>'
+    ]
+    for i, (label, value, bounds) in enumerate(rows):
+        y = 20 + i * 30
+        parts.append(f'<text x="0" y="{y + 4}" font-size="12">{escape(label)}</text>')
+        if bounds is not None:
+            parts.append(
+                f'<line x1="{x(bounds[0]):.1f}" x2="{x(bounds[1]):.1f}" y1="{y}" y2="{y}" '
+                f'stroke="{PALETTE[1]}" stroke-width="6"></line>'
+            )
+        parts.append(
+            f'<circle cx="{x(value):.1f}" cy="{y}" r="5" fill="{PALETTE[0]}"></circle>'
+            f'<text x="{x(value) + 8:.1f}" y="{y - 8}" font-size="11">{value:.2f} %</text>'
+        )
+    description = (
+        f"recipients {recipients:.2f} %, control {control:.2f} %, lift {lift:.2f} points "
+        f"(interval {low:.2f} to {high:.2f})"
+    )
+    return Markup(
+        f'<svg class="chart" viewBox="0 0 {WIDTH} 110" role="img" aria-label="{escape(title)}">'
+        f"<title>{escape(title)}</title><desc>{escape(description)}</desc>{''.join(parts)}</svg>"
+    )

@@ -73,7 +73,24 @@ def api_client(raw: str) -> dict[str, Any] | None:
     }
 
 
+def campaign(raw: str) -> dict[str, Any] | None:
+    from campaigns.engine_models import Campaign
+
+    campaign_id = _int_id(raw)
+    found = db.session.get(Campaign, campaign_id) if campaign_id else None
+    if found is None:
+        return None
+    return {
+        "name": found.name,
+        "status": found.status,
+        "version": found.version,
+        "segment_id": found.segment_id,
+        "holdout_pct": found.holdout_pct,
+    }
+
+
 for _name, _func in (
+    ("campaign", campaign),
     ("member", member),
     ("offer", offer),
     ("segment", segment),

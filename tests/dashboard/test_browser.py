@@ -33,6 +33,8 @@ MAIN_PAGES = {
     "members": "/dashboard/members",
     "segments": "/dashboard/segments",
     "segment-new": "/dashboard/segments/new",
+    "campaigns": "/dashboard/campaigns",
+    "campaign-new": "/dashboard/campaigns/new",
     "offers": "/dashboard/offers",
     "settings": "/dashboard/settings",
     "templates": "/dashboard/settings/templates",
@@ -167,6 +169,49 @@ def test_a_form_without_its_csrf_token_is_refused(browser, server_url, make):
     assert page.get_by_text("without a valid security token").is_visible()
     page.goto(f"{server_url}/dashboard/members/{member_id}")
     assert page.locator("#balance").inner_text() == "40"  # nothing changed
+
+
+def test_a_marketer_creates_test_sends_launches_a_campaign_and_reads_its_results(
+    browser, server_url, make
+):
+    from notifications.providers.base import Channel
+    from tests.campaigns import campaign_factories as cf
+
+    members = [make.member(phone=cf.phone(), region=cf.REGION).id for _ in range(6)]
+    for member_id in members:
+        cf.consent(member_id, Channel.SMS, Channel.EMAIL)
+    cf.segment("North shoppers")
+    make_user("marketer")
+    _release_database()
+    page = _sign_in(browser, server_url, "marketer@example.test")
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Campaigns").click()
+    page.get_by_role("link", name="New campaign").click()
+    page.get_by_label("Name", exact=True).fill("Spring in the north")
+    page.get_by_label("Segment").select_option(label="North shoppers")
+    page.get_by_label("What recipients get").select_option("points")
+    page.get_by_label("Bonus points").fill("50")
+    page.get_by_label("Share of the audience held out, %").fill("0")
+    page.get_by_role("button", name="Save draft and review").click()
+    page.wait_for_selector("text=Draft saved")
+    expect(page.locator("#estimate-audience")).to_have_text("6")
+
+    page.get_by_label("Render for member id").fill(str(members[0]))
+    page.get_by_role("button", name="Preview").click()
+    expect(page.locator(".preview pre").first).to_be_visible()
+    page.get_by_label("Send to (phone or email)").fill("+4915100000999")
+    page.get_by_role("button", name="Send a test").click()
+    page.wait_for_selector("text=Test message queued.")
+    page.get_by_role("button", name="Launch").click()
+    expect(page.locator("#campaign-status")).to_have_text("scheduled")
+
+    db.session.remove()
+    cf.deliver()  # the deliver-campaigns job's work, as a worker would run it
+    _release_database()
+    page.reload()
+    page.get_by_role("link", name="Results").click()
+    assert page.locator("svg.chart").count() == 4
+    assert page.get_by_text("Funnel").first.is_visible()
+    page.screenshot(path=str(ARTIFACTS / "campaign-results.png"), full_page=True)
 
 
 def test_main_pages_keyboard_phone_screenshots_and_accessibility(browser, server_url, make):

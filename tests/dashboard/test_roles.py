@@ -19,6 +19,7 @@ PAGES = {
     "/dashboard/": set(ROLES),
     "/dashboard/members": set(ROLES),
     "/dashboard/segments": set(ROLES),
+    "/dashboard/campaigns": set(ROLES),
     "/dashboard/offers": set(ROLES),
     "/dashboard/settings": set(ROLES),
     "/dashboard/audit": {"admin", "finance", "support"},
@@ -88,7 +89,31 @@ def _erase(client, make):
     )  # fmt: skip
 
 
+def _campaign(client, make):
+    from tests.campaigns import campaign_factories as cf
+
+    return post_form(
+        client, "/dashboard/campaigns/new",
+        {"name": "c", "segment_id": str(cf.segment()), "channels": "sms", "holdout_pct": "0"},
+    )  # fmt: skip
+
+
+def _launch(client, make):
+    from campaigns import lifecycle
+    from loyalty.clock import utcnow
+    from tests.campaigns import campaign_factories as cf
+
+    created = lifecycle.create_campaign(
+        {**cf.body(cf.segment()), "holdout_pct": 0, "attribution_days": 7}, now=utcnow(),
+        actor="test",
+    )  # fmt: skip
+    db.session.commit()
+    return post_form(client, f"/dashboard/campaigns/{created.id}/launch", {})
+
+
 ACTIONS = {
+    "campaigns.create": (_campaign, {"admin", "marketer"}),
+    "campaigns.launch": (_launch, {"admin", "marketer"}),
     "points.adjust": (_adjust, {"admin", "support"}),
     "segments.create": (_segment, {"admin", "marketer"}),
     "offers.create": (_offer, {"admin", "marketer"}),
@@ -129,6 +154,7 @@ def test_an_analyst_changes_nothing_anywhere(app, signed_in, make):
             continue
         path = rule.rule.replace("<int:member_id>", str(member.id)).replace("<int:offer_id>", "1")
         path = path.replace("<int:segment_id>", "1").replace("<int:batch_id>", "1")
+        path = path.replace("<int:campaign_id>", "1").replace("<action>", "launch")
         refused.append((path, post_form(client, path, {}).status_code))
     wrong = [(path, status) for path, status in refused if status != 403]
     assert refused and not wrong, wrong

@@ -3,6 +3,7 @@
 PAGE_MODULES = (
     "access",
     "audit",
+    "campaigns",
     "members",
     "offers",
     "operations",

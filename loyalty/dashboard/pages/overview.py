@@ -68,5 +68,7 @@ def overview() -> Any:
 
 
 def _running_campaigns() -> list[dict[str, Any]]:
-    """Campaigns running now (filled in once the campaign engine is there)."""
-    return []
+    """Campaigns running, scheduled or paused (the campaign pages' list)."""
+    from loyalty.dashboard.pages.campaigns import running_campaigns
+
+    return running_campaigns()
