@@ -169,7 +169,11 @@ def demo_command(members: int, if_empty: bool) -> None:
         if minted:
             heading += f" (new: {', '.join(minted)})"
     else:
+        from loyalty.dashboard.demo import seed_demo_campaign
+
         keys = seed_demo(member_count=members, now=utcnow())
+        db.session.flush()
+        seed_demo_campaign(utcnow())
         heading = "Demo data ready. API keys"
     from loyalty.dashboard import stats
     from loyalty.dashboard.demo import ensure_demo_users
