@@ -7,7 +7,7 @@ PYTHON ?= python3
 PG_URL ?= postgresql://postgres@127.0.0.1:5432/test
 REDIS_HOST ?= 127.0.0.1
 
-.PHONY: install run test test-sqlite test-postgres lint format bench bench-segments bench-smoke bench-notify clean
+.PHONY: install run test test-sqlite test-postgres lint format bench bench-segments bench-smoke bench-notify bench-campaigns clean
 
 # pip is quiet (its output would bury what `make run` prints); say once why nothing moves.
 $(STAMP): pyproject.toml
@@ -55,6 +55,7 @@ bench: install
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.segments
 	$(BIN)/python -m bench.notifications
+	$(BIN)/python -m bench.campaigns
 
 ## Segment counts only (1M members; smaller: BENCH_SEGMENT_MEMBERS=100000):
 bench-segments: install
@@ -65,11 +66,18 @@ bench-segments: install
 bench-notify: install
 	$(BIN)/python -m bench.notifications
 
+## Campaign fan-out alone: 50,000 recipients (codes issued, messages rendered and handed to the
+## recording provider) with 2 workers, beside a raw COPY of as many rows.
+## Other sizes: make bench-campaigns BENCH_CAMPAIGN_RECIPIENTS=100000
+bench-campaigns: install
+	$(BIN)/python -m bench.campaigns
+
 ## The same in about two minutes: a small history, 5 s runs, one worker setting.
 bench-smoke: install
 	BENCH_SCALE=0.005 BENCH_DURATION=5 BENCH_MEMBERS=200 BENCH_CODES=20000 \
 	  $(BIN)/python -m bench --workers sync:4
 	BENCH_NOTIFY_MESSAGES=2000 $(BIN)/python -m bench.notifications
+	BENCH_CAMPAIGN_RECIPIENTS=2000 $(BIN)/python -m bench.campaigns
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache

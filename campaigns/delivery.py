@@ -4,10 +4,11 @@
                              UPDATE), a `campaign_runs` row, and the audience snapshotted
                              with ONE INSERT ... SELECT into `campaign_recipients` (people,
                              control group already marked `held_out`)
-    deliver_chunk(cursor)    one chunk of one running run, its own transaction:
-                             the campaign row FOR SHARE (a pause waits for the chunk, then
-                             no later chunk starts), up to CHUNK pending recipients FOR
-                             UPDATE SKIP LOCKED (workers share a run), deliver_many(...)
+    deliver_chunk(cursor)    one chunk of one running run, its own transaction: up to
+                             CHUNK pending recipients FOR UPDATE SKIP LOCKED (workers share
+                             a run), then the campaign row FOR SHARE (a pause waits for the
+                             chunk, then no later chunk starts), deliver_many(...); a run
+                             with none left is finished under the row's exclusive lock
     deliver_many(...)        per chunk: resolve each member to the person now, pick the
                              channel (first in the campaign's order with a marketing opt-in
                              and a destination), the variant (weighted hash), issue codes in
@@ -259,16 +260,10 @@ def deliver_chunk(cursor: BatchCursor, now: datetime, *, size: int = CHUNK) -> i
     finish the runs that have none left. Returns the recipients handled (0: nothing to do
     now). One transaction (the caller commits)."""
     recipients = CampaignRecipient.__table__
+    campaigns = Campaign.__table__
     for run_id, campaign_id in running_runs():
         if run_id in cursor.skip:
             continue
-        status = db.session.scalar(
-            sa.select(Campaign.__table__.c.status)
-            .where(Campaign.__table__.c.id == campaign_id)
-            .with_for_update(read=True)
-        )
-        if status != CampaignStatus.RUNNING.value:
-            continue  # paused or cancelled since: this chunk does nothing for it
         claimed = db.session.scalars(
             sa.select(recipients.c.member_id)
             .where(
@@ -279,6 +274,16 @@ def deliver_chunk(cursor: BatchCursor, now: datetime, *, size: int = CHUNK) -> i
             .limit(size)
             .with_for_update(skip_locked=True)
         ).all()
+        # The campaign row: shared while delivering (a pause waits for the chunk in flight,
+        # then no later chunk starts), exclusive to finish the run (one finisher at a time,
+        # after every chunk in flight committed).
+        status = db.session.scalar(
+            sa.select(campaigns.c.status)
+            .where(campaigns.c.id == campaign_id)
+            .with_for_update(read=bool(claimed))
+        )
+        if status != CampaignStatus.RUNNING.value:
+            continue  # paused or cancelled since: this chunk does nothing for it
         campaign = lifecycle.get_campaign(campaign_id)
         run = db.session.get(CampaignRun, run_id)
         assert run is not None

@@ -7,6 +7,7 @@ registers its privacy erase step, which must be imported for erasure to reach it
 from campaigns import engine_models as campaign_engine_models  # noqa: F401
 from campaigns import engine_privacy as campaign_privacy  # noqa: F401  (erase, export, merge)
 from campaigns import models as campaign_models  # noqa: F401
+from campaigns import multipliers as campaign_multipliers  # noqa: F401  (earn multipliers)
 from campaigns import profiles as campaign_profiles  # noqa: F401  (the profiles consumer)
 from loyalty import idempotency, outbox  # noqa: F401
 from loyalty.auth import models as auth_models  # noqa: F401

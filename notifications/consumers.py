@@ -7,7 +7,8 @@
 One message per channel the member can be reached on and hasn't turned off, each with the
 dedupe key `<topic>:<event id>:<channel>`: the relay delivers at least once, the key makes
 it at most once. Events carry ids; names, contacts and text are read when the message is
-sent. Coupons issued by a campaign are the campaign's to announce (as marketing).
+sent. Coupons issued and bonus points credited by a campaign are the campaign's to announce
+(as marketing).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def message_for(event: outbox.Event) -> tuple[str, dict[str, Any]] | None:
     if event.topic == "points.earned":
         if int(payload.get("points") or 0) <= 0:
             return None
+        if (payload.get("cause") or {}).get("type") == "campaign":
+            return None  # a campaign's bonus points are announced by its own message
         return "points_earned", {
             "points": payload["points"],
             "pending_until": payload.get("pending_until"),

@@ -266,6 +266,22 @@ def _rules_at(moment: datetime, *, event: bool) -> list[engine.RuleSpec]:
     return [rule for rule in rules if rule.in_window(moment)]
 
 
+# Rules for one member only (a campaign's earn multiplier for its recipients), from sources
+# other domains register; asked on every order with the person and the order's time.
+MemberRuleSource = Callable[[int, datetime], Sequence[engine.RuleSpec]]
+_member_rule_sources: list[MemberRuleSource] = []
+
+
+def register_member_rules(source: MemberRuleSource) -> MemberRuleSource:
+    if source not in _member_rule_sources:
+        _member_rule_sources.append(source)
+    return source
+
+
+def member_rules(member_id: int, moment: datetime) -> list[engine.RuleSpec]:
+    return [rule for source in _member_rule_sources for rule in source(member_id, moment)]
+
+
 _active_rules_cache: TTLCache[tuple[engine.RuleSpec, ...]] = TTLCache(
     "active earning rules", models=(EarningRule,)
 )
@@ -522,7 +538,7 @@ def post_order(
     multiplier, tier_code = _tier_multiplier(member, tier_list)
     result = engine.compute_points(
         basket,
-        _rules_at(occurred_at, event=False),
+        [*_rules_at(occurred_at, event=False), *member_rules(member.id, occurred_at)],
         tier_multiplier_pct=multiplier,
         tier_name=tier_code,
         context=engine.EarnContext(

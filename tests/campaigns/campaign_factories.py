@@ -96,3 +96,25 @@ def campaign_messages(campaign_id: int) -> list[Message]:
     )
     db.session.rollback()
     return rows
+
+
+def launched_to(member_ids: list[int], *, holdout_pct: int = 0) -> int:
+    """A campaign to exactly these members (a static segment; email consent given), launched
+    and fanned out. Returns its id."""
+    from campaigns import lifecycle
+    from campaigns.models import SegmentMember
+
+    for member_id in member_ids:
+        consent(member_id, Channel.EMAIL)
+    static = segments.create_segment(
+        {"name": "listed", "kind": "static", "rule": None}, now=utcnow(), actor="test"
+    )
+    db.session.add_all(SegmentMember(segment_id=static.id, member_id=m) for m in member_ids)
+    data = body(static.id, holdout_pct=holdout_pct)
+    data.update(offer={}, schedule={}, attribution_days=7, description=None)
+    campaign = lifecycle.create_campaign(data, now=utcnow(), actor="test")
+    db.session.commit()
+    lifecycle.launch(campaign.id, now=utcnow(), actor="test")
+    db.session.commit()
+    deliver()
+    return campaign.id

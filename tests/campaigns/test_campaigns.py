@@ -209,6 +209,11 @@ def test_a_points_campaign_credits_the_bonus_through_the_ledger(client, marketer
     deliver()
     assert member_balance(audience["sms"][0].id).balance == 250
     assert member_balance(audience["silent"].id).balance == 0  # not messaged: no bonus
+    from loyalty.outbox.models import OutboxEvent as Event
+    from notifications.consumers import message_for
+
+    earned = db.session.scalars(sa.select(Event).where(Event.topic == "points.earned")).all()
+    assert len(earned) == 3 and all(message_for(e) is None for e in earned)  # no 2nd message
 
 
 def test_lifecycle_changes_are_conditional_on_the_state(client, marketer, audience):
@@ -342,3 +347,28 @@ def test_a_merged_member_is_messaged_once_as_the_person(client, marketer, make):
         sa.select(CampaignRecipient).where(CampaignRecipient.campaign_id == created["id"])
     ).all()
     assert sorted(r.status for r in rows) == ["queued", "suppressed"]
+
+
+def test_a_multiplier_campaign_multiplies_its_recipients_points_for_its_window(
+    client, marketer, make, audience
+):
+    from tests.earning import factories as earning_factories
+    from tests.earning.factories import order_body
+
+    earning_factories.base_rate()  # 1 point per 100 minor units
+    offer = {"kind": "multiplier", "multiplier_pct": 200, "days": 7}
+    created = _create(client, marketer, body(segment(), offer=offer))
+    _post(client, marketer, created["id"], "launch")
+    deliver()
+    pos = make.api_key(scopes.ORDERS_WRITE)
+
+    def points(member_id: int) -> int:
+        response = client.post(
+            "/v1/orders", json=order_body({"member_id": member_id}), headers=idem(pos)
+        )
+        assert response.status_code == 201, response.json
+        return response.json["points_earned"]
+
+    assert points(audience["sms"][0].id) == 200  # messaged: double points
+    assert points(audience["silent"].id) == 100  # not messaged (no consent): no multiplier
+    assert points(audience["south"].id) == 100  # not in the audience

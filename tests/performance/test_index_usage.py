@@ -327,6 +327,18 @@ def hot_paths(client: FlaskClient, world: World) -> dict[str, Callable[[int], No
             if after == 0 or after > world.members[-1]:
                 return
 
+    campaign: dict[str, int] = {}
+
+    def campaign_results(_n: int) -> None:
+        # Set up on the first (unmeasured) call; then the results' queries, by index.
+        from campaigns import lifecycle, results
+        from tests.campaigns.campaign_factories import launched_to
+
+        if not campaign:
+            campaign["id"] = launched_to(world.members[:10], holdout_pct=20)
+        results.results(lifecycle.get_campaign(campaign["id"]), now=utcnow())
+        db.session.commit()
+
     return {
         "order": order,
         "order with a coupon": order_with_coupon,
@@ -342,6 +354,7 @@ def hot_paths(client: FlaskClient, world: World) -> dict[str, Callable[[int], No
         "outbox relay": relay,
         "batch jobs": jobs,
         "tier evaluation": tier_evaluation,
+        "campaign results": campaign_results,
     }
 
 
