@@ -35,7 +35,7 @@ def test_an_idle_service_reports_an_empty_backlog(client):
         "expired_coupon_holds",
     ):
         assert backlog[name] == {"count": 0, "oldest": None, "age_seconds": 0}
-    assert backlog["failed_jobs"] == {"default": 0, "ledger": 0, "notifications": 0}
+    assert backlog["failed_jobs"] == {"default": 0, "ledger": 0, "notifications": 0, "campaigns": 0}
     assert backlog["scheduler"] == {"last_tick": None, "age_seconds": None}
 
 
