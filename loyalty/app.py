@@ -32,6 +32,8 @@ from loyalty.http import refuse_deeply_nested_json
 from loyalty.members.models import watch_members
 
 REQUEST_ID_HEADER = "X-Request-ID"
+# Endpoints that check a credential of their own (/metrics: OMNILOYAL_METRICS_TOKEN).
+OWN_CREDENTIAL_ENDPOINTS = frozenset({"metrics.metrics"})
 
 
 class OmniloyalApp(Flask):
@@ -280,6 +282,10 @@ def _init_api(app: Flask) -> None:
 
     app.register_blueprint(inbound.blp)
     app.register_blueprint(unsubscribe.blp)
+    # The dashboard (server-rendered pages, sign-in, CSRF) and /metrics: outside the API.
+    from loyalty.dashboard.setup import init_dashboard
+
+    init_dashboard(app, app.extensions["omniloyal.settings"])
     app.register_error_handler(OmniloyalError, domain_error_response)
 
 
@@ -348,6 +354,8 @@ def _init_request_hooks(app: Flask, settings: Settings) -> None:
 
         g.caller = None
         g.auth_error = None
+        if request.endpoint in OWN_CREDENTIAL_ENDPOINTS:
+            return
         try:
             g.caller = authenticate_request()
         except NotAuthenticated as error:

@@ -5,6 +5,7 @@ omniloyal worker          run an RQ worker and the periodic scheduler
 omniloyal db upgrade      apply migrations (Flask-Migrate)
 omniloyal demo            seed demo stores, tiers, rules, members and orders
 omniloyal create-api-key  create an API client and print its key once
+omniloyal create-user     create a dashboard user (role, password, optional TOTP)
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def register(app: Flask) -> None:
         app.cli.add_command(command)
     from campaigns.cli import campaigns_cli
     from loyalty.coupons.cli import coupons_cli
+    from loyalty.dashboard.cli import create_user_command
     from loyalty.ledger.cli import ledger_cli
     from loyalty.members.cli import members_cli
 
@@ -68,6 +70,7 @@ def register(app: Flask) -> None:
     app.cli.add_command(ledger_cli)
     app.cli.add_command(coupons_cli)
     app.cli.add_command(campaigns_cli)
+    app.cli.add_command(create_user_command)
 
 
 @click.command("run")
@@ -97,6 +100,7 @@ def run_command(host: str, port: int, log_format: logs.LogFormat) -> None:
     click.echo(f"API:      http://{host}:{port}/v1")
     click.echo(f"API docs: http://{host}:{port}/docs")
     click.echo(f"OpenAPI:  http://{host}:{port}/openapi.json")
+    click.echo(f"Dashboard: http://{host}:{port}/dashboard/  (demo logins: `omniloyal demo`)")
     from werkzeug.serving import run_simple
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # our access log covers requests
@@ -167,8 +171,17 @@ def demo_command(members: int, if_empty: bool) -> None:
         if minted:
             heading += f" (new: {', '.join(minted)})"
     else:
+        from loyalty.dashboard.demo import seed_demo_campaign
+
         keys = seed_demo(member_count=members, now=utcnow())
+        db.session.flush()
+        seed_demo_campaign(utcnow())
         heading = "Demo data ready. API keys"
+    from loyalty.dashboard import stats
+    from loyalty.dashboard.demo import ensure_demo_users
+
+    logins = ensure_demo_users(utcnow())
+    stats.refresh(utcnow())
     db.session.commit()
     save_keys(path, keys)
     shown = os.path.relpath(path)
@@ -186,6 +199,9 @@ def demo_command(members: int, if_empty: bool) -> None:
             f"email {member['email']}, phone {member['phone']}, card {member['card']}"
         )
         click.echo("  guides: docs/guides/member-app.md and docs/guides/pos.md")
+    click.echo("Dashboard logins (/dashboard/), one per role:")
+    for role, (email, password) in logins.items():
+        click.echo(f"  {role:<9} {email}  password: {password}")
 
 
 @click.command("create-api-key")

@@ -114,6 +114,12 @@ class Settings:
     # Campaigns (campaigns/): provider price per message by channel, in minor units, for
     # estimates, results and the finance export ("sms=5,email=0,push=0").
     campaign_message_prices: dict[str, int]
+    # The dashboard (loyalty/dashboard/): idle session timeout, failed-login limits, and
+    # the bearer token /metrics asks for (None: /metrics answers 404).
+    dashboard_session_minutes: int = 30
+    dashboard_login_limit_per_ip: str = "10/minute;50/hour"
+    dashboard_login_limit_per_account: str = "5/minute;20/hour"
+    metrics_token: str | None = None
 
     @property
     def embedded(self) -> bool:
@@ -340,6 +346,7 @@ def load_settings(
         proxy_hops=_int(env, "OMNILOYAL_PROXY_HOPS", 0),
         **_notify_settings(env),
         **_webhook_and_login_settings(env),
+        **_dashboard_settings(env),
         campaign_message_prices=_message_prices(env.get("OMNILOYAL_CAMPAIGN_PRICES")),
     )
     if overrides:
@@ -406,6 +413,24 @@ def _webhook_and_login_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "login_code_country_caps": _country_caps(
             env.get("OMNILOYAL_LOGIN_CODE_COUNTRY_CAPS") or "*=200"
         ),
+    }
+
+
+def _dashboard_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    token = _text(env, "OMNILOYAL_METRICS_TOKEN")
+    if token is not None and len(token) < 16:
+        raise ConfigError("OMNILOYAL_METRICS_TOKEN must be at least 16 characters")
+    return {
+        "dashboard_session_minutes": _int(
+            env, "OMNILOYAL_DASHBOARD_SESSION_MINUTES", 30, minimum=1
+        ),
+        "dashboard_login_limit_per_ip": _counter_limits(
+            env, "OMNILOYAL_DASHBOARD_LOGIN_LIMIT_PER_IP", "10/minute;50/hour"
+        ),
+        "dashboard_login_limit_per_account": _counter_limits(
+            env, "OMNILOYAL_DASHBOARD_LOGIN_LIMIT_PER_ACCOUNT", "5/minute;20/hour"
+        ),
+        "metrics_token": token,
     }
 
 

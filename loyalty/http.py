@@ -134,6 +134,18 @@ def _depth(document: Any) -> int:
     return deepest
 
 
+# Called before each run of a write handler; what it returns (if anything) is called with
+# the handler's successful, not replayed response, in the write's transaction, before the
+# commit. The dashboard's audit log of admin API changes is one (loyalty/dashboard/audit.py).
+WriteObserver = Callable[[], Callable[[Response], None] | None]
+_write_observers: list[WriteObserver] = []
+
+
+def observe_writes(observer: WriteObserver) -> WriteObserver:
+    _write_observers.append(observer)
+    return observer
+
+
 def write_endpoint(*, key_required: bool = True) -> Callable[[F], F]:
     """Wrap a write handler: claim the Idempotency-Key, run, record the response, commit.
 
@@ -154,11 +166,15 @@ def write_endpoint(*, key_required: bool = True) -> Callable[[F], F]:
 
             def attempt() -> Response:
                 try:
+                    finishers = [f for f in (o() for o in _write_observers) if f is not None]
                     if key is None:
                         response = make_response(view(*args, **kwargs))
                     else:
                         response = _run_once(view, key, args, kwargs)
                     if response.status_code < 400:
+                        if REPLAY_HEADER not in response.headers:
+                            for finish in finishers:
+                                finish(response)
                         db.session.commit()
                     else:
                         db.session.rollback()

@@ -78,6 +78,7 @@ def periodic_jobs() -> list[Schedule]:
     from campaigns import journey_jobs
     from loyalty.auth import jobs as auth_jobs
     from loyalty.coupons import jobs as coupon_jobs
+    from loyalty.dashboard import stats as dashboard_stats
     from loyalty.ledger import jobs as ledger_jobs
     from loyalty.tiers import jobs as tier_jobs
     from notifications import jobs as notify_jobs
@@ -97,4 +98,5 @@ def periodic_jobs() -> list[Schedule]:
         *notify_jobs.schedules(),
         *webhook_jobs.schedules(),
         *login_code_jobs.schedules(),
+        *dashboard_stats.schedules(),
     ]

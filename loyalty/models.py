@@ -17,6 +17,8 @@ from campaigns import triggers as journey_triggers  # noqa: F401  (outbox consum
 from loyalty import idempotency, outbox  # noqa: F401
 from loyalty.auth import models as auth_models  # noqa: F401
 from loyalty.coupons import models as coupon_models  # noqa: F401
+from loyalty.dashboard import audit as dashboard_audit  # noqa: F401  (erase step)
+from loyalty.dashboard import models as dashboard_models  # noqa: F401
 from loyalty.earning import models as earning_models  # noqa: F401
 from loyalty.ledger import models as ledger_models  # noqa: F401
 from loyalty.members import models as member_models  # noqa: F401

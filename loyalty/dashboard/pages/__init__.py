@@ -1,0 +1,13 @@
+"""The dashboard pages, one module per area; importing them adds their routes."""
+
+PAGE_MODULES = (
+    "access",
+    "audit",
+    "campaigns",
+    "members",
+    "offers",
+    "operations",
+    "overview",
+    "segments",
+    "settings",
+)

@@ -1,0 +1,157 @@
+"""Offers (create, new versions of their terms), code batches with CSV export, rewards."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Response, abort, flash, redirect, request, stream_with_context, url_for
+from flask_babel import gettext as _
+from flask_login import current_user
+from marshmallow import ValidationError
+
+from loyalty.clock import utcnow
+from loyalty.dashboard.access import needs
+from loyalty.dashboard.blueprint import bp, render
+from loyalty.dashboard.edge import Refused, change, record_event
+from loyalty.dashboard.roles import Permission
+from loyalty.db import db
+
+KINDS = ("percent", "fixed_amount", "free_item", "bonus_points")
+MAX_BATCH = 100_000
+
+
+def _terms_from_form(form: Any) -> dict[str, Any]:
+    """The offer fields the form has, as OfferCreateSchema takes them."""
+    data: dict[str, Any] = {}
+    for name in ("name", "description", "free_sku", "currency"):
+        value = form.get(name, "").strip()
+        if value:
+            data[name] = value
+    for name in (
+        "percent_bp", "amount_minor", "bonus_points", "min_spend_minor", "max_discount_minor",
+        "valid_days_after_issue", "per_member_limit", "max_redemptions",
+    ):  # fmt: skip
+        value = form.get(name, "").strip()
+        if value:
+            data[name] = int(value) if value.lstrip("-").isdigit() else value
+    return data
+
+
+def _errors(error: ValidationError) -> str:
+    messages = error.normalized_messages()
+    return "; ".join(f"{field}: {' '.join(map(str, m))}" for field, m in messages.items())
+
+
+@bp.route("/offers", methods=["GET", "POST"])
+@needs(Permission.VIEW)
+def offers() -> Any:
+    from loyalty.coupons import offers as offer_ops
+    from loyalty.coupons.schemas import OfferCreateSchema
+    from loyalty.coupons.wallet import list_rewards
+    from loyalty.dashboard.roles import allows
+
+    if request.method == "POST":
+        if not allows(current_user.role, Permission.OFFERS_WRITE):
+            abort(403)
+        raw = {"kind": request.form.get("kind", ""), **_terms_from_form(request.form)}
+        try:
+            data = OfferCreateSchema().load(raw)
+            offer = change(
+                "offers.create",
+                lambda: offer_ops.create_offer(data, now=utcnow(), actor=current_user.actor),
+                target_type="offer",
+                after_target=lambda o: o.id,
+            )
+            flash(_("Offer created."), "ok")
+            return redirect(url_for("dashboard.offer", offer_id=offer.id))
+        except ValidationError as error:
+            flash(_errors(error), "error")
+        except Refused:
+            pass
+    return render(
+        "offers.html",
+        offers=offer_ops.list_offers(status=None, limit=200, after_id=None),
+        rewards=list_rewards(only_available=False),
+        kinds=KINDS,
+    )
+
+
+@bp.route("/offers/<int:offer_id>", methods=["GET", "POST"])
+@needs(Permission.VIEW)
+def offer(offer_id: int) -> Any:
+    from loyalty.coupons import offers as offer_ops
+    from loyalty.coupons.models import CouponBatch, CouponOffer, CouponOfferVersion
+    from loyalty.coupons.schemas import OfferUpdateSchema
+    from loyalty.dashboard.roles import allows
+
+    if request.method == "POST" and not allows(current_user.role, Permission.OFFERS_WRITE):
+        abort(403)
+    found = db.session.get(CouponOffer, offer_id)
+    if found is None:
+        abort(404)
+    if request.method == "POST":
+        try:
+            if request.form.get("action") == "batch":
+                count = int(request.form.get("count", "0") or 0)
+                if not 1 <= count <= MAX_BATCH:
+                    flash(_("Between 1 and %(n)s codes per batch.", n=MAX_BATCH), "error")
+                    return redirect(url_for("dashboard.offer", offer_id=offer_id))
+                prefix = request.form.get("prefix", "").strip()[:16] or None
+                change(
+                    "offers.codes.generate",
+                    lambda: offer_ops.generate_codes(
+                        offer_id, count, now=utcnow(), actor=current_user.actor, prefix=prefix
+                    ),
+                    target_type="offer",
+                    target_id=offer_id,
+                    details=lambda batch: {"batch_id": batch.id, "codes": batch.created_count},
+                )
+                flash(_("Codes generated."), "ok")
+            else:
+                changes = OfferUpdateSchema().load(_terms_from_form(request.form))
+                change(
+                    "offers.update",
+                    lambda: offer_ops.update_offer(
+                        offer_id, changes, now=utcnow(), actor=current_user.actor
+                    ),
+                    target_type="offer",
+                    target_id=offer_id,
+                )
+                flash(_("Offer saved."), "ok")
+        except ValidationError as error:
+            flash(_errors(error), "error")
+        except (Refused, ValueError):
+            pass
+        return redirect(url_for("dashboard.offer", offer_id=offer_id))
+    batches = db.session.scalars(
+        sa.select(CouponBatch).where(CouponBatch.offer_id == offer_id).order_by(CouponBatch.id)
+    ).all()
+    versions = db.session.scalars(
+        sa.select(CouponOfferVersion)
+        .where(CouponOfferVersion.offer_id == offer_id)
+        .order_by(CouponOfferVersion.version.desc())
+    ).all()
+    return render(
+        "offer.html",
+        offer=found,
+        terms=offer_ops.current_terms(found),
+        stats=offer_ops.offer_stats(offer_id),
+        batches=batches,
+        versions=versions,
+    )
+
+
+@bp.route("/offers/batches/<int:batch_id>.csv")
+@needs(Permission.OFFERS_WRITE)
+def batch_csv(batch_id: int) -> Any:
+    from loyalty.coupons import offers as offer_ops
+
+    offer_ops.get_batch(batch_id)
+    record_event("offers.codes.export", actor=current_user.actor, target_type="coupon_batch",
+                 target_id=batch_id)  # fmt: skip
+    return Response(
+        stream_with_context(offer_ops.export_batch_csv(batch_id)),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="coupon-batch-{batch_id}.csv"'},
+    )
