@@ -89,9 +89,9 @@ def merge_journeys(merged_id: int, survivor_id: int, now: datetime) -> dict[str,
 
 
 def _ids(member_id: int) -> list[int]:
-    from loyalty.members.privacy import same_person_ids
+    from loyalty.members.resolution import history_member_ids
 
-    return same_person_ids(member_id)
+    return history_member_ids(member_id)
 
 
 def erase_journeys(member_id: int, now: datetime) -> dict[str, Any]:
