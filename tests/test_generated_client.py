@@ -449,7 +449,7 @@ def test_the_member_app_journey_through_the_generated_client(app, make, generate
     _ok(
         _call(generated, "register_my_subscription").sync_detailed(
             client=app_client,
-            body=_model(generated, "SubscriptionCreate", browser),
+            body=_model(generated, "PushSubscriptionCreate", browser),
             idempotency_key=_key(),
         ),
         201,

@@ -43,6 +43,7 @@ IDS_ONLY = Reason("ids and amounts only; the person's data is exported from its 
 EARNING = "loyalty.earning.operations.merge_orders_and_activities"
 COUPONS = "loyalty.coupons.wallet.merge_member_coupons"
 TARGETING = "campaigns.privacy.merge_member_targeting"
+JOURNEYS = "campaigns.journey_privacy.merge_journeys"
 
 SEAMS: dict[str, Seam] = {
     "members": Seam(CORE_MERGE, CORE_ERASE, CORE_EXPORT),
@@ -96,6 +97,22 @@ SEAMS: dict[str, Seam] = {
     "segment_members": Seam(
         "campaigns.segments.merge_segment_memberships", "campaigns", "targeting"
     ),
+    "campaign_recipients": Seam(
+        "campaigns.engine_privacy.merge_member_campaigns", "campaign_engine", "campaigns"
+    ),
+    "journey_entries": Seam(JOURNEYS, "journeys", "journeys"),
+    "event_reservations": Seam(JOURNEYS, "journeys", "journeys"),
+    "referral_codes": Seam(
+        Reason("the merged member's code stays valid and credits through the merge rule"),
+        "journeys",
+        "journeys",
+    ),
+    "referral_marks": Seam(
+        Reason("keyed hashes of identities, compared for either id of a person"),
+        "journeys",
+        Reason("keyed hashes only, no readable personal data"),
+    ),
+    "referrals": Seam(STAYS, Reason("ids and points only"), "journeys"),
 }
 
 

@@ -31,11 +31,8 @@ from loyalty.earning.operations import (
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.members.identities import phone_region
 from loyalty.members.models import Member
-from loyalty.members.operations import (
-    find_member_by_external_id,
-    find_member_by_identity,
-    get_member,
-)
+from loyalty.members.operations import find_member_by_external_id, find_member_by_identity
+from loyalty.members.resolution import get_member
 from loyalty.stores.models import Channel
 from loyalty.tiers import operations as tiers
 
