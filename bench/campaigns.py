@@ -27,14 +27,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 
 import psycopg
 
-from bench.database import VENV_BIN, BenchDatabase
-from bench.notifications import DEFAULT_PG, OwnRedis
+from bench.database import VENV_BIN
+from bench.notifications import DEFAULT_PG, isolated_worker_run
 
 SEED = """
 INSERT INTO members (id, status, locale, timezone, region, attributes, enrolled_channel,
@@ -231,23 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--pg", default=os.environ.get("BENCH_PG", DEFAULT_PG))
     args = parser.parse_args(argv)
-    instance = tempfile.mkdtemp(prefix="bench-campaigns-")
-    own_redis = OwnRedis(instance)
-    database = BenchDatabase(args.pg)
-    database.name = f"omniloyal_bench_campaigns_{os.getpid()}"
-    database.url = f"{database.server_url}/{database.name}"
-    env = {
-        **os.environ,
-        "DATABASE_URL": database.url,
-        "REDIS_URL": own_redis.url,
-        "SECRET_KEY": secrets.token_urlsafe(48),
-        "LOG_LEVEL": "WARNING",
-        "OMNILOYAL_INSTANCE_PATH": instance,
-        "OMNILOYAL_EMBEDDED_WORKER": "false",
-        "OMNILOYAL_NOTIFY_QUIET_HOURS": "off",
-        "OMNILOYAL_NOTIFY_MARKETING_CAP": "off",
-    }
-    os.environ.update(env)
+    instance, own_redis, database, env = isolated_worker_run("campaigns", args.pg)
     try:
         _say(f"database {database.name}, redis-server on port {own_redis.port}")
         database.create()

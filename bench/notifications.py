@@ -77,6 +77,30 @@ class OwnRedis:
         self.process.wait(timeout=10)
 
 
+def isolated_worker_run(name: str, pg: str) -> tuple[str, OwnRedis, BenchDatabase, dict[str, str]]:
+    """A bench run of real workers on their own database and redis-server: the instance
+    folder, the Redis, the database (not created yet) and the environment, also applied to
+    this process. Quiet hours and caps are off: the run measures throughput, not policy."""
+    instance = tempfile.mkdtemp(prefix=f"bench-{name}-")
+    own_redis = OwnRedis(instance)
+    database = BenchDatabase(pg)
+    database.name = f"omniloyal_bench_{name}_{os.getpid()}"
+    database.url = f"{database.server_url}/{database.name}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": database.url,
+        "REDIS_URL": own_redis.url,
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "LOG_LEVEL": "WARNING",
+        "OMNILOYAL_INSTANCE_PATH": instance,
+        "OMNILOYAL_EMBEDDED_WORKER": "false",
+        "OMNILOYAL_NOTIFY_QUIET_HOURS": "off",
+        "OMNILOYAL_NOTIFY_MARKETING_CAP": "off",
+    }
+    os.environ.update(env)
+    return instance, own_redis, database, env
+
+
 def seed(members: int, messages: int, *, only_notifications: bool = False) -> None:
     """Members with phones, then `messages` points.earned events spread over them, committed
     together (the pipeline's clock starts at this commit).
@@ -250,23 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pg", default=os.environ.get("BENCH_PG", DEFAULT_PG))
     args = parser.parse_args(argv)
     members = args.members or max(1, min(args.messages // 20, 5_000))
-    instance = tempfile.mkdtemp(prefix="bench-notify-")
-    own_redis = OwnRedis(instance)
-    database = BenchDatabase(args.pg)
-    database.name = f"omniloyal_bench_notify_{os.getpid()}"
-    database.url = f"{database.server_url}/{database.name}"
-    env = {
-        **os.environ,
-        "DATABASE_URL": database.url,
-        "REDIS_URL": own_redis.url,
-        "SECRET_KEY": secrets.token_urlsafe(48),
-        "LOG_LEVEL": "WARNING",
-        "OMNILOYAL_INSTANCE_PATH": instance,
-        "OMNILOYAL_EMBEDDED_WORKER": "false",
-        "OMNILOYAL_NOTIFY_QUIET_HOURS": "off",
-        "OMNILOYAL_NOTIFY_MARKETING_CAP": "off",
-    }
-    os.environ.update(env)
+    instance, own_redis, database, env = isolated_worker_run("notify", args.pg)
     try:
         _say(f"database {database.name}, redis-server on port {own_redis.port}")
         database.create()
