@@ -11,6 +11,7 @@ from loyalty.coupons.codes import MAX_BATCH_CLI, MAX_BATCH_PER_REQUEST
 from loyalty.coupons.discounts import OfferKind, Stacking
 from loyalty.coupons.models import OfferStatus
 from loyalty.db import BIGINT_MAX
+from loyalty.members.paths import MemberRef
 from loyalty.pagination import PageQuery, page_schema
 from loyalty.schemas import (
     MAX_BASKET_LINES,
@@ -331,7 +332,7 @@ def basket_from(data: dict[str, Any], store_id: str | None) -> Basket:
 
 
 class ValidateSchema(BasketFields):
-    member_id = Id(load_default=None)
+    member_id = MemberRef(load_default=None)
 
 
 class MemberValidateSchema(BasketFields):
@@ -339,13 +340,13 @@ class MemberValidateSchema(BasketFields):
 
 
 class RedeemSchema(BasketFields):
-    member_id = Id(load_default=None)
+    member_id = MemberRef(load_default=None)
     order_ref = Text(128, required=True, metadata={"description": "your order or receipt id"})
     metadata = Metadata(load_default=None)
 
 
 class CouponHoldRequestSchema(BasketFields):
-    member_id = Id(load_default=None)
+    member_id = MemberRef(load_default=None)
     order_ref = Text(128, load_default=None)
     ttl_seconds = fields.Integer(load_default=None, validate=validate.Range(min=10, max=86_400))
     metadata = Metadata(load_default=None)

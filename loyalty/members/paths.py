@@ -8,9 +8,12 @@ our integer id like any other route. An unknown external id is a 404 `member-not
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Flask, g, request
+from marshmallow import ValidationError as MarshmallowError
+from marshmallow import fields
 from werkzeug.routing import BaseConverter, Map, ValidationError
 
 from loyalty.db import BIGINT_MAX
@@ -70,3 +73,37 @@ def resolve_external_refs() -> None:
 def register(app: Flask) -> None:
     """The converter (before any route is added)."""
     app.url_map.converters["member"] = MemberRefConverter
+
+
+class MemberRef(fields.Field):
+    """A member named in a request body: our id (an integer) or `ext:<external id>`.
+
+    Bodies are parsed after authentication, so the lookup tells nothing to a caller without
+    credentials; an unknown external id is a 422 naming the field.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        metadata = {
+            "type": ["integer", "string"],
+            "description": "the member's id, or `ext:` and your own customer id (`ext:C-1001`)",
+            "examples": [42, "ext:C-1001"],
+            **kwargs.pop("metadata", {}),
+        }
+        super().__init__(metadata=metadata, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            if not 1 <= value <= BIGINT_MAX:
+                raise MarshmallowError(f"must be between 1 and {BIGINT_MAX}")
+            return value
+        if isinstance(value, str) and re.fullmatch(_EXTERNAL, value):
+            from loyalty.members.operations import member_id_for_external_id
+
+            member_id = member_id_for_external_id(value.removeprefix(EXTERNAL_PREFIX))
+            if member_id is None:
+                raise MarshmallowError(f"no member has external id {value[4:]!r}")
+            return member_id
+        raise MarshmallowError("a member id (integer) or `ext:<your customer id>`")
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> Any:
+        return value

@@ -9,8 +9,9 @@ from marshmallow import ValidationError, fields, validate, validates_schema
 
 from loyalty.ledger.schemas import BalanceSchema
 from loyalty.members.models import IdentityKind
+from loyalty.members.paths import MemberRef
 from loyalty.pagination import PageQuery, page_schema
-from loyalty.schemas import Id, Metadata, MetadataOut, StrictSchema, Text
+from loyalty.schemas import Metadata, MetadataOut, StrictSchema, Text
 from loyalty.stores.models import Channel
 from loyalty.stores.schemas import COUNTRY, PlainText, iana_timezone, no_control_characters
 
@@ -183,7 +184,7 @@ class BlockRequestSchema(StrictSchema):
 
 
 class MergeRequestSchema(StrictSchema):
-    merged_member_id = Id(required=True)
+    merged_member_id = MemberRef(required=True)
     reason = PlainText(500, required=True)
 
 

@@ -274,3 +274,33 @@ def test_erasure_blanks_the_metadata_of_the_members_orders_and_redemptions(clien
     assert db.session.get(Member, member_id).extra is None
     assert db.session.scalar(db.select(Order.extra)) is None
     assert db.session.scalar(db.select(CouponRedemption.extra)) is None
+
+
+def test_request_bodies_name_a_member_by_external_id_too(client, admin):
+    enrol(client, admin, identities={"email": "b1@example.com"}, external_id="B-1")
+    survivor = enrol(client, admin, identities={"email": "b2@example.com"}, external_id="B-2")
+    basket = {
+        "codes": ["NOSUCHCODE"],
+        "channel": "online",
+        "currency": "EUR",
+        "lines": [{"sku": "A", "quantity": 1, "unit_price_minor": 1000}],
+    }
+
+    unknown = client.post(
+        "/v1/coupons/validate", json={**basket, "member_id": "ext:NOBODY"}, headers=admin
+    )
+    assert unknown.status_code == 422
+    assert set(error_fields(unknown.json)) == {"member_id"}
+    known = client.post(
+        "/v1/coupons/validate", json={**basket, "member_id": "ext:B-1"}, headers=admin
+    )
+    assert known.status_code == 200, known.json
+
+    merge = client.post(
+        "/v1/members/ext:B-2/merge",
+        json={"merged_member_id": "ext:B-1", "reason": "duplicate"},
+        headers=idem(admin),
+    )
+    assert merge.status_code == 200, merge.json
+    survivor_id = survivor.json["member"]["id"]
+    assert client.get("/v1/members/ext:B-1", headers=admin).json["id"] == survivor_id
