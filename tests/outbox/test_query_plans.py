@@ -67,14 +67,15 @@ def _seed() -> None:
 
 
 @contextmanager
-def _captured() -> Iterator[list[tuple[str, Any]]]:
+def _captured(watched: set[str] = WATCHED) -> Iterator[list[tuple[str, Any]]]:
+    """Each distinct statement naming a `watched` table, with its parameters."""
     seen: list[tuple[str, Any]] = []
 
     texts: set[str] = set()
 
     def listener(conn, cursor, statement, parameters, context, executemany) -> None:
         # Each distinct statement once (the 700 "record done" UPDATEs share one text).
-        if not executemany and statement not in texts and any(t in statement for t in WATCHED):
+        if not executemany and statement not in texts and any(t in statement for t in watched):
             texts.add(statement)
             seen.append((statement, parameters))
 
@@ -85,16 +86,16 @@ def _captured() -> Iterator[list[tuple[str, Any]]]:
         sa.event.remove(db.engine, "before_cursor_execute", listener)
 
 
-def _seq_scans(plan: Any) -> list[str]:
+def _seq_scans(plan: Any, watched: set[str] = WATCHED) -> list[str]:
     found = []
     if isinstance(plan, dict):
-        if plan.get("Node Type") == "Seq Scan" and plan.get("Relation Name") in WATCHED:
+        if plan.get("Node Type") == "Seq Scan" and plan.get("Relation Name") in watched:
             found.append(plan["Relation Name"])
         for value in plan.values():
-            found += _seq_scans(value)
+            found += _seq_scans(value, watched)
     elif isinstance(plan, list):
         for item in plan:
-            found += _seq_scans(item)
+            found += _seq_scans(item, watched)
     return found
 
 

@@ -4,13 +4,9 @@ thousands of rows, in custom and generic plans (see tests/outbox/test_query_plan
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from campaigns import journeys, o2o, referrals, triggers
 from loyalty import outbox
@@ -18,7 +14,7 @@ from loyalty.batches import BatchCursor
 from loyalty.clock import utcnow
 from loyalty.db import db
 from tests.journeys.helpers import journey
-from tests.outbox.test_query_plans import _plans
+from tests.outbox.test_query_plans import _captured, _plans, _seq_scans
 
 WATCHED = {
     "journey_entries",
@@ -73,36 +69,6 @@ def _seed(journey_ids: list[int]) -> None:
             connection.exec_driver_sql(statement)
 
 
-@contextmanager
-def _captured() -> Iterator[list[tuple[str, Any]]]:
-    seen: list[tuple[str, Any]] = []
-    texts: set[str] = set()
-
-    def listener(conn, cursor, statement, parameters, context, executemany) -> None:
-        if not executemany and statement not in texts and any(t in statement for t in WATCHED):
-            texts.add(statement)
-            seen.append((statement, parameters))
-
-    sa.event.listen(db.engine, "before_cursor_execute", listener)
-    try:
-        yield seen
-    finally:
-        sa.event.remove(db.engine, "before_cursor_execute", listener)
-
-
-def _seq_scans(plan: Any) -> list[str]:
-    found = []
-    if isinstance(plan, dict):
-        if plan.get("Node Type") == "Seq Scan" and plan.get("Relation Name") in WATCHED:
-            found.append(plan["Relation Name"])
-        for value in plan.values():
-            found += _seq_scans(value)
-    elif isinstance(plan, list):
-        for item in plan:
-            found += _seq_scans(item)
-    return found
-
-
 @pytest.mark.postgres
 def test_due_scan_trigger_lookups_and_member_reads_use_indexes(app, make):
     steps = [{"type": "points", "points": 1}]
@@ -132,7 +98,7 @@ def test_due_scan_trigger_lookups_and_member_reads_use_indexes(app, make):
         )
         connection.exec_driver_sql("ANALYZE event_reservations")
     now = utcnow()
-    with _captured() as statements:
+    with _captured(WATCHED) as statements:
         assert journeys.advance_due_chunk(BatchCursor(), now, limit=20) == 20
         db.session.rollback()
         triggers.active_journeys("member.enrolled")
@@ -154,6 +120,6 @@ def test_due_scan_trigger_lookups_and_member_reads_use_indexes(app, make):
     scanned = {}
     for statement, parameters in statements:
         for kind, plan in _plans(statement, parameters).items():
-            if _seq_scans(plan):
-                scanned[f"{kind}: {' '.join(statement.split())[:200]}"] = _seq_scans(plan)
+            if _seq_scans(plan, WATCHED):
+                scanned[f"{kind}: {' '.join(statement.split())[:200]}"] = _seq_scans(plan, WATCHED)
     assert scanned == {}
