@@ -1,6 +1,6 @@
-"""Audit entries for changes made with the admin API (keys with the admin, coupons:admin or
-segments:write scope): the same log as the dashboard's, written in the write's transaction
-through loyalty.http's write observer."""
+"""Audit entries for changes made with the admin API (keys with the admin, coupons:admin,
+segments:write, campaigns:write or journeys:write scope): the same log as the dashboard's,
+written in the write's transaction through loyalty.http's write observer."""
 
 from __future__ import annotations
 
@@ -16,7 +16,13 @@ from loyalty.dashboard import audit
 from loyalty.http import observe_writes
 
 AUDITED_SCOPES = frozenset(
-    {scopes.ADMIN, scopes.COUPONS_ADMIN, scopes.SEGMENTS_WRITE, scopes.CAMPAIGNS_WRITE}
+    {
+        scopes.ADMIN,
+        scopes.COUPONS_ADMIN,
+        scopes.SEGMENTS_WRITE,
+        scopes.CAMPAIGNS_WRITE,
+        scopes.JOURNEYS_WRITE,
+    }
 )
 # Which URL argument names which kind of target.
 TARGET_ARGUMENTS = {
@@ -26,6 +32,7 @@ TARGET_ARGUMENTS = {
     "segment_id": "segment",
     "client_id": "api_client",
     "campaign_id": "campaign",
+    "journey_id": "journey",
 }
 # Response fields that never go into the log (personal data; a key shown once).
 PRIVATE_FIELDS = frozenset(

@@ -122,3 +122,16 @@ def test_erasing_a_member_removes_the_reasons_written_about_them(signed_in, make
     assert db.session.get(AuditEntry, entry.id) is not None  # who did what stays
     [erase] = _entries("members.erase")
     assert db.session.get(AuditReason, erase.id).reason == "privacy request 7"
+
+
+def test_a_journey_written_with_the_api_is_audited_like_a_campaign(client, make):
+    key = make.api_key("journeys:write")
+    body = {"name": "Welcome", "trigger": "manual", "steps": [{"type": "points", "points": 5}]}
+    response = client.post(
+        "/v1/journeys", json=body, headers={**key, "Idempotency-Key": "journey-audit-1"}
+    )
+    assert response.status_code == 201, response.json
+    entries = list(
+        db.session.scalars(sa.select(AuditEntry).where(AuditEntry.action.like("api.journeys.%")))
+    )
+    assert len(entries) == 1 and entries[0].source == "api"
