@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Response, stream_with_context
-from flask_smorest import Blueprint
 
 from campaigns import attributes, segments
 from campaigns.compiler import check, people_query
@@ -24,6 +23,7 @@ from campaigns.schemas import (
     UploadReportSchema,
     UploadSchema,
 )
+from loyalty.api import Blueprint
 from loyalty.auth import scopes
 from loyalty.auth.context import current_caller, requires
 from loyalty.clock import utcnow

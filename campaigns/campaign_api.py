@@ -8,7 +8,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import Response
-from flask_smorest import Blueprint
 
 from campaigns import estimates, lifecycle, previews, results
 from campaigns.campaign_schemas import (
@@ -27,6 +26,7 @@ from campaigns.campaign_schemas import (
     CampaignVersionSchema,
 )
 from campaigns.engine_models import Campaign, CampaignRun
+from loyalty.api import Blueprint
 from loyalty.auth import scopes
 from loyalty.auth.context import current_caller, requires
 from loyalty.clock import utcnow

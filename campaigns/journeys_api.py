@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from flask import request
-from flask_smorest import Blueprint
 
 from campaigns import journeys, o2o, referrals
 from campaigns.journey_schemas import (
@@ -38,6 +37,7 @@ from campaigns.journey_schemas import (
     VersionSchema,
 )
 from campaigns.templates import book_in_store, launch
+from loyalty.api import Blueprint
 from loyalty.auth import scopes
 from loyalty.auth.context import current_caller, requires, requires_member
 from loyalty.clock import utcnow

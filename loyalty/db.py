@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from contextvars import ContextVar, Token
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -140,14 +141,23 @@ def utc_month(column: Any) -> Any:
 M = TypeVar("M")
 
 
+@cache
+def _column_names(model: type[Any]) -> dict[str, str]:
+    """ORM attribute name -> column name, per model (read once: the mapper doesn't change)."""
+    return {attr.key: attr.columns[0].name for attr in sa.inspect(model).column_attrs}
+
+
 def column_values(model: type[Any], values: dict[str, Any]) -> dict[str, Any]:
     """ORM attribute names -> column names, for a Core statement: an attribute named apart
     from its column (`extra` for the `metadata` column) would otherwise be dropped."""
-    attrs = sa.inspect(model).attrs
-    return {
-        (attrs[name].columns[0].name if name in attrs else name): value
-        for name, value in values.items()
-    }
+    names = _column_names(model)
+    return {names.get(name, name): value for name, value in values.items()}
+
+
+@cache
+def _insert_returning_id(table: sa.Table) -> sa.Insert:
+    """Built once per table: a statement built per call costs its cache key every time."""
+    return sa.insert(table).returning(table.c.id)
 
 
 def insert_persistent(model: type[M], values: dict[str, Any]) -> M:
@@ -156,9 +166,9 @@ def insert_persistent(model: type[M], values: dict[str, Any]) -> M:
     For hot paths: no unit-of-work flush, no SELECT. `values` must name every column except
     the id (a column left out would be loaded lazily on first access).
     """
-    table = model.__table__  # type: ignore[attr-defined]
     new_id = db.session.execute(
-        sa.insert(table).returning(table.c.id), column_values(model, values)
+        _insert_returning_id(model.__table__),  # type: ignore[attr-defined]
+        column_values(model, values),
     ).scalar_one()
     instance = model(id=new_id, **values)
     make_transient_to_detached(instance)

@@ -13,8 +13,8 @@ import re
 from typing import Any
 
 import sqlalchemy as sa
-from flask_smorest import Blueprint
 
+from loyalty.api import Blueprint
 from loyalty.auth import scopes
 from loyalty.auth.context import current_caller, requires, requires_member
 from loyalty.clock import utcnow

@@ -23,10 +23,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
-from flask_smorest import Blueprint
 from marshmallow import ValidationError, fields, validate, validates
 from sqlalchemy.orm import Mapped, mapped_column
 
+from loyalty.api import Blueprint
 from loyalty.auth.context import current_caller, requires_member
 from loyalty.clock import utcnow
 from loyalty.db import BigInt, UTCDateTime, db, upsert_insert

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from flask_smorest import Blueprint
 
+from loyalty.api import Blueprint
 from loyalty.auth import scopes
 from loyalty.auth.context import current_caller, requires
 from loyalty.auth.keys import Minter, create_api_client, revoke_api_client

@@ -29,8 +29,8 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Response, current_app, stream_with_context
-from flask_smorest import Blueprint
 
+from loyalty.api import Blueprint
 from loyalty.auth import scopes
 from loyalty.auth.context import Caller, current_caller, ensure_store, requires, requires_member
 from loyalty.clock import utcnow

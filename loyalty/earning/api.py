@@ -9,9 +9,9 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from flask import Response, jsonify, make_response, request
-from flask_smorest import Blueprint
 from marshmallow import ValidationError
 
+from loyalty.api import Blueprint
 from loyalty.auth import scopes
 from loyalty.auth.context import Caller, current_caller, ensure_store, requires
 from loyalty.clock import utcnow

@@ -6,9 +6,9 @@ from datetime import timedelta
 from typing import Any
 
 from flask import current_app
-from flask_smorest import Blueprint
 from marshmallow import fields
 
+from loyalty.api import Blueprint
 from loyalty.auth import scopes
 from loyalty.auth.context import current_caller, ensure_store, requires, requires_member
 from loyalty.auth.tokens import mint_member_qr

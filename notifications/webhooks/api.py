@@ -8,8 +8,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
-from flask_smorest import Blueprint
 
+from loyalty.api import Blueprint
 from loyalty.auth import scopes
 from loyalty.auth.context import current_caller, requires
 from loyalty.clock import utcnow
