@@ -23,7 +23,7 @@ from loyalty.errors import InvalidInput
 from loyalty.http import write_endpoint
 from loyalty.members.resolution import get_member
 from loyalty.pagination import PageQuery, int_cursor, page, page_of
-from notifications import consent, pipeline, queries, templates
+from notifications import consent, consent_texts, pipeline, queries, templates
 from notifications.models import MessageTemplate
 from notifications.providers.base import Channel
 from notifications.schemas import (
@@ -59,7 +59,14 @@ def _apply(
     member_id: int, changes: list[dict[str, Any]], *, source: str, place: str | None
 ) -> None:
     now, actor = utcnow(), current_caller().actor
+    locale = get_member(member_id).locale
     for change in changes:
+        # A grant names the wording in force for the member's language (the evidence).
+        text = (
+            consent_texts.in_force(change["channel"], change["purpose"], locale)
+            if change["granted"]
+            else None
+        )
         consent.record_consent(
             member_id,
             Channel(change["channel"]),
@@ -69,6 +76,7 @@ def _apply(
             now=now,
             actor=actor,
             place=place,
+            text_id=text.id if text is not None else None,
         )
 
 

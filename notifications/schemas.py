@@ -111,6 +111,9 @@ class ConsentChangeSchema(StrictSchema):
     actor = fields.String()
     place = fields.String(allow_none=True)
     at = fields.AwareDateTime()
+    text_id = fields.Integer(
+        allow_none=True, metadata={"description": "the consent text agreed to (grants only)"}
+    )
 
 
 ConsentHistorySchema = page_schema(ConsentChangeSchema, "ConsentHistorySchema")

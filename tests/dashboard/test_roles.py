@@ -155,6 +155,7 @@ def test_an_analyst_changes_nothing_anywhere(app, signed_in, make):
         path = rule.rule.replace("<int:member_id>", str(member.id)).replace("<int:offer_id>", "1")
         path = path.replace("<int:segment_id>", "1").replace("<int:batch_id>", "1")
         path = path.replace("<int:campaign_id>", "1").replace("<action>", "launch")
+        path = path.replace("<int:rule_id>", "1")
         refused.append((path, post_form(client, path, {}).status_code))
     wrong = [(path, status) for path, status in refused if status != 403]
     assert refused and not wrong, wrong
