@@ -126,13 +126,13 @@ def rule_form(rule_id: int | None = None) -> Any:
     from loyalty.earning.schemas import RuleCreateSchema, RuleUpdateSchema
     from loyalty.errors import NotFound
 
+    if request.method == "POST" and not allows(current_user.role, Permission.SETTINGS_WRITE):
+        abort(403)
     try:
         rule = operations.get_rule(rule_id) if rule_id is not None else None
     except NotFound:
         abort(404)
     if request.method == "POST":
-        if not allows(current_user.role, Permission.SETTINGS_WRITE):
-            abort(403)
         now = utcnow()
         try:
             if rule is None:
