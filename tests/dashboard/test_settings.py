@@ -336,3 +336,12 @@ def test_the_cli_bootstrap_still_turns_totp_on_at_once(app):
                              role="admin", now=utcnow())  # fmt: skip
     uri = users.enable_totp(user)
     assert uri.startswith("otpauth://totp/") and user.totp_secret is not None
+
+
+def test_the_new_settings_pages_speak_chinese(signed_in):
+    admin = signed_in("admin")
+    post_form(admin, "/dashboard/account", {"action": "locale", "locale": "zh_CN"})
+    assert "发布新版本" in admin.get("/dashboard/settings/consent-texts").get_data(as_text=True)
+    assert "新建积分规则" in admin.get("/dashboard/settings").get_data(as_text=True)
+    assert "设置 TOTP 验证码" in admin.get("/dashboard/account").get_data(as_text=True)
+    assert "保存为新版本" in admin.get(TEMPLATE_PAGE).get_data(as_text=True)
