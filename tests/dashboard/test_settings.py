@@ -228,6 +228,11 @@ def test_consent_texts_are_versioned_and_api_grants_name_the_text(signed_in, cli
         f"/v1/members/{member.id}/consent-history", headers=make.api_key("admin")
     ).get_json()["items"]
     assert {h["channel"]: h["text_id"] for h in history}["sms"] == rows[1].id
+    # What a till shows before asking: the text in force for the member's locale.
+    texts = client.get(
+        "/v1/consent-texts?locale=zh-CN", headers=make.api_key("members:read")
+    ).get_json()["items"]
+    assert [(t["channel"], t["locale"], t["version"]) for t in texts] == [("sms", "zh", 2)]
 
 
 def test_an_empty_consent_text_is_refused_and_the_table_is_append_only(signed_in, app):
