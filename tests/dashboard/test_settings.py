@@ -350,3 +350,11 @@ def test_the_new_settings_pages_speak_chinese(signed_in):
     assert "新建积分规则" in admin.get("/dashboard/settings").get_data(as_text=True)
     assert "设置 TOTP 验证码" in admin.get("/dashboard/account").get_data(as_text=True)
     assert "保存为新版本" in admin.get(TEMPLATE_PAGE).get_data(as_text=True)
+
+
+def test_the_demo_publishes_its_consent_texts_once(app):
+    from loyalty.dashboard.demo import ensure_demo_consent_texts
+
+    first = ensure_demo_consent_texts(utcnow())
+    assert ensure_demo_consent_texts(utcnow()) == first
+    assert _count(ConsentText) == 4
