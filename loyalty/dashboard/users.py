@@ -92,7 +92,10 @@ def totp_uri(user: DashboardUser, secret: str) -> str:
 
 def begin_totp(user: DashboardUser) -> str:
     """Step 1 of enrolment: a new pending secret (not yet asked at sign-in). Returns it;
-    the page shows it once, as text and as an otpauth URI."""
+    the page shows it once, as text and as an otpauth URI. Refused while TOTP is on:
+    replacing the secret needs turning it off first, which asks for a current code."""
+    if user.totp_secret is not None:
+        raise InvalidInput("two-step sign-in is on: turn it off first", field="code")
     user.totp_pending_secret = pyotp.random_base32()
     return user.totp_pending_secret
 

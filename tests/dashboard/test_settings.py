@@ -326,6 +326,8 @@ def test_totp_is_turned_on_only_with_a_valid_code_and_off_only_with_one(signed_i
     assert entry.before["totp"] is False and entry.after["totp"] is True
     assert pending not in str(entry.after)
 
+    again = post_form(client, "/dashboard/account", {"action": "totp-begin"})
+    assert again.status_code == 422 and _user().totp_pending_secret is None  # no silent swap
     refused = post_form(client, "/dashboard/account", {"action": "totp-disable", "code": "123"})
     assert refused.status_code == 422 and _user().totp_secret == pending
     code = pyotp.TOTP(pending).now()
