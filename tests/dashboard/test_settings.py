@@ -205,8 +205,9 @@ def test_consent_texts_are_versioned_and_api_grants_name_the_text(signed_in, cli
     assert [(r.locale, r.version) for r in rows] == [("zh", 1), ("zh", 2)]  # both kept
     html = admin.get(page).get_data(as_text=True)
     assert "v2" in html and "我同意接收营销短信。" in html  # the history shows v1 too
-    [first, _second] = _entries("consent_texts.publish")
+    [first, second] = _entries("consent_texts.publish")
     assert first.after["version"] == 1 and first.after["locale"] == "zh"
+    assert second.after["replaces_version"] == 1
 
     member = make.member(phone="+8613800138000")
     db.session.execute(
@@ -268,7 +269,8 @@ def test_a_draft_is_previewed_then_saved_as_a_new_version(signed_in, make):
     assert (row.key, row.channel, row.locale, row.version) == ("points_earned", "sms", "en", 1)
     assert row.source == draft and row.created_by.startswith("user:")
     [entry] = _entries("templates.save_version")
-    assert entry.after == {"key": "points_earned", "channel": "sms", "locale": "en", "version": 1}
+    assert entry.after == {"key": "points_earned", "channel": "sms", "locale": "en", "version": 1,
+                           "replaces_version": None}  # fmt: skip
 
 
 @pytest.mark.parametrize(

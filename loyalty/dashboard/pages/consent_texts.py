@@ -49,6 +49,7 @@ def consent_texts() -> Any:
                 lambda: texts.publish(**chosen, text=draft, actor=actor, now=now),
                 target_type="consent_text",
                 after_target=lambda t: t.id,
+                details=lambda t: {"replaces_version": t.version - 1 or None},
             )
             flash(_("Version %(version)s is in force.", version=published.version), "ok")
             return redirect(url_for("dashboard.consent_texts", **chosen))

@@ -261,6 +261,7 @@ def templates() -> Any:
                     ),
                     target_type="message_template",
                     after_target=lambda t: t.id,
+                    details=lambda t: {"replaces_version": t.version - 1 or None},
                 )
                 flash(_("Version %(version)s saved: it is used from now on.",
                         version=saved.version), "ok")  # fmt: skip
