@@ -26,6 +26,7 @@ from loyalty.outbox import erasure as outbox_erasure  # noqa: F401  (registers a
 from loyalty.stores import models as store_models  # noqa: F401
 from loyalty.tiers import models as tier_models  # noqa: F401
 from notifications import consent as notify_consent  # noqa: F401
+from notifications import consent_texts as notify_consent_texts  # noqa: F401
 from notifications import consumers as notify_consumers  # noqa: F401  (outbox consumer)
 from notifications import models as notify_models  # noqa: F401
 from notifications import privacy as notify_privacy  # noqa: F401  (export, erase step)

@@ -3,8 +3,9 @@ admin side: a member's messages, preferences and consent history, message detail
 recording provider's log, templates (versions, preview, test send).
 
 Who may call what: a member token reads and changes only its own member's data; API keys
-need `members:read` to read a member's preferences and `members:write` to record consent
-given at a store, on the web or by an import; everything else here is `admin`.
+need `members:read` to read a member's preferences and the consent texts, and
+`members:write` to record consent given at a store, on the web or by an import (a grant
+names the consent text in force); everything else here is `admin`.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from loyalty.errors import InvalidInput
 from loyalty.http import write_endpoint
 from loyalty.members.resolution import get_member
 from loyalty.pagination import PageQuery, int_cursor, page, page_of
-from notifications import consent, pipeline, queries, templates
+from notifications import consent, consent_texts, pipeline, queries, templates
 from notifications.models import MessageTemplate
 from notifications.providers.base import Channel
 from notifications.schemas import (
     AdminPreferencesUpdateSchema,
     ConsentHistorySchema,
+    ConsentTextPageSchema,
+    ConsentTextQuery,
     MemberPreferencesUpdateSchema,
     MessageDetailSchema,
     MessagePageSchema,
@@ -59,7 +62,14 @@ def _apply(
     member_id: int, changes: list[dict[str, Any]], *, source: str, place: str | None
 ) -> None:
     now, actor = utcnow(), current_caller().actor
+    locale = get_member(member_id).locale
     for change in changes:
+        # A grant names the wording in force for the member's language (the evidence).
+        text = (
+            consent_texts.in_force(change["channel"], change["purpose"], locale)
+            if change["granted"]
+            else None
+        )
         consent.record_consent(
             member_id,
             Channel(change["channel"]),
@@ -69,6 +79,7 @@ def _apply(
             now=now,
             actor=actor,
             place=place,
+            text_id=text.id if text is not None else None,
         )
 
 
@@ -166,6 +177,27 @@ def consent_history(query: dict[str, Any], member_id: int) -> Any:
     after = int_cursor(query["cursor"]) or 0
     items = consent.history(member.id, after_id=after, limit=query["limit"] + 1)
     return page(items, query["limit"], key=lambda change: change.id)
+
+
+@blp.route("/consent-texts")
+@blp.doc(security=API_KEY)
+@requires(scopes.MEMBERS_READ)
+@blp.arguments(ConsentTextQuery, location="query")
+@blp.response(200, ConsentTextPageSchema)
+def list_consent_texts(query: dict[str, Any]) -> Any:
+    """The consent wording in force (the latest version of each), to show before asking a
+    member: with `locale`, the one a member with that locale reads per channel and purpose.
+    A grant recorded over this API names it (`text_id` in the consent history)."""
+    if query["locale"] is None:
+        items = list(consent_texts.current_texts().values())
+    else:
+        found = (
+            consent_texts.in_force(channel.value, purpose.value, query["locale"])
+            for channel in Channel
+            for purpose in consent.Purpose
+        )
+        items = [text for text in found if text is not None]
+    return page_of(items, cursor=query["cursor"], limit=query["limit"], key=lambda t: t.id)
 
 
 @blp.route("/notifications/messages/<int:message_id>")

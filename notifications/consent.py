@@ -70,6 +70,9 @@ class ConsentChange(db.Model):
     actor: Mapped[str] = mapped_column(sa.String(200))
     place: Mapped[str | None] = mapped_column(sa.String(100))
     at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The wording agreed to (a grant over the API when a text is published; see
+    # notifications/consent_texts.py). None: withdrawn, or no text was in force.
+    text_id: Mapped[int | None] = mapped_column(BigInt, sa.ForeignKey("consent_texts.id"))
 
 
 def _default(purpose: Purpose) -> bool:
@@ -133,8 +136,10 @@ def record_consent(
     now: datetime,
     actor: str,
     place: str | None = None,
+    text_id: int | None = None,
 ) -> None:
     """Set consent and append the change to its history (in the caller's transaction).
+    `text_id`: the consent text the member agreed to (kept in the history only).
 
     A change to the same value is still recorded (a renewed opt-in is evidence too)."""
     try:
@@ -163,7 +168,12 @@ def record_consent(
     )
     db.session.execute(
         sa.insert(ConsentChange.__table__).values(
-            member_id=person, channel=channel.value, purpose=purpose.value, at=now, **values
+            member_id=person,
+            channel=channel.value,
+            purpose=purpose.value,
+            at=now,
+            text_id=text_id,
+            **values,
         )
     )
 

@@ -77,6 +77,7 @@ def export_notifications(member_id: int) -> dict[str, Any]:
             "actor": c.actor,
             "place": c.place,
             "at": _iso(c.at),
+            "text_id": c.text_id,  # the consent text agreed to (GET /v1/consent-texts)
         }
         for c in db.session.scalars(
             sa.select(ConsentChange)

@@ -111,6 +111,9 @@ class ConsentChangeSchema(StrictSchema):
     actor = fields.String()
     place = fields.String(allow_none=True)
     at = fields.AwareDateTime()
+    text_id = fields.Integer(
+        allow_none=True, metadata={"description": "the consent text agreed to (grants only)"}
+    )
 
 
 ConsentHistorySchema = page_schema(ConsentChangeSchema, "ConsentHistorySchema")
@@ -197,3 +200,27 @@ class RenderedSchema(StrictSchema):
     html = fields.String(allow_none=True)
     sms_segments = fields.Integer(allow_none=True)
     characters = fields.Integer()
+
+
+class ConsentTextQuery(PageQuery):
+    locale = fields.String(
+        load_default=None,
+        validate=[validate.Length(max=16), validate.Regexp(LOCALE)],
+        metadata={
+            "description": "a member's locale (zh-CN): the text in force for it per channel and "
+            "purpose (its language, else English); without: every language's"
+        },
+    )
+
+
+class ConsentTextSchema(StrictSchema):
+    id = fields.Integer(metadata={"description": "named by consent history entries (text_id)"})
+    channel = fields.String()
+    purpose = fields.String()
+    locale = fields.String(metadata={"description": "the text's language: en or zh"})
+    version = fields.Integer()
+    text = fields.String()
+    created_at = fields.AwareDateTime()
+
+
+ConsentTextPageSchema = page_schema(ConsentTextSchema, "ConsentTextPageSchema")

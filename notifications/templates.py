@@ -307,6 +307,35 @@ def save_version(
     return row
 
 
+# What every template may read whatever its key: pipeline.template_variables adds member,
+# balance, tier, now and what the ids name; campaigns and journeys pass the rest.
+COMMON_VARIABLES = frozenset(
+    {
+        "member", "balance", "tier", "now", "coupon", "offer", "store", "coupon_id",
+        "offer_id", "store_id", "tier_code", "points", "campaign_id", "run", "variant",
+        "multiplier_pct", "multiplier_until", "journey_id", "event_id",
+    }
+)  # fmt: skip
+
+
+def unknown_variables(key: str, source: str) -> list[str]:
+    """Variables `source` reads that no message of `key` is known to carry (they render
+    empty): neither common ones nor any the key's shipped or stored versions read. An
+    editor's warning; the API stores such a template as it is."""
+    known = set(COMMON_VARIABLES)
+    for path in TEMPLATE_DIR.glob(f"{key}.*.j2"):
+        known |= needs(path.read_text(encoding="utf-8"))
+    stored = db.session.scalars(
+        sa.select(MessageTemplate.source).where(MessageTemplate.key == key).limit(50)
+    )
+    for earlier in stored:
+        try:
+            known |= needs(earlier)
+        except TemplateError:
+            continue
+    return sorted(needs(source) - known)
+
+
 def shipped_defaults() -> list[dict[str, str]]:
     """Every default template file: key, channel, locale."""
     found = []

@@ -39,6 +39,31 @@ def ensure_demo_users(now: datetime) -> dict[str, tuple[str, str]]:
     return logins
 
 
+DEMO_CONSENT_TEXTS = {
+    ("sms", "en"): "I agree to receive offers and news by SMS. Reply STOP to opt out.",
+    ("sms", "zh"): "我同意通过短信接收优惠和资讯。回复 TD 退订。",
+    ("email", "en"): "I agree to receive offers and news by email; every email has an "
+    "unsubscribe link.",
+    ("email", "zh"): "我同意通过电子邮件接收优惠和资讯。每封邮件都附有退订链接。",
+}
+
+
+def ensure_demo_consent_texts(now: datetime) -> dict[str, int]:
+    """The marketing consent wording of the demo (SMS and email, English and Chinese);
+    channel -> the English text's id."""
+    from notifications import consent_texts
+
+    current = consent_texts.current_texts()
+    ids: dict[str, int] = {}
+    for (channel, locale), text in DEMO_CONSENT_TEXTS.items():
+        found = current.get((channel, "marketing", locale))
+        if found is None:
+            found = consent_texts.publish(channel, "marketing", locale, text, actor="demo", now=now)
+        if locale == "en":
+            ids[channel] = found.id
+    return ids
+
+
 def seed_demo_campaign(now: datetime) -> int | None:
     """A delivered campaign for the demo's results page: members of the Paris region who
     agreed to marketing by SMS or email (most of them, as recorded at the till), 50 bonus
@@ -54,12 +79,14 @@ def seed_demo_campaign(now: datetime) -> int | None:
     ).all()
     if not people:
         return None
+    texts = ensure_demo_consent_texts(now)
     for n, member_id in enumerate(people):
         if n % 5 != 4:  # four in five agreed
             for channel in (Channel.SMS, Channel.EMAIL):
                 record_consent(
                     member_id, channel, Purpose.MARKETING, True,
                     source=ConsentSource.IMPORT.value, now=now, actor="demo",
+                    text_id=texts[channel.value],
                 )  # fmt: skip
     segment = segments.create_segment(
         {"name": "Paris region", "kind": "dynamic",

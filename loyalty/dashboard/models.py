@@ -30,6 +30,8 @@ class DashboardUser(db.Model):
     locale: Mapped[str] = mapped_column(sa.String(16), default="en")
     # Base32 TOTP secret (RFC 6238); None = no second factor for this user.
     totp_secret: Mapped[str | None] = mapped_column(sa.String(64))
+    # Enrolment in progress: asked at sign-in only once a code from it was confirmed.
+    totp_pending_secret: Mapped[str | None] = mapped_column(sa.String(64))
     active: Mapped[bool] = mapped_column(sa.Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -89,11 +89,91 @@ def campaign(raw: str) -> dict[str, Any] | None:
     }
 
 
+def earning_rule(raw: str) -> dict[str, Any] | None:
+    from loyalty.earning.models import EarningRule
+    from loyalty.earning.operations import RULE_FIELDS
+
+    rule_id = _int_id(raw)
+    found = db.session.get(EarningRule, rule_id) if rule_id else None
+    if found is None:
+        return None
+    return {name: getattr(found, name) for name in RULE_FIELDS}
+
+
+def webhook(raw: str) -> dict[str, Any] | None:
+    from notifications.webhooks.models import WebhookSubscription
+
+    subscription_id = _int_id(raw)
+    found = db.session.get(WebhookSubscription, subscription_id) if subscription_id else None
+    if found is None:
+        return None
+    # Never the secret: whether a previous one still signs, and until when.
+    return {
+        "url": found.url,
+        "topics": list(found.topics),
+        "status": found.status,
+        "previous_secret_expires_at": found.previous_secret_expires_at,
+    }
+
+
+def consent_text(raw: str) -> dict[str, Any] | None:
+    from notifications.consent_texts import ConsentText
+
+    text_id = _int_id(raw)
+    found = db.session.get(ConsentText, text_id) if text_id else None
+    if found is None:
+        return None
+    return {
+        "channel": found.channel,
+        "purpose": found.purpose,
+        "locale": found.locale,
+        "version": found.version,
+        "text": found.text,
+    }
+
+
+def message_template(raw: str) -> dict[str, Any] | None:
+    from notifications.models import MessageTemplate
+
+    template_id = _int_id(raw)
+    found = db.session.get(MessageTemplate, template_id) if template_id else None
+    if found is None:
+        return None
+    return {
+        "key": found.key,
+        "channel": found.channel,
+        "locale": found.locale,
+        "version": found.version,
+    }
+
+
+def dashboard_user(raw: str) -> dict[str, Any] | None:
+    from loyalty.dashboard.models import DashboardUser
+
+    user_id = _int_id(raw)
+    found = db.session.get(DashboardUser, user_id) if user_id else None
+    if found is None:
+        return None
+    # Never a secret: only whether TOTP is on or being set up.
+    return {
+        "role": found.role,
+        "locale": found.locale,
+        "active": found.active,
+        "totp": found.totp_secret is not None,
+        "totp_pending": found.totp_pending_secret is not None,
+    }
+
+
 for _name, _func in (
     ("campaign", campaign),
     ("member", member),
     ("offer", offer),
     ("segment", segment),
     ("api_client", api_client),
+    ("earning_rule", earning_rule),
+    ("webhook", webhook),
+    ("consent_text", consent_text),
+    ("message_template", message_template),
+    ("dashboard_user", dashboard_user),
 ):
     register_snapshot(_name, _func)

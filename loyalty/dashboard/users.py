@@ -78,9 +78,48 @@ def check_totp(user: DashboardUser, code: str, now: datetime) -> bool:
 
 
 def enable_totp(user: DashboardUser) -> str:
-    """A new secret for the user (shown once as a provisioning URI)."""
+    """Turn TOTP on at once with a new secret, returned as a provisioning URI. Only for the
+    `create-user --totp` bootstrap, where the person at the terminal is the user; the
+    dashboard enrols in two steps (begin_totp, confirm_totp)."""
     user.totp_secret = pyotp.random_base32()
-    return pyotp.TOTP(user.totp_secret).provisioning_uri(name=user.email, issuer_name="Omniloyal")
+    user.totp_pending_secret = None
+    return totp_uri(user, user.totp_secret)
+
+
+def totp_uri(user: DashboardUser, secret: str) -> str:
+    return pyotp.TOTP(secret).provisioning_uri(name=user.email, issuer_name="Omniloyal")
+
+
+def begin_totp(user: DashboardUser) -> str:
+    """Step 1 of enrolment: a new pending secret (not yet asked at sign-in). Returns it;
+    the page shows it once, as text and as an otpauth URI. Refused while TOTP is on:
+    replacing the secret needs turning it off first, which asks for a current code."""
+    if user.totp_secret is not None:
+        raise InvalidInput("two-step sign-in is on: turn it off first", field="code")
+    user.totp_pending_secret = pyotp.random_base32()
+    return user.totp_pending_secret
+
+
+def confirm_totp(user: DashboardUser, code: str, now: datetime) -> None:
+    """Step 2: a valid current code for the pending secret turns TOTP on. A wrong code
+    changes nothing (the authenticator app was not set up with this secret)."""
+    pending = user.totp_pending_secret
+    if pending is None:
+        raise InvalidInput("start the set-up first: no pending secret", field="code")
+    if not pyotp.TOTP(pending).verify(code.strip(), for_time=now, valid_window=1):
+        raise InvalidInput("that code is not valid for the new secret", field="code")
+    user.totp_secret = pending
+    user.totp_pending_secret = None
+
+
+def disable_totp(user: DashboardUser, code: str, now: datetime) -> None:
+    """Turn TOTP off; needs a valid current code (a stolen session alone can't)."""
+    if user.totp_secret is None:
+        raise InvalidInput("two-step sign-in is not on", field="code")
+    if not check_totp(user, code, now):
+        raise InvalidInput("that code is not valid", field="code")
+    user.totp_secret = None
+    user.totp_pending_secret = None
 
 
 def set_locale(user: DashboardUser, locale: str) -> None:

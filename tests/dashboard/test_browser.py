@@ -38,6 +38,8 @@ MAIN_PAGES = {
     "offers": "/dashboard/offers",
     "settings": "/dashboard/settings",
     "templates": "/dashboard/settings/templates",
+    "rule-new": "/dashboard/settings/rules/new",
+    "consent-texts": "/dashboard/settings/consent-texts",
     "audit": "/dashboard/audit",
     "operations": "/dashboard/operations",
     "account": "/dashboard/account",
@@ -212,6 +214,24 @@ def test_a_marketer_creates_test_sends_launches_a_campaign_and_reads_its_results
     assert page.locator("svg.chart").count() == 4
     assert page.get_by_text("Funnel").first.is_visible()
     page.screenshot(path=str(ARTIFACTS / "campaign-results.png"), full_page=True)
+
+
+def test_an_admin_publishes_a_new_consent_text_version(browser, server_url, make):
+    make_user("admin")
+    _release_database()
+    page = _sign_in(browser, server_url, "admin@example.test")
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Settings").click()
+    page.get_by_role("link", name="Consent texts").click()
+    page.get_by_role("link", name="Open sms marketing zh").click()
+    page.get_by_label("Text of the new version").fill("我同意接收营销短信。")
+    page.get_by_role("button", name="Publish a new version").click()
+    page.wait_for_selector("text=Version 1 is in force.")
+    page.get_by_label("Text of the new version").fill("我同意接收营销短信。回复 TD 退订。")
+    page.keyboard.press("Tab")  # the keyboard reaches the button
+    page.keyboard.press("Enter")
+    page.wait_for_selector("text=Version 2 is in force.")
+    row = page.locator("#text-sms-marketing-zh")
+    assert "v2" in row.inner_text()
 
 
 def test_main_pages_keyboard_phone_screenshots_and_accessibility(browser, server_url, make):

@@ -111,6 +111,34 @@ def _launch(client, make):
     return post_form(client, f"/dashboard/campaigns/{created.id}/launch", {})
 
 
+def _rule(client, make):
+    return post_form(
+        client, "/dashboard/settings/rules/new",
+        {"name": "double", "kind": "multiplier", "multiplier_pct": "200", "active": "on"},
+    )  # fmt: skip
+
+
+def _webhook(client, make):
+    # A public address literal: accepted without a DNS lookup; nothing is sent in a test.
+    return post_form(
+        client, "/dashboard/settings",
+        {"action": "webhook", "url": "https://93.184.216.34/hook", "topics": "points.earned"},
+    )  # fmt: skip
+
+
+def _consent_text(client, make):
+    page = "/dashboard/settings/consent-texts?channel=email&purpose=marketing&locale=en"
+    return post_form(client, page, {"text": "I agree to marketing emails."})
+
+
+def _template(client, make):
+    page = "/dashboard/settings/templates?key=points_earned&channel=push&locale=en"
+    source = (
+        "{% block subject %}+{{ points }}{% endblock %}{% block body %}+{{ points }}{% endblock %}"
+    )
+    return post_form(client, page, {"source": source, "action": "save"})
+
+
 ACTIONS = {
     "campaigns.create": (_campaign, {"admin", "marketer"}),
     "campaigns.launch": (_launch, {"admin", "marketer"}),
@@ -119,6 +147,10 @@ ACTIONS = {
     "offers.create": (_offer, {"admin", "marketer"}),
     "tiers.create": (_tier, {"admin"}),
     "api_keys.create": (_api_key, {"admin"}),
+    "earning_rules.create": (_rule, {"admin"}),
+    "webhooks.create": (_webhook, {"admin"}),
+    "consent_texts.publish": (_consent_text, {"admin"}),
+    "templates.save_version": (_template, {"admin", "marketer"}),
     "members.merge": (_merge, {"admin", "support"}),
     "members.erase": (_erase, {"admin", "support"}),
 }
@@ -155,6 +187,7 @@ def test_an_analyst_changes_nothing_anywhere(app, signed_in, make):
         path = rule.rule.replace("<int:member_id>", str(member.id)).replace("<int:offer_id>", "1")
         path = path.replace("<int:segment_id>", "1").replace("<int:batch_id>", "1")
         path = path.replace("<int:campaign_id>", "1").replace("<action>", "launch")
+        path = path.replace("<int:rule_id>", "1")
         refused.append((path, post_form(client, path, {}).status_code))
     wrong = [(path, status) for path, status in refused if status != 403]
     assert refused and not wrong, wrong

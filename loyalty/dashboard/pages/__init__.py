@@ -4,10 +4,12 @@ PAGE_MODULES = (
     "access",
     "audit",
     "campaigns",
+    "consent_texts",
     "members",
     "offers",
     "operations",
     "overview",
+    "rules",
     "segments",
     "settings",
 )

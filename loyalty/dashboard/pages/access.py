@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import current_app, flash, redirect, request, session, url_for
+import segno
+from flask import abort, current_app, flash, redirect, request, session, url_for
 from flask_babel import gettext as _
 from flask_babel import refresh
 from flask_login import current_user
@@ -97,20 +98,63 @@ def logout() -> Any:
 @bp.route("/account", methods=["GET", "POST"])
 @needs(Permission.VIEW)
 def account() -> Any:
-    uri = None
+    new_secret = None
+    status = 200
     if request.method == "POST":
         user = current_user._get_current_object()
+        action = request.form.get("action")
         try:
-            if request.form.get("action") == "locale":
+            if action == "locale":
                 locale = request.form.get("locale", "en")
                 change("user.locale", lambda: users.set_locale(user, locale),
                        target_type="dashboard_user", target_id=user.id,
                        details=lambda _r: {"locale": locale})  # fmt: skip
                 refresh()  # this response in the new language
                 flash(_("Language saved."), "ok")
-            elif request.form.get("action") == "totp":
-                uri = change("user.totp_enabled", lambda: users.enable_totp(user),
-                             target_type="dashboard_user", target_id=user.id)  # fmt: skip
+            elif action == "totp-begin":
+                new_secret = change("user.totp_enrolment_started",
+                                    lambda: users.begin_totp(user),
+                                    target_type="dashboard_user", target_id=user.id)  # fmt: skip
+            elif action in ("totp-confirm", "totp-disable"):
+                status = _totp_step(user, action)
+            else:
+                abort(400)
         except Refused:
-            pass
-    return render("account.html", locales=LOCALES, totp_uri=uri)
+            status = 422
+    user = current_user._get_current_object()
+    return render(
+        "account.html",
+        locales=LOCALES,
+        totp_secret=new_secret,
+        totp_uri=users.totp_uri(user, new_secret) if new_secret else None,
+        totp_qr=_qr_svg(users.totp_uri(user, new_secret)) if new_secret else None,
+    ), status
+
+
+def _totp_step(user: users.DashboardUser, action: str) -> int:
+    """Confirm enrolment or turn TOTP off, each with a current code; wrong codes count
+    against the sign-in throttle (a code is 6 digits: guessing must stay slow)."""
+    throttle = current_app.extensions["omniloyal.dashboard_login_limits"]
+    if not throttle.allowed(client_ip(), user.email):
+        flash(_("Too many wrong codes. Try again later."), "error")
+        return 429
+    code = request.form.get("code", "")[:12]
+    now = utcnow()
+    try:
+        if action == "totp-confirm":
+            change("user.totp_enabled", lambda: users.confirm_totp(user, code, now),
+                   target_type="dashboard_user", target_id=user.id)  # fmt: skip
+            flash(_("Two-step sign-in is on."), "ok")
+        else:
+            change("user.totp_disabled", lambda: users.disable_totp(user, code, now),
+                   target_type="dashboard_user", target_id=user.id)  # fmt: skip
+            flash(_("Two-step sign-in is off."), "ok")
+    except Refused:
+        throttle.failed(client_ip(), user.email)
+        return 422
+    return 200
+
+
+def _qr_svg(uri: str) -> str:
+    """The otpauth URI as a QR code, an SVG data URI (the page's CSP allows data: images)."""
+    return str(segno.make(uri, error="m").svg_data_uri(scale=4, border=2))
