@@ -106,6 +106,7 @@ def document(
     lines += ["| machine / run | |", "| --- | --- |"]
     lines += [f"| {name} | {value} |" for name, value in {**facts, **settings}.items()]
     lines.append("")
+    lines += summary(sections)
     for section in sections:
         lines += section_markdown(section)
     targets = [t for s in sections for t in s.targets]
@@ -117,6 +118,42 @@ def document(
     lines += comparison or []
     lines += extra
     return "\n".join(lines).rstrip() + "\n"
+
+
+def summary(sections: list[Section]) -> list[str]:
+    """One row per scenario and database: the API closed and open loop beside its raw
+    baseline (the same statements through pgbench, the first raw row of the section)."""
+    rows = []
+    for section in sections:
+        api = section.api()
+        if section.skipped or api is None or section.unit != "requests/s":
+            continue
+        opened = next((r for r in section.rows if r.kind == "open" and r.measurement), None)
+        raws = [r for r in section.rows if r.kind == "raw" and r.measurement is not None]
+        same = [r for r in raws if "same statements" in r.label or "API's" in r.label]
+        raw = (same or raws)[0].measurement if raws else None
+        open_cell = "-"
+        if opened is not None and opened.measurement is not None:
+            rate = opened.measurement.rps
+            errors = f", {opened.measurement.errors} errors" if opened.measurement.errors else ""
+            open_cell = f"{_ms(opened.measurement.p99_ms)} at {rate:,.0f}/s{errors}"
+        raw_cell = f"{raw.rps:,.0f}" if raw is not None and raw.rps else "-"
+        ratio = f"{api.rps / raw.rps:.2f}" if raw is not None and raw.rps else "-"
+        rows.append(
+            f"| {section.key} [{section.phase or '-'}] | {api.rps:,.0f} | {_ms(api.p50_ms)} / "
+            f"{_ms(api.p99_ms)} | {open_cell} | {raw_cell} | {ratio} |"
+        )
+    if not rows:
+        return []
+    return [
+        "## Summary",
+        "",
+        "| scenario [database] | API req/s | closed loop p50 / p99 ms | open loop p99 ms "
+        "(at 50 % of saturation) | raw req/s (same statements, pgbench) | API / raw |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        *rows,
+        "",
+    ]
 
 
 def write(markdown: str) -> Path:
