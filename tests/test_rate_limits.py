@@ -141,3 +141,18 @@ def test_a_write_that_took_effect_replays_even_when_its_caller_is_rate_limited(l
                                      headers=till))  # fmt: skip
     _assert_rate_limited(client.post("/v1/orders", json={**by_id, "currency": "USD"}, headers=till))
     _assert_rate_limited(client.get("/v1/orders/" + by_id["order_id"], headers=till))
+
+
+def test_with_redis_unreachable_the_limits_still_hold_in_memory_and_nothing_is_refused_for_it(
+    limited, make
+):
+    member_id = make.member().id
+    token = make.member_token(member_id)
+    client = limited(
+        redis_url="redis://127.0.0.1:1/0",  # nothing listens on port 1
+        rate_limit_per_caller="2/minute",
+    ).test_client()
+
+    assert client.get("/v1/me/balance", headers=token).status_code == 200
+    assert client.get("/v1/me/balance", headers=token).status_code == 200
+    _assert_rate_limited(client.get("/v1/me/balance", headers=token))
