@@ -378,7 +378,9 @@ def start_code_batch(
     it already made: (batch, False), and nothing new."""
     if count < 1:
         raise InvalidInput("count must be at least 1", field="count")
-    existing = db.session.scalar(sa.select(CouponBatch).where(CouponBatch.request_key == request_key))
+    existing = db.session.scalar(
+        sa.select(CouponBatch).where(CouponBatch.request_key == request_key)
+    )
     if existing is not None:
         return existing, False
     fmt = CodeFormat(prefix=prefix, length=length)  # checks the format before any job runs

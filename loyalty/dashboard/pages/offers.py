@@ -166,9 +166,13 @@ def _start_batch(offer_id: int) -> Any:
         batch, created = change(
             "offers.codes.generate",
             lambda: offer_ops.start_code_batch(
-                offer_id, count, now=utcnow(), actor=current_user.actor,
-                request_key=f"dashboard:{key}", prefix=prefix,
-            ),  # fmt: skip
+                offer_id,
+                count,
+                now=utcnow(),
+                actor=current_user.actor,
+                request_key=f"dashboard:{key}",
+                prefix=prefix,
+            ),
             target_type="offer",
             target_id=offer_id,
             details=lambda started: {"batch_id": started[0].id, "requested": count},
