@@ -89,8 +89,24 @@ def campaign(raw: str) -> dict[str, Any] | None:
     }
 
 
+def journey(raw: str) -> dict[str, Any] | None:
+    from campaigns.journey_models import Journey
+
+    journey_id = _int_id(raw)
+    found = db.session.get(Journey, journey_id) if journey_id else None
+    if found is None:
+        return None
+    return {
+        "name": found.name,
+        "status": found.status,
+        "version": found.version,
+        "trigger": found.trigger,
+    }
+
+
 for _name, _func in (
     ("campaign", campaign),
+    ("journey", journey),
     ("member", member),
     ("offer", offer),
     ("segment", segment),

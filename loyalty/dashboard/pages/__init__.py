@@ -4,6 +4,7 @@ PAGE_MODULES = (
     "access",
     "audit",
     "campaigns",
+    "journeys",
     "members",
     "offers",
     "operations",
