@@ -162,27 +162,34 @@ def _start_batch(offer_id: int) -> Any:
         flash(_("This batch was already started."), "ok")
         return redirect(url_for("dashboard.offer", offer_id=offer_id))
     prefix = request.form.get("prefix", "").strip()[:16] or None
+    started: dict[str, Any] = {}
+
+    def start() -> Any:
+        batch, created = offer_ops.start_code_batch(
+            offer_id,
+            count,
+            now=utcnow(),
+            actor=current_user.actor,
+            request_key=f"dashboard:{key}",
+            prefix=prefix,
+        )
+        started.update(batch_id=batch.id, created=created)  # read before the commit
+        return batch
+
     try:
-        batch, created = change(
+        change(
             "offers.codes.generate",
-            lambda: offer_ops.start_code_batch(
-                offer_id,
-                count,
-                now=utcnow(),
-                actor=current_user.actor,
-                request_key=f"dashboard:{key}",
-                prefix=prefix,
-            ),
+            start,
             target_type="offer",
             target_id=offer_id,
-            details=lambda started: {"batch_id": started[0].id, "requested": count},
+            details=lambda batch: {"batch_id": batch.id, "requested": count},
         )
     except Refused:
         return redirect(url_for("dashboard.offer", offer_id=offer_id))
-    if created:
-        # After the commit: the job finds the batch. A lost enqueue is picked up again by
-        # resume_code_batches.
-        jobs.generate_code_batch.enqueue(batch.id)
+    if started["created"]:
+        # After the commit, so the job finds the batch. A lost enqueue is picked up again
+        # by resume_code_batches.
+        jobs.generate_code_batch.enqueue(started["batch_id"])
         flash(_("Generating the codes: the progress shows below."), "ok")
     else:
         flash(_("This batch was already started."), "ok")
