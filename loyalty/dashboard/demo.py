@@ -136,7 +136,7 @@ def seed_demo_journey(now: datetime) -> int | None:
                     "check": "redeemed_coupon",
                     "expect": False,
                     "otherwise": "exit",
-                },  # fmt: skip
+                },
                 message,  # a reminder to those who haven't used it
                 {"type": "wait", "days": 7},
                 {"type": "points", "points": 50},
