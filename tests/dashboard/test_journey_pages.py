@@ -125,8 +125,17 @@ def test_the_member_profile_lists_their_journeys_merged_ids_included(signed_in, 
     table = table[: table.index("</table>")]
     assert "Welcome series" in table and "Win-back" in table
     assert "3 of 5: 7 bonus points" in table  # the merged member's entry, after its wait
-    assert "1 of 2: Wait 1 day " in table
+    assert "1 of 2: Wait 1 d" in table
     assert " UTC" in table  # entered and next action, in the page's clock
 
     done = client.get(f"/dashboard/members/{members[0]}").get_data(as_text=True)
     assert "completed" in done[done.index('id="member-journeys"') :]
+
+
+def test_the_journey_pages_speak_chinese(signed_in, make):
+    flow_id, _members = _running_journey(make, 2)
+    client = signed_in("marketer")
+    post_form(client, "/dashboard/account", {"action": "locale", "locale": "zh_CN"})
+
+    page = client.get(f"/dashboard/journeys/{flow_id}").get_data(as_text=True)
+    assert "等待此步骤的会员" in page and "等待 2 天" in page and "暂停" in page
