@@ -646,14 +646,7 @@ def member_journeys(member_id: int, *, limit: int = 20) -> list[dict[str, Any]]:
     """The person's newest journey entries (every id merged into them included), with the
     journey's name and the step the entry is at: a bounded read of ix_journey_entries_member
     (one index range per id of the person)."""
-    ids = history_member_ids(member_id)
-    rows = db.session.execute(
-        sa.select(JourneyEntry, Journey.name)
-        .join(Journey, Journey.id == JourneyEntry.journey_id)
-        .where(JourneyEntry.member_id.in_(ids))
-        .order_by(JourneyEntry.entered_at.desc(), JourneyEntry.id.desc())
-        .limit(limit)
-    ).all()
+    rows = db.session.execute(member_entries_query(history_member_ids(member_id), limit)).all()
     steps: dict[tuple[int, int], list[dict[str, Any]]] = {}
     found = []
     for entry, name in rows:
@@ -679,6 +672,26 @@ def member_journeys(member_id: int, *, limit: int = 20) -> list[dict[str, Any]]:
     return found
 
 
+def member_entries_query(person_ids: Sequence[int], limit: int) -> sa.Select[Any]:
+    return (
+        sa.select(JourneyEntry, Journey.name)
+        .join(Journey, Journey.id == JourneyEntry.journey_id)
+        .where(JourneyEntry.member_id.in_(list(person_ids)))
+        .order_by(JourneyEntry.entered_at.desc(), JourneyEntry.id.desc())
+        .limit(limit)
+    )
+
+
+def entries_per_step_query(journey_ids: Sequence[int]) -> sa.Select[Any]:
+    return (
+        sa.select(
+            JourneyEntry.journey_id, JourneyEntry.status, JourneyEntry.step_index, sa.func.count()
+        )
+        .where(JourneyEntry.journey_id.in_(list(journey_ids)))
+        .group_by(JourneyEntry.journey_id, JourneyEntry.status, JourneyEntry.step_index)
+    )
+
+
 def entries_per_step(journey_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
     """Per journey: entries by status, and the active ones by the step they wait at (an
     index-only read of ix_journey_entries_step)."""
@@ -688,13 +701,7 @@ def entries_per_step(journey_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
     }
     if not journey_ids:
         return counts
-    rows = db.session.execute(
-        sa.select(
-            JourneyEntry.journey_id, JourneyEntry.status, JourneyEntry.step_index, sa.func.count()
-        )
-        .where(JourneyEntry.journey_id.in_(list(journey_ids)))
-        .group_by(JourneyEntry.journey_id, JourneyEntry.status, JourneyEntry.step_index)
-    ).all()
+    rows = db.session.execute(entries_per_step_query(journey_ids)).all()
     for journey_id, status, step_index, count in rows:
         counts[journey_id][status] += count
         if status == "active":
