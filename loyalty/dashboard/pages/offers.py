@@ -30,6 +30,7 @@ from loyalty.db import db
 
 KINDS = ("percent", "fixed_amount", "free_item", "bonus_points")
 MAX_BATCH = 100_000
+BATCHES_SHOWN = 50
 REQUEST_KEY = re.compile(r"[0-9a-f]{32}")
 
 
@@ -122,8 +123,12 @@ def offer(offer_id: int) -> Any:
         except (Refused, ValueError):
             pass
         return redirect(url_for("dashboard.offer", offer_id=offer_id))
+    # The newest batches (journeys and campaigns issue one per member they give a code).
     batches = db.session.scalars(
-        sa.select(CouponBatch).where(CouponBatch.offer_id == offer_id).order_by(CouponBatch.id)
+        sa.select(CouponBatch)
+        .where(CouponBatch.offer_id == offer_id)
+        .order_by(CouponBatch.id.desc())
+        .limit(BATCHES_SHOWN)
     ).all()
     running = [b.id for b in batches if b.status == "running"]
     versions = db.session.scalars(
