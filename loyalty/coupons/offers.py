@@ -292,23 +292,6 @@ def generate_codes(
     fmt = CodeFormat(prefix=prefix, suffix=suffix, pattern=pattern, length=length)
     offer = get_offer(offer_id, lock=True)
     _mark_has_codes(offer)
-    batch = _new_generated_batch(offer, count, fmt, pattern, max_uses, campaign_id, now, actor)
-    db.session.flush()
-    _insert_generated(batch, offer, fmt, count)
-    db.session.flush()
-    return batch
-
-
-def _new_generated_batch(
-    offer: CouponOffer,
-    count: int,
-    fmt: CodeFormat,
-    pattern: str | None,
-    max_uses: int | None,
-    campaign_id: int | None,
-    now: datetime,
-    actor: str,
-) -> CouponBatch:
     batch = CouponBatch(
         offer_id=offer.id,
         kind="generated",
@@ -321,10 +304,13 @@ def _new_generated_batch(
         campaign_id=campaign_id,
         created_at=now,
         created_by=actor,
-        status="done",
+        status="done",  # in this one transaction
         updated_at=now,
     )
     db.session.add(batch)
+    db.session.flush()
+    _insert_generated(batch, offer, fmt, count)
+    db.session.flush()
     return batch
 
 

@@ -82,6 +82,8 @@ def triggered_journey_from_form(form: Any, segment: Any) -> dict[str, Any]:
     as a segment check, the offer (coupon or points), then the message."""
     campaign = campaign_from_form(form)
     trigger = form.get("trigger", "")
+    if trigger not in SEND_TRIGGERS:
+        raise ValidationError({"trigger": [_("Choose what starts the send.")]})
     offer = campaign["offer"]
     steps: list[dict[str, Any]] = []
     if segment is not None and segment.kind == "dynamic":
@@ -99,13 +101,11 @@ def triggered_journey_from_form(form: Any, segment: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
         "name": campaign["name"],
         "trigger": trigger,
-        "reentry": SEND_TRIGGERS.get(trigger, "never"),
+        "reentry": SEND_TRIGGERS[trigger],
         "steps": steps,
     }
     if trigger == "no_purchase":
         data["trigger_days"] = _int(form.get("trigger_days"))
-    if trigger not in SEND_TRIGGERS:
-        raise ValidationError({"trigger": [_("Choose what starts the send.")]})
     return data
 
 
