@@ -67,6 +67,8 @@ class JourneyEntry(db.Model):
         sa.CheckConstraint("status IN ('active', 'completed', 'exited')", name="known_status"),
         sa.UniqueConstraint("journey_id", "cause_key"),
         sa.Index("ix_journey_entries_member", "member_id", "journey_id"),
+        # The dashboard's members per step: an index-only count per journey.
+        sa.Index("ix_journey_entries_step", "journey_id", "status", "step_index"),
         # The scheduler's due scan: a range of this index, oldest first.
         sa.Index(
             "ix_journey_entries_due",

@@ -477,6 +477,7 @@ def _act(
             actor=f"journey:{entry.journey_id}",
             member_locked=True,
         )
+        entry.state = {**(entry.state or {}), "points": int(step["points"])}  # for a message
         return "credited", index + 1, scheduled, {"transaction_id": tx.id}
     raise InvalidInput(f"unknown step type {kind}")
 
@@ -485,9 +486,11 @@ def _message_variables(entry: JourneyEntry, step: Mapping[str, Any]) -> dict[str
     variables: dict[str, Any] = {"journey_id": entry.journey_id}
     if "event_id" in step:
         variables["event_id"] = step["event_id"]
-    for key in ("coupon_code", "event_id"):
+    for key in ("coupon_code", "event_id", "points"):
         if key in entry.state:
             variables[key] = entry.state[key]
+    if "coupon_code" in entry.state:  # as campaign messages see it (campaign_offer)
+        variables["coupon"] = {"code": entry.state["coupon_code"]}
     return variables
 
 
@@ -637,3 +640,71 @@ def results(journey_id: int) -> dict[str, Any]:
             for index, outcome, count in by_step
         ],
     }
+
+
+def member_journeys(member_id: int, *, limit: int = 20) -> list[dict[str, Any]]:
+    """The person's newest journey entries (every id merged into them included), with the
+    journey's name and the step the entry is at: a bounded read of ix_journey_entries_member
+    (one index range per id of the person)."""
+    rows = db.session.execute(member_entries_query(history_member_ids(member_id), limit)).all()
+    steps: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    found = []
+    for entry, name in rows:
+        key = (entry.journey_id, entry.version)
+        if key not in steps:
+            steps[key] = steps_of(*key)
+        at = steps[key][entry.step_index] if entry.step_index < len(steps[key]) else None
+        found.append(
+            {
+                "entry_id": entry.id,
+                "journey_id": entry.journey_id,
+                "journey": name,
+                "version": entry.version,
+                "status": entry.status,
+                "step_index": entry.step_index,
+                "steps": len(steps[key]),
+                "step": at,
+                "entered_at": entry.entered_at,
+                "next_run_at": entry.next_run_at,
+                "exit_reason": entry.exit_reason,
+            }
+        )
+    return found
+
+
+def member_entries_query(person_ids: Sequence[int], limit: int) -> sa.Select[Any]:
+    return (
+        sa.select(JourneyEntry, Journey.name)
+        .join(Journey, Journey.id == JourneyEntry.journey_id)
+        .where(JourneyEntry.member_id.in_(list(person_ids)))
+        .order_by(JourneyEntry.entered_at.desc(), JourneyEntry.id.desc())
+        .limit(limit)
+    )
+
+
+def entries_per_step_query(journey_ids: Sequence[int]) -> sa.Select[Any]:
+    return (
+        sa.select(
+            JourneyEntry.journey_id, JourneyEntry.status, JourneyEntry.step_index, sa.func.count()
+        )
+        .where(JourneyEntry.journey_id.in_(list(journey_ids)))
+        .group_by(JourneyEntry.journey_id, JourneyEntry.status, JourneyEntry.step_index)
+    )
+
+
+def entries_per_step(journey_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """Per journey: entries by status, and the active ones by the step they wait at (an
+    index-only read of ix_journey_entries_step)."""
+    counts: dict[int, dict[str, Any]] = {
+        journey_id: {"active": 0, "completed": 0, "exited": 0, "at_step": {}}
+        for journey_id in journey_ids
+    }
+    if not journey_ids:
+        return counts
+    rows = db.session.execute(entries_per_step_query(journey_ids)).all()
+    for journey_id, status, step_index, count in rows:
+        counts[journey_id][status] += count
+        if status == "active":
+            at = counts[journey_id]["at_step"]
+            at[step_index] = at.get(step_index, 0) + count
+    return counts

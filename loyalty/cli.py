@@ -171,11 +171,12 @@ def demo_command(members: int, if_empty: bool) -> None:
         if minted:
             heading += f" (new: {', '.join(minted)})"
     else:
-        from loyalty.dashboard.demo import seed_demo_campaign
+        from loyalty.dashboard.demo import seed_demo_campaign, seed_demo_journey
 
         keys = seed_demo(member_count=members, now=utcnow())
         db.session.flush()
         seed_demo_campaign(utcnow())
+        seed_demo_journey(utcnow())
         heading = "Demo data ready. API keys"
     from loyalty.dashboard import stats
     from loyalty.dashboard.demo import ensure_demo_users

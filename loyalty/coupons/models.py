@@ -114,9 +114,16 @@ class CouponOfferVersion(db.Model):
 
 
 class CouponBatch(db.Model):
-    """Codes created together: generated, imported, or issued to members."""
+    """Codes created together: generated, imported, or issued to members.
+
+    A batch generated in the background (the dashboard) is its own progress row: `status`
+    goes running -> done (or failed, with `error`) while a job adds `created_count` codes a
+    chunk at a time; `request_key` (unique) makes a resubmitted form find the same batch."""
 
     __tablename__ = "coupon_batches"
+    __table_args__ = (
+        sa.CheckConstraint("status IN ('running', 'done', 'failed')", name="known_status"),
+    )
 
     id: Mapped[int] = mapped_column(BigInt, primary_key=True)
     offer_id: Mapped[int] = mapped_column(sa.ForeignKey("coupon_offers.id"), index=True)
@@ -130,6 +137,11 @@ class CouponBatch(db.Model):
     campaign_id: Mapped[int | None] = mapped_column(BigInt)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_by: Mapped[str] = mapped_column(sa.String(200))
+    status: Mapped[str] = mapped_column(sa.String(16), default="done", server_default="done")
+    error: Mapped[str | None] = mapped_column(sa.String(500))
+    request_key: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
+    code_length: Mapped[int | None] = mapped_column(sa.Integer)  # of background batches
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class CouponCode(db.Model):

@@ -304,22 +304,33 @@ def generate_codes(
         campaign_id=campaign_id,
         created_at=now,
         created_by=actor,
+        status="done",  # in this one transaction
+        updated_at=now,
     )
     db.session.add(batch)
     db.session.flush()
+    _insert_generated(batch, offer, fmt, count)
+    db.session.flush()
+    return batch
+
+
+def _insert_generated(batch: CouponBatch, offer: CouponOffer, fmt: CodeFormat, count: int) -> int:
+    """Insert `count` new codes into the batch (topping up collisions); returns `count`.
+    The codes are issued when the batch was asked for (its expiry clock starts then)."""
+    issued_at = batch.created_at
     constants = {
         "offer_id": offer.id,
         "batch_id": batch.id,
         "kind": CodeKind.UNIQUE.value,
         "status": CodeStatus.ACTIVE.value,
-        "max_uses": max_uses,
+        "max_uses": batch.max_uses_per_code,
         "uses": 0,
-        "expires_at": code_expiry(current_terms(offer), now),
-        "issued_at": now,
-        "source_type": "campaign" if campaign_id is not None else None,
-        "source_ref": str(campaign_id) if campaign_id is not None else None,
-        "campaign_id": campaign_id,
-        "created_at": now,
+        "expires_at": code_expiry(current_terms(offer), issued_at),
+        "issued_at": issued_at,
+        "source_type": "campaign" if batch.campaign_id is not None else None,
+        "source_ref": str(batch.campaign_id) if batch.campaign_id is not None else None,
+        "campaign_id": batch.campaign_id,
+        "created_at": issued_at,
     }
     created = 0
     for _ in range(MAX_TOPUP_ROUNDS):
@@ -328,9 +339,113 @@ def generate_codes(
             break
     else:
         raise Conflict("could not generate enough distinct codes; use more random characters")
-    batch.created_count = created
+    batch.created_count += created
+    return created
+
+
+# --- code batches generated in the background (the dashboard) ---
+
+BACKGROUND_CHUNK = 10_000  # codes per transaction of a background batch
+
+
+def start_code_batch(
+    offer_id: int,
+    count: int,
+    *,
+    now: datetime,
+    actor: str,
+    request_key: str,
+    prefix: str | None = None,
+    length: int = 12,
+    max_uses: int | None = 1,
+) -> tuple[CouponBatch, bool]:
+    """A `running` batch of `count` codes for a job to generate (generate_codes_chunk);
+    (batch, True). The same `request_key` again (a form submitted twice) gives the batch
+    it already made: (batch, False), and nothing new."""
+    if count < 1:
+        raise InvalidInput("count must be at least 1", field="count")
+    existing = db.session.scalar(
+        sa.select(CouponBatch).where(CouponBatch.request_key == request_key)
+    )
+    if existing is not None:
+        return existing, False
+    fmt = CodeFormat(prefix=prefix, length=length)  # checks the format before any job runs
+    offer = get_offer(offer_id, lock=True)
+    _mark_has_codes(offer)
+    table = CouponBatch.__table__
+    # Under the offer's lock a second submit waits, then finds the first one's key here.
+    batch_id = db.session.execute(
+        upsert_insert(table)
+        .values(
+            offer_id=offer.id,
+            kind="generated",
+            requested=count,
+            created_count=0,
+            prefix=fmt.prefix or None,
+            max_uses_per_code=max_uses,
+            code_length=length,
+            created_at=now,
+            created_by=actor,
+            status="running",
+            request_key=request_key,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["request_key"])
+        .returning(table.c.id)
+    ).scalar()
+    if batch_id is None:
+        found = db.session.scalar(
+            sa.select(CouponBatch).where(CouponBatch.request_key == request_key)
+        )
+        assert found is not None
+        return found, False
+    return db.session.get(CouponBatch, batch_id), True  # type: ignore[return-value]
+
+
+def generate_codes_chunk(batch_id: int, *, now: datetime, limit: int = BACKGROUND_CHUNK) -> int:
+    """Add up to `limit` codes to a running batch (one transaction's worth); the batch is
+    done when it holds what was asked for. Returns the codes added (0: nothing to do)."""
+    batch = db.session.scalar(
+        sa.select(CouponBatch)
+        .where(CouponBatch.id == batch_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if batch is None or batch.status != "running":
+        return 0
+    offer = get_offer(batch.offer_id)
+    if offer.status == OfferStatus.ENDED:
+        raise Conflict(f"offer {offer.id} has ended", reason="offer_ended")
+    fmt = CodeFormat(prefix=batch.prefix, suffix=batch.suffix, pattern=batch.pattern,
+                     length=batch.code_length or 12)  # fmt: skip
+    count = min(limit, batch.requested - batch.created_count)
+    added = _insert_generated(batch, offer, fmt, count) if count > 0 else 0
+    if batch.created_count >= batch.requested:
+        batch.status = "done"
+    batch.updated_at = now
     db.session.flush()
-    return batch
+    return added
+
+
+def fail_code_batch(batch_id: int, error: str, *, now: datetime) -> None:
+    """Record why a background batch stopped; the codes made so far stay (and export)."""
+    db.session.execute(
+        sa.update(CouponBatch)
+        .where(CouponBatch.id == batch_id, CouponBatch.status == "running")
+        .values(status="failed", error=error[:500], updated_at=now)
+    )
+
+
+def stalled_batches(before: datetime, *, limit: int = 100) -> list[int]:
+    """Running batches no chunk moved since `before` (their job was lost): to go on."""
+    return list(
+        db.session.scalars(
+            sa.select(CouponBatch.id)
+            .where(CouponBatch.status == "running", CouponBatch.updated_at < before)
+            .order_by(CouponBatch.id)
+            .limit(limit)
+        )
+    )
 
 
 def create_shared_code(

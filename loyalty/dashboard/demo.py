@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
@@ -125,3 +125,87 @@ def seed_demo_campaign(now: datetime) -> int | None:
         if cursor.handled == before:
             break
     return campaign.id
+
+
+WELCOME_DAYS = 21  # members who joined this recently are somewhere in the welcome series
+
+
+def seed_demo_journey(now: datetime) -> int | None:
+    """A running "Welcome series" for the demo: members who joined in the last three weeks
+    entered it on their enrolment event, when they joined, and the engine ran their due
+    steps up to now; so some got the welcome and the coupon and wait for the reminder, some
+    finished, and the newest wait for their coupon. New members keep entering while `make
+    run` serves. Through the journey operations: create, activate, enter, advance."""
+    from campaigns import journeys
+    from loyalty.batches import BatchCursor
+    from loyalty.coupons.models import CouponOffer
+    from loyalty.outbox.models import OutboxEvent
+
+    offer_id = db.session.scalar(
+        sa.select(CouponOffer.id).where(CouponOffer.name.like("Welcome%")).order_by(CouponOffer.id)
+    )
+    if offer_id is None:
+        return None
+    message = {"type": "message", "template": "campaign_offer", "channels": ["sms", "email"]}
+    journey = journeys.create_journey(
+        {
+            "name": "Welcome series",
+            "trigger": "member.enrolled",
+            "reentry": "never",
+            "steps": [
+                message,  # welcome
+                {"type": "wait", "days": 2},
+                {"type": "coupon", "offer_id": offer_id},
+                message,  # the code
+                {"type": "wait", "days": 7},
+                {
+                    "type": "condition",
+                    "check": "redeemed_coupon",
+                    "expect": False,
+                    "otherwise": "exit",
+                },
+                message,  # a reminder to those who haven't used it
+                {"type": "wait", "days": 7},
+                {"type": "points", "points": 50},
+                message,  # 50 points to come back
+            ],
+        },
+        now=now - timedelta(days=WELCOME_DAYS + 1),
+        actor="demo",
+    )
+    journeys.set_status(journey.id, "active", now=now - timedelta(days=WELCOME_DAYS + 1))
+    enrolments = db.session.execute(
+        sa.select(OutboxEvent.id, OutboxEvent.member_id, OutboxEvent.occurred_at)
+        .where(
+            OutboxEvent.topic == "member.enrolled",
+            OutboxEvent.occurred_at >= now - timedelta(days=WELCOME_DAYS),
+        )
+        .order_by(OutboxEvent.member_id)
+    ).all()
+    for n, (event_id, member_id, occurred_at) in enumerate(enrolments):
+        if n % 5 != 4:  # four in five agreed to marketing when they joined
+            _joined_with_consent(member_id, occurred_at)
+        journeys.enter(journey, member_id, cause_key=f"event:{event_id}", now=occurred_at)
+    cursor = BatchCursor()
+    while True:
+        before = cursor.handled
+        journeys.advance_due_chunk(cursor, now)
+        if cursor.handled == before:
+            break
+    return journey.id
+
+
+def _joined_with_consent(member_id: int, joined_at: datetime) -> None:
+    from loyalty.members.models import Member
+    from notifications.consent import ConsentSource, Purpose, allows, record_consent
+    from notifications.providers.base import Channel
+
+    member = db.session.get(Member, member_id)
+    if member is None or allows(member_id, Channel.EMAIL, Purpose.MARKETING):
+        return  # already recorded (the Paris campaign's audience)
+    source = ConsentSource.STORE if member.enrolled_channel == "store" else ConsentSource.WEB
+    for channel in (Channel.SMS, Channel.EMAIL):
+        record_consent(
+            member_id, channel, Purpose.MARKETING, True,
+            source=source.value, now=joined_at, actor="demo",
+        )  # fmt: skip

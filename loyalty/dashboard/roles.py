@@ -16,6 +16,7 @@ class Permission(enum.StrEnum):
     OFFERS_WRITE = "offers.write"  # offers, code batches, rewards
     CAMPAIGNS_WRITE = "campaigns.write"  # build campaigns and test-send
     CAMPAIGNS_LAUNCH = "campaigns.launch"  # launch, pause, resume, cancel
+    JOURNEYS_WRITE = "journeys.write"  # activate, pause and resume journeys
     TEMPLATES_WRITE = "templates.write"
     SETTINGS_WRITE = "settings.write"  # earning rules, tiers, stores, webhooks, consent texts
     API_KEYS = "api-keys"  # create and revoke API keys
@@ -33,6 +34,7 @@ ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
             P.OFFERS_WRITE,
             P.CAMPAIGNS_WRITE,
             P.CAMPAIGNS_LAUNCH,
+            P.JOURNEYS_WRITE,
             P.TEMPLATES_WRITE,
         }
     ),

@@ -161,11 +161,26 @@ def dashboard_user(raw: str) -> dict[str, Any] | None:
         "active": found.active,
         "totp": found.totp_secret is not None,
         "totp_pending": found.totp_pending_secret is not None,
+
+
+def journey(raw: str) -> dict[str, Any] | None:
+    from campaigns.journey_models import Journey
+
+    journey_id = _int_id(raw)
+    found = db.session.get(Journey, journey_id) if journey_id else None
+    if found is None:
+        return None
+    return {
+        "name": found.name,
+        "status": found.status,
+        "version": found.version,
+        "trigger": found.trigger,
     }
 
 
 for _name, _func in (
     ("campaign", campaign),
+    ("journey", journey),
     ("member", member),
     ("offer", offer),
     ("segment", segment),

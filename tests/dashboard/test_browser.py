@@ -35,6 +35,7 @@ MAIN_PAGES = {
     "segment-new": "/dashboard/segments/new",
     "campaigns": "/dashboard/campaigns",
     "campaign-new": "/dashboard/campaigns/new",
+    "journeys": "/dashboard/journeys",
     "offers": "/dashboard/offers",
     "settings": "/dashboard/settings",
     "templates": "/dashboard/settings/templates",
@@ -235,11 +236,15 @@ def test_an_admin_publishes_a_new_consent_text_version(browser, server_url, make
 
 
 def test_main_pages_keyboard_phone_screenshots_and_accessibility(browser, server_url, make):
+    from tests.journeys.helpers import journey
+
     member_id = _seed(make)[0]
+    flow_id = journey([{"type": "wait", "days": 1}, {"type": "points", "points": 5}]).id
     make_user("admin")
     _release_database()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    pages = {**MAIN_PAGES, "member": f"/dashboard/members/{member_id}"}
+    pages = {**MAIN_PAGES, "member": f"/dashboard/members/{member_id}",
+             "journey": f"/dashboard/journeys/{flow_id}"}  # fmt: skip
     for width, suffix in ((1280, ""), (390, "-phone")):
         page = _sign_in(browser, server_url, "admin@example.test", width=width)
         for name, path in pages.items():

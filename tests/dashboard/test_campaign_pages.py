@@ -7,6 +7,7 @@ import re
 
 import sqlalchemy as sa
 
+from loyalty.clock import utcnow
 from loyalty.dashboard.models import AuditEntry
 from loyalty.db import db
 from notifications.providers.base import Channel
@@ -83,3 +84,67 @@ def test_pause_resume_cancel(signed_in, make):
         post_form(client, f"{url}/{action}", {})
         page = client.get(url).get_data(as_text=True)
         assert re.search(rf'id="campaign-status">{status}<', page), (action, status)
+
+
+TRIGGERED = {
+    **WIZARD,
+    "name": "Welcome: 50 points",
+    "send_kind": "trigger",
+    "trigger": "member.enrolled",
+}
+
+
+def test_a_triggered_send_is_a_journey_that_starts_on_the_event(signed_in, make):
+    from campaigns.journey_models import Journey
+    from loyalty.ledger.operations import member_balance
+    from tests.journeys.helpers import advance, messages, relay
+
+    segment_id = cf.segment()
+    client = signed_in("marketer")
+    page = client.get("/dashboard/campaigns/new").get_data(as_text=True)
+    assert 'value="trigger"' in page and "saved as a journey" in page
+
+    created = post_form(client, "/dashboard/campaigns/new",
+                        {**TRIGGERED, "segment_id": segment_id})  # fmt: skip
+    assert created.status_code == 302, created.get_data(as_text=True)[:400]
+    url = created.headers["Location"]
+    assert "/dashboard/journeys/" in url
+    journey_id = int(url.rsplit("/", 1)[1])
+    saved = db.session.get(Journey, journey_id)
+    assert (saved.status, saved.trigger, saved.reentry) == ("draft", "member.enrolled", "never")
+    assert post_form(client, f"{url}/activate", {}).status_code == 302
+
+    north = make.member(region=cf.REGION, phone=cf.phone()).id
+    south = make.member(region="south", phone=cf.phone()).id
+    for member_id in (north, south):
+        cf.consent(member_id, Channel.SMS)
+    relay()
+    db.session.commit()
+    advance(utcnow())
+    db.session.commit()
+
+    assert member_balance(north).available == 50
+    assert messages(north) == [("campaign_offer", "sms")]
+    assert member_balance(south).available == 0 and messages(south) == []  # not the audience
+    actions = [a for a in db.session.scalars(sa.select(AuditEntry.action).order_by(AuditEntry.id))
+               if a.startswith("journeys.")]  # fmt: skip
+    assert actions == ["journeys.create", "journeys.activate"]
+
+
+def test_a_triggered_send_refuses_what_a_journey_cannot_do(signed_in, make):
+    from campaigns.journey_models import Journey
+
+    segment_id = cf.segment()
+    client = signed_in("marketer")
+    multiplier = post_form(client, "/dashboard/campaigns/new",
+                           {**TRIGGERED, "segment_id": segment_id, "offer_kind": "multiplier",
+                            "multiplier_pct": "200", "days": "7"})  # fmt: skip
+    assert multiplier.status_code == 200
+    assert "A triggered send gives a coupon or points." in multiplier.get_data(as_text=True)
+    lapsed = {**TRIGGERED, "segment_id": segment_id, "trigger": "no_purchase"}
+    lapsed = post_form(client, "/dashboard/campaigns/new", lapsed)
+    assert "no_purchase needs trigger_days" in lapsed.get_data(as_text=True)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Journey)) == 0
+    analyst = post_form(signed_in("analyst"), "/dashboard/campaigns/new",
+                        {**TRIGGERED, "segment_id": segment_id})  # fmt: skip
+    assert analyst.status_code == 403

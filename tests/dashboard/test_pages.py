@@ -127,14 +127,21 @@ def test_segment_preview_counts_members(signed_in, make):
     assert 'id="segment-count">2<' in page
 
 
-def test_offer_create_generate_codes_and_export(signed_in):
+def test_offer_create_generate_codes_and_export(app, signed_in):
+    from loyalty.queue import make_worker
+
     client = signed_in("marketer")
     response = post_form(client, "/dashboard/offers",
                          {"name": "10 off", "kind": "fixed_amount", "amount_minor": "1000",
                           "currency": "EUR"})  # fmt: skip
     assert response.status_code == 302
     offer_url = response.headers["Location"]
-    post_form(client, offer_url, {"action": "batch", "count": "25", "prefix": "TEN"})
+    form = client.get(offer_url).get_data(as_text=True)
+    key = re.search(r'name="request_key" value="([0-9a-f]{32})"', form).group(1)
+    post_form(client, offer_url, {"action": "batch", "count": "25", "prefix": "TEN",
+                                  "request_key": key})  # fmt: skip
+    db.session.remove()  # the test's requests share this session: end its read first
+    make_worker(app, ("default",)).work(burst=True)
     page = client.get(offer_url).get_data(as_text=True)
     assert "25/25" in page
     batch_id = re.search(r"/offers/batches/(\d+)\.csv", page).group(1)

@@ -20,6 +20,7 @@ PAGES = {
     "/dashboard/members": set(ROLES),
     "/dashboard/segments": set(ROLES),
     "/dashboard/campaigns": set(ROLES),
+    "/dashboard/journeys": set(ROLES),
     "/dashboard/offers": set(ROLES),
     "/dashboard/settings": set(ROLES),
     "/dashboard/audit": {"admin", "finance", "support"},
@@ -139,9 +140,17 @@ def _template(client, make):
     return post_form(client, page, {"source": source, "action": "save"})
 
 
+def _pause_journey(client, make):
+    from tests.journeys.helpers import journey
+
+    flow_id = journey([{"type": "wait", "days": 1}]).id
+    return post_form(client, f"/dashboard/journeys/{flow_id}/pause", {})
+
+
 ACTIONS = {
     "campaigns.create": (_campaign, {"admin", "marketer"}),
     "campaigns.launch": (_launch, {"admin", "marketer"}),
+    "journeys.pause": (_pause_journey, {"admin", "marketer"}),
     "points.adjust": (_adjust, {"admin", "support"}),
     "segments.create": (_segment, {"admin", "marketer"}),
     "offers.create": (_offer, {"admin", "marketer"}),
@@ -188,6 +197,7 @@ def test_an_analyst_changes_nothing_anywhere(app, signed_in, make):
         path = path.replace("<int:segment_id>", "1").replace("<int:batch_id>", "1")
         path = path.replace("<int:campaign_id>", "1").replace("<action>", "launch")
         path = path.replace("<int:rule_id>", "1")
+        path = path.replace("<int:journey_id>", "1")
         refused.append((path, post_form(client, path, {}).status_code))
     wrong = [(path, status) for path, status in refused if status != 403]
     assert refused and not wrong, wrong

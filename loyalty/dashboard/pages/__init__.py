@@ -5,6 +5,7 @@ PAGE_MODULES = (
     "audit",
     "campaigns",
     "consent_texts",
+    "journeys",
     "members",
     "offers",
     "operations",

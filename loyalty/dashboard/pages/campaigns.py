@@ -64,6 +64,79 @@ def campaign_from_form(form: Any) -> dict[str, Any]:
     }
 
 
+# What a triggered send starts on (campaigns/triggers.py), and its re-entry rule: once per
+# person for the once-in-a-lifetime events, once per cause (a year, a lapse) for the others.
+SEND_TRIGGERS = {
+    "member.enrolled": "never",
+    "first_purchase": "never",
+    "tier.changed": "always",
+    "points.expiring": "always",
+    "birthday": "always",
+    "no_purchase": "always",
+}
+
+
+def triggered_journey_from_form(form: Any, segment: Any) -> dict[str, Any]:
+    """The wizard's "send on a trigger": campaigns run on a schedule, journeys start on
+    events, so the send becomes a journey (as JourneyCreateSchema takes it): the audience
+    as a segment check, the offer (coupon or points), then the message."""
+    campaign = campaign_from_form(form)
+    trigger = form.get("trigger", "")
+    if trigger not in SEND_TRIGGERS:
+        raise ValidationError({"trigger": [_("Choose what starts the send.")]})
+    offer = campaign["offer"]
+    steps: list[dict[str, Any]] = []
+    if segment is not None and segment.kind == "dynamic":
+        steps.append({"type": "condition", "check": "segment", "rule": segment.rule,
+                      "expect": True, "otherwise": "exit"})  # fmt: skip
+    if offer["kind"] == "coupon":
+        steps.append({"type": "coupon", "offer_id": offer.get("offer_id")})
+    elif offer["kind"] == "points":
+        steps.append({"type": "points", "points": offer.get("points")})
+    elif offer["kind"] != "none":
+        raise ValidationError({"offer_kind": [_("A triggered send gives a coupon or points.")]})
+    order = campaign["channel_order"]
+    steps.append({"type": "message", "template": form.get("template", "").strip()
+                  or "campaign_offer", "channels": order})  # fmt: skip
+    data: dict[str, Any] = {
+        "name": campaign["name"],
+        "trigger": trigger,
+        "reentry": SEND_TRIGGERS[trigger],
+        "steps": steps,
+    }
+    if trigger == "no_purchase":
+        data["trigger_days"] = _int(form.get("trigger_days"))
+    return data
+
+
+def _create_triggered(form: Any) -> Any:
+    from campaigns import journeys, segments
+    from campaigns.journey_schemas import JourneyCreateSchema
+    from loyalty.errors import NotFound
+
+    segment = None
+    segment_id = _int(form.get("segment_id"))
+    if segment_id is not None:
+        try:
+            segment = segments.get_segment(segment_id)
+        except NotFound:
+            raise ValidationError({"segment_id": [_("No such segment.")]}) from None
+        if segment.kind != "dynamic":
+            raise ValidationError(
+                {"segment_id": [_("A triggered send needs a segment built from rules.")]}
+            )
+    data = JourneyCreateSchema().load(triggered_journey_from_form(form, segment))
+    created = change(
+        "journeys.create",
+        lambda: journeys.create_journey(data, now=utcnow(), actor=current_user.actor),
+        target_type="journey",
+        after_target=lambda j: j.id,
+    )
+    flash(_("Saved as a draft journey: members enter when the trigger happens, once it is "
+            "activated."), "ok")  # fmt: skip
+    return redirect(url_for("dashboard.journey", journey_id=created.id))
+
+
 def _choices() -> dict[str, Any]:
     from campaigns import segments as segment_ops
     from loyalty.coupons import offers as offer_ops
@@ -72,6 +145,7 @@ def _choices() -> dict[str, Any]:
         "segments": segment_ops.list_segments(after_id=None, limit=200),
         "offers": offer_ops.list_offers(status="active", limit=200, after_id=None),
         "channels": CHANNELS,
+        "triggers": SEND_TRIGGERS,
     }
 
 
@@ -95,6 +169,8 @@ def campaign_new() -> Any:
         if not allows(current_user.role, Permission.CAMPAIGNS_WRITE):
             abort(403)
         try:
+            if request.form.get("send_kind") == "trigger":
+                return _create_triggered(request.form)
             data = CampaignCreateSchema().load(campaign_from_form(request.form))
             created = change(
                 "campaigns.create",

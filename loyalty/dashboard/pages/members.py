@@ -20,6 +20,7 @@ from loyalty.errors import OmniloyalError
 from loyalty.members.models import IdentityKind, Member
 
 MAX_ADJUSTMENT = 1_000_000
+JOURNEYS_SHOWN = 10  # the newest entries; the journey's page has the counts
 
 
 def find_members(text: str) -> list[Member]:
@@ -61,6 +62,7 @@ def _member_or_404(member_id: int) -> Member:
 
 
 def profile_data(member: Member) -> dict[str, Any]:
+    from campaigns.journeys import member_journeys
     from loyalty.coupons.wallet import member_wallet
     from loyalty.earning.models import Order
     from loyalty.ledger import queries
@@ -83,6 +85,7 @@ def profile_data(member: Member) -> dict[str, Any]:
             )
         ),
         "messages": message_page(member.id, cursor=None, limit=10)["items"],
+        "journeys": member_journeys(member.id, limit=JOURNEYS_SHOWN),
         "wallet": [],
         "consents": {},
         "balance": None,

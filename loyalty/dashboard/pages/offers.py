@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import re
+import uuid
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Response, abort, flash, redirect, request, stream_with_context, url_for
+from flask import (
+    Response,
+    abort,
+    flash,
+    jsonify,
+    redirect,
+    request,
+    stream_with_context,
+    url_for,
+)
 from flask_babel import gettext as _
 from flask_login import current_user
 from marshmallow import ValidationError
@@ -19,6 +30,8 @@ from loyalty.db import db
 
 KINDS = ("percent", "fixed_amount", "free_item", "bonus_points")
 MAX_BATCH = 100_000
+BATCHES_SHOWN = 50
+REQUEST_KEY = re.compile(r"[0-9a-f]{32}")
 
 
 def _terms_from_form(form: Any) -> dict[str, Any]:
@@ -93,21 +106,7 @@ def offer(offer_id: int) -> Any:
     if request.method == "POST":
         try:
             if request.form.get("action") == "batch":
-                count = int(request.form.get("count", "0") or 0)
-                if not 1 <= count <= MAX_BATCH:
-                    flash(_("Between 1 and %(n)s codes per batch.", n=MAX_BATCH), "error")
-                    return redirect(url_for("dashboard.offer", offer_id=offer_id))
-                prefix = request.form.get("prefix", "").strip()[:16] or None
-                change(
-                    "offers.codes.generate",
-                    lambda: offer_ops.generate_codes(
-                        offer_id, count, now=utcnow(), actor=current_user.actor, prefix=prefix
-                    ),
-                    target_type="offer",
-                    target_id=offer_id,
-                    details=lambda batch: {"batch_id": batch.id, "codes": batch.created_count},
-                )
-                flash(_("Codes generated."), "ok")
+                return _start_batch(offer_id)
             else:
                 changes = OfferUpdateSchema().load(_terms_from_form(request.form))
                 change(
@@ -124,9 +123,14 @@ def offer(offer_id: int) -> Any:
         except (Refused, ValueError):
             pass
         return redirect(url_for("dashboard.offer", offer_id=offer_id))
+    # The newest batches (journeys and campaigns issue one per member they give a code).
     batches = db.session.scalars(
-        sa.select(CouponBatch).where(CouponBatch.offer_id == offer_id).order_by(CouponBatch.id)
+        sa.select(CouponBatch)
+        .where(CouponBatch.offer_id == offer_id)
+        .order_by(CouponBatch.id.desc())
+        .limit(BATCHES_SHOWN)
     ).all()
+    running = [b.id for b in batches if b.status == "running"]
     versions = db.session.scalars(
         sa.select(CouponOfferVersion)
         .where(CouponOfferVersion.offer_id == offer_id)
@@ -138,7 +142,91 @@ def offer(offer_id: int) -> Any:
         terms=offer_ops.current_terms(found),
         stats=offer_ops.offer_stats(offer_id),
         batches=batches,
+        running=running,
         versions=versions,
+        request_key=uuid.uuid4().hex,
+    )
+
+
+def _start_batch(offer_id: int) -> Any:
+    """Start a background batch (loyalty.coupons.jobs.generate_code_batch). The form's
+    request key makes a double submit find the batch the first one started."""
+    from loyalty.coupons import jobs
+    from loyalty.coupons import offers as offer_ops
+
+    raw = request.form.get("count", "").strip()
+    count = int(raw) if raw.isdigit() and len(raw) < 12 else 0
+    key = request.form.get("request_key", "").strip()
+    if not 1 <= count <= MAX_BATCH:
+        flash(_("Between 1 and %(n)s codes per batch.", n=MAX_BATCH), "error")
+        return redirect(url_for("dashboard.offer", offer_id=offer_id))
+    if not REQUEST_KEY.fullmatch(key):
+        flash(_("The form expired: generate again."), "error")
+        return redirect(url_for("dashboard.offer", offer_id=offer_id))
+    if _already_started(key) is not None:
+        flash(_("This batch was already started."), "ok")
+        return redirect(url_for("dashboard.offer", offer_id=offer_id))
+    prefix = request.form.get("prefix", "").strip()[:16] or None
+    started: dict[str, Any] = {}
+
+    def start() -> Any:
+        batch, created = offer_ops.start_code_batch(
+            offer_id,
+            count,
+            now=utcnow(),
+            actor=current_user.actor,
+            request_key=f"dashboard:{key}",
+            prefix=prefix,
+        )
+        started.update(batch_id=batch.id, created=created)  # read before the commit
+        return batch
+
+    try:
+        change(
+            "offers.codes.generate",
+            start,
+            target_type="offer",
+            target_id=offer_id,
+            details=lambda batch: {"batch_id": batch.id, "requested": count},
+        )
+    except Refused:
+        return redirect(url_for("dashboard.offer", offer_id=offer_id))
+    if started["created"]:
+        # After the commit, so the job finds the batch. A lost enqueue is picked up again
+        # by resume_code_batches.
+        jobs.generate_code_batch.enqueue(started["batch_id"])
+        flash(_("Generating the codes: the progress shows below."), "ok")
+    else:
+        flash(_("This batch was already started."), "ok")
+    return redirect(url_for("dashboard.offer", offer_id=offer_id))
+
+
+def _already_started(key: str) -> Any:
+    from loyalty.coupons.models import CouponBatch
+
+    return db.session.scalar(
+        sa.select(CouponBatch).where(CouponBatch.request_key == f"dashboard:{key}")
+    )
+
+
+@bp.route("/offers/batches/progress")
+@needs(Permission.VIEW)
+def batch_progress() -> Any:
+    """The progress of some batches, for the offer page's script: {id: {...}}."""
+    from loyalty.coupons.models import CouponBatch
+
+    ids = [int(i) for i in request.args.getlist("id") if i.isdigit() and len(i) < 19][:20]
+    rows = db.session.scalars(sa.select(CouponBatch).where(CouponBatch.id.in_(ids))).all()
+    return jsonify(
+        {
+            str(b.id): {
+                "status": b.status,
+                "requested": b.requested,
+                "generated": b.created_count,
+                "error": b.error,
+            }
+            for b in rows
+        }
     )
 
 
@@ -147,7 +235,10 @@ def offer(offer_id: int) -> Any:
 def batch_csv(batch_id: int) -> Any:
     from loyalty.coupons import offers as offer_ops
 
-    offer_ops.get_batch(batch_id)
+    batch = offer_ops.get_batch(batch_id)
+    if batch.status == "running":
+        flash(_("The batch is still being generated."), "error")
+        return redirect(url_for("dashboard.offer", offer_id=batch.offer_id))
     record_event("offers.codes.export", actor=current_user.actor, target_type="coupon_batch",
                  target_id=batch_id)  # fmt: skip
     return Response(

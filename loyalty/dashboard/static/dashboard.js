@@ -38,11 +38,32 @@
       });
     }
   }
-  // Code batches: the button says it is working while the batch is generated.
+  // Code batches: a submit can't be sent twice; running batches' progress is polled (every
+  // 2 s) and the page reloads once they are all finished (its CSV links appear).
   document.querySelectorAll("form[data-progress]").forEach(function (f) {
     f.addEventListener("submit", function () {
       var b = f.querySelector("button[type=submit]");
-      if (b) { b.disabled = true; b.insertAdjacentHTML("afterend", ' <progress aria-label="generating"></progress>'); }
+      if (b) { b.disabled = true; }
     });
   });
+  var status = document.getElementById("batch-progress");
+  if (status) {
+    var poll = function () {
+      fetch(status.dataset.progressUrl, { credentials: "same-origin" })
+        .then(function (r) { return r.json(); })
+        .then(function (batches) {
+          var running = 0;
+          Object.keys(batches).forEach(function (id) {
+            var b = batches[id], bar = document.querySelector('progress[data-batch="' + id + '"]');
+            if (bar) { bar.value = b.generated; }
+            var count = document.getElementById("batch-" + id + "-count");
+            if (count) { count.textContent = b.generated + "/" + b.requested; }
+            if (b.status === "running") { running += 1; }
+          });
+          if (running) { setTimeout(poll, 2000); } else { window.location.reload(); }
+        })
+        .catch(function () { setTimeout(poll, 5000); });
+    };
+    setTimeout(poll, 1000);
+  }
 })();
