@@ -89,6 +89,21 @@ def campaign(raw: str) -> dict[str, Any] | None:
     }
 
 
+def journey(raw: str) -> dict[str, Any] | None:
+    from campaigns.journey_models import Journey
+
+    journey_id = _int_id(raw)
+    found = db.session.get(Journey, journey_id) if journey_id else None
+    if found is None:
+        return None
+    return {
+        "name": found.name,
+        "status": found.status,
+        "version": found.version,
+        "trigger": found.trigger,
+    }
+
+
 def earning_rule(raw: str) -> dict[str, Any] | None:
     from loyalty.earning.models import EarningRule
     from loyalty.earning.operations import RULE_FIELDS
@@ -161,20 +176,6 @@ def dashboard_user(raw: str) -> dict[str, Any] | None:
         "active": found.active,
         "totp": found.totp_secret is not None,
         "totp_pending": found.totp_pending_secret is not None,
-
-
-def journey(raw: str) -> dict[str, Any] | None:
-    from campaigns.journey_models import Journey
-
-    journey_id = _int_id(raw)
-    found = db.session.get(Journey, journey_id) if journey_id else None
-    if found is None:
-        return None
-    return {
-        "name": found.name,
-        "status": found.status,
-        "version": found.version,
-        "trigger": found.trigger,
     }
 
 
