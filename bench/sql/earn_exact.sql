@@ -62,6 +62,11 @@ UPDATE orders SET discount_minor = 0, total_minor = 10597, points_earned = :poin
   breakdown = '[{"rule_id": 1, "name": "1 point per EUR", "kind": "base_rate", "points": 104}, {"rule_id": 2, "name": "Shoes x2", "kind": "multiplier", "points": 89}, {"rule_id": 3, "name": "Socks bonus", "kind": "bonus", "points": 10}]',
   ledger_transaction_id = :tx_id
 WHERE orders.id = :order_id;
+INSERT INTO outbox_events (topic, member_id, payload, occurred_at, dispatched_at)
+VALUES ('order.posted', :member,
+  jsonb_build_object('order_id', :order_id::bigint, 'channel', 'store', 'store_id', :store_id,
+    'total_minor', 10597, 'refunded_minor', 0, 'status', 'posted'),
+  now(), NULL);
 UPDATE idempotency_keys SET status_code = 201,
   response_body = convert_to(repeat('{"breakdown": [], "points_earned": 203} ', 15), 'UTF8')
 WHERE idempotency_keys.scope = 'client:' || :api_client::text AND idempotency_keys.key = 'k' || :n::text;
