@@ -64,7 +64,7 @@ UPDATE orders SET discount_minor = 0, total_minor = 10597, points_earned = :poin
 WHERE orders.id = :order_id;
 INSERT INTO outbox_events (topic, member_id, payload, occurred_at, dispatched_at)
 VALUES ('order.posted', :member,
-  jsonb_build_object('order_id', :order_id::bigint, 'channel', 'store', 'store_id', :store_id,
+  jsonb_build_object('order_id', :order_id::bigint, 'channel', 'store', 'store_id', :store_id::text,
     'total_minor', 10597, 'refunded_minor', 0, 'status', 'posted'),
   now(), NULL);
 UPDATE idempotency_keys SET status_code = 201,
