@@ -53,12 +53,14 @@ format: install
 
 ## Benchmarks against gunicorn on PostgreSQL, beside raw pgbench baselines (not a test):
 ## every scenario on an empty database, then on a retailer's history (1M members, 10M
-## ledger entries, ...), 60 s each. Smaller: make bench BENCH_SCALE=0.01 BENCH_DURATION=10
+## ledger entries, ...), 60 s each; then where the time per request goes (bench.flame).
+## Smaller: make bench BENCH_SCALE=0.01 BENCH_DURATION=10
 bench: install
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.segments
 	$(BIN)/python -m bench.notifications
 	$(BIN)/python -m bench.campaigns
+	$(BIN)/python -m bench.flame
 
 ## Segment counts only (1M members; smaller: BENCH_SEGMENT_MEMBERS=100000):
 bench-segments: install
