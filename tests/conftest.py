@@ -133,7 +133,7 @@ def _fresh_database(request: pytest.FixtureRequest) -> Iterator[None]:
         return
     app: Flask = request.getfixturevalue("app")
     with app.app_context():
-        _wipe(app)
+        _wipe(app, truncate=request.node.get_closest_marker("query_plans") is not None)
         forget_program_accounts()
         cache.clear_all()
         redis_connection = app.extensions["omniloyal.redis"]
@@ -143,12 +143,32 @@ def _fresh_database(request: pytest.FixtureRequest) -> Iterator[None]:
         db.session.remove()
 
 
-def _wipe(app: Flask) -> None:
+def _postgres_wipe_sql(truncate: bool) -> str:
+    """DELETE every row, with triggers off (the ledger's append-only triggers, the foreign
+    keys), and restart the sequences: 10 ms. TRUNCATE gives each table and index a new file
+    that PostgreSQL fsyncs (0.2 s per test on these disks) but also resets the planner's
+    statistics, which the tests of query plans need (marked `query_plans`)."""
+    tables = db.metadata.sorted_tables
+    if truncate:
+        names = ", ".join(f'"{table.name}"' for table in tables)
+        return f"TRUNCATE {names} RESTART IDENTITY CASCADE"
+    deletes = "; ".join(f'DELETE FROM "{table.name}"' for table in tables)
+    return (
+        "SET LOCAL session_replication_role = replica; "
+        f"{deletes}; "
+        "SELECT setval(quote_ident(schemaname) || '.' || quote_ident(sequencename), "
+        "start_value, false) FROM pg_sequences WHERE schemaname = current_schema(); "
+        "SELECT pg_stat_force_next_flush()"
+    )
+
+
+def _wipe(app: Flask, *, truncate: bool) -> None:
     db.session.remove()
     if db.engine.dialect.name == "postgresql":
-        tables = ", ".join(f'"{t.name}"' for t in db.metadata.sorted_tables)
         with db.engine.begin() as connection:
-            connection.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+            # Turning triggers off takes a superuser (as in CI); others get TRUNCATE.
+            superuser = connection.exec_driver_sql("SHOW is_superuser").scalar() == "on"
+            connection.exec_driver_sql(_postgres_wipe_sql(truncate or not superuser))
             # The schema's seed rows, as create_all and the migrations insert them.
             connection.execute(LedgerAccount.__table__.insert(), program_account_rows())
         return

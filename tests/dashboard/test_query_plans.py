@@ -12,7 +12,7 @@ from loyalty.dashboard import audit
 from loyalty.dashboard.models import AuditEntry
 from loyalty.db import db
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.query_plans]
 
 
 def _plan(statement: sa.Select) -> str:  # type: ignore[type-arg]

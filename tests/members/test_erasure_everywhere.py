@@ -192,7 +192,9 @@ def test_replaying_a_profile_change_after_erasure_returns_no_personal_data(clien
     assert replay.json["type"].endswith("/response-erased")
     body = replay.get_data(as_text=True)
     assert NAME not in body and EMAIL not in body and PHONE not in body
-    record = db.session.scalar(sa.select(IdempotencyRecord))
+    record = db.session.scalar(
+        sa.select(IdempotencyRecord).where(IdempotencyRecord.key == patch["Idempotency-Key"])
+    )
     assert record.response_body is None and record.member_id == member.id
     # The write did not run again: the member is still erased, without a name.
     assert db.session.get(Member, member.id).name is None

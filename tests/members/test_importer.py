@@ -113,7 +113,10 @@ def test_imported_members_have_identities_profile_tier_and_real_opening_balances
     assert db.session.scalar(member_accounts) == 7 * 3
     assert queries.liability(utcnow())["outstanding"] == stats.points
     assert_ledger_consistent()
-    event_counts = [e.payload["count"] for e in db.session.scalars(sa.select(OutboxEvent))]
+    event_counts = [
+        e.payload["count"]
+        for e in db.session.scalars(sa.select(OutboxEvent).order_by(OutboxEvent.id))
+    ]
     assert event_counts == [3, 3, 1]
 
 

@@ -121,6 +121,7 @@ def _plans(statement: str, parameters: Any) -> dict[str, Any]:
 
 
 @pytest.mark.postgres
+@pytest.mark.query_plans
 def test_relay_dead_letters_backlog_and_purges_use_indexes_at_50k_rows(app, register, make):
     _seed()
     member = make.member()  # after the seed: the seeded events are ids 1..EVENTS

@@ -38,7 +38,7 @@ from loyalty.tiers import operations as tiers
 from tests.coupons import factories as coupons
 from tests.factories import Factories, idem
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.query_plans]
 
 SCALE = HistoryScale(
     members=20_000,

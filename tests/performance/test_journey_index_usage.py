@@ -70,6 +70,7 @@ def _seed(journey_ids: list[int]) -> None:
 
 
 @pytest.mark.postgres
+@pytest.mark.query_plans
 def test_due_scan_trigger_lookups_and_member_reads_use_indexes(app, make):
     steps = [{"type": "points", "points": 1}]
     flows = [
