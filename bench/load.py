@@ -30,10 +30,11 @@ class Measurement:
 
     @property
     def flat(self) -> bool | None:
-        """The last window within 10 % of the first (None: fewer than two windows)."""
+        """No decay: the last window at least 90 % of the first (None: fewer than two
+        windows). A rise is not decay: runs often warm up over their first window."""
         if len(self.windows) < 2 or not self.windows[0]:
             return None
-        return abs(self.windows[-1] - self.windows[0]) <= 0.1 * self.windows[0]
+        return self.windows[-1] >= 0.9 * self.windows[0]
 
 
 def per_window(per_second: dict[int, int], window: int) -> tuple[float, ...]:

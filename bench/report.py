@@ -168,7 +168,7 @@ HISTORY_RATIO = 0.9  # ISSUE-12: history costs nothing
 
 def history_comparison(empty: list[Section], seeded: list[Section]) -> list[str]:
     """Each row's throughput on the seeded database beside the empty one, and whether each
-    API run was flat (last window within 10 % of the first)."""
+    API run was flat (its last window at least 90 % of the first: no decay)."""
     lines = [
         "## History: the same runs on an empty and on a seeded database",
         "",
