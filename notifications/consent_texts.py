@@ -9,13 +9,13 @@ exactly did this member agree to?" has an answer years later. No member data her
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
 from loyalty.db import BigInt, UTCDateTime, db
 from loyalty.errors import InvalidInput
+from loyalty.ledger.models import make_append_only
 from notifications.providers.base import Channel
 
 LOCALES = ("en", "zh")  # the wording is written per language; zh-CN members read `zh`
@@ -36,17 +36,7 @@ class ConsentText(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
-def _install_append_only(target: sa.Table, connection: sa.Connection, **_: Any) -> None:
-    from loyalty.ledger.models import _PG_FUNCTION, append_only_ddl
-
-    dialect = connection.dialect.name
-    if dialect == "postgresql":
-        connection.execute(_PG_FUNCTION)
-    for statement in append_only_ddl(target.name, dialect):
-        connection.exec_driver_sql(statement)
-
-
-sa.event.listen(ConsentText.__table__, "after_create", _install_append_only)
+make_append_only(ConsentText.__table__)
 
 
 def _check(channel: str, purpose: str, locale: str) -> tuple[str, str, str]:

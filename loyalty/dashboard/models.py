@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
 from loyalty.db import BigInt, JSONType, UTCDateTime, db
+from loyalty.ledger.models import make_append_only
 
 ROLES = ("admin", "marketer", "analyst", "support", "finance")
 LOCALES = ("en", "zh_CN")
@@ -123,14 +124,4 @@ class OverviewSnapshot(db.Model):
     figures: Mapped[Any] = mapped_column(JSONType)
 
 
-def _install_append_only(target: sa.Table, connection: sa.Connection, **_: Any) -> None:
-    from loyalty.ledger.models import _PG_FUNCTION, append_only_ddl
-
-    dialect = connection.dialect.name
-    if dialect == "postgresql":
-        connection.execute(_PG_FUNCTION)
-    for statement in append_only_ddl(target.name, dialect):
-        connection.exec_driver_sql(statement)
-
-
-sa.event.listen(AuditEntry.__table__, "after_create", _install_append_only)
+make_append_only(AuditEntry.__table__)

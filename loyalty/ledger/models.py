@@ -278,8 +278,14 @@ def _install_append_only(target: sa.Table, connection: sa.Connection, **_: Any) 
         connection.exec_driver_sql(statement)
 
 
+def make_append_only(table: sa.Table) -> None:
+    """`table` refuses UPDATE and DELETE from the moment create_all makes it (a migration
+    adding such a table runs append_only_ddl itself)."""
+    sa.event.listen(table, "after_create", _install_append_only)
+
+
 for _model in (LedgerTransaction, LedgerEntry):
-    sa.event.listen(_model.__table__, "after_create", _install_append_only)
+    make_append_only(_model.__table__)
 
 
 def program_account_rows() -> list[dict[str, Any]]:
