@@ -49,19 +49,10 @@ def enter_segment_audience(journey_id: int, after_id: int = 0) -> int:
     return batch_job_run(
         lambda cursor: triggers.segment_audience_chunk(journey_id, cursor, now),
         what=f"journey-{journey_id}-audience",
-        continuation=_AudienceContinuation(journey_id),
+        continuation=enter_segment_audience,
+        continuation_args=(journey_id,),
         cursor=BatchCursor(after_id=after_id),
     )
-
-
-class _AudienceContinuation:
-    """Re-enqueues the audience job for its journey from the cursor (batch_job_run)."""
-
-    def __init__(self, journey_id: int) -> None:
-        self.journey_id = journey_id
-
-    def enqueue(self, **kwargs: int) -> None:
-        enter_segment_audience.enqueue(self.journey_id, **kwargs)
 
 
 def schedules() -> list[Schedule]:

@@ -77,12 +77,13 @@ def batch_job_run(
     *,
     what: str,
     continuation: Any,
+    continuation_args: tuple[Any, ...] = (),
     cursor: BatchCursor | None = None,
     budget_seconds: float | None = None,
 ) -> int:
     """The body of a batch job: run the chunks; inside an RQ job, within the job's time
-    budget, re-enqueueing `continuation` (the job itself) when the budget runs out, with
-    `after_id` when the cursor walks members in id order.
+    budget, re-enqueueing `continuation` (the job itself, with `continuation_args`) when
+    the budget runs out, with `after_id` when the cursor walks members in id order.
     Called directly (CLI, tests) it runs to the end, unless given `budget_seconds`.
     Returns the chunks' total."""
     from rq import get_current_job
@@ -95,9 +96,9 @@ def batch_job_run(
     result = run_chunks(step, what=what, budget_seconds=budget, cursor=cursor)
     if not result.finished:
         if cursor.after_id:
-            continuation.enqueue(after_id=cursor.after_id)
+            continuation.enqueue(*continuation_args, after_id=cursor.after_id)
         else:
-            continuation.enqueue()
+            continuation.enqueue(*continuation_args)
     return result.total
 
 

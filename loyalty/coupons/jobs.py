@@ -43,7 +43,10 @@ def generate_code_batch(batch_id: int, after_id: int = 0) -> int:
 
     try:
         return batch_job_run(
-            step, what=f"coupon-batch-{batch_id}", continuation=_BatchContinuation(batch_id)
+            step,
+            what=f"coupon-batch-{batch_id}",
+            continuation=generate_code_batch,
+            continuation_args=(batch_id,),
         )
     except OmniloyalError as error:  # a refusal: recorded on the batch, not a job failure
         db.session.rollback()
@@ -57,25 +60,17 @@ def generate_code_batch(batch_id: int, after_id: int = 0) -> int:
         raise  # and RQ keeps the failed job (Operations: retry)
 
 
-class _BatchContinuation:
-    """Re-enqueues the batch's job when a run spent its time budget (batch_job_run)."""
-
-    def __init__(self, batch_id: int) -> None:
-        self.batch_id = batch_id
-
-    def enqueue(self, **kwargs: int) -> None:
-        generate_code_batch.enqueue(self.batch_id)
-
-
 @job("default")
 def resume_code_batches() -> int:
     """Enqueue again the running batches whose job was lost (a worker killed, or the queue
     unreachable right after the batch was committed)."""
-    stalled = offers.stalled_batches(utcnow() - STALLED_AFTER)
-    for batch_id in stalled:
-        log.warning("code batch %s stalled; enqueuing its job again", batch_id)
-        generate_code_batch.enqueue(batch_id)
-    return len(stalled)
+    before, after_id, resumed = utcnow() - STALLED_AFTER, 0, 0
+    while stalled := offers.stalled_batches(before, after_id=after_id):
+        for batch_id in stalled:
+            log.warning("code batch %s stalled; enqueuing its job again", batch_id)
+            generate_code_batch.enqueue(batch_id)
+        after_id, resumed = stalled[-1], resumed + len(stalled)
+    return resumed
 
 
 def schedules() -> list[Schedule]:

@@ -123,6 +123,14 @@ class CouponBatch(db.Model):
     __tablename__ = "coupon_batches"
     __table_args__ = (
         sa.CheckConstraint("status IN ('running', 'done', 'failed')", name="known_status"),
+        # The stalled-batch sweep reads only running batches (journeys and campaigns add a
+        # batch per issue, so the table grows).
+        sa.Index(
+            "ix_coupon_batches_running",
+            "id",
+            postgresql_where=sa.text("status = 'running'"),
+            sqlite_where=sa.text("status = 'running'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInt, primary_key=True)

@@ -30,7 +30,7 @@ from loyalty.coupons.models import (
     OfferStatus,
     RedemptionStatus,
 )
-from loyalty.db import db, upsert_insert
+from loyalty.db import constant, db, upsert_insert
 from loyalty.errors import Conflict, InvalidInput, NotFound
 
 CAP_FIELDS = ("max_redemptions", "budget_minor", "per_member_limit")
@@ -436,12 +436,17 @@ def fail_code_batch(batch_id: int, error: str, *, now: datetime) -> None:
     )
 
 
-def stalled_batches(before: datetime, *, limit: int = 100) -> list[int]:
-    """Running batches no chunk moved since `before` (their job was lost): to go on."""
+def stalled_batches(before: datetime, *, after_id: int = 0, limit: int = 100) -> list[int]:
+    """Running batches no chunk moved since `before` (their job was lost): to go on.
+    A page of `limit` in id order after `after_id`."""
     return list(
         db.session.scalars(
             sa.select(CouponBatch.id)
-            .where(CouponBatch.status == "running", CouponBatch.updated_at < before)
+            .where(
+                CouponBatch.status == constant("running"),
+                CouponBatch.updated_at < before,
+                CouponBatch.id > after_id,
+            )
             .order_by(CouponBatch.id)
             .limit(limit)
         )

@@ -33,6 +33,13 @@ def upgrade():
         batch_op.create_check_constraint(
             "known_status", "status IN ('running', 'done', 'failed')"
         )
+        batch_op.create_index(
+            "ix_coupon_batches_running",
+            ["id"],
+            unique=False,
+            postgresql_where=sa.text("status = 'running'"),
+            sqlite_where=sa.text("status = 'running'"),
+        )
     with op.batch_alter_table("journey_entries", schema=None) as batch_op:
         batch_op.create_index(
             "ix_journey_entries_step", ["journey_id", "status", "step_index"], unique=False
@@ -43,6 +50,7 @@ def downgrade():
     with op.batch_alter_table("journey_entries", schema=None) as batch_op:
         batch_op.drop_index("ix_journey_entries_step")
     with op.batch_alter_table("coupon_batches", schema=None) as batch_op:
+        batch_op.drop_index("ix_coupon_batches_running")
         batch_op.drop_constraint(batch_op.f("ck_coupon_batches_known_status"), type_="check")
         batch_op.drop_constraint(batch_op.f("uq_coupon_batches_request_key"), type_="unique")
         batch_op.drop_column("updated_at")

@@ -106,3 +106,19 @@ def test_a_stalled_batch_is_enqueued_again(app):
     db.session.expire_all()
     assert db.session.get(CouponBatch, batch_id).status == "done"
     assert db.session.get(CouponBatch, recent_id).status == "running"  # recent: its job runs
+
+
+def test_the_stalled_batch_sweep_reads_page_after_page_until_none_is_left(app):
+    offer_id = coupons.offer().id
+    stalled = [_start(offer_id, 1, key=f"k{n}")[0] for n in range(5)]
+    for batch_id in stalled:
+        db.session.get(CouponBatch, batch_id).updated_at = utcnow() - timedelta(hours=1)
+    db.session.commit()
+    hour_ago = utcnow() - timedelta(minutes=30)
+
+    pages = [offers.stalled_batches(hour_ago, limit=2)]
+    while pages[-1]:
+        pages.append(offers.stalled_batches(hour_ago, after_id=pages[-1][-1], limit=2))
+
+    assert pages == [stalled[:2], stalled[2:4], stalled[4:], []]
+    assert jobs.resume_code_batches() == 5
