@@ -15,13 +15,21 @@ def _int_id(raw: str) -> int | None:
     return int(raw) if raw.isdigit() and len(raw) < 19 else None
 
 
+def _get(model: type[Any], raw: str) -> Any | None:
+    row_id = _int_id(raw)
+    return db.session.get(model, row_id) if row_id else None
+
+
+def _columns(found: Any, *names: str) -> dict[str, Any]:
+    return {name: getattr(found, name) for name in names}
+
+
 def member(raw: str) -> dict[str, Any] | None:
     from loyalty.ledger.operations import member_balance
     from loyalty.members.models import Member, MemberIdentity
     from loyalty.tiers.models import Tier
 
-    member_id = _int_id(raw)
-    found = db.session.get(Member, member_id) if member_id else None
+    found = _get(Member, raw)
     if found is None:
         return None
     tier = db.session.get(Tier, found.tier_id) if found.tier_id else None
@@ -41,139 +49,86 @@ def member(raw: str) -> dict[str, Any] | None:
 def offer(raw: str) -> dict[str, Any] | None:
     from loyalty.coupons.models import CouponOffer
 
-    offer_id = _int_id(raw)
-    found = db.session.get(CouponOffer, offer_id) if offer_id else None
-    if found is None:
-        return None
-    return {"name": found.name, "status": found.status, "version": found.version}
+    found = _get(CouponOffer, raw)
+    return _columns(found, "name", "status", "version") if found else None
 
 
 def segment(raw: str) -> dict[str, Any] | None:
     from campaigns.models import Segment
 
-    segment_id = _int_id(raw)
-    found = db.session.get(Segment, segment_id) if segment_id else None
-    if found is None:
-        return None
-    return {"name": found.name, "kind": found.kind, "version": found.version, "rule": found.rule}
+    found = _get(Segment, raw)
+    return _columns(found, "name", "kind", "version", "rule") if found else None
 
 
 def api_client(raw: str) -> dict[str, Any] | None:
     from loyalty.auth.models import ApiClient
 
-    client_id = _int_id(raw)
-    found = db.session.get(ApiClient, client_id) if client_id else None
+    found = _get(ApiClient, raw)
     if found is None:
         return None
-    return {
-        "name": found.name,
-        "scopes": sorted(found.scopes),
-        "store_id": found.store_id,
-        "active": found.active,
-    }
+    return {**_columns(found, "name", "store_id", "active"), "scopes": sorted(found.scopes)}
 
 
 def campaign(raw: str) -> dict[str, Any] | None:
     from campaigns.engine_models import Campaign
 
-    campaign_id = _int_id(raw)
-    found = db.session.get(Campaign, campaign_id) if campaign_id else None
-    if found is None:
-        return None
-    return {
-        "name": found.name,
-        "status": found.status,
-        "version": found.version,
-        "segment_id": found.segment_id,
-        "holdout_pct": found.holdout_pct,
-    }
+    found = _get(Campaign, raw)
+    fields = ("name", "status", "version", "segment_id", "holdout_pct")
+    return _columns(found, *fields) if found else None
 
 
 def journey(raw: str) -> dict[str, Any] | None:
     from campaigns.journey_models import Journey
 
-    journey_id = _int_id(raw)
-    found = db.session.get(Journey, journey_id) if journey_id else None
-    if found is None:
-        return None
-    return {
-        "name": found.name,
-        "status": found.status,
-        "version": found.version,
-        "trigger": found.trigger,
-    }
+    found = _get(Journey, raw)
+    return _columns(found, "name", "status", "version", "trigger") if found else None
 
 
 def earning_rule(raw: str) -> dict[str, Any] | None:
     from loyalty.earning.models import EarningRule
     from loyalty.earning.operations import RULE_FIELDS
 
-    rule_id = _int_id(raw)
-    found = db.session.get(EarningRule, rule_id) if rule_id else None
-    if found is None:
-        return None
-    return {name: getattr(found, name) for name in RULE_FIELDS}
+    found = _get(EarningRule, raw)
+    return _columns(found, *RULE_FIELDS) if found else None
 
 
 def webhook(raw: str) -> dict[str, Any] | None:
     from notifications.webhooks.models import WebhookSubscription
 
-    subscription_id = _int_id(raw)
-    found = db.session.get(WebhookSubscription, subscription_id) if subscription_id else None
+    found = _get(WebhookSubscription, raw)
     if found is None:
         return None
     # Never the secret: whether a previous one still signs, and until when.
     return {
-        "url": found.url,
+        **_columns(found, "url", "status", "previous_secret_expires_at"),
         "topics": list(found.topics),
-        "status": found.status,
-        "previous_secret_expires_at": found.previous_secret_expires_at,
     }
 
 
 def consent_text(raw: str) -> dict[str, Any] | None:
     from notifications.consent_texts import ConsentText
 
-    text_id = _int_id(raw)
-    found = db.session.get(ConsentText, text_id) if text_id else None
-    if found is None:
-        return None
-    return {
-        "channel": found.channel,
-        "purpose": found.purpose,
-        "locale": found.locale,
-        "version": found.version,
-        "text": found.text,
-    }
+    found = _get(ConsentText, raw)
+    fields = ("channel", "purpose", "locale", "version", "text")
+    return _columns(found, *fields) if found else None
 
 
 def message_template(raw: str) -> dict[str, Any] | None:
     from notifications.models import MessageTemplate
 
-    template_id = _int_id(raw)
-    found = db.session.get(MessageTemplate, template_id) if template_id else None
-    if found is None:
-        return None
-    return {
-        "key": found.key,
-        "channel": found.channel,
-        "locale": found.locale,
-        "version": found.version,
-    }
+    found = _get(MessageTemplate, raw)
+    return _columns(found, "key", "channel", "locale", "version") if found else None
 
 
 def dashboard_user(raw: str) -> dict[str, Any] | None:
     from loyalty.dashboard.models import DashboardUser
 
-    user_id = _int_id(raw)
-    found = db.session.get(DashboardUser, user_id) if user_id else None
+    found = _get(DashboardUser, raw)
     if found is None:
         return None
     # Never a secret: only whether TOTP is on or being set up.
     return {
-        "role": found.role,
-        "locale": found.locale,
-        "active": found.active,
+        **_columns(found, "role", "locale", "active"),
         "totp": found.totp_secret is not None,
         "totp_pending": found.totp_pending_secret is not None,
     }
