@@ -236,6 +236,14 @@ def test_consent_texts_are_versioned_and_api_grants_name_the_text(signed_in, cli
     assert [(t["channel"], t["locale"], t["version"]) for t in texts] == [("sms", "zh", 2)]
 
 
+def test_reading_consent_texts_takes_the_members_read_scope(client, make):
+    refused = client.get("/v1/consent-texts", headers=make.api_key("orders:write"))
+    assert refused.status_code == 403
+    assert refused.mimetype == "application/problem+json"
+    allowed = client.get("/v1/consent-texts", headers=make.api_key("members:read"))
+    assert allowed.status_code == 200 and allowed.get_json()["items"] == []
+
+
 def test_an_empty_consent_text_is_refused_and_the_table_is_append_only(signed_in, app):
     admin = signed_in("admin")
     page = "/dashboard/settings/consent-texts?channel=email&purpose=marketing&locale=en"
