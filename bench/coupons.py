@@ -61,32 +61,35 @@ def coupon_setup(ctx: Context) -> CouponSetup:
     """Two offers through the coupons operations (once per run): 10 % off, 5 EUR off."""
     if ctx.coupon_setup is not None:
         return ctx.coupon_setup
-    from loyalty.clock import utcnow
-    from loyalty.coupons.offers import create_offer, create_shared_code
     from loyalty.db import db
 
     with bench_app().app_context():
-        now = utcnow()
-        distinct = create_offer(
-            {"name": "Bench 10 % off", "kind": "percent", "percent_bp": 1000, "currency": "EUR"},
-            now=now,
-            actor="bench",
-        )
-        hot = create_offer(
-            {
-                "name": "Bench 5 EUR off",
-                "kind": "fixed_amount",
-                "amount_minor": 500,
-                "currency": "EUR",
-            },
-            now=now,
-            actor="bench",
-        )
-        create_shared_code(hot.id, HOT_CODE, max_uses=HOT_CODE_LIMIT, now=now, actor="bench")
+        distinct_id, hot_id = create_offers(HOT_CODE_LIMIT)
         db.session.commit()
-        setup = CouponSetup(distinct_offer_id=distinct.id, hot_offer_id=hot.id)
+        setup = CouponSetup(distinct_offer_id=distinct_id, hot_offer_id=hot_id)
     ctx.coupon_setup = setup
     return setup
+
+
+def create_offers(hot_code_limit: int) -> tuple[int, int]:
+    """In the current app context, uncommitted: 10 % off (for single-use codes) and 5 EUR
+    off with the shared HOT_CODE; their ids."""
+    from loyalty.clock import utcnow
+    from loyalty.coupons.offers import create_offer, create_shared_code
+
+    now = utcnow()
+    distinct = create_offer(
+        {"name": "Bench 10 % off", "kind": "percent", "percent_bp": 1000, "currency": "EUR"},
+        now=now,
+        actor="bench",
+    )
+    hot = create_offer(
+        {"name": "Bench 5 EUR off", "kind": "fixed_amount", "amount_minor": 500, "currency": "EUR"},
+        now=now,
+        actor="bench",
+    )
+    create_shared_code(hot.id, HOT_CODE, max_uses=hot_code_limit, now=now, actor="bench")
+    return distinct.id, hot.id
 
 
 def _generate(offer_id: int, count: int) -> tuple[int, float]:

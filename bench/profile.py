@@ -26,10 +26,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.coupons import HOT_CODE, create_offers
 from bench.database import BenchDatabase
 
 SCENARIOS = ("earn", "redeem", "hot", "balance")
-HOT_CODE = "PROFILEHOT"
 LINES = [
     {"sku": "SKU-1", "category": "shoes", "quantity": 1, "unit_price_minor": 8999},
     {"sku": "SKU-SOCKS", "category": "accessories", "quantity": 2, "unit_price_minor": 799},
@@ -128,30 +128,14 @@ def _seed(members: int, codes_needed: int) -> tuple[Any, list[str]]:
     from bench.appctx import bench_app
     from loyalty.clock import utcnow
     from loyalty.coupons.models import CouponCode
-    from loyalty.coupons.offers import create_offer, create_shared_code, generate_codes
+    from loyalty.coupons.offers import generate_codes
     from loyalty.db import db
 
     seeded = seed.seed_core(members)
     seeded.tokens = seed.mint_tokens(seeded.member_ids, min(members, 300))
     with bench_app().app_context():
-        now = utcnow()
-        percent = create_offer(
-            {"name": "Profile 10 %", "kind": "percent", "percent_bp": 1000, "currency": "EUR"},
-            now=now,
-            actor="bench",
-        )
-        fixed = create_offer(
-            {
-                "name": "Profile 5 EUR",
-                "kind": "fixed_amount",
-                "amount_minor": 500,
-                "currency": "EUR",
-            },
-            now=now,
-            actor="bench",
-        )
-        create_shared_code(fixed.id, HOT_CODE, max_uses=10_000_000, now=now, actor="bench")
-        batch = generate_codes(percent.id, codes_needed, now=now, actor="bench", max_uses=1)
+        percent_id, _hot_id = create_offers(hot_code_limit=10_000_000)
+        batch = generate_codes(percent_id, codes_needed, now=utcnow(), actor="bench", max_uses=1)
         db.session.commit()
         codes = list(
             db.session.scalars(sa.select(CouponCode.code).where(CouponCode.batch_id == batch.id))
