@@ -364,7 +364,7 @@ def start_code_batch(
     it already made: (batch, False), and nothing new."""
     if count < 1:
         raise InvalidInput("count must be at least 1", field="count")
-    existing = _batch_by_request_key(request_key)
+    existing = batch_by_request_key(request_key)
     if existing is not None:
         return existing, False
     fmt = CodeFormat(prefix=prefix, length=length)  # checks the format before any job runs
@@ -392,13 +392,14 @@ def start_code_batch(
         .returning(table.c.id)
     ).scalar()
     if batch_id is None:
-        found = _batch_by_request_key(request_key)
+        found = batch_by_request_key(request_key)
         assert found is not None
         return found, False
     return db.session.get(CouponBatch, batch_id), True  # type: ignore[return-value]
 
 
-def _batch_by_request_key(request_key: str) -> CouponBatch | None:
+def batch_by_request_key(request_key: str) -> CouponBatch | None:
+    """The batch a form (or any caller) started under `request_key`, if any."""
     return db.session.scalar(sa.select(CouponBatch).where(CouponBatch.request_key == request_key))
 
 

@@ -163,7 +163,7 @@ def _start_batch(offer_id: int) -> Any:
     if not REQUEST_KEY.fullmatch(key):
         flash(_("The form expired: generate again."), "error")
         return redirect(url_for("dashboard.offer", offer_id=offer_id))
-    if _already_started(key) is not None:
+    if offer_ops.batch_by_request_key(f"dashboard:{key}") is not None:
         flash(_("This batch was already started."), "ok")
         return redirect(url_for("dashboard.offer", offer_id=offer_id))
     prefix = request.form.get("prefix", "").strip()[:16] or None
@@ -199,14 +199,6 @@ def _start_batch(offer_id: int) -> Any:
     else:
         flash(_("This batch was already started."), "ok")
     return redirect(url_for("dashboard.offer", offer_id=offer_id))
-
-
-def _already_started(key: str) -> Any:
-    from loyalty.coupons.models import CouponBatch
-
-    return db.session.scalar(
-        sa.select(CouponBatch).where(CouponBatch.request_key == f"dashboard:{key}")
-    )
 
 
 @bp.route("/offers/batches/progress")
