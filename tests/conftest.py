@@ -17,6 +17,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -191,3 +192,12 @@ def make() -> Factories:
     from tests.factories import Factories
 
     return Factories()
+
+
+@pytest.fixture
+def allow_private(app: Flask) -> Iterator[None]:
+    """The explicit setting that lets tests subscribe webhooks on 127.0.0.1 (off by default)."""
+    settings = app.extensions["omniloyal.settings"]
+    app.extensions["omniloyal.settings"] = replace(settings, webhook_allow_private_targets=True)
+    yield
+    app.extensions["omniloyal.settings"] = settings

@@ -4,14 +4,11 @@ invalid form shows why and writes nothing."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import replace
 from datetime import timedelta
 
 import pyotp
 import pytest
 import sqlalchemy as sa
-from flask import Flask
 
 from loyalty.clock import utcnow
 from loyalty.dashboard.models import AuditEntry, DashboardUser
@@ -30,14 +27,6 @@ def _entries(action: str) -> list[AuditEntry]:
 
 def _count(model: type) -> int:
     return db.session.scalar(sa.select(sa.func.count()).select_from(model)) or 0
-
-
-@pytest.fixture
-def allow_private(app: Flask) -> Iterator[None]:
-    settings = app.extensions["omniloyal.settings"]
-    app.extensions["omniloyal.settings"] = replace(settings, webhook_allow_private_targets=True)
-    yield
-    app.extensions["omniloyal.settings"] = settings
 
 
 # --- earning rules ------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -27,15 +26,6 @@ from tests.notifications.receiver import receiver
 POLICY = operations.DeliveryPolicy(
     max_attempts=3, disable_after=2, timeout_seconds=5, allow_private=True
 )
-
-
-@pytest.fixture
-def allow_private(app: Flask) -> Iterator[None]:
-    """The explicit setting that lets tests subscribe 127.0.0.1 (off by default)."""
-    settings = app.extensions["omniloyal.settings"]
-    app.extensions["omniloyal.settings"] = replace(settings, webhook_allow_private_targets=True)
-    yield
-    app.extensions["omniloyal.settings"] = settings
 
 
 def subscribe(client: FlaskClient, admin: dict[str, str], url: str, *topics: str) -> dict:
