@@ -146,9 +146,10 @@ def _fresh_database(request: pytest.FixtureRequest) -> Iterator[None]:
 
 def _postgres_wipe_sql(truncate: bool) -> str:
     """DELETE every row, with triggers off (the ledger's append-only triggers, the foreign
-    keys), and restart the sequences: 10 ms. TRUNCATE gives each table and index a new file
-    that PostgreSQL fsyncs (0.2 s per test on these disks) but also resets the planner's
-    statistics, which the tests of query plans need (marked `query_plans`)."""
+    keys), and restart the sequences: 15 ms with the VACUUM after it. TRUNCATE gives each
+    table and index a new file that PostgreSQL fsyncs (0.2 s per test on these disks) but
+    also resets the planner's statistics, which the tests of query plans need (marked
+    `query_plans`)."""
     tables = db.metadata.sorted_tables
     if truncate:
         names = ", ".join(f'"{table.name}"' for table in tables)
@@ -169,7 +170,16 @@ def _wipe(app: Flask, *, truncate: bool) -> None:
         with db.engine.begin() as connection:
             # Turning triggers off takes a superuser (as in CI); others get TRUNCATE.
             superuser = connection.exec_driver_sql("SHOW is_superuser").scalar() == "on"
-            connection.exec_driver_sql(_postgres_wipe_sql(truncate or not superuser))
+            deleted = superuser and not truncate
+            connection.exec_driver_sql(_postgres_wipe_sql(not deleted))
+        if deleted:
+            # VACUUM gives the emptied tables back their pages (to zero, as TRUNCATE would),
+            # so every connection inserts from the first page again and rows read back in
+            # the order they were written, as on fresh tables.
+            names = ", ".join(f'"{table.name}"' for table in db.metadata.sorted_tables)
+            with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as autocommit:
+                autocommit.exec_driver_sql(f"VACUUM {names}")
+        with db.engine.begin() as connection:
             # The schema's seed rows, as create_all and the migrations insert them.
             connection.execute(LedgerAccount.__table__.insert(), program_account_rows())
         return

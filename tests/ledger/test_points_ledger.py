@@ -108,7 +108,9 @@ class TestEarningAndSpending:
         member = make.member()
         earn(member.id, 10)
         topics = db.session.scalars(
-            sa.select(OutboxEvent.topic).where(OutboxEvent.member_id == member.id)
+            sa.select(OutboxEvent.topic)
+            .where(OutboxEvent.member_id == member.id)
+            .order_by(OutboxEvent.id)
         ).all()
         assert topics == ["member.enrolled", "points.earned"]
 
