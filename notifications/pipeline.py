@@ -449,21 +449,79 @@ def member_destination(person_id: int, channel: Channel) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class References:
+    """The tiers, coupons, offers and stores that messages' templates name, read once for
+    a chunk of messages (plain dicts: templates never see ORM objects)."""
+
+    tiers_by_id: dict[int, dict[str, Any]] = field(default_factory=dict)
+    tiers_by_code: dict[str, dict[str, Any]] = field(default_factory=dict)
+    coupons: dict[int, dict[str, Any]] = field(default_factory=dict)
+    offers: dict[int, dict[str, Any]] = field(default_factory=dict)
+    stores: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _ids_in(variable_sets: Sequence[Mapping[str, Any]], key: str, kind: type) -> set[Any]:
+    return {v[key] for v in variable_sets if isinstance(v.get(key), kind)}
+
+
+def read_references(
+    variable_sets: Sequence[Mapping[str, Any]], tier_ids: Collection[int]
+) -> References:
+    """One read per kind for every message in `variable_sets` (their `tier_code`,
+    `coupon_id`, `offer_id` and `store_id`) and the people's `tier_ids`."""
+    from loyalty.coupons.models import CouponCode, CouponOffer
+    from loyalty.stores.models import Store
+    from loyalty.tiers.models import Tier
+
+    def tier(row: Tier) -> dict[str, Any]:
+        return {"code": row.code, "name": row.name}
+
+    references = References()
+    tier_codes = _ids_in(variable_sets, "tier_code", str)
+    if tier_ids or tier_codes:
+        for row in db.session.scalars(
+            sa.select(Tier).where(sa.or_(Tier.id.in_(list(tier_ids)), Tier.code.in_(tier_codes)))
+        ):
+            references.tiers_by_id[row.id] = references.tiers_by_code[row.code] = tier(row)
+    offer_ids = _ids_in(variable_sets, "offer_id", int)
+    coupon_ids = _ids_in(variable_sets, "coupon_id", int)
+    if coupon_ids:
+        for code in db.session.scalars(sa.select(CouponCode).where(CouponCode.id.in_(coupon_ids))):
+            references.coupons[code.id] = {
+                "code": code.code,
+                "expires_at": code.expires_at.isoformat() if code.expires_at else None,
+                "offer_id": code.offer_id,
+            }
+            offer_ids.add(code.offer_id)
+    if offer_ids:
+        offers = sa.select(CouponOffer).where(CouponOffer.id.in_(offer_ids))
+        for offer in db.session.scalars(offers):
+            references.offers[offer.id] = {"id": offer.id, "name": offer.name}
+    store_ids = _ids_in(variable_sets, "store_id", str)
+    if store_ids:
+        for store in db.session.scalars(sa.select(Store).where(Store.id.in_(store_ids))):
+            references.stores[store.id] = {"id": store.id, "name": store.name}
+    return references
+
+
 def template_variables(
     message: Message,
     person: Member | None,
     now: datetime,
     needs: frozenset[str] | None = None,
     balance: int | None = None,
+    references: References | None = None,
 ) -> dict[str, Any]:
     """What a template sees: the message's own variables plus member, balance, tier,
-    coupon, offer and store, read now (plain dicts; never ORM objects in a sandbox)."""
-    from loyalty.coupons.models import CouponCode, CouponOffer
+    coupon, offer and store, read now (plain dicts; never ORM objects in a sandbox). A
+    chunk passes its `balance` and `references`, read once for all its messages."""
     from loyalty.ledger.operations import member_balance
-    from loyalty.stores.models import Store
-    from loyalty.tiers.models import Tier
 
     values: dict[str, Any] = dict(message.variables or {})
+    if references is None:
+        tier_ids = [person.tier_id] if person is not None and person.tier_id else []
+        references = read_references([values], tier_ids)
     values["now"] = now.isoformat()
     if person is not None:
         values["member"] = {
@@ -481,30 +539,19 @@ def template_variables(
             except NotFound:  # no ledger accounts yet
                 values["balance"] = 0
         if needs is None or "tier" in needs:
-            tier = db.session.get(Tier, person.tier_id) if person.tier_id else None
-            values.setdefault("tier", {"code": tier.code, "name": tier.name} if tier else None)
+            values.setdefault("tier", references.tiers_by_id.get(person.tier_id))
     else:
         values.setdefault("member", {})
-    if isinstance(values.get("tier_code"), str):
-        tier = db.session.scalar(sa.select(Tier).where(Tier.code == values["tier_code"]))
-        if tier is not None:
-            values["tier"] = {"code": tier.code, "name": tier.name}
-    if isinstance(values.get("coupon_id"), int):
-        code = db.session.get(CouponCode, values["coupon_id"])
-        if code is not None:
-            values["coupon"] = {
-                "code": code.code,
-                "expires_at": code.expires_at.isoformat() if code.expires_at else None,
-            }
-            values.setdefault("offer_id", code.offer_id)
-    if isinstance(values.get("offer_id"), int):
-        offer = db.session.get(CouponOffer, values["offer_id"])
-        if offer is not None:
-            values["offer"] = {"id": offer.id, "name": offer.name}
-    if isinstance(values.get("store_id"), str):
-        store = db.session.get(Store, values["store_id"])
-        if store is not None:
-            values["store"] = {"id": store.id, "name": store.name}
+    if isinstance(values.get("tier_code"), str) and values["tier_code"] in references.tiers_by_code:
+        values["tier"] = references.tiers_by_code[values["tier_code"]]
+    if isinstance(values.get("coupon_id"), int) and values["coupon_id"] in references.coupons:
+        coupon = references.coupons[values["coupon_id"]]
+        values["coupon"] = {"code": coupon["code"], "expires_at": coupon["expires_at"]}
+        values.setdefault("offer_id", coupon["offer_id"])
+    if isinstance(values.get("offer_id"), int) and values["offer_id"] in references.offers:
+        values["offer"] = references.offers[values["offer_id"]]
+    if isinstance(values.get("store_id"), str) and values["store_id"] in references.stores:
+        values["store"] = references.stores[values["store_id"]]
     return values
 
 
@@ -687,6 +734,7 @@ class _Chunk:
     people: dict[int, Member]
     destinations: dict[int, dict[Channel, str]]
     balances: dict[int, int]
+    references: References
     templates: dict[Any, templates.ResolvedTemplate] = field(default_factory=dict)
 
 
@@ -697,6 +745,10 @@ def _read_chunk(messages: Sequence[Message], people: dict[int, Member]) -> _Chun
         people=people,
         destinations=contacts_many(persons, channels) if channels else {},
         balances=balances(persons),
+        references=read_references(
+            [m.variables or {} for m in messages],
+            {person.tier_id for person in people.values() if person.tier_id},
+        ),
     )
 
 
@@ -735,7 +787,12 @@ def _prepare_chunk(
             rendered = templates.render(
                 resolved,
                 template_variables(
-                    message, context_person, now, templates.needs(resolved.source), balance
+                    message,
+                    context_person,
+                    now,
+                    templates.needs(resolved.source),
+                    balance,
+                    chunk.references,
                 ),
                 locale=locale,
                 timezone=timezone,
@@ -768,6 +825,7 @@ def _prepare_chunk(
             subject=rendered.subject,
             html=rendered.html,
             marketing=message.purpose == Purpose.MARKETING.value,
+            member_id=person.id if person is not None else None,
         )
         for hook in _outgoing_hooks:
             outgoing = hook(message, outgoing)

@@ -107,9 +107,9 @@ def unsubscribe_url(member_id: int, channel: Channel) -> str:
 @pipeline.outgoing_hook
 def add_unsubscribe_url(message: Message, outgoing: OutgoingMessage) -> OutgoingMessage:
     """Marketing to a member carries its signed link (email puts it in List-Unsubscribe)."""
-    if not outgoing.marketing or message.member_id is None or outgoing.unsubscribe_url:
+    if not outgoing.marketing or outgoing.member_id is None or outgoing.unsubscribe_url:
         return outgoing
-    url = unsubscribe_url(current_member_id(message.member_id), outgoing.channel)
+    url = unsubscribe_url(outgoing.member_id, outgoing.channel)
     return dataclasses.replace(outgoing, unsubscribe_url=url)
 
 

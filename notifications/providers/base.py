@@ -33,6 +33,7 @@ class OutgoingMessage:
     subject: str | None = None  # email subject or push title
     html: str | None = None  # HTML email part
     marketing: bool = False  # marketing mail carries List-Unsubscribe (RFC 8058)
+    member_id: int | None = None  # the person it goes to (their id now, after any merge)
     unsubscribe_url: str | None = None  # signed one-click URL (GET shows a page, POST acts)
     status_callback_url: str | None = None  # SMS delivery receipts
     ttl_seconds: int | None = None  # push time to live

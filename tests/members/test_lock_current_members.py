@@ -3,11 +3,7 @@ ascending id order, merges followed under the lock."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import pytest
-import sqlalchemy as sa
 
 from loyalty.clock import utcnow
 from loyalty.db import db
@@ -15,22 +11,7 @@ from loyalty.errors import NotFound
 from loyalty.members.merge import merge_members
 from loyalty.members.resolution import lock_current_members
 from tests.concurrency import run_between
-
-
-@contextmanager
-def statements() -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def record(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
-        if not statement.lstrip().upper().startswith(("SAVEPOINT", "RELEASE", "BEGIN")):
-            seen.append(statement)
-
-    engine = db.engine
-    sa.event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", record)
+from tests.statements import statements
 
 
 def test_every_id_resolves_to_its_person_in_one_statement(app, make):

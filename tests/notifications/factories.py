@@ -14,7 +14,8 @@ from loyalty.db import db
 from notifications import pipeline
 from notifications.consent import Purpose
 from notifications.models import Message, MessageTransition, RecordedMessage
-from notifications.providers.base import Channel, Provider
+from notifications.providers.base import Channel, Outcome, OutgoingMessage, Provider, SendResult
+from notifications.providers.recording import RecordingProvider
 
 
 def queue(
@@ -91,3 +92,24 @@ def recorded() -> list[RecordedMessage]:
     rows = list(db.session.scalars(sa.select(RecordedMessage).order_by(RecordedMessage.message_id)))
     db.session.rollback()
     return rows
+
+
+class ScriptedProvider:
+    """A real provider object answering from a script, counting calls (no network)."""
+
+    idempotent = False
+
+    def __init__(self, channel: Channel, *outcomes: SendResult) -> None:
+        self.channel, self.name = channel, f"scripted-{channel.value}"
+        self.outcomes = list(outcomes)
+        self.calls: list[OutgoingMessage] = []
+
+    def send(self, message: OutgoingMessage) -> SendResult:
+        self.calls.append(message)
+        return self.outcomes.pop(0) if self.outcomes else SendResult(Outcome.ACCEPTED, "x")
+
+
+def providers_with(provider) -> dict:
+    found = {c: RecordingProvider(c) for c in Channel}
+    found[provider.channel] = provider
+    return found

@@ -14,32 +14,18 @@ from loyalty.db import db
 from notifications import consent, pipeline
 from notifications.consent import Purpose
 from notifications.models import Message
-from notifications.providers.base import Channel, Outcome, OutgoingMessage, SendResult
-from notifications.providers.recording import RecordingProvider
-from tests.notifications.factories import queue, recorded, reload, send_round, transitions
+from notifications.providers.base import Channel, Outcome, SendResult
+from tests.notifications.factories import (
+    ScriptedProvider,
+    providers_with,
+    queue,
+    recorded,
+    reload,
+    send_round,
+    transitions,
+)
 
 PHONE = "+4915112345678"
-
-
-class ScriptedProvider:
-    """A real provider object answering from a script, counting calls (no network)."""
-
-    idempotent = False
-
-    def __init__(self, channel: Channel, *outcomes: SendResult) -> None:
-        self.channel, self.name = channel, f"scripted-{channel.value}"
-        self.outcomes = list(outcomes)
-        self.calls: list[OutgoingMessage] = []
-
-    def send(self, message: OutgoingMessage) -> SendResult:
-        self.calls.append(message)
-        return self.outcomes.pop(0) if self.outcomes else SendResult(Outcome.ACCEPTED, "x")
-
-
-def providers_with(provider) -> dict:
-    found = {c: RecordingProvider(c) for c in Channel}
-    found[provider.channel] = provider
-    return found
 
 
 def test_a_cause_queues_its_message_at_most_once(make):
