@@ -110,10 +110,16 @@ def create_offer(data: Mapping[str, Any], *, now: datetime, actor: str) -> Coupo
     return offer
 
 
-def get_offer(offer_id: int, *, lock: bool = False) -> CouponOffer:
+def get_offer(offer_id: int, *, lock: bool = False, share: bool = False) -> CouponOffer:
+    """The offer; `lock`: FOR NO KEY UPDATE (its caps, budget, terms or status change),
+    `share`: FOR SHARE (it must not change meanwhile, others may read it the same way)."""
     query = sa.select(CouponOffer).where(CouponOffer.id == offer_id)
     if lock:
-        query = query.with_for_update(key_share=True).execution_options(populate_existing=True)
+        query = query.with_for_update(key_share=True)  # FOR NO KEY UPDATE
+    elif share:
+        query = query.with_for_update(read=True)  # FOR SHARE
+    if lock or share:
+        query = query.execution_options(populate_existing=True)
     offer = db.session.scalar(query)
     if offer is None:
         raise NotFound(f"no offer {offer_id}")
@@ -250,11 +256,19 @@ def offer_stats(offer_id: int) -> dict[str, Any]:
     }
 
 
-def _mark_has_codes(offer: CouponOffer) -> None:
+def lock_for_issue(offer_id: int, *, alone: bool = False) -> CouponOffer:
+    """The offer, locked while codes are made or issued from it, so it can't end or change
+    its terms meanwhile (those lock it FOR NO KEY UPDATE). Issuers share the lock (FOR
+    SHARE): a campaign's fan-out chunks issue codes side by side instead of queueing on the
+    offer row. The first issue of an offer (`has_codes` still false; it never goes back)
+    takes the row alone to mark it, and so does a caller that needs to be `alone`."""
+    alone = alone or not get_offer(offer_id).has_codes
+    offer = get_offer(offer_id, lock=alone, share=not alone)
     if offer.status == OfferStatus.ENDED:
         raise Conflict(f"offer {offer.id} has ended", reason="offer_ended")
     if not offer.has_codes:
         offer.has_codes = True
+    return offer
 
 
 def code_expiry(terms: OfferTerms, issued_at: datetime) -> datetime | None:
@@ -290,8 +304,7 @@ def generate_codes(
     if count < 1:
         raise InvalidInput("count must be at least 1", field="count")
     fmt = CodeFormat(prefix=prefix, suffix=suffix, pattern=pattern, length=length)
-    offer = get_offer(offer_id, lock=True)
-    _mark_has_codes(offer)
+    offer = lock_for_issue(offer_id)
     batch = CouponBatch(
         offer_id=offer.id,
         kind="generated",
@@ -368,8 +381,7 @@ def start_code_batch(
     if existing is not None:
         return existing, False
     fmt = CodeFormat(prefix=prefix, length=length)  # checks the format before any job runs
-    offer = get_offer(offer_id, lock=True)
-    _mark_has_codes(offer)
+    offer = lock_for_issue(offer_id, alone=True)
     table = CouponBatch.__table__
     # Under the offer's lock a second submit waits, then finds the first one's key here.
     batch_id = db.session.execute(
@@ -461,8 +473,7 @@ def create_shared_code(
     normalised = normalise(code)
     if not is_well_formed(normalised):
         raise InvalidInput("a code is 3-64 letters and digits", field="code")
-    offer = get_offer(offer_id, lock=True)
-    _mark_has_codes(offer)
+    offer = lock_for_issue(offer_id)
     table = CouponCode.__table__
     inserted = db.session.execute(
         upsert_insert(table)
@@ -498,8 +509,7 @@ def import_codes(
     Returns (batch, invalid codes, codes that already existed). Codes are normalised;
     repeats within the upload count once.
     """
-    offer = get_offer(offer_id, lock=True)
-    _mark_has_codes(offer)
+    offer = lock_for_issue(offer_id)
     invalid, wanted, seen = [], [], set()
     for raw in codes:
         code = normalise(raw)

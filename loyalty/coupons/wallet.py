@@ -29,7 +29,7 @@ from loyalty.coupons.models import (
     OfferStatus,
     RedemptionStatus,
 )
-from loyalty.coupons.offers import _mark_has_codes, code_expiry, current_terms, get_offer
+from loyalty.coupons.offers import code_expiry, current_terms, get_offer, lock_for_issue
 from loyalty.db import db, upsert_insert
 from loyalty.errors import Conflict, InvalidInput, MemberNotActive, NotFound
 from loyalty.ledger.models import LedgerTransaction
@@ -85,8 +85,7 @@ def issue_to_members(
     inactive = [m for m in wanted if status[m] != MemberStatus.ACTIVE.value]
     if inactive:
         raise MemberNotActive(f"member(s) {_listed(inactive)} not active", member_ids=inactive[:20])
-    offer = get_offer(offer_id, lock=True)
-    _mark_has_codes(offer)
+    offer = lock_for_issue(offer_id)
     batch = CouponBatch(
         offer_id=offer.id,
         kind="issued",

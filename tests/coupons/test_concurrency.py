@@ -155,3 +155,60 @@ def test_two_concurrent_rollbacks_of_one_redemption_restore_one_use(app, pos):
     statuses = Counter(in_parallel(app, 30, rollback))
     assert statuses == {200: 30}
     assert counters(offer.id, code) == (0, 0, 0, 0)
+
+
+# --- issuing codes from one offer -------------------------------------------------------------
+
+
+def _issue(offer_id: int, member_id: int) -> None:
+    from loyalty.clock import utcnow
+    from loyalty.coupons.wallet import issue_to_members
+
+    issue_to_members(offer_id, [member_id], now=utcnow(), actor="test")
+
+
+def test_two_issues_from_one_offer_go_side_by_side(app, make):
+    """A campaign's fan-out chunks issue codes from the same offer at once: the second does
+    not wait for the first to commit (the offer is only read-locked, FOR SHARE)."""
+    from tests.concurrency import start_in_thread
+
+    offer = f.offer()
+    first, second, warm = make.member().id, make.member().id, make.member().id
+    _issue(offer.id, warm)  # the offer has had codes: issuers now share its row
+    db.session.commit()
+    holding, may_commit = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        _issue(offer.id, first)
+        holding.set()
+        assert may_commit.wait(10)
+        db.session.commit()
+
+    held = start_in_thread(app, hold)
+    assert holding.wait(10)
+    beside = start_in_thread(app, lambda: (_issue(offer.id, second), db.session.commit()))
+    beside.result(timeout=5)  # finished while the first still holds its transaction open
+    may_commit.set()
+    held.result(timeout=10)
+
+
+def test_ending_an_offer_waits_for_an_issue_in_progress_and_then_no_code_is_issued(app, make):
+    from loyalty.clock import utcnow
+    from loyalty.coupons.offers import update_offer
+    from loyalty.errors import Conflict
+    from tests.concurrency import run_between
+
+    offer = f.offer()
+    _issue(offer.id, make.member().id)
+    db.session.commit()
+    member = make.member().id
+    errors = run_between(
+        app,
+        lambda: _issue(offer.id, member),
+        lambda: update_offer(offer.id, {"status": "ended"}, now=utcnow(), actor="test"),
+    )
+    assert errors == []
+    with pytest.raises(Conflict):
+        _issue(offer.id, make.member().id)
+    db.session.rollback()
+    assert db.session.get(CouponOffer, offer.id).status == "ended"
