@@ -43,7 +43,7 @@ from campaigns.engine_models import (
 )
 from campaigns.models import Segment
 from loyalty.batches import BatchCursor
-from loyalty.db import constant, db
+from loyalty.db import any_of, constant, db
 from loyalty.members.models import Member, MemberStatus
 from notifications import bulk
 from notifications.consent import Purpose
@@ -314,7 +314,7 @@ def _people(member_ids: Sequence[int]) -> dict[int, tuple[int, bool]]:
                 person, person.c.id == sa.func.coalesce(members.c.merged_into_id, members.c.id)
             )
         )
-        .where(members.c.id.in_(list(member_ids)))
+        .where(any_of(members.c.id, member_ids))
     ).all()
     return {
         member_id: (person_id, status == MemberStatus.ACTIVE.value)
@@ -421,7 +421,7 @@ def _already_messaged(campaign_id: int, run_number: int, persons: Sequence[int])
         return set()
     keys = {dedupe_key(campaign_id, run_number, p): p for p in persons}
     found = db.session.scalars(
-        sa.select(Message.dedupe_key).where(Message.dedupe_key.in_(list(keys)))
+        sa.select(Message.dedupe_key).where(any_of(Message.dedupe_key, keys))
     ).all()
     return {keys[key] for key in found}
 

@@ -104,6 +104,18 @@ def is_postgres() -> bool:
     return db.engine.dialect.name == "postgresql"
 
 
+def any_of(column: Any, values: Any) -> Any:
+    """`column IN values` for a chunk's worth of ids or keys. On PostgreSQL it is sent as
+    `column = ANY(%s)` with one array parameter: the statement's text is the same for any
+    number of values, so it is compiled once, its conversion is cached by psycopg (which
+    parses again every statement over 4 KB or 50 parameters: a 500-id IN list was a fifth
+    of a send worker's CPU) and it can be prepared. Elsewhere a plain IN."""
+    values = list(values)
+    if is_postgres():
+        return column == sa.any_(sa.bindparam(None, values, type_=postgresql.ARRAY(column.type)))
+    return column.in_(values)
+
+
 def upsert_insert(table: Any) -> Any:
     """An INSERT that supports ON CONFLICT on the current dialect."""
     if is_postgres():

@@ -20,8 +20,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from loyalty.db import any_of, upsert_insert
 from loyalty.db import db as database
-from loyalty.db import upsert_insert
 from loyalty.members.models import IdentityKind, MemberIdentity
 from notifications.consent import MemberConsent, Purpose
 from notifications.models import Message, MessageState, MessageTransition
@@ -65,11 +65,13 @@ def queue_messages(rows: Sequence[NewMessage], now: datetime) -> dict[str, int]:
         }
         for row in rows
     ]
+    # One statement executed for many rows (compiled once and cached), not `.values(rows)`,
+    # which compiles a new statement with a bind parameter per value for every chunk.
     inserted = database.session.execute(
         upsert_insert(table)
-        .values(values)
         .on_conflict_do_nothing(index_elements=["dedupe_key"])
-        .returning(table.c.id, table.c.dedupe_key)
+        .returning(table.c.id, table.c.dedupe_key),
+        values,
     ).all()
     if inserted:
         database.session.execute(
@@ -94,14 +96,14 @@ def reachable(person_ids: Iterable[int], now: datetime) -> dict[int, set[Channel
     kinds = {IdentityKind.PHONE.value: Channel.SMS, IdentityKind.EMAIL.value: Channel.EMAIL}
     for member_id, kind in database.session.execute(
         sa.select(MemberIdentity.member_id, MemberIdentity.kind).where(
-            MemberIdentity.member_id.in_(ids), MemberIdentity.kind.in_(list(kinds))
+            any_of(MemberIdentity.member_id, ids), MemberIdentity.kind.in_(list(kinds))
         )
     ):
         found[member_id].add(kinds[kind])
     for (member_id,) in database.session.execute(
         sa.select(PushSubscription.member_id)
         .where(
-            PushSubscription.member_id.in_(ids),
+            any_of(PushSubscription.member_id, ids),
             sa.or_(PushSubscription.expires_at.is_(None), PushSubscription.expires_at > now),
         )
         .distinct()
@@ -120,7 +122,7 @@ def marketing_consents(person_ids: Iterable[int]) -> dict[int, set[Channel]]:
     table = MemberConsent.__table__
     for member_id, channel in database.session.execute(
         sa.select(table.c.member_id, table.c.channel).where(
-            table.c.member_id.in_(ids),
+            any_of(table.c.member_id, ids),
             table.c.purpose == Purpose.MARKETING.value,
             table.c.granted.is_(True),
         )

@@ -41,7 +41,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import make_transient_to_detached
 
-from loyalty.db import UTCDateTime, constant, db, is_postgres, upsert_insert
+from loyalty.db import UTCDateTime, any_of, constant, db, is_postgres, upsert_insert
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.members.models import IdentityKind, Member, MemberIdentity
 from loyalty.members.resolution import lock_current_member, person_of
@@ -388,7 +388,7 @@ def contacts_many(
     if wanted_kinds:
         for member_id, kind, value in db.session.execute(
             sa.select(MemberIdentity.member_id, MemberIdentity.kind, MemberIdentity.value)
-            .where(MemberIdentity.member_id.in_(list(found)), MemberIdentity.kind.in_(wanted_kinds))
+            .where(any_of(MemberIdentity.member_id, found), MemberIdentity.kind.in_(wanted_kinds))
             .order_by(MemberIdentity.id)
         ):
             found[member_id][Channel.SMS if kind == IdentityKind.PHONE.value else Channel.EMAIL] = (
@@ -418,7 +418,7 @@ def balances(person_ids: Collection[int]) -> dict[int, int]:
         return found
     for member_id, balance in db.session.execute(
         sa.select(LedgerAccount.member_id, LedgerAccount.balance).where(
-            LedgerAccount.member_id.in_(list(person_ids)),
+            any_of(LedgerAccount.member_id, person_ids),
             LedgerAccount.kind.in_(
                 [AccountKind.MEMBER_POINTS.value, AccountKind.MEMBER_DEBT.value]
             ),
@@ -481,13 +481,15 @@ def read_references(
     tier_codes = _ids_in(variable_sets, "tier_code", str)
     if tier_ids or tier_codes:
         for row in db.session.scalars(
-            sa.select(Tier).where(sa.or_(Tier.id.in_(list(tier_ids)), Tier.code.in_(tier_codes)))
+            sa.select(Tier).where(sa.or_(any_of(Tier.id, tier_ids), any_of(Tier.code, tier_codes)))
         ):
             references.tiers_by_id[row.id] = references.tiers_by_code[row.code] = tier(row)
     offer_ids = _ids_in(variable_sets, "offer_id", int)
     coupon_ids = _ids_in(variable_sets, "coupon_id", int)
     if coupon_ids:
-        for code in db.session.scalars(sa.select(CouponCode).where(CouponCode.id.in_(coupon_ids))):
+        for code in db.session.scalars(
+            sa.select(CouponCode).where(any_of(CouponCode.id, coupon_ids))
+        ):
             references.coupons[code.id] = {
                 "code": code.code,
                 "expires_at": code.expires_at.isoformat() if code.expires_at else None,
@@ -495,12 +497,12 @@ def read_references(
             }
             offer_ids.add(code.offer_id)
     if offer_ids:
-        offers = sa.select(CouponOffer).where(CouponOffer.id.in_(offer_ids))
+        offers = sa.select(CouponOffer).where(any_of(CouponOffer.id, offer_ids))
         for offer in db.session.scalars(offers):
             references.offers[offer.id] = {"id": offer.id, "name": offer.name}
     store_ids = _ids_in(variable_sets, "store_id", str)
     if store_ids:
-        for store in db.session.scalars(sa.select(Store).where(Store.id.in_(store_ids))):
+        for store in db.session.scalars(sa.select(Store).where(any_of(Store.id, store_ids))):
             references.stores[store.id] = {"id": store.id, "name": store.name}
     return references
 
@@ -966,7 +968,7 @@ def _lock_ours(claims: Sequence[Claimed]) -> set[int]:
         return set()
     table = Message.__table__
     query = sa.select(table.c.id, table.c.attempts).where(
-        table.c.id.in_([c.message_id for c in claims]),
+        any_of(table.c.id, [c.message_id for c in claims]),
         table.c.state == constant(MessageState.SENDING.value),
     )
     if is_postgres():

@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 
-from loyalty.db import db
+from loyalty.db import any_of, db
 from loyalty.members.models import Member, MemberStatus
 from loyalty.members.resolution import current_member_id, history_member_ids, person_of
 from notifications.consent import MemberConsent, Purpose, allows
@@ -137,7 +137,7 @@ def marketing_sent_count(member_id: int, since: datetime) -> int:
             sa.select(sa.func.count())
             .select_from(Message)
             .where(
-                Message.member_id.in_(ids),
+                any_of(Message.member_id, ids),
                 Message.purpose == Purpose.MARKETING.value,
                 # being sent counts too: two messages of one chunk can't both slip under
                 sa.or_(
@@ -191,12 +191,15 @@ def people_of(member_ids: Collection[int]) -> dict[int, Member]:
     ids = set(member_ids)
     if not ids:
         return {}
-    rows = {m.id: m for m in db.session.scalars(sa.select(Member).where(Member.id.in_(ids)))}
+    rows = {m.id: m for m in db.session.scalars(sa.select(Member).where(any_of(Member.id, ids)))}
     survivors = {m.merged_into_id for m in rows.values() if m.merged_into_id is not None}
     missing = survivors - rows.keys()
     if missing:
         rows.update(
-            {m.id: m for m in db.session.scalars(sa.select(Member).where(Member.id.in_(missing)))}
+            {
+                m.id: m
+                for m in db.session.scalars(sa.select(Member).where(any_of(Member.id, missing)))
+            }
         )
     people = {}
     for member_id in ids:
@@ -235,7 +238,7 @@ class Evaluator:
                     sa.select(
                         consents.c.member_id, consents.c.channel, consents.c.purpose,
                         consents.c.granted,
-                    ).where(consents.c.member_id.in_(person_ids))
+                    ).where(any_of(consents.c.member_id, person_ids))
                 )
             }  # fmt: skip
         self.marketing_sent: dict[int, int] = defaultdict(int)
@@ -256,14 +259,17 @@ class Evaluator:
                 sa.select(
                     members.c.id, sa.func.coalesce(members.c.merged_into_id, members.c.id)
                 ).where(
-                    sa.or_(members.c.id.in_(person_ids), members.c.merged_into_id.in_(person_ids))
+                    sa.or_(
+                        any_of(members.c.id, person_ids),
+                        any_of(members.c.merged_into_id, person_ids),
+                    )
                 )
             ).all()
         )
         rows = db.session.execute(
             sa.select(Message.member_id, sa.func.count())
             .where(
-                Message.member_id.in_(list(owner)),
+                any_of(Message.member_id, owner),
                 Message.purpose == Purpose.MARKETING.value,
                 sa.or_(
                     Message.sent_at >= since,

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from loyalty.api import Blueprint
 from loyalty.auth.context import current_caller, requires_member
 from loyalty.clock import utcnow
-from loyalty.db import BigInt, UTCDateTime, db, upsert_insert
+from loyalty.db import BigInt, UTCDateTime, any_of, db, upsert_insert
 from loyalty.errors import NotFound
 from loyalty.http import write_endpoint
 from loyalty.members.merge import register_merge_step
@@ -142,14 +142,16 @@ def newest_subscriptions(person_ids: Collection[int]) -> dict[int, str]:
     owners = dict(
         db.session.execute(
             sa.select(members.c.id, sa.func.coalesce(members.c.merged_into_id, members.c.id)).where(
-                sa.or_(members.c.id.in_(person_ids), members.c.merged_into_id.in_(person_ids))
+                sa.or_(
+                    any_of(members.c.id, person_ids), any_of(members.c.merged_into_id, person_ids)
+                )
             )
         ).all()
     )
     now, found = utcnow(), {}
     for subscription in db.session.scalars(
         sa.select(PushSubscription)
-        .where(PushSubscription.member_id.in_(list(owners)))
+        .where(any_of(PushSubscription.member_id, owners))
         .order_by(PushSubscription.id.desc())
     ):
         person = owners[subscription.member_id]

@@ -30,7 +30,7 @@ from loyalty.coupons.models import (
     RedemptionStatus,
 )
 from loyalty.coupons.offers import code_expiry, current_terms, get_offer, lock_for_issue
-from loyalty.db import db, upsert_insert
+from loyalty.db import any_of, db, upsert_insert
 from loyalty.errors import Conflict, InvalidInput, MemberNotActive, NotFound
 from loyalty.ledger.models import LedgerTransaction
 from loyalty.ledger.operations import Cause, burn_points, lock_member_accounts, reverse_burn
@@ -76,7 +76,9 @@ def issue_to_members(
     if len(wanted) > MAX_ISSUE_PER_CALL:
         raise InvalidInput(f"at most {MAX_ISSUE_PER_CALL} members per call", field="member_ids")
     status = dict(
-        db.session.execute(sa.select(Member.id, Member.status).where(Member.id.in_(wanted))).all()
+        db.session.execute(
+            sa.select(Member.id, Member.status).where(any_of(Member.id, wanted))
+        ).all()
     )
     missing = [m for m in wanted if m not in status]
     if missing:

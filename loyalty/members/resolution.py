@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 
 import sqlalchemy as sa
 
-from loyalty.db import db
+from loyalty.db import any_of, db
 from loyalty.errors import Conflict, NotFound
 from loyalty.members.models import Member, MemberStatus
 
@@ -130,7 +130,7 @@ def lock_current_members(member_ids: Iterable[int]) -> dict[int, Member]:
         rows = db.session.execute(
             sa.select(Member, given.id)
             .join(given, Member.id == sa.func.coalesce(given.merged_into_id, given.id))
-            .where(given.id.in_(pending))
+            .where(any_of(given.id, pending))
             .order_by(Member.id)
             .with_for_update(key_share=True, of=Member)
             .execution_options(populate_existing=True)
@@ -185,7 +185,7 @@ def history_members(person_ids: Sequence[int]) -> sa.Subquery:
             table.c.id.label("member_id"),
             sa.func.coalesce(table.c.merged_into_id, table.c.id).label("person_id"),
         )
-        .where(sa.or_(table.c.id.in_(person_ids), table.c.merged_into_id.in_(person_ids)))
+        .where(sa.or_(any_of(table.c.id, person_ids), any_of(table.c.merged_into_id, person_ids)))
         .subquery("history_members")
     )
 

@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from loyalty.db import db, is_postgres, upsert_insert
+from loyalty.db import any_of, db, is_postgres, upsert_insert
 from loyalty.outbox import consumers
 from loyalty.outbox.events import Event
 from loyalty.outbox.models import DeliveryStatus, OutboxDelivery, OutboxEvent, status_is
@@ -137,7 +137,7 @@ def dispatch_events(now: datetime, *, limit: int = DISPATCH_CHUNK) -> int:
     for start in range(0, len(ids), ID_SLICE):
         db.session.execute(
             sa.update(events)
-            .where(events.c.id.in_(ids[start : start + ID_SLICE]))
+            .where(any_of(events.c.id, ids[start : start + ID_SLICE]))
             .values(dispatched_at=now)
         )
     return len(rows)
@@ -208,7 +208,7 @@ def claim(consumer: str, now: datetime, *, limit: int = CLAIM_CHUNK) -> list[Cla
         row.id: Event(row.id, row.topic, row.member_id, row.payload, row.occurred_at)
         for row in db.session.execute(
             sa.select(OutboxEvent.__table__).where(
-                OutboxEvent.id.in_([row.event_id for row in claimed])
+                any_of(OutboxEvent.id, [row.event_id for row in claimed])
             )
         )
     }
@@ -297,7 +297,7 @@ def _owned_as_done(claims: Sequence[Claim], now: datetime) -> set[int]:
     rows = db.session.execute(
         sa.update(d)
         .where(
-            d.c.id.in_([c.delivery_id for c in claims]),
+            any_of(d.c.id, [c.delivery_id for c in claims]),
             d.c.claim_token == claims[0].token,
             status_is(d.c.status, DeliveryStatus.PENDING),
         )
