@@ -5,9 +5,9 @@ people from the source tables with a handful of set-based statements (INSERT ...
 with subqueries bound to each person's history ids, resolved first: the merge rule).
 Everything else calls it:
 
-- the outbox consumer `campaigns.profiles` refreshes the people an event names (orders,
-  points, tier, member changes, merges, imports): only those people's rows are read, so
-  the cost per event is flat (no rescans);
+- the outbox consumer `campaigns.profiles` (a batch consumer: a relay chunk at once)
+  refreshes the people the events name (orders, points, tier, member changes, merges,
+  imports): only those people's rows are read, so the cost per event is flat (no rescans);
 - `omniloyal campaigns rebuild-profiles` walks every person in id order, a chunk per
   transaction (a new schema version, a repaired bug, a restored backup);
 - the hourly `refresh-profile-windows` job refreshes the people whose rolling windows
@@ -322,24 +322,30 @@ def current_people(member_ids: Iterable[int]) -> set[int]:
     return ids | {survivor for _, survivor in found if survivor is not None}
 
 
-@outbox.consumer(*TOPICS, name="campaigns.profiles")
-def on_event(event: outbox.Event) -> None:
-    """Refresh the profiles of the people the event names. Idempotent: the rows are
-    rewritten from the source tables, so a redelivered event writes the same rows."""
-    refresh_people(current_people(people_of(event)), utcnow())
-    if event.topic == "tier.changed" and event.member_id is not None:
-        person = members.c.id == sa.func.coalesce(
-            sa.select(members.c.merged_into_id)
-            .where(members.c.id == event.member_id)
-            .scalar_subquery(),
-            event.member_id,
-        )
-        person_id = db.session.scalar(sa.select(members.c.id).where(person))
-        db.session.execute(
-            sa.update(profiles)
-            .where(profiles.c.person_id == person_id)
-            .values(tier_since=event.occurred_at)
-        )
+@outbox.consumer(*TOPICS, name="campaigns.profiles", batch=True)
+def on_events(events: Sequence[outbox.Event]) -> None:
+    """Refresh the profiles of the people a relay chunk of events names, all at once (one
+    `refresh_people` for the chunk: its deletes, inserts, categories and tags are one
+    statement each, not one set per event). Idempotent: the rows are rewritten from the
+    source tables, so a redelivered event writes the same rows."""
+    named: set[int] = set()
+    for event in events:
+        named |= people_of(event)
+    refresh_people(current_people(named), utcnow())
+    for event in events:  # event id order: the latest tier change of a person wins
+        if event.topic == "tier.changed" and event.member_id is not None:
+            _set_tier_since(event.member_id, event.occurred_at)
+
+
+def _set_tier_since(member_id: int, at: datetime) -> None:
+    person = members.c.id == sa.func.coalesce(
+        sa.select(members.c.merged_into_id).where(members.c.id == member_id).scalar_subquery(),
+        member_id,
+    )
+    person_id = db.session.scalar(sa.select(members.c.id).where(person))
+    db.session.execute(
+        sa.update(profiles).where(profiles.c.person_id == person_id).values(tier_since=at)
+    )
 
 
 # --- rebuild, window refresh, RFM -------------------------------------------------------------
