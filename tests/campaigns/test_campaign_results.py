@@ -154,3 +154,44 @@ def test_suppressions_are_counted_by_reason(client, marketer, make):
     reasons = {item["reason"]: item["count"] for item in results["suppressed_by_reason"]}
     assert reasons == {"no marketing consent on sms, email": 1, "no marketing consent for sms": 1}
     assert results["opted_out"] == 1
+
+
+def test_each_variant_has_its_own_results_and_finance_line(client, marketer, make):
+    people = [make.member(region="north", phone=phone()) for _ in range(60)]
+    for person in people:
+        consent(person.id, Channel.SMS)
+    content = {
+        "variants": [
+            {"name": "A", "weight": 1, "templates": {"sms": "campaign_offer"}},
+            {"name": "B", "weight": 1, "templates": {"sms": "campaign_offer"}},
+        ]
+    }
+    data = body(segment(), channel_order=["sms"], content=content, holdout_pct=20)
+    campaign_id = _launch(client, marketer, data)
+    deliver()
+    send_round(notify_quiet_hours=None, notify_marketing_cap=None)
+    rows = recipients(campaign_id)
+    in_b = sorted(m for m, r in rows.items() if r.variant == "B" and r.status == "queued")
+    pos = make.api_key(scopes.ORDERS_WRITE)
+    response = client.post("/v1/orders", json=order_body({"member_id": in_b[0]}), headers=idem(pos))
+    assert response.status_code == 201, response.json
+
+    results = client.get(f"/v1/campaigns/{campaign_id}/results", headers=marketer).json
+    by_name = {v["variant"]: v for v in results["variants"]}
+    assert set(by_name) == {"A", "B"}
+    for name, figures in by_name.items():
+        queued = sum(1 for r in rows.values() if r.variant == name and r.status == "queued")
+        assert figures["sent"] == queued and figures["held_out"] == 0
+        assert figures["conversion"]["recipients"] == queued
+        assert figures["conversion"]["control"] == results["held_out"]  # one shared control
+    assert by_name["A"]["sent"] + by_name["B"]["sent"] == results["sent"]
+    assert (by_name["A"]["orders"], by_name["B"]["orders"], results["orders"]) == (0, 1, 1)
+    assert by_name["B"]["revenue_minor"] == results["revenue_minor"] == 10000
+    assert by_name["B"]["conversion"]["recipients_converted"] == 1
+
+    export = client.get(f"/v1/campaigns/{campaign_id}/finance.csv", headers=marketer)
+    lines = {line["variant"]: line for line in csv.DictReader(io.StringIO(export.text))}
+    assert set(lines) == {"A", "B", "total"}
+    assert lines["B"]["orders"] == lines["total"]["orders"] == "1"
+    assert int(lines["A"]["sent"]) + int(lines["B"]["sent"]) == int(lines["total"]["sent"])
+
