@@ -195,3 +195,13 @@ def test_each_variant_has_its_own_results_and_finance_line(client, marketer, mak
     assert lines["B"]["orders"] == lines["total"]["orders"] == "1"
     assert int(lines["A"]["sent"]) + int(lines["B"]["sent"]) == int(lines["total"]["sent"])
 
+
+def test_the_finance_export_neutralises_names_a_spreadsheet_would_run(client, marketer, make):
+    member = make.member(region="north", phone=phone())
+    consent(member.id, Channel.SMS)
+    data = body(segment(), name='=HYPERLINK("http://x.invalid","open")')
+    campaign_id = _launch(client, marketer, data)
+    deliver()
+    export = client.get(f"/v1/campaigns/{campaign_id}/finance.csv", headers=marketer)
+    names = {line["campaign"] for line in csv.DictReader(io.StringIO(export.text))}
+    assert names == {'\'=HYPERLINK("http://x.invalid","open")'}
