@@ -52,6 +52,15 @@ def test_attributes_are_listed_with_their_types_and_operators(client, reader):
     assert by_name["last_order_channel"]["values"] == ["online", "app", "store", "partner"]
     assert "within_last_days" not in by_name["birthday"]["operators"]
     assert {"rfm_recency", "rfm_frequency", "rfm_monetary", "tier", "tags"} <= set(by_name)
+    reach = {f"marketing_consent_{c}" for c in ("sms", "email", "push")} | {
+        "sms_reachable",
+        "email_reachable",
+        "push_reachable",
+    }
+    assert {by_name[name]["type"] for name in reach} == {"boolean"}
+    assert by_name["marketing_messages_30d"]["type"] == "number"
+    assert by_name["last_marketing_message_at"]["type"] == by_name["last_engagement_at"]["type"]
+    assert by_name["last_engagement_at"]["type"] == "date"
 
 
 def test_a_dynamic_segment_is_counted_sampled_and_exported_as_it_is_now(
