@@ -5,20 +5,26 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from campaigns.results import newcombe, wilson
 from loyalty.auth import scopes
+from loyalty.clock import utcnow
 from loyalty.coupons.models import CouponCode
 from loyalty.db import db
+from notifications.models import Message
 from notifications.providers.base import Channel
 from tests.campaigns.campaign_factories import body, consent, deliver, phone, recipients, segment
 from tests.coupons import factories as coupons
 from tests.earning.factories import order_body
 from tests.factories import idem
 from tests.notifications.factories import send_round
+
+BONUS_POINTS = {"kind": "bonus_points", "bonus_points": 70, "percent_bp": None}
+MULTIPLIER = {"kind": "points_multiplier", "points_multiplier_pct": 200, "percent_bp": None}
 
 
 @pytest.fixture
@@ -205,3 +211,50 @@ def test_the_finance_export_neutralises_names_a_spreadsheet_would_run(client, ma
     export = client.get(f"/v1/campaigns/{campaign_id}/finance.csv", headers=marketer)
     names = {line["campaign"] for line in csv.DictReader(io.StringIO(export.text))}
     assert names == {'\'=HYPERLINK("http://x.invalid","open")'}
+
+
+@pytest.mark.parametrize(
+    ("offer", "expected"),
+    [
+        (lambda: {"kind": "points", "points": 50}, 2 * 50),
+        (lambda: {"kind": "coupon", "offer_id": coupons.offer(**BONUS_POINTS).id}, 2 * 70),
+        (lambda: {"kind": "multiplier", "multiplier_pct": 200, "days": 7}, None),
+        (lambda: {"kind": "coupon", "offer_id": coupons.offer(**MULTIPLIER).id}, None),
+        (lambda: {"kind": "none"}, 0),
+    ],
+    ids=["bonus-points", "bonus-points-coupon", "multiplier", "multiplier-coupon", "none"],
+)
+def test_the_estimate_states_the_points_exposure_of_every_offer_kind(
+    client, marketer, make, offer, expected
+):
+    """Bonus points a coupon credits are points exposure too; a multiplier's depends on
+    what is bought, so it is stated as unbounded (null), never as 0."""
+    for _ in range(2):
+        consent(make.member(region="north", phone=phone()).id, Channel.SMS)
+    created = client.post(
+        "/v1/campaigns", json=body(segment(), offer=offer()), headers=idem(marketer)
+    )
+    assert created.status_code == 201, created.json
+    estimate = client.get(f"/v1/campaigns/{created.json['id']}/estimate", headers=marketer).json
+    assert estimate["messages"]["sms"] == 2
+    assert estimate["max_points"] == expected
+
+
+def test_the_estimate_counts_people_at_the_marketing_cap_apart(client, marketer, make):
+    capped, free = (make.member(region="north", phone=phone()) for _ in range(2))
+    for member in (capped, free):
+        consent(member.id, Channel.SMS)
+    now = utcnow()
+    for n in range(3):  # the default cap: 3 marketing messages in 7 days
+        db.session.add(
+            Message(
+                member_id=capped.id, channel="sms", template="campaign_offer",
+                purpose="marketing", dedupe_key=f"earlier:{n}", variables={}, state="sent",
+                attempts=1, created_at=now, updated_at=now, sent_at=now - timedelta(days=n + 1),
+            )
+        )  # fmt: skip
+    db.session.commit()
+    created = client.post("/v1/campaigns", json=body(segment()), headers=idem(marketer)).json
+    estimate = client.get(f"/v1/campaigns/{created['id']}/estimate", headers=marketer).json
+    assert (estimate["messages"]["sms"], estimate["capped"]) == (1, 1)
+    assert estimate["cost_minor"] == estimate["prices_minor"]["sms"]
