@@ -16,6 +16,7 @@ from loyalty.clock import utcnow
 from loyalty.coupons.models import CouponCode
 from loyalty.db import db
 from notifications.models import Message
+from notifications.pipeline import record_provider_event
 from notifications.providers.base import Channel
 from tests.campaigns.campaign_factories import body, consent, deliver, phone, recipients, segment
 from tests.coupons import factories as coupons
@@ -258,3 +259,31 @@ def test_the_estimate_counts_people_at_the_marketing_cap_apart(client, marketer,
     estimate = client.get(f"/v1/campaigns/{created['id']}/estimate", headers=marketer).json
     assert (estimate["messages"]["sms"], estimate["capped"]) == (1, 1)
     assert estimate["cost_minor"] == estimate["prices_minor"]["sms"]
+
+
+def test_results_count_deliveries_failures_points_and_cost(client, marketer, make):
+    people = [make.member(region="north", phone=phone()) for _ in range(3)]
+    for person in people:
+        consent(person.id, Channel.SMS)
+    data = body(segment(), channel_order=["sms"], offer={"kind": "points", "points": 25})
+    data["content"] = {"variants": [{"name": "A", "templates": {"sms": "campaign_offer"}}]}
+    campaign_id = _launch(client, marketer, data)
+    deliver()
+    send_round(notify_quiet_hours=None, notify_marketing_cap=None)
+    messages = {r.member_id: r.message_id for r in recipients(campaign_id).values()}
+    now = utcnow()
+    record_provider_event(messages[people[0].id], "delivered", reason=None, now=now)
+    record_provider_event(messages[people[1].id], "failed", reason="unknown number", now=now)
+    db.session.commit()
+
+    results = client.get(f"/v1/campaigns/{campaign_id}/results", headers=marketer).json
+    assert (results["sent"], results["delivered"], results["failed"]) == (2, 1, 1)
+    assert results["points_issued"] == 3 * 25  # credited at the fan-out, to every recipient
+    assert results["cost_minor"] == 2 * results_price(client, marketer, campaign_id)
+    (variant,) = results["variants"]
+    assert (variant["delivered"], variant["failed"], variant["points_issued"]) == (1, 1, 75)
+
+
+def results_price(client, headers, campaign_id) -> int:
+    estimate = client.get(f"/v1/campaigns/{campaign_id}/estimate", headers=headers).json
+    return estimate["prices_minor"]["sms"]
