@@ -412,3 +412,20 @@ def test_an_at_campaign_waits_for_its_time_and_snapshots_its_audience_then(
         headers=idem(marketer),
     )
     assert _post(client, marketer, refused.json["id"], "launch").status_code == 422
+
+
+def test_a_store_bound_key_cannot_reach_campaigns_of_the_whole_program(client, make, marketer):
+    """A campaign messages members of every store: a key bound to one store is refused the
+    campaign endpoints even when it holds their scopes."""
+    created = _create(client, marketer, body(segment()))
+    store_key = make.api_key(
+        scopes.CAMPAIGNS_READ, scopes.CAMPAIGNS_WRITE, store_id=make.store().id
+    )
+    for response in (
+        client.get("/v1/campaigns", headers=store_key),
+        client.get(f"/v1/campaigns/{created['id']}/results", headers=store_key),
+        _post(client, store_key, created["id"], "launch"),
+        client.post("/v1/campaigns", json=body(segment("B")), headers=idem(store_key)),
+    ):
+        assert response.status_code == 403 and response.mimetype == PROBLEM
+    assert client.get(f"/v1/campaigns/{created['id']}", headers=marketer).json["status"] == "draft"

@@ -245,3 +245,25 @@ def test_segments_are_listed_in_pages_followed_by_cursor(client, writer):
     assert bad.status_code == 422 and _messages(bad) == {
         "cursor": [bad.json["errors"][0]["message"]]
     }
+
+
+def test_a_store_bound_key_cannot_reach_segments_of_the_whole_program(client, make, writer):
+    """Segments count, sample and export every member: a key bound to one store is refused
+    them even when it holds the scopes (it would see far beyond its store)."""
+    segment = client.post(
+        "/v1/segments", json={"name": "gold", "rule": GOLD_RULE}, headers=idem(writer)
+    ).json
+    store_key = make.api_key(scopes.SEGMENTS_READ, scopes.SEGMENTS_WRITE, store_id=make.store().id)
+    for method, path in [
+        ("get", "/v1/segments"),
+        ("get", f"/v1/segments/{segment['id']}/count"),
+        ("get", f"/v1/segments/{segment['id']}/export.csv"),
+        ("post", "/v1/segments/preview"),
+    ]:
+        response = getattr(client, method)(path, json={"rule": GOLD_RULE}, headers=store_key)
+        assert response.status_code == 403 and response.mimetype == PROBLEM, path
+        assert "store-bound" in response.json["detail"]
+    created = client.post(
+        "/v1/segments", json={"name": "x", "rule": GOLD_RULE}, headers=idem(store_key)
+    )
+    assert created.status_code == 403
