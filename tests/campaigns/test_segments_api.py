@@ -267,3 +267,34 @@ def test_a_store_bound_key_cannot_reach_segments_of_the_whole_program(client, ma
         "/v1/segments", json={"name": "x", "rule": GOLD_RULE}, headers=idem(store_key)
     )
     assert created.status_code == 403
+
+
+def test_a_segment_a_campaign_or_journey_targets_cannot_be_deleted(client, make, writer):
+    from tests.campaigns.campaign_factories import body
+    from tests.journeys.helpers import journey
+
+    marketer = make.api_key(scopes.CAMPAIGNS_READ, scopes.CAMPAIGNS_WRITE)
+    used = client.post(
+        "/v1/segments", json={"name": "used", "rule": GOLD_RULE}, headers=idem(writer)
+    ).json
+    unused = client.post(
+        "/v1/segments", json={"name": "unused", "rule": GOLD_RULE}, headers=idem(writer)
+    ).json
+    campaign = client.post("/v1/campaigns", json=body(used["id"]), headers=idem(marketer)).json
+
+    refused = client.delete(f"/v1/segments/{used['id']}", headers=idem(writer))
+    assert refused.status_code == 409 and refused.mimetype == PROBLEM, refused.json
+    assert (refused.json["campaign_ids"], refused.json["journey_ids"]) == ([campaign["id"]], [])
+    assert (
+        client.get(f"/v1/campaigns/{campaign['id']}/estimate", headers=marketer).status_code == 200
+    )
+    assert client.delete(f"/v1/segments/{unused['id']}", headers=idem(writer)).status_code == 204
+
+    announced = client.post(
+        "/v1/segments", json={"name": "announced", "rule": GOLD_RULE}, headers=idem(writer)
+    ).json
+    entered = journey(
+        [{"type": "wait", "days": 1}], trigger="segment", segment_id=announced["id"], active=False
+    )
+    refused = client.delete(f"/v1/segments/{announced['id']}", headers=idem(writer))
+    assert (refused.status_code, refused.json["journey_ids"]) == (409, [entered.id])
