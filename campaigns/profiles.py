@@ -196,9 +196,10 @@ def refresh_people(person_ids: Iterable[int], now: datetime) -> int:
     if not ids:
         return 0
     # Computed before the delete: tier_since is read from the row being replaced.
+    histories = _histories(ids)
     rows = [
         dict(row._mapping)
-        for person, history in _histories(ids).items()
+        for person, history in histories.items()
         for row in db.session.execute(_profile_select(person, history, now))
     ]
     for table in (categories, tags, profiles):
@@ -206,40 +207,45 @@ def refresh_people(person_ids: Iterable[int], now: datetime) -> int:
     if rows:
         db.session.execute(sa.insert(profiles), rows)
         written = [row["person_id"] for row in rows]
-        _insert_categories(written)
+        _insert_categories({person: histories[person] for person in written})
         _insert_tags(written)
     return len(rows)
 
 
-def _insert_categories(person_ids: Sequence[int]) -> None:
-    history = (
-        sa.select(
-            members.c.id.label("member_id"),
-            sa.func.coalesce(members.c.merged_into_id, members.c.id).label("person_id"),
-        )
-        .where(sa.or_(members.c.id.in_(person_ids), members.c.merged_into_id.in_(person_ids)))
-        .subquery()
+def _insert_categories(histories: dict[int, list[int]]) -> None:
+    """The people's categories per channel, from their orders read by the resolved history
+    ids (`orders.member_id IN (...)` on ix_orders_member_occurred, however many people a
+    chunk holds; a merged id's orders are mapped to its person)."""
+    owner = {member_id: person for person, ids in histories.items() for member_id in ids}
+    merged = {member_id: person for member_id, person in owner.items() if member_id != person}
+    person = (
+        sa.case(merged, value=orders.c.member_id, else_=orders.c.member_id)
+        if merged
+        else orders.c.member_id
     )
-    select = (
+    bought = (
         sa.select(
-            history.c.person_id,
+            person.label("person_id"),
             lines.c.category,
             orders.c.channel,
-            sa.func.min(orders.c.occurred_at),
-            sa.func.max(orders.c.occurred_at),
+            orders.c.occurred_at,
         )
-        .select_from(
-            history.join(orders, orders.c.member_id == history.c.member_id).join(
-                lines, lines.c.order_id == orders.c.id
-            )
-        )
+        .select_from(orders.join(lines, lines.c.order_id == orders.c.id))
         .where(
+            orders.c.member_id.in_(sorted(owner)),
             orders.c.status.in_([constant(s) for s in COUNTED_STATUSES]),
             lines.c.category.is_not(None),
             lines.c.refunded_quantity < lines.c.quantity,
         )
-        .group_by(history.c.person_id, lines.c.category, orders.c.channel)
+        .subquery("bought")
     )
+    select = sa.select(
+        bought.c.person_id,
+        bought.c.category,
+        bought.c.channel,
+        sa.func.min(bought.c.occurred_at),
+        sa.func.max(bought.c.occurred_at),
+    ).group_by(bought.c.person_id, bought.c.category, bought.c.channel)
     db.session.execute(
         sa.insert(categories).from_select(
             ["person_id", "category", "channel", "first_at", "last_at"], select
