@@ -429,3 +429,26 @@ def test_a_store_bound_key_cannot_reach_campaigns_of_the_whole_program(client, m
     ):
         assert response.status_code == 403 and response.mimetype == PROBLEM
     assert client.get(f"/v1/campaigns/{created['id']}", headers=marketer).json["status"] == "draft"
+
+
+def test_a_coupon_campaign_whose_offer_ended_since_the_launch_sends_no_dead_codes(
+    client, marketer, audience
+):
+    from loyalty.coupons.offers import update_offer
+
+    offer = coupons.offer(name="Short-lived")
+    created = _create(
+        client, marketer, body(segment(), offer={"kind": "coupon", "offer_id": offer.id})
+    )
+    _post(client, marketer, created["id"], "launch")
+    update_offer(offer.id, {"status": "ended"}, now=datetime.now(UTC), actor="test")
+    db.session.commit()
+    deliver()
+
+    rows = recipients(created["id"])
+    reachable = [*(m.id for m in audience["sms"]), audience["email"].id]
+    assert {rows[m].reason for m in reachable} == {f"offer {offer.id} is ended"}
+    assert {rows[m].status for m in reachable} == {"suppressed"}
+    assert campaign_messages(created["id"]) == []
+    codes = sa.select(sa.func.count()).where(CouponCode.campaign_id == created["id"])
+    assert db.session.scalar(codes) == 0
