@@ -42,7 +42,7 @@ from loyalty.outbox.models import OutboxEvent
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1000  # people per rebuild transaction
+CHUNK = 1000  # people per rebuild transaction, and per refresh of the outbox consumer
 WINDOWS = (30, 90, 365)
 ONLINE_CHANNELS = ("online", "app")
 STORE_CHANNELS = ("store", "partner")
@@ -337,7 +337,11 @@ def on_events(events: Sequence[outbox.Event]) -> None:
     named: set[int] = set()
     for event in events:
         named |= people_of(event)
-    refresh_people(current_people(named), utcnow())
+    # In slices of CHUNK people: a chunk of `members.imported` events names thousands each,
+    # and every statement stays within a bounded IN list (and the drivers' parameter limit).
+    listed, now = sorted(named), utcnow()
+    for start in range(0, len(listed), CHUNK):
+        refresh_people(current_people(listed[start : start + CHUNK]), now)
     for event in events:  # event id order: the latest tier change of a person wins
         if event.topic == "tier.changed" and event.member_id is not None:
             _set_tier_since(event.member_id, event.occurred_at)

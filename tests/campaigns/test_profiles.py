@@ -230,3 +230,30 @@ def test_the_profile_consumer_refreshes_a_relay_chunk_at_once(client, make):
     relay()
     assert all(profile(m.id).orders_lifetime == 1 for m in members)
     assert db.session.scalar(sa.select(sa.func.count()).select_from(MemberTag)) == 12
+
+
+def test_a_chunk_naming_thousands_of_people_is_refreshed_in_bounded_slices(app, make):
+    """Import events name thousands of members each, and the relay hands the consumer up to
+    500 events at once: no statement carries more than a bounded list of ids."""
+    member = make.member(attributes={"tags": ["vip"]})
+    now = utcnow()
+    events = [
+        Event(
+            n, "members.imported", None, {"member_ids": list(range(n * 2000, n * 2000 + 2000))}, now
+        )
+        for n in range(1, 4)
+    ] + [Event(9, "member.updated", member.id, {}, now)]
+    widest = []
+
+    def measure(
+        _conn: object, _cursor: object, _statement: str, parameters: object, *_: object
+    ) -> None:
+        widest.append(len(parameters) if isinstance(parameters, (tuple, list, dict)) else 0)
+
+    sa.event.listen(db.engine, "before_cursor_execute", measure)
+    try:
+        outbox.consumers.get("campaigns.profiles").handle(events)
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", measure)
+    assert max(widest) <= 4 * profiles.CHUNK + 50
+    assert profile(member.id) is not None
