@@ -114,7 +114,8 @@ def update_segment(data: dict[str, Any], segment_id: int) -> Any:
 @write_endpoint()
 @blp.response(204)
 def delete_segment(segment_id: int) -> None:
-    """Delete a segment (a static one's people with it)."""
+    """Delete a segment (a static one's people with it). A segment a campaign or journey
+    names as its audience is kept: 409 naming them."""
     segments.delete_segment(segment_id)
 
 

@@ -5,9 +5,13 @@ a builder that returns its SQL expression in a compile `Context` (the outer quer
 row `m`, its profile row `p` LEFT JOINed, `now`). `GET /v1/segments/attributes` lists them,
 so builders offer only what exists.
 
-Other packages add attributes with `register_attribute` (the notifications package adds
-consent per channel and push reachability there: no consent table exists yet in this
-milestone, so no such attribute is listed).
+Reach and engagement (marketing consent and reachability per channel, marketing messages
+received, last engagement) are read at query time from notifications' tables and the
+activity log, like points expiring: exact now, nothing to keep in step. Consents, phone and
+email identities and push subscriptions move to the survivor of a merge, so they are the
+person's own rows; messages and activities stay under the id they were written for, so they
+are summed over the person's history ids. Other packages add attributes with
+`register_attribute`.
 """
 
 from __future__ import annotations
@@ -22,9 +26,12 @@ import sqlalchemy as sa
 
 from campaigns.models import MemberCategoryPurchase, MemberTag
 from loyalty.db import constant
+from loyalty.earning.models import ActivityEvent
 from loyalty.ledger.models import PointLot
-from loyalty.members.models import Member
+from loyalty.members.models import IdentityKind, Member, MemberIdentity
 from loyalty.tiers.models import Tier
+from notifications.consent import MemberConsent, Purpose
+from notifications.models import Message
 
 
 class AttributeType(enum.StrEnum):
@@ -114,6 +121,7 @@ def all_attributes() -> list[Attribute]:
 # --- the built-in attributes ------------------------------------------------------------------
 
 CHANNELS = ("online", "app", "store", "partner")
+MESSAGE_CHANNELS = ("sms", "email", "push")
 
 
 def _profile(column: str, *, zero: bool = False) -> Expression:
@@ -217,6 +225,117 @@ def _tags(ctx: Context, values: Sequence[str], _options: dict[str, Any]) -> Any:
     return sa.exists().where(table.c.person_id == ctx.member.c.id, table.c.tag.in_(list(values)))
 
 
+def _history_grouped(
+    name: str, table: Any, member_column: str, value: Any, *conditions: Any
+) -> Expression:
+    """`value` (an aggregate over `table`) per person, over every id merged into them: one
+    grouped subquery LEFT JOINed once however many leaves use it (NULL: no rows)."""
+
+    def build(ctx: Context) -> Any:
+        def subquery() -> tuple[Any, Any]:
+            owners = Member.__table__.alias(f"{name}_owner")
+            person = sa.func.coalesce(owners.c.merged_into_id, owners.c.id)
+            grouped = (
+                sa.select(person.label("person_id"), value(ctx).label("value"))
+                .select_from(table.join(owners, owners.c.id == table.c[member_column]))
+                .where(*(condition(ctx) for condition in conditions))
+                .group_by(person)
+                .subquery(name)
+            )
+            return grouped, grouped.c.person_id == ctx.member.c.id
+
+        return ctx.left_join(name, subquery).c.value
+
+    return build
+
+
+def _marketing_messages(days: int) -> Expression:
+    """Marketing messages sent (accepted by the provider) to the person in the last `days`
+    days, whatever became of them after."""
+    messages = Message.__table__
+    grouped = _history_grouped(
+        f"marketing_messages_{days}d",
+        messages,
+        "member_id",
+        lambda _ctx: sa.func.count(),
+        lambda _ctx: messages.c.purpose == constant(Purpose.MARKETING.value),
+        lambda ctx: messages.c.sent_at >= ctx.now - timedelta(days=days),
+    )
+    return lambda ctx: sa.func.coalesce(grouped(ctx), 0)
+
+
+def _last_marketing_message(ctx: Context) -> Any:
+    messages = Message.__table__
+    return _history_grouped(
+        "last_marketing_message",
+        messages,
+        "member_id",
+        lambda _ctx: sa.func.max(messages.c.sent_at),
+        lambda _ctx: messages.c.purpose == constant(Purpose.MARKETING.value),
+        lambda _ctx: messages.c.sent_at.is_not(None),
+    )(ctx)
+
+
+def _last_engagement(ctx: Context) -> Any:
+    """The person's latest own action: a purchase (the profile's last order) or an activity
+    (check-in, review, app action: `activity_events`), whichever came last."""
+    activities = ActivityEvent.__table__
+    last_activity = _history_grouped(
+        "last_activity",
+        activities,
+        "member_id",
+        lambda _ctx: sa.func.max(activities.c.created_at),
+    )(ctx)
+    last_order = ctx.profile.c.last_order_at
+    return sa.case(
+        (last_order.is_(None), last_activity),
+        (last_activity.is_(None), last_order),
+        (last_activity > last_order, last_activity),
+        else_=last_order,
+    )
+
+
+def _marketing_consent(channel: str) -> Expression:
+    """A recorded marketing opt-in on the channel (marketing is opt-in: no row, no)."""
+
+    def build(ctx: Context) -> Any:
+        consents = MemberConsent.__table__
+        return sa.exists().where(
+            consents.c.member_id == ctx.member.c.id,
+            consents.c.channel == channel,
+            consents.c.purpose == Purpose.MARKETING.value,
+            consents.c.granted.is_(True),
+        )
+
+    return build
+
+
+def _reachable(channel: str) -> Expression:
+    """A destination on file for the channel now: a phone (sms), an email, an unexpired
+    push subscription (push); the fan-out's own test (notifications.bulk.reachable)."""
+
+    def build(ctx: Context) -> Any:
+        if channel == "push":
+            from notifications.push import PushSubscription
+
+            subscriptions = PushSubscription.__table__
+            return sa.exists().where(
+                subscriptions.c.member_id == ctx.member.c.id,
+                sa.or_(subscriptions.c.expires_at.is_(None), subscriptions.c.expires_at > ctx.now),
+            )
+        identities = MemberIdentity.__table__
+        kind = IdentityKind.PHONE if channel == "sms" else IdentityKind.EMAIL
+        return sa.exists().where(
+            identities.c.member_id == ctx.member.c.id, identities.c.kind == kind.value
+        )
+
+    return build
+
+
+def _boolean(name: str, description: str, expression: Expression) -> None:
+    register_attribute(Attribute(name, AttributeType.BOOLEAN, description, expression))
+
+
 def _register_builtins() -> None:
     _number("points_balance", "Points balance now.", _profile("points_balance", zero=True))
     for days in (30, 60, 90):
@@ -302,6 +421,37 @@ def _register_builtins() -> None:
                 sa.func.coalesce(ctx.profile.c.store_orders, 0) > 0,
             ),
         )
+    )
+    for channel in MESSAGE_CHANNELS:
+        _boolean(
+            f"marketing_consent_{channel}",
+            f"Has opted in to marketing by {channel} (a recorded opt-in, not withdrawn).",
+            _marketing_consent(channel),
+        )
+        _boolean(
+            f"{channel}_reachable",
+            f"Can be reached by {channel} now ("
+            + {"sms": "a phone", "email": "an email", "push": "an unexpired push subscription"}[
+                channel
+            ]
+            + " on file).",
+            _reachable(channel),
+        )
+    for days in (30, 90):
+        _number(
+            f"marketing_messages_{days}d",
+            f"Marketing messages received (sent to the person) in the last {days} days.",
+            _marketing_messages(days),
+        )
+    _date(
+        "last_marketing_message_at",
+        "When the person was last sent a marketing message.",
+        _last_marketing_message,
+    )
+    _date(
+        "last_engagement_at",
+        "The person's latest own action: a purchase or an activity (check-in, review, app).",
+        _last_engagement,
     )
     register_attribute(
         Attribute(

@@ -226,7 +226,13 @@ class CampaignEstimateSchema(Schema):
     max_discount_minor = fields.Integer(
         allow_none=True, metadata={"description": "coupon: the most the codes can cost"}
     )
-    max_points = fields.Integer(metadata={"description": "bonus points to be credited"})
+    max_points = fields.Integer(
+        allow_none=True,
+        metadata={
+            "description": "the most bonus points the campaign can credit (its bonus points, "
+            "or a bonus-points coupon's); null: unbounded (an earn multiplier)"
+        },
+    )
     cost_minor = fields.Integer(metadata={"description": "provider cost at the set prices"})
     prices_minor = fields.Nested(CampaignChannelCountsSchema)
 

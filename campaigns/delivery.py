@@ -367,6 +367,11 @@ def deliver_many(
             decisions[member_id] = _suppressed(why, variant)
             continue
         to_message[person] = (member_id, channel, variant)
+    unavailable = _offer_unavailable(campaign, now)
+    if unavailable is not None:  # no message promising a code that can't be redeemed
+        for member_id, _channel, variant in to_message.values():
+            decisions[member_id] = _suppressed(unavailable, variant)
+        to_message = {}
     extras = _issue_offer(campaign, run, sorted(to_message), now=now)
     templates = {v["name"]: v["templates"] for v in variants}
     new = []
@@ -424,6 +429,24 @@ def _already_messaged(campaign_id: int, run_number: int, persons: Sequence[int])
         sa.select(Message.dedupe_key).where(any_of(Message.dedupe_key, keys))
     ).all()
     return {keys[key] for key in found}
+
+
+def _offer_unavailable(campaign: Campaign, now: datetime) -> str | None:
+    """Why the campaign's coupon offer can't be issued now (paused, ended, or past its
+    validity since the launch), or None. Its recipients are then suppressed with that
+    reason rather than sent a code that can't be redeemed."""
+    if campaign.offer_kind != OfferKind.COUPON.value or campaign.offer_id is None:
+        return None
+    from loyalty.coupons.models import OfferStatus
+    from loyalty.coupons.offers import current_terms, get_offer
+
+    offer = get_offer(campaign.offer_id)
+    if offer.status != OfferStatus.ACTIVE.value:
+        return f"offer {offer.id} is {offer.status}"
+    valid_until = current_terms(offer).valid_until
+    if valid_until is not None and valid_until <= now:
+        return f"offer {offer.id} expired"
+    return None
 
 
 def _issue_offer(

@@ -4,7 +4,9 @@ One query over the audience picks, per person outside the control group, the cha
 fan-out would pick (the first of the campaign's order with a marketing opt-in and a
 destination) and whether the person is at the marketing frequency cap; the rest is
 arithmetic: the offer's worst case (every code redeemed at its largest discount, within the
-offer's budget; every bonus point credited) and the provider cost at the configured prices.
+offer's budget; every bonus point credited, a bonus-points coupon's included; null when a
+multiplier makes it depend on what is bought) and the provider cost at the configured
+prices.
 """
 
 from __future__ import annotations
@@ -117,12 +119,32 @@ def estimate(campaign: Campaign, *, now: datetime) -> dict[str, Any]:
         "no_channel": no_channel,
         "capped": at_cap,
         "max_discount_minor": max_discount(campaign, messages_total),
-        "max_points": campaign.bonus_points * messages_total
-        if campaign.offer_kind == OfferKind.POINTS.value
-        else 0,
+        "max_points": max_points(campaign, messages_total),
         "cost_minor": sum(per_channel[c] * prices.get(c, 0) for c in per_channel),
         "prices_minor": dict(prices),
     }
+
+
+def max_points(campaign: Campaign, messages: int) -> int | None:
+    """The most points the campaign can credit for `messages` recipients: its bonus points,
+    or a bonus-points coupon's points per code. None: unbounded, because it depends on
+    what is bought (an earn multiplier, the campaign's own or a multiplier coupon's)."""
+    kind = OfferKind(campaign.offer_kind)
+    if kind is OfferKind.POINTS:
+        return campaign.bonus_points * messages
+    if kind is OfferKind.MULTIPLIER:
+        return None
+    if kind is not OfferKind.COUPON or campaign.offer_id is None:
+        return 0
+    from loyalty.coupons.discounts import OfferKind as CouponKind
+    from loyalty.coupons.offers import current_terms, get_offer
+
+    terms = current_terms(get_offer(campaign.offer_id))
+    if terms.kind is CouponKind.BONUS_POINTS:
+        return (terms.bonus_points or 0) * messages
+    if terms.kind is CouponKind.POINTS_MULTIPLIER:
+        return None
+    return 0
 
 
 def max_discount(campaign: Campaign, codes: int) -> int | None:

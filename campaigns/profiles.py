@@ -5,9 +5,9 @@ people from the source tables with a handful of set-based statements (INSERT ...
 with subqueries bound to each person's history ids, resolved first: the merge rule).
 Everything else calls it:
 
-- the outbox consumer `campaigns.profiles` refreshes the people an event names (orders,
-  points, tier, member changes, merges, imports): only those people's rows are read, so
-  the cost per event is flat (no rescans);
+- the outbox consumer `campaigns.profiles` (a batch consumer: a relay chunk at once)
+  refreshes the people the events name (orders, points, tier, member changes, merges,
+  imports): only those people's rows are read, so the cost per event is flat (no rescans);
 - `omniloyal campaigns rebuild-profiles` walks every person in id order, a chunk per
   transaction (a new schema version, a repaired bug, a restored backup);
 - the hourly `refresh-profile-windows` job refreshes the people whose rolling windows
@@ -42,7 +42,7 @@ from loyalty.outbox.models import OutboxEvent
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1000  # people per rebuild transaction
+CHUNK = 1000  # people per rebuild transaction, and per refresh of the outbox consumer
 WINDOWS = (30, 90, 365)
 ONLINE_CHANNELS = ("online", "app")
 STORE_CHANNELS = ("store", "partner")
@@ -196,9 +196,10 @@ def refresh_people(person_ids: Iterable[int], now: datetime) -> int:
     if not ids:
         return 0
     # Computed before the delete: tier_since is read from the row being replaced.
+    histories = _histories(ids)
     rows = [
         dict(row._mapping)
-        for person, history in _histories(ids).items()
+        for person, history in histories.items()
         for row in db.session.execute(_profile_select(person, history, now))
     ]
     for table in (categories, tags, profiles):
@@ -206,40 +207,45 @@ def refresh_people(person_ids: Iterable[int], now: datetime) -> int:
     if rows:
         db.session.execute(sa.insert(profiles), rows)
         written = [row["person_id"] for row in rows]
-        _insert_categories(written)
+        _insert_categories({person: histories[person] for person in written})
         _insert_tags(written)
     return len(rows)
 
 
-def _insert_categories(person_ids: Sequence[int]) -> None:
-    history = (
-        sa.select(
-            members.c.id.label("member_id"),
-            sa.func.coalesce(members.c.merged_into_id, members.c.id).label("person_id"),
-        )
-        .where(sa.or_(members.c.id.in_(person_ids), members.c.merged_into_id.in_(person_ids)))
-        .subquery()
+def _insert_categories(histories: dict[int, list[int]]) -> None:
+    """The people's categories per channel, from their orders read by the resolved history
+    ids (`orders.member_id IN (...)` on ix_orders_member_occurred, however many people a
+    chunk holds; a merged id's orders are mapped to its person)."""
+    owner = {member_id: person for person, ids in histories.items() for member_id in ids}
+    merged = {member_id: person for member_id, person in owner.items() if member_id != person}
+    person = (
+        sa.case(merged, value=orders.c.member_id, else_=orders.c.member_id)
+        if merged
+        else orders.c.member_id
     )
-    select = (
+    bought = (
         sa.select(
-            history.c.person_id,
+            person.label("person_id"),
             lines.c.category,
             orders.c.channel,
-            sa.func.min(orders.c.occurred_at),
-            sa.func.max(orders.c.occurred_at),
+            orders.c.occurred_at,
         )
-        .select_from(
-            history.join(orders, orders.c.member_id == history.c.member_id).join(
-                lines, lines.c.order_id == orders.c.id
-            )
-        )
+        .select_from(orders.join(lines, lines.c.order_id == orders.c.id))
         .where(
+            orders.c.member_id.in_(sorted(owner)),
             orders.c.status.in_([constant(s) for s in COUNTED_STATUSES]),
             lines.c.category.is_not(None),
             lines.c.refunded_quantity < lines.c.quantity,
         )
-        .group_by(history.c.person_id, lines.c.category, orders.c.channel)
+        .subquery("bought")
     )
+    select = sa.select(
+        bought.c.person_id,
+        bought.c.category,
+        bought.c.channel,
+        sa.func.min(bought.c.occurred_at),
+        sa.func.max(bought.c.occurred_at),
+    ).group_by(bought.c.person_id, bought.c.category, bought.c.channel)
     db.session.execute(
         sa.insert(categories).from_select(
             ["person_id", "category", "channel", "first_at", "last_at"], select
@@ -322,24 +328,34 @@ def current_people(member_ids: Iterable[int]) -> set[int]:
     return ids | {survivor for _, survivor in found if survivor is not None}
 
 
-@outbox.consumer(*TOPICS, name="campaigns.profiles")
-def on_event(event: outbox.Event) -> None:
-    """Refresh the profiles of the people the event names. Idempotent: the rows are
-    rewritten from the source tables, so a redelivered event writes the same rows."""
-    refresh_people(current_people(people_of(event)), utcnow())
-    if event.topic == "tier.changed" and event.member_id is not None:
-        person = members.c.id == sa.func.coalesce(
-            sa.select(members.c.merged_into_id)
-            .where(members.c.id == event.member_id)
-            .scalar_subquery(),
-            event.member_id,
-        )
-        person_id = db.session.scalar(sa.select(members.c.id).where(person))
-        db.session.execute(
-            sa.update(profiles)
-            .where(profiles.c.person_id == person_id)
-            .values(tier_since=event.occurred_at)
-        )
+@outbox.consumer(*TOPICS, name="campaigns.profiles", batch=True)
+def on_events(events: Sequence[outbox.Event]) -> None:
+    """Refresh the profiles of the people a relay chunk of events names, all at once (one
+    `refresh_people` for the chunk: its deletes, inserts, categories and tags are one
+    statement each, not one set per event). Idempotent: the rows are rewritten from the
+    source tables, so a redelivered event writes the same rows."""
+    named: set[int] = set()
+    for event in events:
+        named |= people_of(event)
+    # In slices of CHUNK people: a chunk of `members.imported` events names thousands each,
+    # and every statement stays within a bounded IN list (and the drivers' parameter limit).
+    listed, now = sorted(named), utcnow()
+    for start in range(0, len(listed), CHUNK):
+        refresh_people(current_people(listed[start : start + CHUNK]), now)
+    for event in events:  # event id order: the latest tier change of a person wins
+        if event.topic == "tier.changed" and event.member_id is not None:
+            _set_tier_since(event.member_id, event.occurred_at)
+
+
+def _set_tier_since(member_id: int, at: datetime) -> None:
+    person = members.c.id == sa.func.coalesce(
+        sa.select(members.c.merged_into_id).where(members.c.id == member_id).scalar_subquery(),
+        member_id,
+    )
+    person_id = db.session.scalar(sa.select(members.c.id).where(person))
+    db.session.execute(
+        sa.update(profiles).where(profiles.c.person_id == person_id).values(tier_since=at)
+    )
 
 
 # --- rebuild, window refresh, RFM -------------------------------------------------------------

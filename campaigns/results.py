@@ -37,6 +37,7 @@ from campaigns.engine_models import Campaign, CampaignRecipient, CampaignRun, Re
 from loyalty.coupons.models import CouponRedemption
 from loyalty.db import constant, db, is_postgres
 from loyalty.earning.models import Order
+from loyalty.members.importer import report_cell
 from loyalty.members.models import Member
 from notifications.consent import ConsentChange, Purpose
 from notifications.models import Message
@@ -415,7 +416,8 @@ FINANCE_COLUMNS = (
 
 
 def finance_csv(campaign: Campaign, *, now: datetime) -> str:
-    """One line per variant and a total line: what the campaign cost and brought."""
+    """One line per variant and a total line: what the campaign cost and brought. Names
+    that a spreadsheet would run as a formula get a leading apostrophe (CSV injection)."""
     figures = results(campaign, now=now)
     out = io.StringIO()
     writer = csv.writer(out)
@@ -423,8 +425,9 @@ def finance_csv(campaign: Campaign, *, now: datetime) -> str:
     for name, f in [*((v["variant"], v) for v in figures["variants"]), ("total", figures)]:
         writer.writerow(
             [
-                campaign.id, campaign.name, name, f["targeted"], f["held_out"], f["sent"],
-                f["delivered"], f["failed"], f["suppressed"], f["cost_minor"],
+                campaign.id, report_cell(campaign.name), report_cell(name), f["targeted"],
+                f["held_out"], f["sent"], f["delivered"], f["failed"], f["suppressed"],
+                f["cost_minor"],
                 f["coupons_issued"], f["coupons_redeemed"], f["redemptions"]["online"],
                 f["redemptions"]["in_store"], f["discount_minor"], f["points_issued"],
                 f["orders"], f["revenue_minor"],

@@ -103,7 +103,29 @@ def update_segment(segment_id: int, changes: dict[str, Any], *, now: datetime) -
 
 
 def delete_segment(segment_id: int) -> None:
+    """Delete a segment no campaign or journey names as its audience (409 otherwise:
+    their runs, entries and results point at it)."""
+    from campaigns.engine_models import Campaign
+    from campaigns.journey_models import Journey
+
     segment = _lock(segment_id)
+    campaign_ids = list(
+        db.session.scalars(
+            sa.select(Campaign.id).where(Campaign.segment_id == segment.id).order_by(Campaign.id)
+        )
+    )
+    journey_ids = list(
+        db.session.scalars(
+            sa.select(Journey.id).where(Journey.segment_id == segment.id).order_by(Journey.id)
+        )
+    )
+    if campaign_ids or journey_ids:
+        raise Conflict(
+            f"segment {segment.id} is the audience of campaigns {campaign_ids} and journeys "
+            f"{journey_ids}; it can't be deleted",
+            campaign_ids=campaign_ids,
+            journey_ids=journey_ids,
+        )
     db.session.execute(sa.delete(segment_members).where(segment_members.c.segment_id == segment.id))
     db.session.delete(segment)
     db.session.flush()

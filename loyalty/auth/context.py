@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from flask import g, request
 
-from loyalty.auth import tokens
+from loyalty.auth import scopes, tokens
 from loyalty.auth.keys import KEY_PREFIX, client_for_key
 from loyalty.errors import Forbidden, NotAuthenticated
 
@@ -74,7 +74,8 @@ def current_caller() -> Caller:
 
 
 def requires(scope: str) -> Callable[[F], F]:
-    """The caller must be an API client holding `scope`."""
+    """The caller must be an API client holding `scope` (a program-wide scope: not bound to
+    a store)."""
 
     def decorate(view: F) -> F:
         @wraps(view)
@@ -84,6 +85,11 @@ def requires(scope: str) -> Callable[[F], F]:
                 raise Forbidden("this endpoint is for API clients, not member tokens")
             if scope not in caller.scopes:
                 raise Forbidden(f"the API key lacks the {scope!r} scope")
+            if caller.store_id is not None and scope in scopes.PROGRAM_WIDE:
+                raise Forbidden(
+                    f"a store-bound API key cannot use {scope!r}: its segments and campaigns "
+                    "span every member of the program"
+                )
             return view(*args, **kwargs)
 
         wrapper._required_scope = scope  # type: ignore[attr-defined]

@@ -41,3 +41,8 @@ ALL = frozenset(
 )
 
 POS = frozenset({MEMBERS_READ, MEMBERS_WRITE, ORDERS_WRITE, POINTS_WRITE, COUPONS_REDEEM})
+
+# Scopes whose objects span every member of the program (segments count, sample and export
+# anyone; campaigns message anyone): a key bound to a store is refused them, whatever scopes
+# it holds (it would reach members far beyond its store).
+PROGRAM_WIDE = frozenset({SEGMENTS_READ, SEGMENTS_WRITE, CAMPAIGNS_READ, CAMPAIGNS_WRITE})

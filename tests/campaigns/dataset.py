@@ -15,7 +15,7 @@ from campaigns import profiles
 from loyalty.auth.keys import create_api_client
 from loyalty.batches import run_chunks
 from loyalty.db import db
-from loyalty.earning.models import Order, OrderLine
+from loyalty.earning.models import ActivityEvent, Order, OrderLine
 from loyalty.ledger import operations as ledger
 from loyalty.ledger.models import LedgerAccount, PointLot
 from loyalty.members.merge import merge_members
@@ -23,6 +23,11 @@ from loyalty.members.models import Member
 from loyalty.members.operations import block_member, enrol_member
 from loyalty.stores.models import Store
 from loyalty.tiers.models import Tier
+from notifications.bulk import reachable
+from notifications.consent import ConsentSource, Purpose, allows, record_consent
+from notifications.models import Message
+from notifications.providers.base import Channel
+from notifications.push import register_subscription
 
 CHANNELS = ["online", "app", "store", "partner"]
 CATEGORIES = ["phones", "shoes", "books", "food"]
@@ -44,6 +49,10 @@ class Person:
     balance: int = 0
     tags: set[str] = field(default_factory=set)
     rfm: tuple[int | None, int | None, int | None] = (None, None, None)
+    consents: set[str] = field(default_factory=set)  # marketing opt-ins, as sending sees them
+    reachable: set[str] = field(default_factory=set)  # channels with a destination now
+    marketing_sent: list[datetime] = field(default_factory=list)  # over every merged id
+    activities: list[datetime] = field(default_factory=list)  # over every merged id
 
 
 def build(seed: int, *, members: int, now: datetime) -> dict[int, Person]:
@@ -63,8 +72,13 @@ def build(seed: int, *, members: int, now: datetime) -> dict[int, Person]:
     db.session.flush()
     created: list[Member] = []
     for n in range(members):
+        identities = {}
+        if rng.random() < 0.5:
+            identities["phone"] = f"+49151{seed:02d}{n:06d}"
+        if not identities or rng.random() < 0.7:
+            identities["email"] = f"m{seed}-{n}@example.com"
         member = enrol_member(
-            identities={"email": f"m{seed}-{n}@example.com"},
+            identities=identities,
             now=now - timedelta(days=rng.randint(0, 700), minutes=rng.randint(0, 1000)),
             channel=rng.choice([*CHANNELS, None]),
             profile={
@@ -90,6 +104,7 @@ def build(seed: int, *, members: int, now: datetime) -> dict[int, Person]:
                 actor="test",
                 expires_at=expires,
             )
+        _reach_and_engagement(rng, member.id, now)
     db.session.flush()
     # A few merges (some chained) and a blocked member.
     ids = [m.id for m in created]
@@ -104,6 +119,49 @@ def build(seed: int, *, members: int, now: datetime) -> dict[int, Person]:
     profiles.score_rfm(now)
     db.session.commit()
     return load(now)
+
+
+def _reach_and_engagement(rng: random.Random, member_id: int, now: datetime) -> None:
+    """Marketing consents (granted, withdrawn or never asked), push subscriptions (some
+    expired), marketing and transactional messages and activity events over the past
+    months: what the reach and engagement attributes read."""
+    for channel in Channel:
+        choice = rng.choice([None, True, False])
+        if choice is not None:
+            record_consent(
+                member_id, channel, Purpose.MARKETING, choice,
+                source=ConsentSource.IMPORT.value, now=now - timedelta(days=rng.randint(0, 99)),
+                actor="test",
+            )  # fmt: skip
+    if rng.random() < 0.4:
+        register_subscription(
+            member_id,
+            endpoint=f"https://push.example/{member_id}",
+            p256dh="key",
+            auth="auth",
+            expires_at=rng.choice([None, now - timedelta(days=1), now + timedelta(days=30)]),
+            now=now,
+        )
+    for k in range(rng.choice([0, 0, 1, 2, 4])):
+        sent = rng.choice(
+            [None, now - timedelta(days=rng.randint(0, 120), hours=rng.randint(0, 23))]
+        )
+        db.session.add(
+            Message(
+                member_id=member_id, channel="sms", template="campaign_offer",
+                purpose=rng.choice(["marketing", "marketing", "transactional"]),
+                dedupe_key=f"dataset:{member_id}:{k}", variables={},
+                state="sent" if sent else "queued", attempts=1 if sent else 0,
+                created_at=now, updated_at=now, sent_at=sent,
+            )
+        )  # fmt: skip
+    for k in range(rng.choice([0, 0, 1, 2])):
+        db.session.add(
+            ActivityEvent(
+                member_id=member_id, kind="check_in", dedupe_key=f"dataset-{k}", points=0,
+                breakdown=[], created_at=now - timedelta(days=rng.randint(0, 600)),
+            )
+        )  # fmt: skip
 
 
 def _order(rng: random.Random, member_id: int, client_id: int, now: datetime, ref: str) -> None:
@@ -189,6 +247,22 @@ def load(now: datetime) -> dict[int, Person]:
         person = people.get(owner[account.member_id])
         if person is not None:
             person.balance += account.balance
+    for message in db.session.scalars(
+        sa.select(Message).where(Message.purpose == "marketing", Message.sent_at.is_not(None))
+    ):
+        person = people.get(owner[message.member_id])
+        if person is not None:
+            person.marketing_sent.append(message.sent_at)
+    for activity in db.session.scalars(sa.select(ActivityEvent)):
+        person = people.get(owner[activity.member_id])
+        if person is not None:
+            person.activities.append(activity.created_at)
+    reach = reachable(list(people), now)
+    for person in people.values():
+        # As the send pipeline sees them: the consent check it runs per message, and the
+        # fan-out's destinations.
+        person.consents = {c.value for c in Channel if allows(person.id, c, Purpose.MARKETING)}
+        person.reachable = {c.value for c in reach[person.id]}
     _rfm(people, now)
     return people
 
@@ -287,6 +361,18 @@ def values(person: Person, now: datetime) -> dict[str, Any]:
         "omnichannel": online > 0 and store > 0,
         "tags": person.tags,
     }
+    for channel in Channel:
+        result[f"marketing_consent_{channel.value}"] = channel.value in person.consents
+        result[f"{channel.value}_reachable"] = channel.value in person.reachable
+    for days in (30, 90):
+        horizon = now - timedelta(days=days)
+        result[f"marketing_messages_{days}d"] = sum(
+            1 for at in person.marketing_sent if at >= horizon
+        )
+    result["last_marketing_message_at"] = max(person.marketing_sent, default=None)
+    result["last_engagement_at"] = max(
+        [*(o.occurred_at for o in orders), *person.activities], default=None
+    )
     for days in (30, 90, 365):
         result[f"orders_{days}d"] = len(window(days))
         result[f"spend_{days}d_minor"] = net(window(days))

@@ -5,20 +5,27 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from campaigns.results import newcombe, wilson
 from loyalty.auth import scopes
+from loyalty.clock import utcnow
 from loyalty.coupons.models import CouponCode
 from loyalty.db import db
+from notifications.models import Message
+from notifications.pipeline import record_provider_event
 from notifications.providers.base import Channel
 from tests.campaigns.campaign_factories import body, consent, deliver, phone, recipients, segment
 from tests.coupons import factories as coupons
 from tests.earning.factories import order_body
 from tests.factories import idem
 from tests.notifications.factories import send_round
+
+BONUS_POINTS = {"kind": "bonus_points", "bonus_points": 70, "percent_bp": None}
+MULTIPLIER = {"kind": "points_multiplier", "points_multiplier_pct": 200, "percent_bp": None}
 
 
 @pytest.fixture
@@ -154,3 +161,129 @@ def test_suppressions_are_counted_by_reason(client, marketer, make):
     reasons = {item["reason"]: item["count"] for item in results["suppressed_by_reason"]}
     assert reasons == {"no marketing consent on sms, email": 1, "no marketing consent for sms": 1}
     assert results["opted_out"] == 1
+
+
+def test_each_variant_has_its_own_results_and_finance_line(client, marketer, make):
+    people = [make.member(region="north", phone=phone()) for _ in range(60)]
+    for person in people:
+        consent(person.id, Channel.SMS)
+    content = {
+        "variants": [
+            {"name": "A", "weight": 1, "templates": {"sms": "campaign_offer"}},
+            {"name": "B", "weight": 1, "templates": {"sms": "campaign_offer"}},
+        ]
+    }
+    data = body(segment(), channel_order=["sms"], content=content, holdout_pct=20)
+    campaign_id = _launch(client, marketer, data)
+    deliver()
+    send_round(notify_quiet_hours=None, notify_marketing_cap=None)
+    rows = recipients(campaign_id)
+    in_b = sorted(m for m, r in rows.items() if r.variant == "B" and r.status == "queued")
+    pos = make.api_key(scopes.ORDERS_WRITE)
+    response = client.post("/v1/orders", json=order_body({"member_id": in_b[0]}), headers=idem(pos))
+    assert response.status_code == 201, response.json
+
+    results = client.get(f"/v1/campaigns/{campaign_id}/results", headers=marketer).json
+    by_name = {v["variant"]: v for v in results["variants"]}
+    assert set(by_name) == {"A", "B"}
+    for name, figures in by_name.items():
+        queued = sum(1 for r in rows.values() if r.variant == name and r.status == "queued")
+        assert figures["sent"] == queued and figures["held_out"] == 0
+        assert figures["conversion"]["recipients"] == queued
+        assert figures["conversion"]["control"] == results["held_out"]  # one shared control
+    assert by_name["A"]["sent"] + by_name["B"]["sent"] == results["sent"]
+    assert (by_name["A"]["orders"], by_name["B"]["orders"], results["orders"]) == (0, 1, 1)
+    assert by_name["B"]["revenue_minor"] == results["revenue_minor"] == 10000
+    assert by_name["B"]["conversion"]["recipients_converted"] == 1
+
+    export = client.get(f"/v1/campaigns/{campaign_id}/finance.csv", headers=marketer)
+    lines = {line["variant"]: line for line in csv.DictReader(io.StringIO(export.text))}
+    assert set(lines) == {"A", "B", "total"}
+    assert lines["B"]["orders"] == lines["total"]["orders"] == "1"
+    assert int(lines["A"]["sent"]) + int(lines["B"]["sent"]) == int(lines["total"]["sent"])
+
+
+def test_the_finance_export_neutralises_names_a_spreadsheet_would_run(client, marketer, make):
+    member = make.member(region="north", phone=phone())
+    consent(member.id, Channel.SMS)
+    data = body(segment(), name='=HYPERLINK("http://x.invalid","open")')
+    campaign_id = _launch(client, marketer, data)
+    deliver()
+    export = client.get(f"/v1/campaigns/{campaign_id}/finance.csv", headers=marketer)
+    names = {line["campaign"] for line in csv.DictReader(io.StringIO(export.text))}
+    assert names == {'\'=HYPERLINK("http://x.invalid","open")'}
+
+
+@pytest.mark.parametrize(
+    ("offer", "expected"),
+    [
+        (lambda: {"kind": "points", "points": 50}, 2 * 50),
+        (lambda: {"kind": "coupon", "offer_id": coupons.offer(**BONUS_POINTS).id}, 2 * 70),
+        (lambda: {"kind": "multiplier", "multiplier_pct": 200, "days": 7}, None),
+        (lambda: {"kind": "coupon", "offer_id": coupons.offer(**MULTIPLIER).id}, None),
+        (lambda: {"kind": "none"}, 0),
+    ],
+    ids=["bonus-points", "bonus-points-coupon", "multiplier", "multiplier-coupon", "none"],
+)
+def test_the_estimate_states_the_points_exposure_of_every_offer_kind(
+    client, marketer, make, offer, expected
+):
+    """Bonus points a coupon credits are points exposure too; a multiplier's depends on
+    what is bought, so it is stated as unbounded (null), never as 0."""
+    for _ in range(2):
+        consent(make.member(region="north", phone=phone()).id, Channel.SMS)
+    created = client.post(
+        "/v1/campaigns", json=body(segment(), offer=offer()), headers=idem(marketer)
+    )
+    assert created.status_code == 201, created.json
+    estimate = client.get(f"/v1/campaigns/{created.json['id']}/estimate", headers=marketer).json
+    assert estimate["messages"]["sms"] == 2
+    assert estimate["max_points"] == expected
+
+
+def test_the_estimate_counts_people_at_the_marketing_cap_apart(client, marketer, make):
+    capped, free = (make.member(region="north", phone=phone()) for _ in range(2))
+    for member in (capped, free):
+        consent(member.id, Channel.SMS)
+    now = utcnow()
+    for n in range(3):  # the default cap: 3 marketing messages in 7 days
+        db.session.add(
+            Message(
+                member_id=capped.id, channel="sms", template="campaign_offer",
+                purpose="marketing", dedupe_key=f"earlier:{n}", variables={}, state="sent",
+                attempts=1, created_at=now, updated_at=now, sent_at=now - timedelta(days=n + 1),
+            )
+        )  # fmt: skip
+    db.session.commit()
+    created = client.post("/v1/campaigns", json=body(segment()), headers=idem(marketer)).json
+    estimate = client.get(f"/v1/campaigns/{created['id']}/estimate", headers=marketer).json
+    assert (estimate["messages"]["sms"], estimate["capped"]) == (1, 1)
+    assert estimate["cost_minor"] == estimate["prices_minor"]["sms"]
+
+
+def test_results_count_deliveries_failures_points_and_cost(client, marketer, make):
+    people = [make.member(region="north", phone=phone()) for _ in range(3)]
+    for person in people:
+        consent(person.id, Channel.SMS)
+    data = body(segment(), channel_order=["sms"], offer={"kind": "points", "points": 25})
+    data["content"] = {"variants": [{"name": "A", "templates": {"sms": "campaign_offer"}}]}
+    campaign_id = _launch(client, marketer, data)
+    deliver()
+    send_round(notify_quiet_hours=None, notify_marketing_cap=None)
+    messages = {r.member_id: r.message_id for r in recipients(campaign_id).values()}
+    now = utcnow()
+    record_provider_event(messages[people[0].id], "delivered", reason=None, now=now)
+    record_provider_event(messages[people[1].id], "failed", reason="unknown number", now=now)
+    db.session.commit()
+
+    results = client.get(f"/v1/campaigns/{campaign_id}/results", headers=marketer).json
+    assert (results["sent"], results["delivered"], results["failed"]) == (2, 1, 1)
+    assert results["points_issued"] == 3 * 25  # credited at the fan-out, to every recipient
+    assert results["cost_minor"] == 2 * results_price(client, marketer, campaign_id)
+    (variant,) = results["variants"]
+    assert (variant["delivered"], variant["failed"], variant["points_issued"]) == (1, 1, 75)
+
+
+def results_price(client, headers, campaign_id) -> int:
+    estimate = client.get(f"/v1/campaigns/{campaign_id}/estimate", headers=headers).json
+    return estimate["prices_minor"]["sms"]

@@ -372,3 +372,83 @@ def test_a_multiplier_campaign_multiplies_its_recipients_points_for_its_window(
     assert points(audience["sms"][0].id) == 200  # messaged: double points
     assert points(audience["silent"].id) == 100  # not messaged (no consent): no multiplier
     assert points(audience["south"].id) == 100  # not in the audience
+
+
+def test_the_control_group_is_on_by_default(client, marketer):
+    data = body(segment())
+    del data["holdout_pct"]
+    created = _create(client, marketer, data)
+    assert created["holdout_pct"] == 10
+
+
+def test_an_at_campaign_waits_for_its_time_and_snapshots_its_audience_then(
+    client, marketer, make, audience
+):
+    now = datetime.now(UTC)
+    at = now + timedelta(hours=2)
+    created = _create(
+        client, marketer, body(segment(), schedule={"kind": "at", "at": at.isoformat()})
+    )
+    launched = _post(client, marketer, created["id"], "launch")
+    assert launched.json["status"] == "scheduled"
+    assert launched.json["next_run_at"].startswith(at.isoformat()[:16])
+    deliver(now + timedelta(hours=1))
+    assert recipients(created["id"]) == {}  # not yet: nothing snapshotted, nobody messaged
+    late = make.member(region="north", phone=phone())  # joins the segment before the run
+    consent(late.id, Channel.SMS)
+
+    deliver(at + timedelta(minutes=1))
+    rows = recipients(created["id"])
+    assert late.id in rows and rows[late.id].status == "queued"
+    assert len(rows) == 6
+    assert client.get(f"/v1/campaigns/{created['id']}", headers=marketer).json["status"] == (
+        "completed"
+    )
+    refused = client.post(
+        "/v1/campaigns",
+        json=body(
+            segment("past"), schedule={"kind": "at", "at": (now - timedelta(hours=1)).isoformat()}
+        ),
+        headers=idem(marketer),
+    )
+    assert _post(client, marketer, refused.json["id"], "launch").status_code == 422
+
+
+def test_a_store_bound_key_cannot_reach_campaigns_of_the_whole_program(client, make, marketer):
+    """A campaign messages members of every store: a key bound to one store is refused the
+    campaign endpoints even when it holds their scopes."""
+    created = _create(client, marketer, body(segment()))
+    store_key = make.api_key(
+        scopes.CAMPAIGNS_READ, scopes.CAMPAIGNS_WRITE, store_id=make.store().id
+    )
+    for response in (
+        client.get("/v1/campaigns", headers=store_key),
+        client.get(f"/v1/campaigns/{created['id']}/results", headers=store_key),
+        _post(client, store_key, created["id"], "launch"),
+        client.post("/v1/campaigns", json=body(segment("B")), headers=idem(store_key)),
+    ):
+        assert response.status_code == 403 and response.mimetype == PROBLEM
+    assert client.get(f"/v1/campaigns/{created['id']}", headers=marketer).json["status"] == "draft"
+
+
+def test_a_coupon_campaign_whose_offer_ended_since_the_launch_sends_no_dead_codes(
+    client, marketer, audience
+):
+    from loyalty.coupons.offers import update_offer
+
+    offer = coupons.offer(name="Short-lived")
+    created = _create(
+        client, marketer, body(segment(), offer={"kind": "coupon", "offer_id": offer.id})
+    )
+    _post(client, marketer, created["id"], "launch")
+    update_offer(offer.id, {"status": "ended"}, now=datetime.now(UTC), actor="test")
+    db.session.commit()
+    deliver()
+
+    rows = recipients(created["id"])
+    reachable = [*(m.id for m in audience["sms"]), audience["email"].id]
+    assert {rows[m].reason for m in reachable} == {f"offer {offer.id} is ended"}
+    assert {rows[m].status for m in reachable} == {"suppressed"}
+    assert campaign_messages(created["id"]) == []
+    codes = sa.select(sa.func.count()).where(CouponCode.campaign_id == created["id"])
+    assert db.session.scalar(codes) == 0

@@ -33,6 +33,8 @@ NUMBERS = {
     "rfm_frequency": [2, 4],
     "rfm_monetary": [1, 5],
     "birthday_month": [1, 6, 12],
+    "marketing_messages_30d": [0, 1, 2],
+    "marketing_messages_90d": [0, 1, 3],
 }
 STRINGS = {
     "tier": dataset.TIERS,
@@ -43,7 +45,18 @@ STRINGS = {
     "last_order_store": dataset.STORES,
     "enrolled_channel": dataset.CHANNELS,
 }
-DATES = ["first_order_at", "last_order_at", "enrolled_at"]
+DATES = [
+    "first_order_at",
+    "last_order_at",
+    "enrolled_at",
+    "last_marketing_message_at",
+    "last_engagement_at",
+]
+BOOLEANS = [
+    "omnichannel",
+    *(f"marketing_consent_{c}" for c in ("sms", "email", "push")),
+    *(f"{c}_reachable" for c in ("sms", "email", "push")),
+]
 
 
 def _number_leaf(name: str) -> st.SearchStrategy:
@@ -134,7 +147,10 @@ LEAVES = st.one_of(
         lambda leaf: leaf["op"] not in ("within_last_days", "more_than_days_ago")
     ),
     _set_leaf(),
-    st.builds(lambda v: {"field": "omnichannel", "op": "is", "value": v}, st.booleans()),
+    *(
+        st.builds(lambda v, name=name: {"field": name, "op": "is", "value": v}, st.booleans())
+        for name in BOOLEANS
+    ),
 )
 RULES = st.recursive(
     LEAVES,
@@ -180,6 +196,12 @@ def test_the_generated_base_covers_the_interesting_cases(people):
     assert any(a["points_expiring_30d"] for a in attrs.values())
     assert any(a["rfm_recency"] == 5 for a in attrs.values())
     assert any(person.lines for person in base.values())
+    for name in BOOLEANS:  # every reach attribute is true for some and false for others
+        assert {a[name] for a in attrs.values()} == {True, False}, name
+    assert any(a["marketing_messages_30d"] for a in attrs.values())
+    engaged = [a for a in attrs.values() if a["last_engagement_at"] is not None]
+    assert any(a["last_order_at"] is None for a in engaged)  # engaged by activity only
+    assert any(len(p.ids) > 1 and p.marketing_sent for p in base.values())  # merged history
     # One query: the compiled rule is a single SELECT statement.
     statement = compile_rule({"field": "points_expiring_30d", "op": "gte", "value": 500}, now)
     assert isinstance(statement, sa.Select)

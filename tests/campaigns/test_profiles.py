@@ -9,12 +9,15 @@ import sqlalchemy as sa
 
 from campaigns import profiles
 from campaigns.models import MemberCategoryPurchase, MemberProfile, MemberTag
+from loyalty import outbox
 from loyalty.auth import scopes
 from loyalty.batches import BatchCursor
 from loyalty.clock import utcnow
 from loyalty.db import db
 from loyalty.ledger.operations import member_balance
 from loyalty.members.merge import merge_members
+from loyalty.outbox.events import Event
+from loyalty.outbox.models import OutboxEvent
 from loyalty.outbox.relay import relay_batch
 from loyalty.tiers.operations import create_tier
 from tests.earning.factories import base_rate, order_body
@@ -182,3 +185,75 @@ def test_rolling_windows_are_refreshed_when_their_oldest_order_leaves_them(clien
     assert (row.orders_30d, row.orders_90d, row.orders_lifetime) == (0, 1, 1)
     assert row.window_30d_oldest_at is None
     assert profiles.stale_windows_chunk(BatchCursor(), later) == 0  # fresh now
+
+
+def _order_events() -> list[Event]:
+    rows = db.session.scalars(
+        sa.select(OutboxEvent).where(OutboxEvent.topic == "order.posted").order_by(OutboxEvent.id)
+    )
+    return [Event(r.id, r.topic, r.member_id, r.payload, r.occurred_at) for r in rows]
+
+
+def _statements_to_handle(events: list[Event]) -> int:
+    executed = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if not statement.startswith(("BEGIN", "SAVEPOINT", "RELEASE")):
+            executed.append(statement)
+
+    consumer = outbox.consumers.get("campaigns.profiles")
+    sa.event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        consumer.handle(events)
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", count)
+    db.session.rollback()
+    return len(executed)
+
+
+def test_the_profile_consumer_refreshes_a_relay_chunk_at_once(client, make):
+    """The relay hands the consumer its chunk: the people's rows are deleted, written and
+    given their categories and tags once for the chunk, so each more person costs only the
+    one statement that reads their aggregates (not a set of statements per event)."""
+    pos = make.api_key(scopes.ORDERS_WRITE)
+    members = [make.member(attributes={"tags": ["vip"]}) for _ in range(12)]
+    for member in members:
+        post(client, pos, member.id, ("A", "shoes", 1, 1_000))
+    consumer = outbox.consumers.get("campaigns.profiles")
+    assert consumer is not None and consumer.batch
+    events = _order_events()
+    assert len(events) == 12
+
+    few, many = _statements_to_handle(events[:2]), _statements_to_handle(events)
+    assert many - few <= 10  # one aggregate read per additional person
+
+    relay()
+    assert all(profile(m.id).orders_lifetime == 1 for m in members)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(MemberTag)) == 12
+
+
+def test_a_chunk_naming_thousands_of_people_is_refreshed_in_bounded_slices(app, make):
+    """Import events name thousands of members each, and the relay hands the consumer up to
+    500 events at once: no statement carries more than a bounded list of ids."""
+    member = make.member(attributes={"tags": ["vip"]})
+    now = utcnow()
+    events = [
+        Event(
+            n, "members.imported", None, {"member_ids": list(range(n * 2000, n * 2000 + 2000))}, now
+        )
+        for n in range(1, 4)
+    ] + [Event(9, "member.updated", member.id, {}, now)]
+    widest = []
+
+    def measure(
+        _conn: object, _cursor: object, _statement: str, parameters: object, *_: object
+    ) -> None:
+        widest.append(len(parameters) if isinstance(parameters, (tuple, list, dict)) else 0)
+
+    sa.event.listen(db.engine, "before_cursor_execute", measure)
+    try:
+        outbox.consumers.get("campaigns.profiles").handle(events)
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", measure)
+    assert max(widest) <= 4 * profiles.CHUNK + 50
+    assert profile(member.id) is not None

@@ -52,6 +52,15 @@ def test_attributes_are_listed_with_their_types_and_operators(client, reader):
     assert by_name["last_order_channel"]["values"] == ["online", "app", "store", "partner"]
     assert "within_last_days" not in by_name["birthday"]["operators"]
     assert {"rfm_recency", "rfm_frequency", "rfm_monetary", "tier", "tags"} <= set(by_name)
+    reach = {f"marketing_consent_{c}" for c in ("sms", "email", "push")} | {
+        "sms_reachable",
+        "email_reachable",
+        "push_reachable",
+    }
+    assert {by_name[name]["type"] for name in reach} == {"boolean"}
+    assert by_name["marketing_messages_30d"]["type"] == "number"
+    assert by_name["last_marketing_message_at"]["type"] == by_name["last_engagement_at"]["type"]
+    assert by_name["last_engagement_at"]["type"] == "date"
 
 
 def test_a_dynamic_segment_is_counted_sampled_and_exported_as_it_is_now(
@@ -236,3 +245,56 @@ def test_segments_are_listed_in_pages_followed_by_cursor(client, writer):
     assert bad.status_code == 422 and _messages(bad) == {
         "cursor": [bad.json["errors"][0]["message"]]
     }
+
+
+def test_a_store_bound_key_cannot_reach_segments_of_the_whole_program(client, make, writer):
+    """Segments count, sample and export every member: a key bound to one store is refused
+    them even when it holds the scopes (it would see far beyond its store)."""
+    segment = client.post(
+        "/v1/segments", json={"name": "gold", "rule": GOLD_RULE}, headers=idem(writer)
+    ).json
+    store_key = make.api_key(scopes.SEGMENTS_READ, scopes.SEGMENTS_WRITE, store_id=make.store().id)
+    for method, path in [
+        ("get", "/v1/segments"),
+        ("get", f"/v1/segments/{segment['id']}/count"),
+        ("get", f"/v1/segments/{segment['id']}/export.csv"),
+        ("post", "/v1/segments/preview"),
+    ]:
+        response = getattr(client, method)(path, json={"rule": GOLD_RULE}, headers=store_key)
+        assert response.status_code == 403 and response.mimetype == PROBLEM, path
+        assert "store-bound" in response.json["detail"]
+    created = client.post(
+        "/v1/segments", json={"name": "x", "rule": GOLD_RULE}, headers=idem(store_key)
+    )
+    assert created.status_code == 403
+
+
+def test_a_segment_a_campaign_or_journey_targets_cannot_be_deleted(client, make, writer):
+    from tests.campaigns.campaign_factories import body
+    from tests.journeys.helpers import journey
+
+    marketer = make.api_key(scopes.CAMPAIGNS_READ, scopes.CAMPAIGNS_WRITE)
+    used = client.post(
+        "/v1/segments", json={"name": "used", "rule": GOLD_RULE}, headers=idem(writer)
+    ).json
+    unused = client.post(
+        "/v1/segments", json={"name": "unused", "rule": GOLD_RULE}, headers=idem(writer)
+    ).json
+    campaign = client.post("/v1/campaigns", json=body(used["id"]), headers=idem(marketer)).json
+
+    refused = client.delete(f"/v1/segments/{used['id']}", headers=idem(writer))
+    assert refused.status_code == 409 and refused.mimetype == PROBLEM, refused.json
+    assert (refused.json["campaign_ids"], refused.json["journey_ids"]) == ([campaign["id"]], [])
+    assert (
+        client.get(f"/v1/campaigns/{campaign['id']}/estimate", headers=marketer).status_code == 200
+    )
+    assert client.delete(f"/v1/segments/{unused['id']}", headers=idem(writer)).status_code == 204
+
+    announced = client.post(
+        "/v1/segments", json={"name": "announced", "rule": GOLD_RULE}, headers=idem(writer)
+    ).json
+    entered = journey(
+        [{"type": "wait", "days": 1}], trigger="segment", segment_id=announced["id"], active=False
+    )
+    refused = client.delete(f"/v1/segments/{announced['id']}", headers=idem(writer))
+    assert (refused.status_code, refused.json["journey_ids"]) == (409, [entered.id])
