@@ -73,9 +73,10 @@ bench-segments: install
 bench-notify: install
 	$(BIN)/python -m bench.notifications
 
-## Campaign fan-out alone: 50,000 recipients (codes issued, messages rendered and handed to the
-## recording provider) with 2 workers, beside a raw COPY of as many rows.
-## Other sizes: make bench-campaigns BENCH_CAMPAIGN_RECIPIENTS=100000
+## Campaign fan-out alone: 50,000 recipients out of 1,000,000 members, end to end (audience
+## snapshot, codes issued, messages rendered and handed to the recording provider) with 2
+## workers, beside a raw COPY of as many rows.
+## Other sizes: make bench-campaigns BENCH_CAMPAIGN_RECIPIENTS=100000 BENCH_CAMPAIGN_MEMBERS=200000
 bench-campaigns: install
 	$(BIN)/python -m bench.campaigns
 
@@ -84,7 +85,7 @@ bench-smoke: install
 	BENCH_SCALE=0.005 BENCH_DURATION=5 BENCH_MEMBERS=200 BENCH_CODES=20000 \
 	  $(BIN)/python -m bench --workers sync:4
 	BENCH_NOTIFY_MESSAGES=2000 $(BIN)/python -m bench.notifications
-	BENCH_CAMPAIGN_RECIPIENTS=2000 $(BIN)/python -m bench.campaigns
+	BENCH_CAMPAIGN_RECIPIENTS=2000 BENCH_CAMPAIGN_MEMBERS=20000 $(BIN)/python -m bench.campaigns
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache
