@@ -48,6 +48,7 @@ from loyalty.members.models import Member, MemberStatus
 from notifications import bulk
 from notifications.consent import Purpose
 from notifications.models import Message
+from notifications.pipeline import Draft, create_messages
 from notifications.providers.base import Channel
 
 log = logging.getLogger(__name__)
@@ -379,7 +380,7 @@ def deliver_many(
         variables = {"campaign_id": campaign.id, "run": run.number, "variant": variant}
         variables.update(extras.get(person, {}).get("variables", {}))
         new.append(
-            bulk.NewMessage(
+            Draft(
                 member_id=person,
                 channel=channel,
                 template=templates[variant][channel.value],
@@ -388,7 +389,7 @@ def deliver_many(
                 variables=variables,
             )
         )
-    queued = bulk.queue_messages(new, now)
+    queued = create_messages(new, now)
     for person, (member_id, channel, variant) in to_message.items():
         message_id = queued.get(dedupe_key(campaign.id, run.number, person))
         if message_id is None:  # a concurrent chunk for a merged twin won the key

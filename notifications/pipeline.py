@@ -228,11 +228,12 @@ class Draft:
 CREATE_CHUNK = 1000  # rows per INSERT (bound parameters stay far below every limit)
 
 
-def create_messages(drafts: Sequence[Draft], now: datetime) -> list[int]:
+def create_messages(drafts: Sequence[Draft], now: datetime) -> dict[str, int]:
     """`queue_message` for many messages (a cause reaching many members, a chunk of
-    outbox events) in the caller's transaction: one INSERT ... ON CONFLICT (dedupe_key)
-    DO NOTHING and one INSERT of their `queued` transitions per CREATE_CHUNK drafts.
-    Returns the ids created; a draft whose dedupe key exists creates nothing."""
+    outbox events, a campaign's fan-out) in the caller's transaction: one INSERT ... ON
+    CONFLICT (dedupe_key) DO NOTHING and one INSERT of their `queued` transitions per
+    CREATE_CHUNK drafts. Returns dedupe key -> id of the messages created; a draft whose
+    dedupe key exists creates nothing (its cause produced it before)."""
     rows = []
     for draft in drafts:
         if draft.member_id is None and draft.destination is None:
@@ -256,26 +257,25 @@ def create_messages(drafts: Sequence[Draft], now: datetime) -> list[int]:
             }
         )
     table = Message.__table__
-    created: list[int] = []
+    created: dict[str, int] = {}
     for start in range(0, len(rows), CREATE_CHUNK):
         part = rows[start : start + CREATE_CHUNK]
         # executemany with RETURNING: multi-row INSERTs from one cached compilation.
-        created.extend(
-            db.session.execute(
+        created.update(
+            (key, message_id)
+            for message_id, key in db.session.execute(
                 upsert_insert(table)
                 .on_conflict_do_nothing(index_elements=["dedupe_key"])
-                .returning(table.c.id),
+                .returning(table.c.id, table.c.dedupe_key),
                 part,
             )
-            .scalars()
-            .all()
         )
     if created:
         db.session.execute(
             sa.insert(MessageTransition.__table__),
             [
                 {"message_id": i, "to_state": "queued", "reason": "queued", "at": now}
-                for i in created
+                for i in created.values()
             ],
         )
     return created

@@ -98,7 +98,7 @@ def test_a_worker_killed_mid_chunk_leaves_every_message_sent_exactly_once(app, m
               purpose=Purpose.TRANSACTIONAL, dedupe_key=f"crash:{n}", variables={"points": n})
         for n in range(total)
     ]  # fmt: skip
-    ids = sorted(create_messages(drafts, now))
+    ids = sorted(create_messages(drafts, now).values())
     db.session.commit()
     assert len(ids) == total
     port = _free_port()
