@@ -16,6 +16,12 @@ never the time a late job ran) plus its duration, so a slow scheduler shifts not
 Each step runs exactly once per entry: the run row is unique on (entry, step) and is
 inserted in the same transaction as the step's effects (a queued message, an issued code,
 a ledger credit), under the member's lock.
+
+The control group: like a campaign's, a deterministic share (`holdout_pct`, 10 % unless
+set) of the people a journey's trigger brings in, by a hash of (journey, person). Their
+entry is recorded `held_out` and runs no step (no message, code or points), and results
+compare the conversion of the entries that went through the journey with theirs over
+the journey's `attribution_days` from entering (intention to treat).
 """
 
 from __future__ import annotations
@@ -48,6 +54,32 @@ TRIGGERS = (
 )
 CHANNELS = ("push", "sms", "email")
 MAX_STEPS = 50
+HOLDOUT_PCT = 10  # on by default, as for campaigns
+ATTRIBUTION_DAYS = 7
+HELD_OUT = "held_out"
+ENTRY_STATUSES = ("active", "completed", "exited", HELD_OUT)
+
+# The control group's hash: multiplicative hashing of (journey, person) into 10,000 buckets,
+# like the campaigns' (campaigns.delivery.holdout_bucket) with another multiplier and
+# stride, so a journey and a campaign that share an id hold out independent groups. Every
+# product stays below 2^63, so SQL computes the same bucket (`holdout_bucket_sql`).
+BUCKETS = 10_000
+_MOD31, _MOD32, _MULTIPLIER, _JOURNEY_STRIDE = 2**31, 2**32, 3266489917, 15_485_863
+
+
+def holdout_bucket(journey_id: int, person_id: int) -> int:
+    mixed = ((person_id % _MOD31) + journey_id * _JOURNEY_STRIDE) % _MOD31
+    return (mixed * _MULTIPLIER % _MOD32) * BUCKETS // _MOD32
+
+
+def holdout_bucket_sql(journey_id: int, person: Any) -> Any:
+    mixed = (person % _MOD31 + (journey_id * _JOURNEY_STRIDE) % _MOD31) % _MOD31
+    return (mixed * _MULTIPLIER % _MOD32) * BUCKETS / _MOD32
+
+
+def is_held_out(journey: Journey, person_id: int) -> bool:
+    """Whether the person is in the journey's control group (the same answer every time)."""
+    return holdout_bucket(journey.id, person_id) < journey.holdout_pct * BUCKETS // 100
 
 
 # --- validation ---
@@ -136,6 +168,8 @@ def create_journey(data: Mapping[str, Any], *, now: datetime, actor: str) -> Jou
         segment_id=data.get("segment_id"),
         reentry=data.get("reentry", "never"),
         reentry_days=data.get("reentry_days"),
+        holdout_pct=data.get("holdout_pct", HOLDOUT_PCT),
+        attribution_days=data.get("attribution_days", ATTRIBUTION_DAYS),
         created_by=actor,
         created_at=now,
         updated_at=now,
@@ -251,7 +285,8 @@ def enter(
 ) -> JourneyEntry | None:
     """Put the member (the person the id belongs to now) at the journey's first step, if
     the journey is active, the member active and the re-entry rule allows; None otherwise
-    or when this cause already entered them. Locks the member first (lock order step 2)."""
+    or when this cause already entered them. Locks the member first (lock order step 2).
+    A person of the control group gets an entry `held_out` instead, which runs nothing."""
     if journey.status != "active":
         return None
     member = lock_current_member(member_id) if not locked else None
@@ -260,6 +295,7 @@ def enter(
         return None
     if not may_enter(journey, history_member_ids(person_id), now):
         return None
+    held = is_held_out(journey, person_id)
     table = JourneyEntry.__table__
     entry_id = db.session.execute(
         upsert_insert(table)
@@ -268,9 +304,9 @@ def enter(
             version=journey.version,
             member_id=person_id,
             cause_key=cause_key,
-            status="active",
+            status=HELD_OUT if held else "active",
             step_index=0,
-            next_run_at=now,
+            next_run_at=None if held else now,
             entered_at=now,
             updated_at=now,
             state={},
@@ -610,8 +646,9 @@ def progress(journey_id: int, member_id: int) -> list[dict[str, Any]]:
 
 
 def results(journey_id: int) -> dict[str, Any]:
-    """Counts: entries by status and version, and each step's outcomes."""
-    get_journey(journey_id)
+    """Counts: entries by status and version, each step's outcomes, and the conversion of
+    the entries that went through the journey against the control group's."""
+    journey = get_journey(journey_id)
     by_status = db.session.execute(
         sa.select(JourneyEntry.version, JourneyEntry.status, sa.func.count())
         .where(JourneyEntry.journey_id == journey_id)
@@ -624,12 +661,17 @@ def results(journey_id: int) -> dict[str, Any]:
         .group_by(JourneyStepRun.step_index, JourneyStepRun.outcome)
         .order_by(JourneyStepRun.step_index)
     ).all()
-    entries: dict[str, int] = {"active": 0, "completed": 0, "exited": 0}
+    entries: dict[str, int] = dict.fromkeys(ENTRY_STATUSES, 0)
     for _, status, count in by_status:
         entries[status] += count
     return {
         "journey_id": journey_id,
         "entered": sum(entries.values()),
+        "held_out": entries[HELD_OUT],
+        "holdout_pct": journey.holdout_pct,
+        "attribution_days": journey.attribution_days,
+        "attribution_rule": ATTRIBUTION_RULE,
+        "conversion": conversion(journey),
         "entries": entries,
         "by_version": [
             {"version": version, "status": status, "count": count}
@@ -640,6 +682,61 @@ def results(journey_id: int) -> dict[str, Any]:
             for index, outcome, count in by_step
         ],
     }
+
+
+ATTRIBUTION_RULE = (
+    "An entry converts when its person (merged ids included) places an order, not cancelled,"
+    " within attribution_days of entering, net of refunds; entries held out in the control"
+    " group are measured the same way from when they were held out. Every entry that went"
+    " through the journey counts, messaged or not (intention to treat)."
+)
+
+
+def conversion(journey: Journey) -> dict[str, Any]:
+    """Entries through the journey against the control group's, in one read: per entry,
+    its person's orders within the window; then per group the entries, those converted
+    and their revenue. The figures and interval are the campaigns' (comparable)."""
+    from campaigns.results import _conversion, plus_days
+    from loyalty.earning.models import Order
+
+    entries, orders = JourneyEntry.__table__, Order.__table__
+    held = sa.case((entries.c.status == constant(HELD_OUT), 1), else_=0).label("held")
+    per_entry = (
+        sa.select(
+            held,
+            sa.func.count(orders.c.id).label("orders"),
+            sa.func.coalesce(sa.func.sum(orders.c.total_minor - orders.c.refunded_minor), 0).label(
+                "revenue"
+            ),
+        )
+        .select_from(
+            entries.outerjoin(
+                orders,
+                sa.and_(
+                    orders.c.member_id == entries.c.member_id,
+                    orders.c.occurred_at >= entries.c.entered_at,
+                    orders.c.occurred_at
+                    < plus_days(entries.c.entered_at, journey.attribution_days),
+                    orders.c.status != "cancelled",
+                ),
+            )
+        )
+        .where(entries.c.journey_id == journey.id)
+        .group_by(entries.c.id, entries.c.status)
+        .subquery()
+    )
+    rows = db.session.execute(
+        sa.select(
+            per_entry.c.held,
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(sa.case((per_entry.c.orders > 0, 1), else_=0)), 0),
+            sa.func.coalesce(sa.func.sum(per_entry.c.revenue), 0),
+        ).group_by(per_entry.c.held)
+    ).all()
+    groups = {bool(h): (int(n), int(converted), int(revenue)) for h, n, converted, revenue in rows}
+    treated = groups.get(False, (0, 0, 0))
+    control = groups.get(True, (0, 0, 0))
+    return _conversion(treated[0], treated[1], treated[2], control[0], control[1], control[2])
 
 
 def member_journeys(member_id: int, *, limit: int = 20) -> list[dict[str, Any]]:
@@ -696,7 +793,7 @@ def entries_per_step(journey_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
     """Per journey: entries by status, and the active ones by the step they wait at (an
     index-only read of ix_journey_entries_step)."""
     counts: dict[int, dict[str, Any]] = {
-        journey_id: {"active": 0, "completed": 0, "exited": 0, "at_step": {}}
+        journey_id: {**dict.fromkeys(ENTRY_STATUSES, 0), "at_step": {}}
         for journey_id in journey_ids
     }
     if not journey_ids:

@@ -1,4 +1,5 @@
-"""journeys: the birthday scan's index
+"""journeys: control groups (holdout, attribution window, held-out entries); the birthday
+scan's index
 
 Revision ID: 0007_audit9j_journeys
 Revises: 0006_dash_journeys
@@ -17,6 +18,22 @@ depends_on = None
 
 
 def upgrade():
+    with op.batch_alter_table("journeys", schema=None) as batch_op:
+        # Journeys made before control groups existed keep running without one (0 %); new
+        # journeys hold out 10 % unless told otherwise (the model's default).
+        batch_op.add_column(
+            sa.Column("holdout_pct", sa.Integer(), server_default="0", nullable=False)
+        )
+        batch_op.add_column(
+            sa.Column("attribution_days", sa.Integer(), server_default="7", nullable=False)
+        )
+        batch_op.create_check_constraint("holdout_range", "holdout_pct >= 0 AND holdout_pct <= 50")
+        batch_op.create_check_constraint("attribution_positive", "attribution_days >= 1")
+    with op.batch_alter_table("journey_entries", schema=None) as batch_op:
+        batch_op.drop_constraint(batch_op.f("ck_journey_entries_known_status"), type_="check")
+        batch_op.create_check_constraint(
+            "known_status", "status IN ('active', 'completed', 'exited', 'held_out')"
+        )
     op.create_index(
         "ix_members_birthday_day",
         "members",
@@ -29,3 +46,18 @@ def upgrade():
 
 def downgrade():
     op.drop_index("ix_members_birthday_day", table_name="members")
+    op.execute(
+        "DELETE FROM journey_step_runs WHERE entry_id IN"
+        " (SELECT id FROM journey_entries WHERE status = 'held_out')"
+    )
+    op.execute("DELETE FROM journey_entries WHERE status = 'held_out'")
+    with op.batch_alter_table("journey_entries", schema=None) as batch_op:
+        batch_op.drop_constraint(batch_op.f("ck_journey_entries_known_status"), type_="check")
+        batch_op.create_check_constraint(
+            "known_status", "status IN ('active', 'completed', 'exited')"
+        )
+    with op.batch_alter_table("journeys", schema=None) as batch_op:
+        batch_op.drop_constraint(batch_op.f("ck_journeys_attribution_positive"), type_="check")
+        batch_op.drop_constraint(batch_op.f("ck_journeys_holdout_range"), type_="check")
+        batch_op.drop_column("attribution_days")
+        batch_op.drop_column("holdout_pct")

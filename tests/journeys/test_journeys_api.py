@@ -28,7 +28,8 @@ def analyst(make):
 
 
 def _create(client, headers, **more):
-    body = {"name": "Welcome", "trigger": "manual", "steps": STEPS, **more}
+    # Everyone goes through (the control group has its own tests, tests/journeys/test_holdout.py)
+    body = {"name": "Welcome", "trigger": "manual", "steps": STEPS, "holdout_pct": 0, **more}
     response = client.post("/v1/journeys", json=body, headers=idem(headers))
     assert response.status_code == 201, response.json
     return response.json
@@ -67,7 +68,7 @@ def test_a_marketer_creates_versions_activates_pauses_and_reads_progress_and_res
         (1, "credited"),
     ]
     results = client.get(f"/v1/journeys/{journey['id']}/results", headers=analyst)
-    assert results.json["entries"] == {"active": 0, "completed": 1, "exited": 0}
+    assert results.json["entries"] == {"active": 0, "completed": 1, "exited": 0, "held_out": 0}
 
     paused = client.post(f"/v1/journeys/{journey['id']}/pause", headers=marketer)
     assert paused.json["status"] == "paused"
@@ -217,6 +218,7 @@ def test_book_online_experience_in_store_codes_work_only_at_the_members_nearest_
             "nearest_stores": 2,
             "template": "coupon_issued",
             "channels": ["email"],
+            "holdout_pct": 0,
         },
         headers=idem(marketer),
     )
