@@ -38,7 +38,11 @@ from loyalty.batches import CHUNK_MEMBERS, BatchCursor
 from loyalty.db import constant, db, upsert_insert
 from loyalty.errors import Conflict, InvalidInput, NotFound, OmniloyalError
 from loyalty.members.models import MemberStatus
-from loyalty.members.resolution import history_member_ids, lock_current_member
+from loyalty.members.resolution import (
+    history_member_ids,
+    lock_current_member,
+    lock_current_members,
+)
 
 STEP_TYPES = ("wait", "condition", "message", "coupon", "points", "exit")
 CHECKS = ("purchased_since_entry", "redeemed_coupon", "segment")
@@ -350,9 +354,56 @@ def due_entries_query(now: datetime, limit: int) -> sa.Select[Any]:
     )
 
 
+class _Chunk:
+    """What one chunk of the engine shares, so a chunk costs a fixed number of statements
+    whatever its size: its people's consents and destinations (read once), the steps of
+    each version, the step runs already recorded; its messages and step runs are written
+    together by `finish()` (one INSERT each), in the chunk's transaction."""
+
+    def __init__(self, entries: Sequence[JourneyEntry], now: datetime) -> None:
+        self.now = now
+        self.deliveries = delivery_seam.Deliveries({e.member_id for e in entries}, now)
+        self._steps: dict[tuple[int, int], list[dict[str, Any]]] = {}
+        ids = [entry.id for entry in entries]
+        self.recorded: dict[tuple[int, int], int | None] = {}
+        if ids:
+            for entry_id, step_index, next_step in db.session.execute(
+                sa.select(
+                    JourneyStepRun.entry_id, JourneyStepRun.step_index, JourneyStepRun.next_step
+                ).where(JourneyStepRun.entry_id.in_(ids))
+            ):
+                self.recorded[(entry_id, step_index)] = next_step
+        self.runs: list[dict[str, Any]] = []
+
+    def steps(self, journey_id: int, version: int) -> list[dict[str, Any]]:
+        key = (journey_id, version)
+        if key not in self._steps:
+            self._steps[key] = steps_of(journey_id, version)
+        return self._steps[key]
+
+    def record(self, run: dict[str, Any]) -> None:
+        self.recorded[(run["entry_id"], run["step_index"])] = run["next_step"]
+        self.runs.append(run)
+
+    def finish(self) -> None:
+        """Queue the chunk's messages, then insert its step runs with their outcomes."""
+        queued = self.deliveries.queue()
+        rows = []
+        for run in self.runs:
+            if run["step_type"] == "message":
+                outcome, details = delivery_seam.settle(run["details"], queued)
+                run = {**run, "outcome": outcome, "details": details}
+            rows.append(run)
+        self.runs = []
+        if rows:
+            db.session.execute(sa.insert(JourneyStepRun.__table__), rows)
+        db.session.flush()
+
+
 def advance_due_chunk(cursor: BatchCursor, now: datetime, *, limit: int = CHUNK_MEMBERS) -> int:
-    """Run the due steps of up to `limit` entries; returns the steps run. Members are locked
-    in ascending id, each member's entries finished before the next member is locked."""
+    """Run the due steps of up to `limit` entries; returns the steps run. The chunk's
+    members are locked in one statement (ascending id), then their due entries in another;
+    messages and step runs are written together at the end of the chunk."""
     rows = [
         row
         for row in db.session.execute(due_entries_query(now, limit + len(cursor.skip))).all()
@@ -361,38 +412,45 @@ def advance_due_chunk(cursor: BatchCursor, now: datetime, *, limit: int = CHUNK_
     if not rows:
         return 0
     cursor.handled += len(rows)
-    by_member: dict[int, list[int]] = {}
-    for row in rows:
-        by_member.setdefault(row.member_id, []).append(row.id)
+    members = lock_current_members({row.member_id for row in rows})
+    entries = db.session.scalars(
+        sa.select(JourneyEntry)
+        .where(JourneyEntry.id.in_([row.id for row in rows]))
+        .order_by(JourneyEntry.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).all()
+    due = []
+    for entry in entries:
+        if entry.status != "active" or entry.next_run_at is None or entry.next_run_at > now:
+            continue
+        member = members.get(entry.member_id)
+        if member is None:  # a merge moved it since the due read: the next run takes it
+            cursor.skip.add(entry.id)
+            continue
+        if member.status != MemberStatus.ACTIVE.value:
+            _end(entry, "exited", f"member {member.status}", now)
+            continue
+        entry.member_id = member.id  # a merge moved the person: runs act on the survivor
+        due.append(entry)
+    chunk = _Chunk(due, now)
     ran = 0
-    for member_id in sorted(by_member):
-        member = lock_current_member(member_id)
-        for entry_id in sorted(by_member[member_id]):
-            entry = db.session.scalar(
-                sa.select(JourneyEntry)
-                .where(JourneyEntry.id == entry_id)
-                .with_for_update()
-                .execution_options(populate_existing=True)
-            )
-            if entry is None or entry.status != "active" or entry.next_run_at is None:
-                continue
-            if entry.next_run_at > now:
-                continue
-            if member.status != MemberStatus.ACTIVE.value:
-                _end(entry, "exited", f"member {member.status}", now)
-                continue
-            entry.member_id = member.id  # a merge moved the person: runs act on the survivor
-            before = ran
-            ran += advance_entry(entry, now)
-            if ran == before and entry.status == "active":
-                cursor.skip.add(entry.id)
+    for entry in sorted(due, key=lambda e: (e.member_id, e.id)):
+        steps = advance_entry(entry, now, chunk=chunk)
+        ran += steps
+        if steps == 0 and entry.status == "active":
+            cursor.skip.add(entry.id)
+    chunk.finish()
     return ran
 
 
-def advance_entry(entry: JourneyEntry, now: datetime) -> int:
+def advance_entry(entry: JourneyEntry, now: datetime, *, chunk: _Chunk | None = None) -> int:
     """Run the entry's steps that are due at `now`, in order. The caller holds the member's
-    lock and the entry's. Returns how many steps ran."""
-    steps = steps_of(entry.journey_id, entry.version)
+    lock and the entry's. Returns how many steps ran. Without a chunk, the entry is a chunk
+    of its own (written before returning)."""
+    own = chunk is None
+    chunk = chunk if chunk is not None else _Chunk([entry], now)
+    steps = chunk.steps(entry.journey_id, entry.version)
     ran = 0
     while entry.status == "active" and entry.next_run_at is not None and entry.next_run_at <= now:
         if entry.step_index >= len(steps):
@@ -400,7 +458,7 @@ def advance_entry(entry: JourneyEntry, now: datetime) -> int:
             break
         scheduled = entry.next_run_at
         index = entry.step_index
-        next_step, next_at = _run_once(entry, index, steps[index], scheduled, now)
+        next_step, next_at = _run_once(entry, index, steps[index], scheduled, now, chunk)
         ran += 1
         if next_step is None or next_step >= len(steps):
             reason = "condition not met" if next_step is None else None
@@ -414,7 +472,8 @@ def advance_entry(entry: JourneyEntry, now: datetime) -> int:
         entry.step_index = next_step
         entry.next_run_at = next_at
         entry.updated_at = now
-    db.session.flush()
+    if own:
+        chunk.finish()
     return ran
 
 
@@ -425,43 +484,54 @@ def _end(entry: JourneyEntry, status: str, reason: str | None, now: datetime) ->
     entry.updated_at = now
 
 
+# Steps that write in other domains and may fail with a domain error: run in a savepoint.
+_MAY_FAIL = ("condition", "coupon", "points")
+
+
 def _run_once(
-    entry: JourneyEntry, index: int, step: Mapping[str, Any], scheduled: datetime, now: datetime
+    entry: JourneyEntry,
+    index: int,
+    step: Mapping[str, Any],
+    scheduled: datetime,
+    now: datetime,
+    chunk: _Chunk,
 ) -> tuple[int | None, datetime]:
     """Run the step once (its run row is the proof); a step that already ran gives back the
     recorded outcome instead of acting again."""
-    existing = db.session.scalar(
-        sa.select(JourneyStepRun).where(
-            JourneyStepRun.entry_id == entry.id, JourneyStepRun.step_index == index
-        )
+    if (entry.id, index) in chunk.recorded:
+        return chunk.recorded[(entry.id, index)], scheduled
+    if step["type"] in _MAY_FAIL:
+        savepoint = db.session.begin_nested()
+        try:
+            outcome, next_step, next_at, details = _act(entry, index, step, scheduled, now, chunk)
+            savepoint.commit()
+        except OmniloyalError as error:  # a closed offer, a member gone: recorded, no loop
+            savepoint.rollback()
+            outcome, next_step, next_at = "failed", index + 1, scheduled
+            details = {"error": error.detail}
+    else:
+        outcome, next_step, next_at, details = _act(entry, index, step, scheduled, now, chunk)
+    chunk.record(
+        {
+            "entry_id": entry.id,
+            "step_index": index,
+            "step_type": step["type"],
+            "outcome": outcome,
+            "next_step": next_step,
+            "details": details,
+            "ran_at": now,
+        }
     )
-    if existing is not None:
-        return existing.next_step, scheduled
-    savepoint = db.session.begin_nested()
-    try:
-        outcome, next_step, next_at, details = _act(entry, index, step, scheduled, now)
-        savepoint.commit()
-    except OmniloyalError as error:  # a closed offer, a member gone: recorded, never a loop
-        savepoint.rollback()
-        outcome, next_step, next_at = "failed", index + 1, scheduled
-        details = {"error": error.detail}
-    db.session.add(
-        JourneyStepRun(
-            entry_id=entry.id,
-            step_index=index,
-            step_type=step["type"],
-            outcome=outcome,
-            next_step=next_step,
-            details=details,
-            ran_at=now,
-        )
-    )
-    db.session.flush()
     return next_step, next_at
 
 
 def _act(
-    entry: JourneyEntry, index: int, step: Mapping[str, Any], scheduled: datetime, now: datetime
+    entry: JourneyEntry,
+    index: int,
+    step: Mapping[str, Any],
+    scheduled: datetime,
+    now: datetime,
+    chunk: _Chunk,
 ) -> tuple[str, int | None, datetime, dict[str, Any]]:
     kind = step["type"]
     if kind == "wait":
@@ -490,15 +560,14 @@ def _act(
             {"held": holds},
         )
     if kind == "message":
-        details = delivery_seam.deliver(
+        details = chunk.deliveries.add(
             entry.member_id,
             template=step["template"],
             channels=step["channels"],
             dedupe_key=f"journey:{entry.id}:{index}",
             variables=_message_variables(entry, step),
-            now=now,
         )
-        return details.pop("outcome"), index + 1, scheduled, details
+        return details["outcome"], index + 1, scheduled, details
     if kind == "coupon":
         code_id = _issue_coupon(entry, index, step, now)
         return "issued", index + 1, scheduled, {"code_id": code_id}

@@ -206,3 +206,52 @@ def test_entries_are_once_per_cause_and_follow_the_reentry_rule(app, make):
         ).all()
     )
     assert counts == {never.id: 1, after.id: 2, always.id: 2}
+
+
+def _statements(run) -> int:
+    """How many statements `run()` sends to the database."""
+    count = 0
+
+    def listener(conn, cursor, statement, parameters, context, executemany) -> None:
+        nonlocal count
+        count += 1
+
+    sa.event.listen(db.engine, "before_cursor_execute", listener)
+    try:
+        run()
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", listener)
+    return count
+
+
+def test_a_chunk_of_message_steps_costs_the_same_statements_for_5_or_40_members(app, make):
+    """No N+1: the chunk's members are locked in one statement, their entries in another,
+    consents and destinations read once, the messages and step runs inserted together."""
+    from loyalty.batches import BatchCursor
+
+    clock = Clock()
+    costs = []
+    for size in (5, 40):
+        flow = journey(
+            [
+                {"type": "message", "template": "welcome", "channels": ["push", "sms", "email"]},
+                {"type": "wait", "days": 1},
+            ]
+        )
+        people = [make.member().id for _ in range(size)]
+        for member_id in people[::2]:
+            consent(member_id, "email")
+        journeys.enter_manually(flow.id, people, cause="n", now=clock.now)
+        db.session.commit()
+        costs.append(
+            _statements(lambda: journeys.advance_due_chunk(BatchCursor(), clock.now, limit=500))
+        )
+        db.session.commit()
+        queued = [m for m in people if messages(m) == [("welcome", "email")]]
+        assert queued == people[::2]  # the others: no consent, suppressed and recorded
+        assert {outcome for e in entries(flow.id) for _, outcome in runs(e.id)} == {
+            "queued",
+            "suppressed",
+            "waited",
+        }
+    assert costs[1] == costs[0] < 25
