@@ -40,6 +40,7 @@ from loyalty.errors import Conflict, InvalidInput, NotFound, OmniloyalError
 from loyalty.members.models import MemberStatus
 from loyalty.members.resolution import (
     history_member_ids,
+    history_members,
     lock_current_member,
     lock_current_members,
 )
@@ -258,6 +259,14 @@ def set_status(journey_id: int, status: str, *, now: datetime) -> Journey:
 # --- entering ---
 
 
+def _reentry_allows(journey: Journey, last: datetime | None, active: bool, now: datetime) -> bool:
+    if journey.reentry == "always" or last is None:
+        return True
+    if journey.reentry == "never":
+        return False
+    return not active and last <= now - timedelta(days=journey.reentry_days or 0)
+
+
 def may_enter(journey: Journey, person_ids: Sequence[int], now: datetime) -> bool:
     """The re-entry rule: never (one entry ever), after N days (since the last entry), or
     always (any number, one per cause). Called under the person's lock."""
@@ -268,10 +277,8 @@ def may_enter(journey: Journey, person_ids: Sequence[int], now: datetime) -> boo
             JourneyEntry.member_id.in_(person_ids), JourneyEntry.journey_id == journey.id
         )
     )
-    if last is None:
-        return True
-    if journey.reentry == "never":
-        return False
+    if last is None or journey.reentry == "never":
+        return _reentry_allows(journey, last, False, now)
     active = db.session.scalar(
         sa.select(JourneyEntry.id)
         .where(
@@ -281,7 +288,7 @@ def may_enter(journey: Journey, person_ids: Sequence[int], now: datetime) -> boo
         )
         .limit(1)
     )
-    return active is None and last <= now - timedelta(days=journey.reentry_days or 0)
+    return _reentry_allows(journey, last, active is not None, now)
 
 
 def enter(
@@ -321,19 +328,79 @@ def enter(
     return db.session.get(JourneyEntry, entry_id) if entry_id is not None else None
 
 
+def enter_many(
+    journey: Journey, member_ids: Sequence[int], *, cause: str, now: datetime
+) -> list[int]:
+    """Enter many members at once, as `enter` does one (an announcement to a segment's
+    audience, the API): the members locked in one statement (ascending id: the lock
+    order), the re-entry rule read for all their people in one, the entries (the control
+    group's `held_out` ones included) inserted in one. The cause key of each is
+    `<cause>:<the id given>`; one entry per person per call. Returns the new entry ids."""
+    if journey.status != "active" or not member_ids:
+        return []
+    members = lock_current_members(member_ids)
+    people: dict[int, int] = {}  # person -> the first id given for them
+    for member_id in sorted(members):
+        member = members[member_id]
+        if member.status == MemberStatus.ACTIVE.value:
+            people.setdefault(member.id, member_id)
+    if not people:
+        return []
+    last: dict[int, tuple[datetime | None, bool]] = {}
+    if journey.reentry != "always":
+        entries, history = JourneyEntry.__table__, history_members(sorted(people))
+        for person_id, entered_at, active in db.session.execute(
+            sa.select(
+                history.c.person_id,
+                sa.func.max(entries.c.entered_at),
+                sa.func.max(sa.case((entries.c.status == constant("active"), 1), else_=0)),
+            )
+            .select_from(entries.join(history, history.c.member_id == entries.c.member_id))
+            .where(entries.c.journey_id == journey.id)
+            .group_by(history.c.person_id)
+        ):
+            last[person_id] = (entered_at, bool(active))
+    rows = []
+    for person_id, given in sorted(people.items()):
+        entered_at, active = last.get(person_id, (None, False))
+        if not _reentry_allows(journey, entered_at, active, now):
+            continue
+        held = is_held_out(journey, person_id)
+        rows.append(
+            {
+                "journey_id": journey.id,
+                "version": journey.version,
+                "member_id": person_id,
+                "cause_key": f"{cause}:{given}",
+                "status": HELD_OUT if held else "active",
+                "step_index": 0,
+                "next_run_at": None if held else now,
+                "entered_at": now,
+                "updated_at": now,
+                "state": {},
+            }
+        )
+    if not rows:
+        return []
+    table = JourneyEntry.__table__
+    return list(
+        db.session.scalars(
+            upsert_insert(table)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=["journey_id", "cause_key"])
+            .returning(table.c.id)
+        )
+    )
+
+
 def enter_manually(
     journey_id: int, member_ids: Sequence[int], *, cause: str, now: datetime
-) -> list[JourneyEntry]:
-    """Enter members by id (ascending: the lock order), one cause key per member."""
+) -> list[int]:
+    """Enter members by id (one cause key per member); the new entry ids."""
     journey = get_journey(journey_id)
     if journey.status != "active":
         raise Conflict("only an active journey takes members")
-    entered = []
-    for member_id in sorted(set(member_ids)):
-        entry = enter(journey, member_id, cause_key=f"{cause}:{member_id}", now=now)
-        if entry is not None:
-            entered.append(entry)
-    return entered
+    return enter_many(journey, member_ids, cause=cause, now=now)
 
 
 # --- the engine ---

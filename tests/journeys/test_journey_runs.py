@@ -255,3 +255,42 @@ def test_a_chunk_of_message_steps_costs_the_same_statements_for_5_or_40_members(
             "waited",
         }
     assert costs[1] == costs[0] < 25
+
+
+def test_announcing_to_a_segment_enters_5_or_40_members_for_the_same_statements(app, make):
+    """A launch's announcement: the segment's audience enters in one locking read, one
+    re-entry read and one insert per chunk (the control group's entries included); a
+    second pass enters nobody twice."""
+    from campaigns import profiles, segments, triggers
+    from loyalty.batches import BatchCursor
+    from loyalty.clock import utcnow
+
+    costs = []
+    for size, region in ((5, "north"), (40, "south")):
+        people = [make.member(region=region).id for _ in range(size)]
+        profiles.refresh_people(people, utcnow())
+        segment = segments.create_segment(
+            {"name": region, "kind": "dynamic", "rule": {"field": "region", "op": "eq",
+             "value": region}},
+            now=utcnow(),
+            actor="test",
+        )  # fmt: skip
+        flow = journey(
+            [{"type": "points", "points": 1}],
+            trigger="segment",
+            segment_id=segment.id,
+            holdout_pct=20,
+        )
+        costs.append(
+            _statements(
+                lambda flow=flow: triggers.segment_audience_chunk(flow.id, BatchCursor(), utcnow())
+            )
+        )
+        db.session.commit()
+        made = {e.member_id: e.status for e in entries(flow.id)}
+        assert sorted(made) == people
+        assert {m for m, status in made.items() if status == "held_out"} == {
+            m for m in people if journeys.is_held_out(flow, m)
+        }
+        assert triggers.segment_audience_chunk(flow.id, BatchCursor(), utcnow()) == 0
+    assert costs[1] == costs[0] < 15
