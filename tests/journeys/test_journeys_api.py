@@ -259,6 +259,13 @@ def test_referral_code_share_link_claim_and_rewards(client, make):
     code = made.json["code"]
     assert made.json["share_link"].endswith(f"/r/{code}")
     assert client.post("/v1/me/referral", json={}, headers=referrer_token).json["code"] == code
+    # The link opens a page naming the code (and nothing about the referrer), no credential.
+    page = client.get(f"/r/{code.lower()}")
+    assert (page.status_code, page.mimetype) == (200, "text/html")
+    assert f'id="referral-code">{code}<' in page.get_data(as_text=True)
+    referrer_email = referrer.identities[0].value
+    assert referrer_email not in page.get_data(as_text=True)
+    assert client.get("/r/NOSUCHCODE").status_code == 404
     assert client.get("/v1/me/referral", headers=referrer_token).json["code"] == code
 
     mine = client.post("/v1/me/referral/claim", json={"code": code}, headers=referrer_token)
