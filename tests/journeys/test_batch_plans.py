@@ -1,8 +1,9 @@
 """The journeys' daily scans and the referral reward read through indexes of their own at
 tens of thousands of rows, in custom and generic plans (PostgreSQL): the birthday scan
 reads the members born on three calendar days (ix_members_birthday_day), never the whole
-members table; a first purchase (and a replayed order event) finds the referee's pending
-referral, the shared marks and the referrer's rewarded count without a scan."""
+members table; a claim of a referral code (and its replay), a first purchase (and a
+replayed order event) find the code, the referee's referral, the shared marks, the earlier
+orders and the referrer's rewarded count without a scan."""
 
 from __future__ import annotations
 
@@ -91,35 +92,44 @@ def test_a_first_purchase_and_its_replay_find_the_referral_through_indexes(app, 
                 SELECT {FIRST_ID} + g, 'device', md5(g::text), now()
                 FROM generate_series(1, {PEOPLE}) g"""
         )
+        connection.exec_driver_sql(
+            f"""INSERT INTO referral_codes (member_id, code, created_at)
+                SELECT {FIRST_ID} + g, 'S' || lpad(g::text, 7, '0'), now()
+                FROM generate_series(1, {PEOPLE}) g"""
+        )
         for table in sorted(watched):
             connection.exec_driver_sql(f"ANALYZE {table}")
-    referrer, referee = make.member(), make.member()
-    code = referrals.code_for(referrer.id, now=referee.created_at, device_fingerprint="a")
-    referrals.claim(referee.id, code.code, now=referee.created_at, device_fingerprint="b")
-    db.session.commit()
+    referrer, referee, shopper = make.member(), make.member(), make.member()
     base_rate()
     pos = make.api_key(scopes.ORDERS_WRITE)
-    posted = client.post(
-        "/v1/orders", json=order_body({"member_id": referee.id}), headers=idem(pos)
-    )
-    assert posted.status_code == 201
-    order_id = posted.json["id"]
-    event = outbox.Event(1, "order.posted", referee.id, {"order_id": order_id}, utcnow())
+
+    def buy(member_id: int) -> int:
+        body = order_body({"member_id": member_id})
+        posted = client.post("/v1/orders", json=body, headers=idem(pos))
+        assert posted.status_code == 201
+        return posted.json["id"]
+
+    buy(shopper.id)  # the API client the seeded orders name
     with db.engine.begin() as connection:  # the seeded members' purchase history
         connection.exec_driver_sql(
             f"""INSERT INTO orders (client_id, external_id, channel, member_id, member_enrolled,
                     currency, subtotal_minor, discount_minor, total_minor, refunded_minor,
                     occurred_at, status, points_earned, points_reversed, fingerprint,
                     breakdown, coupons, created_at, updated_at)
-                SELECT o.client_id, 'seed-' || g || '-' || k, 'online', {FIRST_ID} + g, false,
-                       'EUR', 1000, 0, 1000, 0, now() - k * interval '9 days', 'posted', 10, 0,
+                SELECT o.client_id, 'seed-' || g, 'online', {FIRST_ID} + g, false,
+                       'EUR', 1000, 0, 1000, 0, now() - interval '9 days', 'posted', 10, 0,
                        md5(g::text), '[]', '[]', now(), now()
-                FROM generate_series(1, {PEOPLE}) g, generate_series(1, 1) k,
-                     (SELECT client_id FROM orders LIMIT 1) o"""
+                FROM generate_series(1, {PEOPLE}) g, (SELECT client_id FROM orders LIMIT 1) o"""
         )
         connection.exec_driver_sql("ANALYZE orders")
+    code = referrals.code_for(referrer.id, now=utcnow(), device_fingerprint="a")
+    db.session.commit()
 
     with _captured(watched) as statements:
+        for _ in range(2):  # the app sends the claim again: the same referral
+            referrals.claim(referee.id, code.code, now=utcnow(), device_fingerprint="b")
+            db.session.commit()
+        event = outbox.Event(1, "order.posted", referee.id, {"order_id": buy(referee.id)}, utcnow())
         referrals.reward_first_purchase(event)
         db.session.commit()
         referrals.reward_first_purchase(event)  # the relay delivers it again
