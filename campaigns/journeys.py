@@ -66,8 +66,7 @@ ENTRY_STATUSES = ("active", "completed", "exited", HELD_OUT)
 
 # The control group's hash: multiplicative hashing of (journey, person) into 10,000 buckets,
 # like the campaigns' (campaigns.delivery.holdout_bucket) with another multiplier and
-# stride, so a journey and a campaign that share an id hold out independent groups. Every
-# product stays below 2^63, so SQL computes the same bucket (`holdout_bucket_sql`).
+# stride, so a journey and a campaign that share an id hold out independent groups.
 BUCKETS = 10_000
 _MOD31, _MOD32, _MULTIPLIER, _JOURNEY_STRIDE = 2**31, 2**32, 3266489917, 15_485_863
 
@@ -75,11 +74,6 @@ _MOD31, _MOD32, _MULTIPLIER, _JOURNEY_STRIDE = 2**31, 2**32, 3266489917, 15_485_
 def holdout_bucket(journey_id: int, person_id: int) -> int:
     mixed = ((person_id % _MOD31) + journey_id * _JOURNEY_STRIDE) % _MOD31
     return (mixed * _MULTIPLIER % _MOD32) * BUCKETS // _MOD32
-
-
-def holdout_bucket_sql(journey_id: int, person: Any) -> Any:
-    mixed = (person % _MOD31 + (journey_id * _JOURNEY_STRIDE) % _MOD31) % _MOD31
-    return (mixed * _MULTIPLIER % _MOD32) * BUCKETS / _MOD32
 
 
 def is_held_out(journey: Journey, person_id: int) -> bool:
