@@ -495,14 +495,37 @@ def advance_due_chunk(cursor: BatchCursor, now: datetime, *, limit: int = CHUNK_
         entry.member_id = member.id  # a merge moved the person: runs act on the survivor
         due.append(entry)
     chunk = _Chunk(due, now)
-    ran = 0
-    for entry in sorted(due, key=lambda e: (e.member_id, e.id)):
-        steps = advance_entry(entry, now, chunk=chunk)
-        ran += steps
-        if steps == 0 and entry.status == "active":
-            cursor.skip.add(entry.id)
+    ran: dict[int, int] = dict.fromkeys((entry.id for entry in due), 0)
+    # In rounds, one step of every due entry per round, so the round's coupon steps are
+    # issued together (one batch per offer and store set) while each entry's steps still
+    # run in their order (a message after a coupon step carries the code).
+    pending = sorted(due, key=lambda e: (e.member_id, e.id))
+    while pending:
+        later, coupons = [], []
+        for entry in pending:
+            steps = chunk.steps(entry.journey_id, entry.version)
+            index = entry.step_index
+            if (
+                index < len(steps)
+                and steps[index]["type"] == "coupon"
+                and (entry.id, index) not in chunk.recorded
+            ):
+                coupons.append(entry)
+                continue
+            ran[entry.id] += _step(entry, steps, now, chunk)
+            if _is_due(entry, now):
+                later.append(entry)
+        for entry, result in _issue_coupons(coupons, chunk, now):
+            steps = chunk.steps(entry.journey_id, entry.version)
+            ran[entry.id] += _step(entry, steps, now, chunk, result=result)
+            if _is_due(entry, now):
+                later.append(entry)
+        pending = sorted(later, key=lambda e: (e.member_id, e.id))
     chunk.finish()
-    return ran
+    for entry in due:
+        if ran[entry.id] == 0 and entry.status == "active":
+            cursor.skip.add(entry.id)
+    return sum(ran.values())
 
 
 def advance_entry(entry: JourneyEntry, now: datetime, *, chunk: _Chunk | None = None) -> int:
@@ -513,29 +536,50 @@ def advance_entry(entry: JourneyEntry, now: datetime, *, chunk: _Chunk | None = 
     chunk = chunk if chunk is not None else _Chunk([entry], now)
     steps = chunk.steps(entry.journey_id, entry.version)
     ran = 0
-    while entry.status == "active" and entry.next_run_at is not None and entry.next_run_at <= now:
-        if entry.step_index >= len(steps):
-            _end(entry, "completed", None, now)
-            break
-        scheduled = entry.next_run_at
-        index = entry.step_index
-        next_step, next_at = _run_once(entry, index, steps[index], scheduled, now, chunk)
-        ran += 1
-        if next_step is None or next_step >= len(steps):
-            reason = "condition not met" if next_step is None else None
-            step_type = steps[index]["type"]
-            if step_type == "exit":
-                reason = "exit step"
-            _end(entry, "completed" if next_step is not None else "exited", reason, now)
-            if step_type == "exit":
-                entry.status = "completed"
-            break
-        entry.step_index = next_step
-        entry.next_run_at = next_at
-        entry.updated_at = now
+    while _is_due(entry, now):
+        ran += _step(entry, steps, now, chunk)
     if own:
         chunk.finish()
     return ran
+
+
+def _is_due(entry: JourneyEntry, now: datetime) -> bool:
+    return entry.status == "active" and entry.next_run_at is not None and entry.next_run_at <= now
+
+
+StepResult = tuple[str, int | None, datetime, dict[str, Any]]
+
+
+def _step(
+    entry: JourneyEntry,
+    steps: Sequence[Mapping[str, Any]],
+    now: datetime,
+    chunk: _Chunk,
+    *,
+    result: StepResult | None = None,
+) -> int:
+    """Run the entry's current step (or record `result`, computed for it in bulk) and move
+    the entry on: to the next step and its time, or out. Returns the steps run (0 or 1)."""
+    if entry.step_index >= len(steps):
+        _end(entry, "completed", None, now)
+        return 0
+    scheduled = entry.next_run_at
+    assert scheduled is not None
+    index = entry.step_index
+    next_step, next_at = _run_once(entry, index, steps[index], scheduled, now, chunk, result)
+    if next_step is None or next_step >= len(steps):
+        reason = "condition not met" if next_step is None else None
+        step_type = steps[index]["type"]
+        if step_type == "exit":
+            reason = "exit step"
+        _end(entry, "completed" if next_step is not None else "exited", reason, now)
+        if step_type == "exit":
+            entry.status = "completed"
+        return 1
+    entry.step_index = next_step
+    entry.next_run_at = next_at
+    entry.updated_at = now
+    return 1
 
 
 def _end(entry: JourneyEntry, status: str, reason: str | None, now: datetime) -> None:
@@ -556,12 +600,15 @@ def _run_once(
     scheduled: datetime,
     now: datetime,
     chunk: _Chunk,
+    result: StepResult | None = None,
 ) -> tuple[int | None, datetime]:
     """Run the step once (its run row is the proof); a step that already ran gives back the
-    recorded outcome instead of acting again."""
+    recorded outcome instead of acting again. `result`: the step ran in bulk already."""
     if (entry.id, index) in chunk.recorded:
         return chunk.recorded[(entry.id, index)], scheduled
-    if step["type"] in _MAY_FAIL:
+    if result is not None:
+        outcome, next_step, next_at, details = result
+    elif step["type"] in _MAY_FAIL:
         savepoint = db.session.begin_nested()
         try:
             outcome, next_step, next_at, details = _act(entry, index, step, scheduled, now, chunk)
@@ -661,26 +708,91 @@ def _message_variables(entry: JourneyEntry, step: Mapping[str, Any]) -> dict[str
 
 
 def _issue_coupon(entry: JourneyEntry, index: int, step: Mapping[str, Any], now: datetime) -> int:
+    """One entry's coupon step (an entry advanced on its own)."""
     from campaigns.o2o import nearest_stores
     from loyalty.coupons import wallet
 
     store_ids = None
     if step.get("nearest_stores"):
         store_ids = nearest_stores(entry.member_id, int(step["nearest_stores"]))
-    codes = wallet.issue_to_members(
+    (code,) = wallet.issue_to_members(
         int(step["offer_id"]),
         [entry.member_id],
         now=now,
         actor=f"journey:{entry.journey_id}",
         source_type="journey",
-        source_ref=f"journey:{entry.journey_id}:{entry.id}:{index}",
+        source_ref=f"journey:{entry.journey_id}:step:{index}",
         store_ids=store_ids,
     )
+    _remember_code(entry, code.id, code.code)
+    return code.id
+
+
+def _remember_code(entry: JourneyEntry, code_id: int, code: str) -> None:
     state = dict(entry.state or {})
-    state["coupon_code_ids"] = [*state.get("coupon_code_ids", []), codes[0].id]
-    state["coupon_code"] = codes[0].code
+    state["coupon_code_ids"] = [*state.get("coupon_code_ids", []), code_id]
+    state["coupon_code"] = code
     entry.state = state
-    return codes[0].id
+
+
+def _issue_coupons(
+    entries: Sequence[JourneyEntry], chunk: _Chunk, now: datetime
+) -> list[tuple[JourneyEntry, StepResult]]:
+    """The coupon steps of a round, issued together: one `issue_to_members` (one batch, one
+    lock of the offer) per journey step, store set and distinct people, in a savepoint; a
+    domain error fails that group's steps (recorded, the entries go on)."""
+    from campaigns.o2o import nearest_stores
+    from loyalty.coupons import wallet
+
+    results: list[tuple[JourneyEntry, StepResult]] = []
+    groups: dict[tuple[int, int, int, tuple[str, ...] | None], list[list[JourneyEntry]]] = {}
+    for entry in entries:
+        index = entry.step_index
+        step = chunk.steps(entry.journey_id, entry.version)[index]
+        assert entry.next_run_at is not None
+        stores: tuple[str, ...] | None = None
+        if step.get("nearest_stores"):
+            try:
+                stores = tuple(nearest_stores(entry.member_id, int(step["nearest_stores"])))
+            except OmniloyalError as error:
+                failed = ("failed", index + 1, entry.next_run_at, {"error": error.detail})
+                results.append((entry, failed))
+                continue
+        key = (entry.journey_id, index, int(step["offer_id"]), stores)
+        batches = groups.setdefault(key, [[]])
+        if any(e.member_id == entry.member_id for e in batches[-1]):
+            batches.append([])  # one code per person per call: a second entry, a second call
+        batches[-1].append(entry)
+    for (journey_id, index, offer_id, stores), batches in groups.items():
+        for batch in batches:
+            savepoint = db.session.begin_nested()
+            try:
+                codes = wallet.issue_to_members(
+                    offer_id,
+                    [entry.member_id for entry in batch],
+                    now=now,
+                    actor=f"journey:{journey_id}",
+                    source_type="journey",
+                    source_ref=f"journey:{journey_id}:step:{index}",
+                    store_ids=list(stores) if stores is not None else None,
+                )
+                savepoint.commit()
+            except OmniloyalError as error:
+                savepoint.rollback()
+                for entry in batch:
+                    assert entry.next_run_at is not None
+                    failed = ("failed", index + 1, entry.next_run_at, {"error": error.detail})
+                    results.append((entry, failed))
+                continue
+            by_member = {code.member_id: code for code in codes}
+            for entry in batch:
+                code = by_member[entry.member_id]
+                _remember_code(entry, code.id, code.code)
+                assert entry.next_run_at is not None
+                results.append(
+                    (entry, ("issued", index + 1, entry.next_run_at, {"code_id": code.id}))
+                )
+    return results
 
 
 def condition_holds(entry: JourneyEntry, step: Mapping[str, Any], now: datetime) -> bool:

@@ -294,3 +294,42 @@ def test_announcing_to_a_segment_enters_5_or_40_members_for_the_same_statements(
         }
         assert triggers.segment_audience_chunk(flow.id, BatchCursor(), utcnow()) == 0
     assert costs[1] == costs[0] < 15
+
+
+def test_a_rounds_coupon_steps_are_issued_in_one_batch_per_offer_and_store_set(app, make):
+    """Book online, experience in store to many members: their codes come from one
+    `issue_to_members` per offer and store set (one batch, one lock of the offer), each
+    member's message after it carries their own code; a member without any nearest store
+    fails that step alone (recorded) and goes on."""
+    from loyalty.coupons.models import CouponBatch
+
+    for store_id in ("N1", "N2", "N3"):
+        make.store(store_id, region="north")
+    flow = journey(
+        [
+            {"type": "coupon", "offer_id": offer().id, "nearest_stores": 2},
+            {"type": "message", "template": "campaign_offer", "channels": ["email"]},
+        ]
+    )
+    north = [make.member(region="north").id for _ in range(6)]
+    nowhere = make.member().id
+    for member_id in [*north, nowhere]:
+        consent(member_id, "email")
+    batches_before = db.session.scalar(sa.select(sa.func.count()).select_from(CouponBatch))
+    journeys.enter_manually(flow.id, [*north, nowhere], cause="b", now=Clock().now)
+    db.session.commit()
+    advance(Clock().now)
+
+    batches = db.session.scalar(sa.select(sa.func.count()).select_from(CouponBatch))
+    assert batches - batches_before == 1
+    codes = {
+        c.member_id: c
+        for c in db.session.scalars(sa.select(CouponCode).where(CouponCode.member_id.in_(north)))
+    }
+    assert sorted(codes) == north and {tuple(c.store_ids) for c in codes.values()} == {("N1", "N2")}
+    from notifications.models import Message
+
+    for message in db.session.scalars(sa.select(Message).where(Message.member_id.in_(north))):
+        assert message.variables["coupon_code"] == codes[message.member_id].code
+    stranded = next(e for e in entries(flow.id) if e.member_id == nowhere)
+    assert runs(stranded.id) == [(0, "failed"), (1, "queued")]
