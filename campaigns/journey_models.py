@@ -45,8 +45,8 @@ class Journey(db.Model):
     # The control group, as for campaigns: a deterministic share of the people a trigger
     # brings in is recorded (entry status `held_out`) and never messaged, so results
     # compare who went through the journey with who didn't, over `attribution_days`.
-    holdout_pct: Mapped[int] = mapped_column(sa.Integer, default=10)
-    attribution_days: Mapped[int] = mapped_column(sa.Integer, default=7)
+    holdout_pct: Mapped[int] = mapped_column(sa.Integer, default=10, server_default="10")
+    attribution_days: Mapped[int] = mapped_column(sa.Integer, default=7, server_default="7")
     created_by: Mapped[str] = mapped_column(sa.String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -20,7 +20,7 @@ depends_on = None
 def upgrade():
     with op.batch_alter_table("journeys", schema=None) as batch_op:
         # Journeys made before control groups existed keep running without one (0 %); new
-        # journeys hold out 10 % unless told otherwise (the model's default).
+        # journeys hold out 10 % unless told otherwise (the default set below).
         batch_op.add_column(
             sa.Column("holdout_pct", sa.Integer(), server_default="0", nullable=False)
         )
@@ -29,6 +29,9 @@ def upgrade():
         )
         batch_op.create_check_constraint("holdout_range", "holdout_pct >= 0 AND holdout_pct <= 50")
         batch_op.create_check_constraint("attribution_positive", "attribution_days >= 1")
+    with op.batch_alter_table("journeys", schema=None) as batch_op:
+        # From now on a journey written without one (raw SQL too) holds out 10 %.
+        batch_op.alter_column("holdout_pct", server_default="10")
     with op.batch_alter_table("journey_entries", schema=None) as batch_op:
         batch_op.drop_constraint(batch_op.f("ck_journey_entries_known_status"), type_="check")
         batch_op.create_check_constraint(
