@@ -26,6 +26,8 @@ class Journey(db.Model):
             "status IN ('draft', 'active', 'paused', 'archived')", name="known_status"
         ),
         sa.CheckConstraint("reentry IN ('never', 'after_days', 'always')", name="known_reentry"),
+        sa.CheckConstraint("holdout_pct >= 0 AND holdout_pct <= 50", name="holdout_range"),
+        sa.CheckConstraint("attribution_days >= 1", name="attribution_positive"),
         # Each outbox event and scan asks "which active journeys does this trigger start?"
         sa.Index("ix_journeys_trigger", "trigger", "status"),
     )
@@ -40,6 +42,11 @@ class Journey(db.Model):
     segment_id: Mapped[int | None] = mapped_column(BigInt)  # audience of a `segment` trigger
     reentry: Mapped[str] = mapped_column(sa.String(16), default="never")
     reentry_days: Mapped[int | None] = mapped_column(sa.Integer)
+    # The control group, as for campaigns: a deterministic share of the people a trigger
+    # brings in is recorded (entry status `held_out`) and never messaged, so results
+    # compare who went through the journey with who didn't, over `attribution_days`.
+    holdout_pct: Mapped[int] = mapped_column(sa.Integer, default=10, server_default="10")
+    attribution_days: Mapped[int] = mapped_column(sa.Integer, default=7, server_default="7")
     created_by: Mapped[str] = mapped_column(sa.String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -60,11 +67,14 @@ class JourneyEntry(db.Model):
     """One member's pass through one version of a journey: the step to run next and when.
 
     `cause_key` names what brought them in (an outbox event, a birthday of a year, a scan,
-    an audience): unique per journey, so a redelivered cause enters nobody twice."""
+    an audience): unique per journey, so a redelivered cause enters nobody twice. A person
+    in the journey's control group gets an entry `held_out` that runs no step."""
 
     __tablename__ = "journey_entries"
     __table_args__ = (
-        sa.CheckConstraint("status IN ('active', 'completed', 'exited')", name="known_status"),
+        sa.CheckConstraint(
+            "status IN ('active', 'completed', 'exited', 'held_out')", name="known_status"
+        ),
         sa.UniqueConstraint("journey_id", "cause_key"),
         sa.Index("ix_journey_entries_member", "member_id", "journey_id"),
         # The dashboard's members per step: an index-only count per journey.

@@ -1,7 +1,7 @@
 """Journeys, store events and referrals in merges, erasure and exports.
 
 Merge: the merged member's journey entries and reservations move to the survivor (an entry
-of a journey the survivor is already active in exits, a reservation for an event the
+of a journey the survivor is already active or held out in exits, a reservation for an event the
 survivor also booked is cancelled and its place given back); referral codes, referrals and
 marks stay under their ids and are read through the merge rule (history ids). Erasure
 deletes the referral code and the digests, and exits the person's active entries so
@@ -29,8 +29,11 @@ from loyalty.db import constant, db
 
 def merge_journeys(merged_id: int, survivor_id: int, now: datetime) -> dict[str, Any]:
     entries = JourneyEntry.__table__
+    # The survivor's ongoing passes: active, or held out in the journey's control group (the
+    # person stays out of it: a merged-in active pass would message them).
     survivor_active = sa.select(entries.c.journey_id).where(
-        entries.c.member_id == survivor_id, entries.c.status == constant("active")
+        entries.c.member_id == survivor_id,
+        entries.c.status.in_([constant("active"), constant("held_out")]),
     )
     exited = db.session.execute(
         sa.update(entries)

@@ -6,7 +6,8 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 
-from campaigns.journeys import CHANNELS, CHECKS, STEP_TYPES, TRIGGERS
+from campaigns.campaign_schemas import CampaignConversionSchema
+from campaigns.journeys import ATTRIBUTION_DAYS, CHANNELS, CHECKS, HOLDOUT_PCT, STEP_TYPES, TRIGGERS
 from campaigns.schemas import RULE_DOC
 from loyalty.schemas import Id, Instant, Points, StrictSchema, Text
 
@@ -69,6 +70,18 @@ class JourneyCreateSchema(StrictSchema):
         validate=validate.Length(min=1, max=50),
         metadata={"example": WELCOME_EXAMPLE},
     )
+    holdout_pct = fields.Integer(
+        strict=True,
+        load_default=HOLDOUT_PCT,
+        validate=validate.Range(min=0, max=50),
+        metadata={
+            "description": "Control group share: held-out entries are recorded and run no "
+            "step (deterministic by journey and person)"
+        },
+    )
+    attribution_days = fields.Integer(
+        strict=True, load_default=ATTRIBUTION_DAYS, validate=validate.Range(min=1, max=90)
+    )
 
 
 class VersionCreateSchema(StrictSchema):
@@ -88,6 +101,8 @@ class JourneySchema(Schema):
     segment_id = fields.Integer(allow_none=True)
     reentry = fields.String()
     reentry_days = fields.Integer(allow_none=True)
+    holdout_pct = fields.Integer()
+    attribution_days = fields.Integer()
     created_by = fields.String()
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
@@ -146,7 +161,15 @@ class CountByStepSchema(Schema):
 
 class JourneyResultsSchema(Schema):
     journey_id = fields.Integer()
-    entered = fields.Integer()
+    entered = fields.Integer(metadata={"description": "every entry, the control group's too"})
+    held_out = fields.Integer(metadata={"description": "entries of the control group"})
+    holdout_pct = fields.Integer()
+    attribution_days = fields.Integer()
+    attribution_rule = fields.String()
+    conversion = fields.Nested(
+        CampaignConversionSchema,
+        metadata={"description": "entries through the journey against the control group"},
+    )
     entries = fields.Dict(keys=fields.String(), values=fields.Integer())
     by_version = fields.List(fields.Nested(CountByVersionSchema))
     steps = fields.List(fields.Nested(CountByStepSchema))
@@ -175,6 +198,9 @@ class LaunchSchema(EventCreateSchema):
     """A new-product launch: the event, and a journey that announces it to a segment."""
 
     segment_id = Id(required=True)
+    holdout_pct = fields.Integer(
+        strict=True, load_default=HOLDOUT_PCT, validate=validate.Range(min=0, max=50)
+    )
     template = Text(100, required=True)
     channels = fields.List(
         fields.String(validate=validate.OneOf(CHANNELS)),
@@ -189,6 +215,9 @@ class BookInStoreSchema(StrictSchema):
     name = Text(200, required=True)
     segment_id = Id(required=True)
     offer_id = Id(required=True)
+    holdout_pct = fields.Integer(
+        strict=True, load_default=HOLDOUT_PCT, validate=validate.Range(min=0, max=50)
+    )
     nearest_stores = fields.Integer(
         strict=True, load_default=3, validate=validate.Range(min=1, max=20)
     )

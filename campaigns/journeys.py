@@ -16,6 +16,12 @@ never the time a late job ran) plus its duration, so a slow scheduler shifts not
 Each step runs exactly once per entry: the run row is unique on (entry, step) and is
 inserted in the same transaction as the step's effects (a queued message, an issued code,
 a ledger credit), under the member's lock.
+
+The control group: like a campaign's, a deterministic share (`holdout_pct`, 10 % unless
+set) of the people a journey's trigger brings in, by a hash of (journey, person). Their
+entry is recorded `held_out` and runs no step (no message, code or points), and results
+compare the conversion of the entries that went through the journey with theirs over
+the journey's `attribution_days` from entering (intention to treat).
 """
 
 from __future__ import annotations
@@ -32,7 +38,12 @@ from loyalty.batches import CHUNK_MEMBERS, BatchCursor
 from loyalty.db import constant, db, upsert_insert
 from loyalty.errors import Conflict, InvalidInput, NotFound, OmniloyalError
 from loyalty.members.models import MemberStatus
-from loyalty.members.resolution import history_member_ids, lock_current_member
+from loyalty.members.resolution import (
+    history_member_ids,
+    history_members,
+    lock_current_member,
+    lock_current_members,
+)
 
 STEP_TYPES = ("wait", "condition", "message", "coupon", "points", "exit")
 CHECKS = ("purchased_since_entry", "redeemed_coupon", "segment")
@@ -48,6 +59,26 @@ TRIGGERS = (
 )
 CHANNELS = ("push", "sms", "email")
 MAX_STEPS = 50
+HOLDOUT_PCT = 10  # on by default, as for campaigns
+ATTRIBUTION_DAYS = 7
+HELD_OUT = "held_out"
+ENTRY_STATUSES = ("active", "completed", "exited", HELD_OUT)
+
+# The control group's hash: multiplicative hashing of (journey, person) into 10,000 buckets,
+# like the campaigns' (campaigns.delivery.holdout_bucket) with another multiplier and
+# stride, so a journey and a campaign that share an id hold out independent groups.
+BUCKETS = 10_000
+_MOD31, _MOD32, _MULTIPLIER, _JOURNEY_STRIDE = 2**31, 2**32, 3266489917, 15_485_863
+
+
+def holdout_bucket(journey_id: int, person_id: int) -> int:
+    mixed = ((person_id % _MOD31) + journey_id * _JOURNEY_STRIDE) % _MOD31
+    return (mixed * _MULTIPLIER % _MOD32) * BUCKETS // _MOD32
+
+
+def is_held_out(journey: Journey, person_id: int) -> bool:
+    """Whether the person is in the journey's control group (the same answer every time)."""
+    return holdout_bucket(journey.id, person_id) < journey.holdout_pct * BUCKETS // 100
 
 
 # --- validation ---
@@ -136,6 +167,8 @@ def create_journey(data: Mapping[str, Any], *, now: datetime, actor: str) -> Jou
         segment_id=data.get("segment_id"),
         reentry=data.get("reentry", "never"),
         reentry_days=data.get("reentry_days"),
+        holdout_pct=data.get("holdout_pct", HOLDOUT_PCT),
+        attribution_days=data.get("attribution_days", ATTRIBUTION_DAYS),
         created_by=actor,
         created_at=now,
         updated_at=now,
@@ -220,6 +253,14 @@ def set_status(journey_id: int, status: str, *, now: datetime) -> Journey:
 # --- entering ---
 
 
+def _reentry_allows(journey: Journey, last: datetime | None, active: bool, now: datetime) -> bool:
+    if journey.reentry == "always" or last is None:
+        return True
+    if journey.reentry == "never":
+        return False
+    return not active and last <= now - timedelta(days=journey.reentry_days or 0)
+
+
 def may_enter(journey: Journey, person_ids: Sequence[int], now: datetime) -> bool:
     """The re-entry rule: never (one entry ever), after N days (since the last entry), or
     always (any number, one per cause). Called under the person's lock."""
@@ -230,10 +271,8 @@ def may_enter(journey: Journey, person_ids: Sequence[int], now: datetime) -> boo
             JourneyEntry.member_id.in_(person_ids), JourneyEntry.journey_id == journey.id
         )
     )
-    if last is None:
-        return True
-    if journey.reentry == "never":
-        return False
+    if last is None or journey.reentry == "never":
+        return _reentry_allows(journey, last, False, now)
     active = db.session.scalar(
         sa.select(JourneyEntry.id)
         .where(
@@ -243,7 +282,7 @@ def may_enter(journey: Journey, person_ids: Sequence[int], now: datetime) -> boo
         )
         .limit(1)
     )
-    return active is None and last <= now - timedelta(days=journey.reentry_days or 0)
+    return _reentry_allows(journey, last, active is not None, now)
 
 
 def enter(
@@ -251,7 +290,8 @@ def enter(
 ) -> JourneyEntry | None:
     """Put the member (the person the id belongs to now) at the journey's first step, if
     the journey is active, the member active and the re-entry rule allows; None otherwise
-    or when this cause already entered them. Locks the member first (lock order step 2)."""
+    or when this cause already entered them. Locks the member first (lock order step 2).
+    A person of the control group gets an entry `held_out` instead, which runs nothing."""
     if journey.status != "active":
         return None
     member = lock_current_member(member_id) if not locked else None
@@ -260,6 +300,7 @@ def enter(
         return None
     if not may_enter(journey, history_member_ids(person_id), now):
         return None
+    held = is_held_out(journey, person_id)
     table = JourneyEntry.__table__
     entry_id = db.session.execute(
         upsert_insert(table)
@@ -268,9 +309,9 @@ def enter(
             version=journey.version,
             member_id=person_id,
             cause_key=cause_key,
-            status="active",
+            status=HELD_OUT if held else "active",
             step_index=0,
-            next_run_at=now,
+            next_run_at=None if held else now,
             entered_at=now,
             updated_at=now,
             state={},
@@ -281,19 +322,79 @@ def enter(
     return db.session.get(JourneyEntry, entry_id) if entry_id is not None else None
 
 
+def enter_many(
+    journey: Journey, member_ids: Sequence[int], *, cause: str, now: datetime
+) -> list[int]:
+    """Enter many members at once, as `enter` does one (an announcement to a segment's
+    audience, the API): the members locked in one statement (ascending id: the lock
+    order), the re-entry rule read for all their people in one, the entries (the control
+    group's `held_out` ones included) inserted in one. The cause key of each is
+    `<cause>:<the id given>`; one entry per person per call. Returns the new entry ids."""
+    if journey.status != "active" or not member_ids:
+        return []
+    members = lock_current_members(member_ids)
+    people: dict[int, int] = {}  # person -> the first id given for them
+    for member_id in sorted(members):
+        member = members[member_id]
+        if member.status == MemberStatus.ACTIVE.value:
+            people.setdefault(member.id, member_id)
+    if not people:
+        return []
+    last: dict[int, tuple[datetime | None, bool]] = {}
+    if journey.reentry != "always":
+        entries, history = JourneyEntry.__table__, history_members(sorted(people))
+        for person_id, entered_at, active in db.session.execute(
+            sa.select(
+                history.c.person_id,
+                sa.func.max(entries.c.entered_at),
+                sa.func.max(sa.case((entries.c.status == constant("active"), 1), else_=0)),
+            )
+            .select_from(entries.join(history, history.c.member_id == entries.c.member_id))
+            .where(entries.c.journey_id == journey.id)
+            .group_by(history.c.person_id)
+        ):
+            last[person_id] = (entered_at, bool(active))
+    rows = []
+    for person_id, given in sorted(people.items()):
+        entered_at, active = last.get(person_id, (None, False))
+        if not _reentry_allows(journey, entered_at, active, now):
+            continue
+        held = is_held_out(journey, person_id)
+        rows.append(
+            {
+                "journey_id": journey.id,
+                "version": journey.version,
+                "member_id": person_id,
+                "cause_key": f"{cause}:{given}",
+                "status": HELD_OUT if held else "active",
+                "step_index": 0,
+                "next_run_at": None if held else now,
+                "entered_at": now,
+                "updated_at": now,
+                "state": {},
+            }
+        )
+    if not rows:
+        return []
+    table = JourneyEntry.__table__
+    return list(
+        db.session.scalars(
+            upsert_insert(table)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=["journey_id", "cause_key"])
+            .returning(table.c.id)
+        )
+    )
+
+
 def enter_manually(
     journey_id: int, member_ids: Sequence[int], *, cause: str, now: datetime
-) -> list[JourneyEntry]:
-    """Enter members by id (ascending: the lock order), one cause key per member."""
+) -> list[int]:
+    """Enter members by id (one cause key per member); the new entry ids."""
     journey = get_journey(journey_id)
     if journey.status != "active":
         raise Conflict("only an active journey takes members")
-    entered = []
-    for member_id in sorted(set(member_ids)):
-        entry = enter(journey, member_id, cause_key=f"{cause}:{member_id}", now=now)
-        if entry is not None:
-            entered.append(entry)
-    return entered
+    return enter_many(journey, member_ids, cause=cause, now=now)
 
 
 # --- the engine ---
@@ -314,9 +415,56 @@ def due_entries_query(now: datetime, limit: int) -> sa.Select[Any]:
     )
 
 
+class _Chunk:
+    """What one chunk of the engine shares, so a chunk costs a fixed number of statements
+    whatever its size: its people's consents and destinations (read once), the steps of
+    each version, the step runs already recorded; its messages and step runs are written
+    together by `finish()` (one INSERT each), in the chunk's transaction."""
+
+    def __init__(self, entries: Sequence[JourneyEntry], now: datetime) -> None:
+        self.now = now
+        self.deliveries = delivery_seam.Deliveries({e.member_id for e in entries}, now)
+        self._steps: dict[tuple[int, int], list[dict[str, Any]]] = {}
+        ids = [entry.id for entry in entries]
+        self.recorded: dict[tuple[int, int], int | None] = {}
+        if ids:
+            for entry_id, step_index, next_step in db.session.execute(
+                sa.select(
+                    JourneyStepRun.entry_id, JourneyStepRun.step_index, JourneyStepRun.next_step
+                ).where(JourneyStepRun.entry_id.in_(ids))
+            ):
+                self.recorded[(entry_id, step_index)] = next_step
+        self.runs: list[dict[str, Any]] = []
+
+    def steps(self, journey_id: int, version: int) -> list[dict[str, Any]]:
+        key = (journey_id, version)
+        if key not in self._steps:
+            self._steps[key] = steps_of(journey_id, version)
+        return self._steps[key]
+
+    def record(self, run: dict[str, Any]) -> None:
+        self.recorded[(run["entry_id"], run["step_index"])] = run["next_step"]
+        self.runs.append(run)
+
+    def finish(self) -> None:
+        """Queue the chunk's messages, then insert its step runs with their outcomes."""
+        queued = self.deliveries.queue()
+        rows = []
+        for run in self.runs:
+            if run["step_type"] == "message":
+                outcome, details = delivery_seam.settle(run["details"], queued)
+                run = {**run, "outcome": outcome, "details": details}
+            rows.append(run)
+        self.runs = []
+        if rows:
+            db.session.execute(sa.insert(JourneyStepRun.__table__), rows)
+        db.session.flush()
+
+
 def advance_due_chunk(cursor: BatchCursor, now: datetime, *, limit: int = CHUNK_MEMBERS) -> int:
-    """Run the due steps of up to `limit` entries; returns the steps run. Members are locked
-    in ascending id, each member's entries finished before the next member is locked."""
+    """Run the due steps of up to `limit` entries; returns the steps run. The chunk's
+    members are locked in one statement (ascending id), then their due entries in another;
+    messages and step runs are written together at the end of the chunk."""
     rows = [
         row
         for row in db.session.execute(due_entries_query(now, limit + len(cursor.skip))).all()
@@ -325,61 +473,113 @@ def advance_due_chunk(cursor: BatchCursor, now: datetime, *, limit: int = CHUNK_
     if not rows:
         return 0
     cursor.handled += len(rows)
-    by_member: dict[int, list[int]] = {}
-    for row in rows:
-        by_member.setdefault(row.member_id, []).append(row.id)
-    ran = 0
-    for member_id in sorted(by_member):
-        member = lock_current_member(member_id)
-        for entry_id in sorted(by_member[member_id]):
-            entry = db.session.scalar(
-                sa.select(JourneyEntry)
-                .where(JourneyEntry.id == entry_id)
-                .with_for_update()
-                .execution_options(populate_existing=True)
-            )
-            if entry is None or entry.status != "active" or entry.next_run_at is None:
+    members = lock_current_members({row.member_id for row in rows})
+    entries = db.session.scalars(
+        sa.select(JourneyEntry)
+        .where(JourneyEntry.id.in_([row.id for row in rows]))
+        .order_by(JourneyEntry.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).all()
+    due = []
+    for entry in entries:
+        if entry.status != "active" or entry.next_run_at is None or entry.next_run_at > now:
+            continue
+        member = members.get(entry.member_id)
+        if member is None:  # a merge moved it since the due read: the next run takes it
+            cursor.skip.add(entry.id)
+            continue
+        if member.status != MemberStatus.ACTIVE.value:
+            _end(entry, "exited", f"member {member.status}", now)
+            continue
+        entry.member_id = member.id  # a merge moved the person: runs act on the survivor
+        due.append(entry)
+    chunk = _Chunk(due, now)
+    ran: dict[int, int] = dict.fromkeys((entry.id for entry in due), 0)
+    # In rounds, one step of every due entry per round, so the round's coupon steps are
+    # issued together (one batch per offer and store set) while each entry's steps still
+    # run in their order (a message after a coupon step carries the code).
+    pending = sorted(due, key=lambda e: (e.member_id, e.id))
+    while pending:
+        later, coupons = [], []
+        for entry in pending:
+            steps = chunk.steps(entry.journey_id, entry.version)
+            index = entry.step_index
+            if (
+                index < len(steps)
+                and steps[index]["type"] == "coupon"
+                and (entry.id, index) not in chunk.recorded
+            ):
+                coupons.append(entry)
                 continue
-            if entry.next_run_at > now:
-                continue
-            if member.status != MemberStatus.ACTIVE.value:
-                _end(entry, "exited", f"member {member.status}", now)
-                continue
-            entry.member_id = member.id  # a merge moved the person: runs act on the survivor
-            before = ran
-            ran += advance_entry(entry, now)
-            if ran == before and entry.status == "active":
-                cursor.skip.add(entry.id)
-    return ran
+            ran[entry.id] += _step(entry, steps, now, chunk)
+            if _is_due(entry, now):
+                later.append(entry)
+        for entry, result in _issue_coupons(coupons, chunk, now):
+            steps = chunk.steps(entry.journey_id, entry.version)
+            ran[entry.id] += _step(entry, steps, now, chunk, result=result)
+            if _is_due(entry, now):
+                later.append(entry)
+        pending = sorted(later, key=lambda e: (e.member_id, e.id))
+    chunk.finish()
+    for entry in due:
+        if ran[entry.id] == 0 and entry.status == "active":
+            cursor.skip.add(entry.id)
+    return sum(ran.values())
 
 
-def advance_entry(entry: JourneyEntry, now: datetime) -> int:
+def advance_entry(entry: JourneyEntry, now: datetime, *, chunk: _Chunk | None = None) -> int:
     """Run the entry's steps that are due at `now`, in order. The caller holds the member's
-    lock and the entry's. Returns how many steps ran."""
-    steps = steps_of(entry.journey_id, entry.version)
+    lock and the entry's. Returns how many steps ran. Without a chunk, the entry is a chunk
+    of its own (written before returning)."""
+    own = chunk is None
+    chunk = chunk if chunk is not None else _Chunk([entry], now)
+    steps = chunk.steps(entry.journey_id, entry.version)
     ran = 0
-    while entry.status == "active" and entry.next_run_at is not None and entry.next_run_at <= now:
-        if entry.step_index >= len(steps):
-            _end(entry, "completed", None, now)
-            break
-        scheduled = entry.next_run_at
-        index = entry.step_index
-        next_step, next_at = _run_once(entry, index, steps[index], scheduled, now)
-        ran += 1
-        if next_step is None or next_step >= len(steps):
-            reason = "condition not met" if next_step is None else None
-            step_type = steps[index]["type"]
-            if step_type == "exit":
-                reason = "exit step"
-            _end(entry, "completed" if next_step is not None else "exited", reason, now)
-            if step_type == "exit":
-                entry.status = "completed"
-            break
-        entry.step_index = next_step
-        entry.next_run_at = next_at
-        entry.updated_at = now
-    db.session.flush()
+    while _is_due(entry, now):
+        ran += _step(entry, steps, now, chunk)
+    if own:
+        chunk.finish()
     return ran
+
+
+def _is_due(entry: JourneyEntry, now: datetime) -> bool:
+    return entry.status == "active" and entry.next_run_at is not None and entry.next_run_at <= now
+
+
+StepResult = tuple[str, int | None, datetime, dict[str, Any]]
+
+
+def _step(
+    entry: JourneyEntry,
+    steps: Sequence[Mapping[str, Any]],
+    now: datetime,
+    chunk: _Chunk,
+    *,
+    result: StepResult | None = None,
+) -> int:
+    """Run the entry's current step (or record `result`, computed for it in bulk) and move
+    the entry on: to the next step and its time, or out. Returns the steps run (0 or 1)."""
+    if entry.step_index >= len(steps):
+        _end(entry, "completed", None, now)
+        return 0
+    scheduled = entry.next_run_at
+    assert scheduled is not None
+    index = entry.step_index
+    next_step, next_at = _run_once(entry, index, steps[index], scheduled, now, chunk, result)
+    if next_step is None or next_step >= len(steps):
+        reason = "condition not met" if next_step is None else None
+        step_type = steps[index]["type"]
+        if step_type == "exit":
+            reason = "exit step"
+        _end(entry, "completed" if next_step is not None else "exited", reason, now)
+        if step_type == "exit":
+            entry.status = "completed"
+        return 1
+    entry.step_index = next_step
+    entry.next_run_at = next_at
+    entry.updated_at = now
+    return 1
 
 
 def _end(entry: JourneyEntry, status: str, reason: str | None, now: datetime) -> None:
@@ -389,43 +589,57 @@ def _end(entry: JourneyEntry, status: str, reason: str | None, now: datetime) ->
     entry.updated_at = now
 
 
+# Steps that write in other domains and may fail with a domain error: run in a savepoint.
+_MAY_FAIL = ("condition", "coupon", "points")
+
+
 def _run_once(
-    entry: JourneyEntry, index: int, step: Mapping[str, Any], scheduled: datetime, now: datetime
+    entry: JourneyEntry,
+    index: int,
+    step: Mapping[str, Any],
+    scheduled: datetime,
+    now: datetime,
+    chunk: _Chunk,
+    result: StepResult | None = None,
 ) -> tuple[int | None, datetime]:
     """Run the step once (its run row is the proof); a step that already ran gives back the
-    recorded outcome instead of acting again."""
-    existing = db.session.scalar(
-        sa.select(JourneyStepRun).where(
-            JourneyStepRun.entry_id == entry.id, JourneyStepRun.step_index == index
-        )
+    recorded outcome instead of acting again. `result`: the step ran in bulk already."""
+    if (entry.id, index) in chunk.recorded:
+        return chunk.recorded[(entry.id, index)], scheduled
+    if result is not None:
+        outcome, next_step, next_at, details = result
+    elif step["type"] in _MAY_FAIL:
+        savepoint = db.session.begin_nested()
+        try:
+            outcome, next_step, next_at, details = _act(entry, index, step, scheduled, now, chunk)
+            savepoint.commit()
+        except OmniloyalError as error:  # a closed offer, a member gone: recorded, no loop
+            savepoint.rollback()
+            outcome, next_step, next_at = "failed", index + 1, scheduled
+            details = {"error": error.detail}
+    else:
+        outcome, next_step, next_at, details = _act(entry, index, step, scheduled, now, chunk)
+    chunk.record(
+        {
+            "entry_id": entry.id,
+            "step_index": index,
+            "step_type": step["type"],
+            "outcome": outcome,
+            "next_step": next_step,
+            "details": details,
+            "ran_at": now,
+        }
     )
-    if existing is not None:
-        return existing.next_step, scheduled
-    savepoint = db.session.begin_nested()
-    try:
-        outcome, next_step, next_at, details = _act(entry, index, step, scheduled, now)
-        savepoint.commit()
-    except OmniloyalError as error:  # a closed offer, a member gone: recorded, never a loop
-        savepoint.rollback()
-        outcome, next_step, next_at = "failed", index + 1, scheduled
-        details = {"error": error.detail}
-    db.session.add(
-        JourneyStepRun(
-            entry_id=entry.id,
-            step_index=index,
-            step_type=step["type"],
-            outcome=outcome,
-            next_step=next_step,
-            details=details,
-            ran_at=now,
-        )
-    )
-    db.session.flush()
     return next_step, next_at
 
 
 def _act(
-    entry: JourneyEntry, index: int, step: Mapping[str, Any], scheduled: datetime, now: datetime
+    entry: JourneyEntry,
+    index: int,
+    step: Mapping[str, Any],
+    scheduled: datetime,
+    now: datetime,
+    chunk: _Chunk,
 ) -> tuple[str, int | None, datetime, dict[str, Any]]:
     kind = step["type"]
     if kind == "wait":
@@ -454,15 +668,14 @@ def _act(
             {"held": holds},
         )
     if kind == "message":
-        details = delivery_seam.deliver(
+        details = chunk.deliveries.add(
             entry.member_id,
             template=step["template"],
             channels=step["channels"],
             dedupe_key=f"journey:{entry.id}:{index}",
             variables=_message_variables(entry, step),
-            now=now,
         )
-        return details.pop("outcome"), index + 1, scheduled, details
+        return details["outcome"], index + 1, scheduled, details
     if kind == "coupon":
         code_id = _issue_coupon(entry, index, step, now)
         return "issued", index + 1, scheduled, {"code_id": code_id}
@@ -495,26 +708,91 @@ def _message_variables(entry: JourneyEntry, step: Mapping[str, Any]) -> dict[str
 
 
 def _issue_coupon(entry: JourneyEntry, index: int, step: Mapping[str, Any], now: datetime) -> int:
+    """One entry's coupon step (an entry advanced on its own)."""
     from campaigns.o2o import nearest_stores
     from loyalty.coupons import wallet
 
     store_ids = None
     if step.get("nearest_stores"):
         store_ids = nearest_stores(entry.member_id, int(step["nearest_stores"]))
-    codes = wallet.issue_to_members(
+    (code,) = wallet.issue_to_members(
         int(step["offer_id"]),
         [entry.member_id],
         now=now,
         actor=f"journey:{entry.journey_id}",
         source_type="journey",
-        source_ref=f"journey:{entry.journey_id}:{entry.id}:{index}",
+        source_ref=f"journey:{entry.journey_id}:step:{index}",
         store_ids=store_ids,
     )
+    _remember_code(entry, code.id, code.code)
+    return code.id
+
+
+def _remember_code(entry: JourneyEntry, code_id: int, code: str) -> None:
     state = dict(entry.state or {})
-    state["coupon_code_ids"] = [*state.get("coupon_code_ids", []), codes[0].id]
-    state["coupon_code"] = codes[0].code
+    state["coupon_code_ids"] = [*state.get("coupon_code_ids", []), code_id]
+    state["coupon_code"] = code
     entry.state = state
-    return codes[0].id
+
+
+def _issue_coupons(
+    entries: Sequence[JourneyEntry], chunk: _Chunk, now: datetime
+) -> list[tuple[JourneyEntry, StepResult]]:
+    """The coupon steps of a round, issued together: one `issue_to_members` (one batch, one
+    lock of the offer) per journey step, store set and distinct people, in a savepoint; a
+    domain error fails that group's steps (recorded, the entries go on)."""
+    from campaigns.o2o import nearest_stores
+    from loyalty.coupons import wallet
+
+    results: list[tuple[JourneyEntry, StepResult]] = []
+    groups: dict[tuple[int, int, int, tuple[str, ...] | None], list[list[JourneyEntry]]] = {}
+    for entry in entries:
+        index = entry.step_index
+        step = chunk.steps(entry.journey_id, entry.version)[index]
+        assert entry.next_run_at is not None
+        stores: tuple[str, ...] | None = None
+        if step.get("nearest_stores"):
+            try:
+                stores = tuple(nearest_stores(entry.member_id, int(step["nearest_stores"])))
+            except OmniloyalError as error:
+                failed = ("failed", index + 1, entry.next_run_at, {"error": error.detail})
+                results.append((entry, failed))
+                continue
+        key = (entry.journey_id, index, int(step["offer_id"]), stores)
+        batches = groups.setdefault(key, [[]])
+        if any(e.member_id == entry.member_id for e in batches[-1]):
+            batches.append([])  # one code per person per call: a second entry, a second call
+        batches[-1].append(entry)
+    for (journey_id, index, offer_id, stores), batches in groups.items():
+        for batch in batches:
+            savepoint = db.session.begin_nested()
+            try:
+                codes = wallet.issue_to_members(
+                    offer_id,
+                    [entry.member_id for entry in batch],
+                    now=now,
+                    actor=f"journey:{journey_id}",
+                    source_type="journey",
+                    source_ref=f"journey:{journey_id}:step:{index}",
+                    store_ids=list(stores) if stores is not None else None,
+                )
+                savepoint.commit()
+            except OmniloyalError as error:
+                savepoint.rollback()
+                for entry in batch:
+                    assert entry.next_run_at is not None
+                    failed = ("failed", index + 1, entry.next_run_at, {"error": error.detail})
+                    results.append((entry, failed))
+                continue
+            by_member = {code.member_id: code for code in codes}
+            for entry in batch:
+                code = by_member[entry.member_id]
+                _remember_code(entry, code.id, code.code)
+                assert entry.next_run_at is not None
+                results.append(
+                    (entry, ("issued", index + 1, entry.next_run_at, {"code_id": code.id}))
+                )
+    return results
 
 
 def condition_holds(entry: JourneyEntry, step: Mapping[str, Any], now: datetime) -> bool:
@@ -610,8 +888,9 @@ def progress(journey_id: int, member_id: int) -> list[dict[str, Any]]:
 
 
 def results(journey_id: int) -> dict[str, Any]:
-    """Counts: entries by status and version, and each step's outcomes."""
-    get_journey(journey_id)
+    """Counts: entries by status and version, each step's outcomes, and the conversion of
+    the entries that went through the journey against the control group's."""
+    journey = get_journey(journey_id)
     by_status = db.session.execute(
         sa.select(JourneyEntry.version, JourneyEntry.status, sa.func.count())
         .where(JourneyEntry.journey_id == journey_id)
@@ -624,12 +903,17 @@ def results(journey_id: int) -> dict[str, Any]:
         .group_by(JourneyStepRun.step_index, JourneyStepRun.outcome)
         .order_by(JourneyStepRun.step_index)
     ).all()
-    entries: dict[str, int] = {"active": 0, "completed": 0, "exited": 0}
+    entries: dict[str, int] = dict.fromkeys(ENTRY_STATUSES, 0)
     for _, status, count in by_status:
         entries[status] += count
     return {
         "journey_id": journey_id,
         "entered": sum(entries.values()),
+        "held_out": entries[HELD_OUT],
+        "holdout_pct": journey.holdout_pct,
+        "attribution_days": journey.attribution_days,
+        "attribution_rule": ATTRIBUTION_RULE,
+        "conversion": conversion(journey),
         "entries": entries,
         "by_version": [
             {"version": version, "status": status, "count": count}
@@ -640,6 +924,61 @@ def results(journey_id: int) -> dict[str, Any]:
             for index, outcome, count in by_step
         ],
     }
+
+
+ATTRIBUTION_RULE = (
+    "An entry converts when its person (merged ids included) places an order, not cancelled,"
+    " within attribution_days of entering, net of refunds; entries held out in the control"
+    " group are measured the same way from when they were held out. Every entry that went"
+    " through the journey counts, messaged or not (intention to treat)."
+)
+
+
+def conversion(journey: Journey) -> dict[str, Any]:
+    """Entries through the journey against the control group's, in one read: per entry,
+    its person's orders within the window; then per group the entries, those converted
+    and their revenue. The figures and interval are the campaigns' (comparable)."""
+    from campaigns.results import _conversion, plus_days
+    from loyalty.earning.models import Order
+
+    entries, orders = JourneyEntry.__table__, Order.__table__
+    held = sa.case((entries.c.status == constant(HELD_OUT), 1), else_=0).label("held")
+    per_entry = (
+        sa.select(
+            held,
+            sa.func.count(orders.c.id).label("orders"),
+            sa.func.coalesce(sa.func.sum(orders.c.total_minor - orders.c.refunded_minor), 0).label(
+                "revenue"
+            ),
+        )
+        .select_from(
+            entries.outerjoin(
+                orders,
+                sa.and_(
+                    orders.c.member_id == entries.c.member_id,
+                    orders.c.occurred_at >= entries.c.entered_at,
+                    orders.c.occurred_at
+                    < plus_days(entries.c.entered_at, journey.attribution_days),
+                    orders.c.status != "cancelled",
+                ),
+            )
+        )
+        .where(entries.c.journey_id == journey.id)
+        .group_by(entries.c.id, entries.c.status)
+        .subquery()
+    )
+    rows = db.session.execute(
+        sa.select(
+            per_entry.c.held,
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(sa.case((per_entry.c.orders > 0, 1), else_=0)), 0),
+            sa.func.coalesce(sa.func.sum(per_entry.c.revenue), 0),
+        ).group_by(per_entry.c.held)
+    ).all()
+    groups = {bool(h): (int(n), int(converted), int(revenue)) for h, n, converted, revenue in rows}
+    treated = groups.get(False, (0, 0, 0))
+    control = groups.get(True, (0, 0, 0))
+    return _conversion(treated[0], treated[1], treated[2], control[0], control[1], control[2])
 
 
 def member_journeys(member_id: int, *, limit: int = 20) -> list[dict[str, Any]]:
@@ -696,7 +1035,7 @@ def entries_per_step(journey_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
     """Per journey: entries by status, and the active ones by the step they wait at (an
     index-only read of ix_journey_entries_step)."""
     counts: dict[int, dict[str, Any]] = {
-        journey_id: {"active": 0, "completed": 0, "exited": 0, "at_step": {}}
+        journey_id: {**dict.fromkeys(ENTRY_STATUSES, 0), "at_step": {}}
         for journey_id in journey_ids
     }
     if not journey_ids:

@@ -144,12 +144,12 @@ def pause_journey(journey_id: int) -> Any:
 @blp.response(201, EnteredSchema)
 def enter_journey(data: dict[str, Any], journey_id: int) -> Any:
     """Enter members by id (re-entry rule applies; members already in by this call are
-    skipped)."""
+    skipped). The journey's control group is entered as `held_out` (no step runs)."""
     key = request.headers.get("Idempotency-Key", "")
-    entries = journeys.enter_manually(
+    entered = journeys.enter_manually(
         journey_id, data["member_ids"], cause=f"api:{key}"[:100], now=utcnow()
     )
-    return {"entered": [entry.id for entry in entries]}
+    return {"entered": entered}
 
 
 @blp.route("/journeys/<int:journey_id>/members/<int:member_id>")

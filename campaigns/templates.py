@@ -40,6 +40,8 @@ def launch(data: dict[str, Any], *, now: datetime, actor: str) -> tuple[StoreEve
             "trigger": "segment",
             "segment_id": data["segment_id"],
             "reentry": "never",
+            "holdout_pct": data["holdout_pct"],
+            "attribution_days": data["attribution_days"],
             "steps": [
                 {
                     "type": "message",
@@ -66,6 +68,7 @@ def book_in_store(data: dict[str, Any], *, now: datetime, actor: str) -> Journey
             "trigger": "segment",
             "segment_id": data["segment_id"],
             "reentry": "never",
+            "holdout_pct": data["holdout_pct"],
             "steps": [
                 {
                     "type": "coupon",

@@ -15,10 +15,10 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from campaigns.journey_models import Journey
-from campaigns.journeys import enter
+from campaigns.journeys import enter, enter_many
 from loyalty import outbox
 from loyalty.batches import CHUNK_MEMBERS, BatchCursor
-from loyalty.db import constant, db
+from loyalty.db import constant, db, month_day
 from loyalty.errors import NotFound
 from loyalty.members.models import Member, MemberStatus
 from loyalty.members.resolution import history_member_ids, lock_current_member
@@ -90,7 +90,8 @@ def birthdays_chunk(cursor: BatchCursor, now: datetime, *, limit: int = CHUNK_ME
     journeys = active_journeys("birthday")
     if not journeys:
         return 0
-    # Today is one of these three UTC days somewhere: read only those birthdays.
+    # Today is one of these three UTC days somewhere: read only those birthdays, a few
+    # ranges of ix_members_birthday_day (MMDD), in id order from the cursor.
     days = {
         (d.month, d.day)
         for d in (now.date() - timedelta(days=1), now.date(), now.date() + timedelta(days=1))
@@ -99,12 +100,16 @@ def birthdays_chunk(cursor: BatchCursor, now: datetime, *, limit: int = CHUNK_ME
     rows = db.session.execute(
         sa.select(Member.id, Member.birthday, Member.timezone)
         .where(
+            month_day(Member.birthday).in_(
+                # literals (dates of the clock, never input): a generic plan sees them too
+                [sa.literal(month * 100 + day, literal_execute=True) for month, day in sorted(days)]
+            ),
+            Member.birthday.is_not(None),
             Member.id > cursor.after_id,
             Member.status == constant(MemberStatus.ACTIVE.value),
-            Member.birthday.is_not(None),
         )
         .order_by(Member.id)
-        .limit(limit)
+        .limit(sa.literal(limit, literal_execute=True))
     ).all()
     if not rows:
         return 0
@@ -166,7 +171,8 @@ def lapsed_chunk(cursor: BatchCursor, now: datetime, *, limit: int = CHUNK_MEMBE
 def segment_audience_chunk(
     journey_id: int, cursor: BatchCursor, now: datetime, *, limit: int = CHUNK_MEMBERS
 ) -> int:
-    """Enter the next `limit` people of the journey's segment (id order from the cursor)."""
+    """Enter the next `limit` people of the journey's segment (id order from the cursor),
+    all at once (`enter_many`: a fixed number of statements per chunk)."""
     from campaigns import segments
 
     journey = db.session.get(Journey, journey_id)
@@ -186,7 +192,4 @@ def segment_audience_chunk(
         return 0
     cursor.handled += len(ids)
     cursor.after_id = ids[-1]
-    return sum(
-        enter(journey, member_id, cause_key=f"segment:{member_id}", now=now) is not None
-        for member_id in ids
-    )
+    return len(enter_many(journey, ids, cause="segment", now=now))

@@ -282,6 +282,9 @@ def _init_api(app: Flask) -> None:
 
     app.register_blueprint(inbound.blp)
     app.register_blueprint(unsubscribe.blp)
+    from campaigns import referral_links  # the referral share link's page, /r/<code>
+
+    app.register_blueprint(referral_links.blp)
     # The dashboard (server-rendered pages, sign-in, CSRF) and /metrics: outside the API.
     from loyalty.dashboard.setup import init_dashboard
 

@@ -7,7 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from loyalty.db import BigInt, JSONType, MetadataJSON, UTCDateTime, db
+from loyalty.db import BigInt, JSONType, MetadataJSON, UTCDateTime, db, month_day
 
 
 class MemberStatus(enum.StrEnum):
@@ -72,6 +72,16 @@ class Member(db.Model):
     @property
     def is_active(self) -> bool:
         return self.status == MemberStatus.ACTIVE
+
+
+# The birthday journeys' hourly scan reads the members born on three calendar days
+# (campaigns.triggers.birthdays_chunk), never the whole table.
+BIRTHDAY_DAY_INDEX = sa.Index(
+    "ix_members_birthday_day",
+    month_day(Member.__table__.c.birthday),
+    postgresql_where=sa.text("birthday IS NOT NULL"),
+    sqlite_where=sa.text("birthday IS NOT NULL"),
+)
 
 
 class MemberIdentity(db.Model):

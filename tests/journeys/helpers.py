@@ -56,6 +56,9 @@ def consent(member_id: int, *channels: str) -> None:
 def journey(
     steps: list[dict[str, Any]], *, trigger: str = "manual", active: bool = True, **more: Any
 ) -> Journey:
+    """A journey everyone goes through (no control group) unless `holdout_pct` is given:
+    the tests of steps and triggers follow every member; test_holdout.py tests the group."""
+    more.setdefault("holdout_pct", 0)
     created = journeys.create_journey(
         {"name": "J", "trigger": trigger, "steps": steps, **more}, now=utcnow(), actor="test"
     )

@@ -49,8 +49,20 @@ def test_entries_per_status_and_the_step_the_active_ones_wait_for(app, make):
     db.session.commit()
 
     counts = journeys.entries_per_step([flow.id, idle.id])
-    assert counts[flow.id] == {"active": 2, "completed": 1, "exited": 0, "at_step": {1: 2}}
-    assert counts[idle.id] == {"active": 0, "completed": 0, "exited": 0, "at_step": {}}
+    assert counts[flow.id] == {
+        "active": 2,
+        "completed": 1,
+        "exited": 0,
+        "held_out": 0,
+        "at_step": {1: 2},
+    }
+    assert counts[idle.id] == {
+        "active": 0,
+        "completed": 0,
+        "exited": 0,
+        "held_out": 0,
+        "at_step": {},
+    }
 
 
 def test_a_message_after_a_coupon_step_carries_the_code(app, make):

@@ -206,3 +206,130 @@ def test_entries_are_once_per_cause_and_follow_the_reentry_rule(app, make):
         ).all()
     )
     assert counts == {never.id: 1, after.id: 2, always.id: 2}
+
+
+def _statements(run) -> int:
+    """How many statements `run()` sends to the database."""
+    count = 0
+
+    def listener(conn, cursor, statement, parameters, context, executemany) -> None:
+        nonlocal count
+        count += 1
+
+    sa.event.listen(db.engine, "before_cursor_execute", listener)
+    try:
+        run()
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", listener)
+    return count
+
+
+def test_a_chunk_of_message_steps_costs_the_same_statements_for_5_or_40_members(app, make):
+    """No N+1: the chunk's members are locked in one statement, their entries in another,
+    consents and destinations read once, the messages and step runs inserted together."""
+    from loyalty.batches import BatchCursor
+
+    clock = Clock()
+    costs = []
+    for size in (5, 40):
+        flow = journey(
+            [
+                {"type": "message", "template": "welcome", "channels": ["push", "sms", "email"]},
+                {"type": "wait", "days": 1},
+            ]
+        )
+        people = [make.member().id for _ in range(size)]
+        for member_id in people[::2]:
+            consent(member_id, "email")
+        journeys.enter_manually(flow.id, people, cause="n", now=clock.now)
+        db.session.commit()
+        costs.append(
+            _statements(lambda: journeys.advance_due_chunk(BatchCursor(), clock.now, limit=500))
+        )
+        db.session.commit()
+        queued = [m for m in people if messages(m) == [("welcome", "email")]]
+        assert queued == people[::2]  # the others: no consent, suppressed and recorded
+        assert {outcome for e in entries(flow.id) for _, outcome in runs(e.id)} == {
+            "queued",
+            "suppressed",
+            "waited",
+        }
+    assert costs[1] == costs[0] < 25
+
+
+def test_announcing_to_a_segment_enters_5_or_40_members_for_the_same_statements(app, make):
+    """A launch's announcement: the segment's audience enters in one locking read, one
+    re-entry read and one insert per chunk (the control group's entries included); a
+    second pass enters nobody twice."""
+    from campaigns import profiles, segments, triggers
+    from loyalty.batches import BatchCursor
+    from loyalty.clock import utcnow
+
+    costs = []
+    for size, region in ((5, "north"), (40, "south")):
+        people = [make.member(region=region).id for _ in range(size)]
+        profiles.refresh_people(people, utcnow())
+        segment = segments.create_segment(
+            {"name": region, "kind": "dynamic", "rule": {"field": "region", "op": "eq",
+             "value": region}},
+            now=utcnow(),
+            actor="test",
+        )  # fmt: skip
+        flow = journey(
+            [{"type": "points", "points": 1}],
+            trigger="segment",
+            segment_id=segment.id,
+            holdout_pct=20,
+        )
+        costs.append(
+            _statements(
+                lambda flow=flow: triggers.segment_audience_chunk(flow.id, BatchCursor(), utcnow())
+            )
+        )
+        db.session.commit()
+        made = {e.member_id: e.status for e in entries(flow.id)}
+        assert sorted(made) == people
+        assert {m for m, status in made.items() if status == "held_out"} == {
+            m for m in people if journeys.is_held_out(flow, m)
+        }
+        assert triggers.segment_audience_chunk(flow.id, BatchCursor(), utcnow()) == 0
+    assert costs[1] == costs[0] < 15
+
+
+def test_a_rounds_coupon_steps_are_issued_in_one_batch_per_offer_and_store_set(app, make):
+    """Book online, experience in store to many members: their codes come from one
+    `issue_to_members` per offer and store set (one batch, one lock of the offer), each
+    member's message after it carries their own code; a member without any nearest store
+    fails that step alone (recorded) and goes on."""
+    from loyalty.coupons.models import CouponBatch
+
+    for store_id in ("N1", "N2", "N3"):
+        make.store(store_id, region="north")
+    flow = journey(
+        [
+            {"type": "coupon", "offer_id": offer().id, "nearest_stores": 2},
+            {"type": "message", "template": "campaign_offer", "channels": ["email"]},
+        ]
+    )
+    north = [make.member(region="north").id for _ in range(6)]
+    nowhere = make.member().id
+    for member_id in [*north, nowhere]:
+        consent(member_id, "email")
+    batches_before = db.session.scalar(sa.select(sa.func.count()).select_from(CouponBatch))
+    journeys.enter_manually(flow.id, [*north, nowhere], cause="b", now=Clock().now)
+    db.session.commit()
+    advance(Clock().now)
+
+    batches = db.session.scalar(sa.select(sa.func.count()).select_from(CouponBatch))
+    assert batches - batches_before == 1
+    codes = {
+        c.member_id: c
+        for c in db.session.scalars(sa.select(CouponCode).where(CouponCode.member_id.in_(north)))
+    }
+    assert sorted(codes) == north and {tuple(c.store_ids) for c in codes.values()} == {("N1", "N2")}
+    from notifications.models import Message
+
+    for message in db.session.scalars(sa.select(Message).where(Message.member_id.in_(north))):
+        assert message.variables["coupon_code"] == codes[message.member_id].code
+    stranded = next(e for e in entries(flow.id) if e.member_id == nowhere)
+    assert runs(stranded.id) == [(0, "failed"), (1, "queued")]

@@ -28,7 +28,8 @@ def analyst(make):
 
 
 def _create(client, headers, **more):
-    body = {"name": "Welcome", "trigger": "manual", "steps": STEPS, **more}
+    # Everyone goes through (the control group has its own tests, tests/journeys/test_holdout.py)
+    body = {"name": "Welcome", "trigger": "manual", "steps": STEPS, "holdout_pct": 0, **more}
     response = client.post("/v1/journeys", json=body, headers=idem(headers))
     assert response.status_code == 201, response.json
     return response.json
@@ -67,7 +68,7 @@ def test_a_marketer_creates_versions_activates_pauses_and_reads_progress_and_res
         (1, "credited"),
     ]
     results = client.get(f"/v1/journeys/{journey['id']}/results", headers=analyst)
-    assert results.json["entries"] == {"active": 0, "completed": 1, "exited": 0}
+    assert results.json["entries"] == {"active": 0, "completed": 1, "exited": 0, "held_out": 0}
 
     paused = client.post(f"/v1/journeys/{journey['id']}/pause", headers=marketer)
     assert paused.json["status"] == "paused"
@@ -217,6 +218,7 @@ def test_book_online_experience_in_store_codes_work_only_at_the_members_nearest_
             "nearest_stores": 2,
             "template": "coupon_issued",
             "channels": ["email"],
+            "holdout_pct": 0,
         },
         headers=idem(marketer),
     )
@@ -257,6 +259,13 @@ def test_referral_code_share_link_claim_and_rewards(client, make):
     code = made.json["code"]
     assert made.json["share_link"].endswith(f"/r/{code}")
     assert client.post("/v1/me/referral", json={}, headers=referrer_token).json["code"] == code
+    # The link opens a page naming the code (and nothing about the referrer), no credential.
+    page = client.get(f"/r/{code.lower()}")
+    assert (page.status_code, page.mimetype) == (200, "text/html")
+    assert f'id="referral-code">{code}<' in page.get_data(as_text=True)
+    referrer_email = referrer.identities[0].value
+    assert referrer_email not in page.get_data(as_text=True)
+    assert client.get("/r/NOSUCHCODE").status_code == 404
     assert client.get("/v1/me/referral", headers=referrer_token).json["code"] == code
 
     mine = client.post("/v1/me/referral/claim", json={"code": code}, headers=referrer_token)
@@ -273,3 +282,83 @@ def test_referral_code_share_link_claim_and_rewards(client, make):
     assert client.get("/v1/me/balance", headers=referrer_token).json["available"] == 500
     assert client.get("/v1/me/balance", headers=friend_token).json["available"] == 250
     assert client.get("/v1/me/referral", headers=referrer_token).json["rewarded"] == 1
+
+
+def test_a_product_launch_from_its_template_announce_reserve_check_in_buy(client, make, marketer):
+    """The launch template end to end: the event and a draft journey; activated, it
+    announces the event to the segment (control group held out, recorded); a member who
+    got it reserves, the store's till checks them in (points) and their purchase in the
+    following days is attributed to the event."""
+    from campaigns import journeys, profiles
+    from campaigns.journey_jobs import enter_segment_audience
+    from notifications.models import Message
+    from tests.earning.factories import base_rate, order_body
+    from tests.journeys.helpers import consent, relay
+
+    make.store("S1", region="north")
+    fans = [make.member(region="north").id for _ in range(12)]
+    for member_id in fans:
+        consent(member_id, "email")
+    profiles.refresh_people(fans, utcnow())
+    db.session.commit()
+    segments_key = make.api_key(scopes.SEGMENTS_WRITE, scopes.SEGMENTS_READ)
+    segment = client.post(
+        "/v1/segments",
+        json={"name": "North", "rule": {"field": "region", "op": "eq", "value": "north"}},
+        headers=idem(segments_key),
+    ).json
+    now = utcnow()
+    made = client.post(
+        "/v1/o2o/launches",
+        json={
+            "name": "Phone X",
+            "store_id": "S1",
+            "starts_at": (now + timedelta(hours=1)).isoformat(),
+            "ends_at": (now + timedelta(hours=4)).isoformat(),
+            "capacity": 50,
+            "checkin_points": 200,
+            "attribution_days": 3,
+            "segment_id": segment["id"],
+            "template": "welcome",
+            "channels": ["push", "email"],
+            "holdout_pct": 25,
+        },
+        headers=idem(marketer),
+    )
+    assert made.status_code == 201, made.json
+    event, flow = made.json["event"], made.json["journey"]
+    assert (flow["status"], flow["kind"], event["journey_id"]) == ("draft", "launch", flow["id"])
+    assert client.post(f"/v1/journeys/{flow['id']}/activate", headers=marketer).status_code == 200
+    enter_segment_audience(flow["id"])
+    advance(utcnow())
+
+    journey = journeys.get_journey(flow["id"])
+    held = {m for m in fans if journeys.is_held_out(journey, m)}
+    told = [m for m in fans if m not in held]
+    assert held and told
+    announced = {
+        message.member_id: message.variables
+        for message in db.session.query(Message).filter(Message.template == "welcome")
+    }
+    assert set(announced) == set(told)  # the control group got nothing
+    assert {v["event_id"] for v in announced.values()} == {event["id"]}
+    results = client.get(f"/v1/journeys/{flow['id']}/results", headers=marketer).json
+    assert (results["entered"], results["held_out"]) == (len(fans), len(held))
+
+    member = told[0]
+    token = make.member_token(member)
+    reserved = client.post(f"/v1/me/events/{event['id']}/reservation", headers=token)
+    assert reserved.status_code == 201
+    till = make.api_key(scopes.ORDERS_WRITE, store_id="S1")
+    checked = client.post(
+        f"/v1/o2o/events/{event['id']}/check-ins", json={"member_id": member}, headers=till
+    )
+    assert (checked.status_code, checked.json["points"]) == (201, 200)
+    base_rate()
+    pos = make.api_key(scopes.ORDERS_WRITE)
+    body = order_body({"member_id": member}, channel="online")
+    assert client.post("/v1/orders", json=body, headers=idem(pos)).status_code == 201
+    relay()
+    figures = client.get(f"/v1/o2o/events/{event['id']}/results", headers=marketer).json
+    assert (figures["checked_in"], figures["purchasers"]) == (1, 1)
+    assert figures["attributed_revenue_minor"] > 0

@@ -173,3 +173,27 @@ def test_a_full_event_refuses_and_a_cancelled_place_is_given_back_once(app, make
     db.session.commit()
     db.session.refresh(event)
     assert event.reserved == 0
+
+
+def test_a_merge_keeps_a_held_out_survivor_out_of_the_journey(app, make):
+    """The survivor is in the journey's control group: the merged member's pass of the same
+    journey exits at the merge, so the person is never messaged."""
+    flow = journey([{"type": "wait", "hours": 1}, {"type": "points", "points": 3}], holdout_pct=50)
+    people = [make.member().id for _ in range(12)]
+    survivor = next(m for m in people if journeys.is_held_out(flow, m))
+    merged = next(m for m in people if not journeys.is_held_out(flow, m))
+    journeys.enter_manually(flow.id, [survivor, merged], cause="x", now=utcnow())
+    db.session.commit()
+    merge_members(survivor, merged, reason=None, now=utcnow(), actor="t")
+    db.session.commit()
+    rows = db.session.execute(
+        sa.select(JourneyEntry.member_id, JourneyEntry.status, JourneyEntry.exit_reason).order_by(
+            JourneyEntry.id
+        )
+    ).all()
+    assert sorted(rows, key=lambda r: r.status) == [
+        (survivor, "exited", "merged"),
+        (survivor, "held_out", None),
+    ]
+    advance(utcnow() + timedelta(hours=2))
+    assert member_balance(survivor).available == 0

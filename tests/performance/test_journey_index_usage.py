@@ -104,6 +104,7 @@ def test_due_scan_trigger_lookups_and_member_reads_use_indexes(app, make):
         db.session.rollback()
         triggers.active_journeys("member.enrolled")
         journeys.enter(flows[0], FIRST_ID + 7, cause_key="probe", now=now)
+        journeys.enter_many(flows[0], [FIRST_ID + 9, FIRST_ID + 11], cause="probe", now=now)
         journeys.progress(flows[0].id, FIRST_ID + 7)
         db.session.rollback()
         triggers.lapsed_chunk(BatchCursor(), now, limit=50)
