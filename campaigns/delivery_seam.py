@@ -1,6 +1,7 @@
 """How journey steps reach members: the messages of one chunk of the journey engine, read
-and queued in bulk over the notifications pipeline (`notifications.bulk`, the reads and
-the insert the campaigns' fan-out uses), never one member at a time.
+and queued in bulk over the notifications pipeline (`notifications.bulk` for the reads,
+`pipeline.create_messages` for the insert, as the campaigns' fan-out does), never one member
+at a time.
 
     deliveries = Deliveries(person_ids, now)   # consents and destinations: 3 reads in all
     details = deliveries.add(member_id, ...)   # the channel, decided now (or suppressed)
@@ -20,6 +21,7 @@ from typing import Any
 
 from notifications import bulk
 from notifications.consent import Purpose
+from notifications.pipeline import Draft, create_messages
 from notifications.providers.base import Channel
 
 NO_CHANNEL = "no channel with consent and a destination"
@@ -34,7 +36,7 @@ class Deliveries:
         self.now = now
         self.granted = bulk.marketing_consents(ids)
         self.reach = bulk.reachable(ids, now)
-        self.pending: list[bulk.NewMessage] = []
+        self.pending: list[Draft] = []
 
     def pick_channel(self, member_id: int, channels: Sequence[str]) -> str | None:
         """The first channel of `channels` the member allows marketing on and is reachable
@@ -62,7 +64,7 @@ class Deliveries:
         if channel is None:
             return {"outcome": "suppressed", "reason": NO_CHANNEL}
         self.pending.append(
-            bulk.NewMessage(
+            Draft(
                 member_id=member_id,
                 channel=Channel(channel),
                 template=template,
@@ -77,7 +79,7 @@ class Deliveries:
         """Queue every held message in one statement; dedupe key -> message id of those
         inserted (a key already used is absent: its step was queued before)."""
         messages, self.pending = self.pending, []
-        return bulk.queue_messages(messages, self.now)
+        return create_messages(messages, self.now)
 
 
 def settle(details: dict[str, Any], queued: Mapping[str, int]) -> tuple[str, dict[str, Any]]:
