@@ -938,7 +938,7 @@ def conversion(journey: Journey) -> dict[str, Any]:
     """Entries through the journey against the control group's, in one read: per entry,
     its person's orders within the window; then per group the entries, those converted
     and their revenue. The figures and interval are the campaigns' (comparable)."""
-    from campaigns.results import _conversion, plus_days
+    from campaigns.results import conversion_against_control, plus_days
     from loyalty.earning.models import Order
 
     entries, orders = JourneyEntry.__table__, Order.__table__
@@ -978,7 +978,7 @@ def conversion(journey: Journey) -> dict[str, Any]:
     groups = {bool(h): (int(n), int(converted), int(revenue)) for h, n, converted, revenue in rows}
     treated = groups.get(False, (0, 0, 0))
     control = groups.get(True, (0, 0, 0))
-    return _conversion(treated[0], treated[1], treated[2], control[0], control[1], control[2])
+    return conversion_against_control(*treated, *control)
 
 
 def member_journeys(member_id: int, *, limit: int = 20) -> list[dict[str, Any]]:

@@ -334,7 +334,7 @@ def _conversions(campaign: Campaign) -> dict[tuple[str | None, bool], tuple[int,
     return {(variant, bool(h)): (int(n), int(revenue)) for variant, h, n, revenue in rows}
 
 
-def _conversion(
+def conversion_against_control(
     treated: int, converted: int, revenue: int, control: int, control_converted: int,
     control_revenue: int,
 ) -> dict[str, Any]:  # fmt: skip
@@ -379,7 +379,7 @@ def results(campaign: Campaign, *, now: datetime) -> dict[str, Any]:
             revenue = sum(r for (v, h), (_, r) in conversions.items() if not h)
         else:
             converted, revenue = conversions.get((key, False), (0, 0))
-        f["conversion"] = _conversion(
+        f["conversion"] = conversion_against_control(
             f["_treated"], converted, revenue, control, control_converted, control_revenue
         )
     total = _public(figures.pop(TOTAL))
