@@ -172,16 +172,20 @@ def status_callback() -> Response:
         raise InvalidInput("the status callback URL names no message", field="message_id")
     message = db.session.get(Message, int(raw_id))
     status = (params.get("MessageStatus") or "").lower()
-    sid = params.get("MessageSid")
+    sid = (params.get("MessageSid") or "")[:100] or None
     if message is None or (message.provider_message_id not in (None, sid)):
         return Response(status=204)  # not ours (or an older send): nothing to record
     now = utcnow()
     if status == "delivered":
-        pipeline.record_provider_event(message.id, "delivered", reason=None, now=now)
+        pipeline.record_provider_event(
+            message.id, "delivered", reason=None, now=now, provider_message_id=sid
+        )
     elif status in {"failed", "undelivered"}:
         code = (params.get("ErrorCode") or "").strip()[:10]
         why = f"{status} (Twilio error {code})" if code else f"{status} (Twilio receipt)"
-        pipeline.record_provider_event(message.id, "failed", reason=why, now=now)
+        pipeline.record_provider_event(
+            message.id, "failed", reason=why, now=now, provider_message_id=sid
+        )
     return Response(status=204)
 
 

@@ -282,10 +282,27 @@ def create_messages(drafts: Sequence[Draft], now: datetime) -> list[int]:
 
 
 def record_provider_event(
-    message_id: int, state: str, *, reason: str | None, now: datetime
+    message_id: int,
+    state: str,
+    *,
+    reason: str | None,
+    now: datetime,
+    provider_message_id: str | None = None,
 ) -> bool:
     """A provider's status callback: `delivered` or `failed` (undelivered) for a message we
-    sent. Late or repeated callbacks never move a message backwards. True if it moved."""
+    sent. Late or repeated callbacks never move a message backwards. True if it moved.
+
+    A receipt can beat the send job to the database: Twilio calls back within seconds,
+    while the job is still at Twilio with the rest of its chunk, and finds the message
+    `sending`. The receipt proves the provider accepted it, so it records what the job
+    would have (`sent_at`, the provider's id; the job then leaves the message alone): the
+    history and the marketing cap (which counts `sent_at`) see the send either way."""
+    table = Message.__table__
+    accepted = {
+        "sent_at": sa.func.coalesce(table.c.sent_at, now),
+        "sending_since": None,
+        "provider_message_id": sa.func.coalesce(table.c.provider_message_id, provider_message_id),
+    }
     if state == MessageState.DELIVERED.value:
         return _transition(
             message_id,
@@ -294,6 +311,7 @@ def record_provider_event(
             now,
             from_states=(MessageState.SENDING.value, MessageState.SENT.value),
             delivered_at=now,
+            **accepted,
         )
     if state == MessageState.FAILED.value:
         return _transition(
@@ -303,6 +321,7 @@ def record_provider_event(
             now,
             from_states=(MessageState.SENDING.value, MessageState.SENT.value),
             failed_at=now,
+            **accepted,
         )
     raise InvalidInput(f"a provider event is 'delivered' or 'failed', not {state!r}")
 

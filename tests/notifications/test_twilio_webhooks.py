@@ -13,7 +13,8 @@ from flask import Flask
 from twilio.request_validator import RequestValidator
 
 from loyalty.clock import utcnow
-from notifications import consent
+from loyalty.db import db
+from notifications import consent, pipeline, policies
 from notifications.consent import Purpose
 from notifications.jobs import providers as app_providers
 from notifications.providers.base import Channel
@@ -214,6 +215,41 @@ def test_intermediate_and_late_receipts_never_move_a_message_backwards(app, clie
     status(client, message_id, "failed", ErrorCode="30008")
 
     assert reload(message_id).state == "delivered"
+
+
+def test_a_receipt_that_beats_the_send_job_to_the_database_keeps_what_was_sent(app, client, make):
+    """Twilio calls back within seconds, while the send job is still at Twilio with the
+    rest of its chunk: the receipt finds the message `sending`. It must still say when it
+    was sent and under which sid, and count toward the marketing cap."""
+    member = make.member(phone=PHONE)
+    grant_marketing(member.id)
+    message = queue(member.id, template="campaign_offer", purpose=Purpose.MARKETING)
+    settings = app.extensions["omniloyal.settings"]
+    stats = pipeline.SendStats()
+    now = utcnow()
+    with twilio_stub() as stub:
+        provider = TwilioSmsProvider(
+            settings.twilio, http_client=LocalTwilioHttpClient(stub.base_url, timeout=5)
+        )
+        claims = pipeline.claim_due(
+            now, limit=10, settings=settings, providers={**app_providers(), Channel.SMS: provider},
+            redis=app.extensions["omniloyal.redis"], stats=stats,
+        )  # fmt: skip
+        db.session.commit()
+        [result] = pipeline.send_chunk(claims)
+    path = f"{STATUS}?message_id={message.id}"
+    params = {"AccountSid": ACCOUNT, "MessageSid": result.provider_message_id,
+              "MessageStatus": "delivered"}  # fmt: skip
+    assert client.post(path, data=params, headers=signed(path, params)).status_code == 204
+
+    pipeline.record_results(claims, [result], now, max_attempts=8, stats=stats)
+    db.session.commit()
+
+    got = reload(message.id)
+    assert got.state == "delivered"
+    assert got.provider_message_id == result.provider_message_id
+    assert got.sent_at is not None and got.sending_since is None
+    assert policies.marketing_sent_count(member.id, now - timedelta(days=1)) == 1
 
 
 def test_a_receipt_signed_for_another_message_id_is_refused(app, client, make):
