@@ -34,7 +34,7 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 
 URGENT_TEMPLATES = frozenset({"login_code"})  # never held back by quiet hours
 PREVIEW_MEMBER = "preview_member_id"  # variables of a test send: whose data it renders
+TEST_SEND_MARKETING = "test_send_marketing"  # a test send shows the marketing opt-out line
 MAX_DEDUPE_KEY = 200
 MAX_REASON = 300
 RETRY_BASE = timedelta(seconds=30)
@@ -543,9 +544,11 @@ def render_for_member(
     now: datetime,
     locale: str | None = None,
     source: str | None = None,
+    marketing: bool = False,
 ) -> tuple[templates.ResolvedTemplate, templates.Rendered]:
     """Render a template (stored, shipped, or a draft `source`) on a real member's data,
-    as the send would: the admin preview."""
+    as the send would: the admin preview. `marketing`: with the opt-out line a marketing
+    send adds (its link shown as a placeholder: a preview signs no unsubscribe token)."""
     from loyalty.members.resolution import get_member
 
     person = get_member(member_id)
@@ -562,7 +565,18 @@ def render_for_member(
     rendered = templates.render(
         resolved, template_variables(probe, person, now), locale=locale, timezone=person.timezone
     )
+    if marketing:
+        rendered = templates.with_opt_out(rendered, channel, resolved.locale, _preview_link())
     return resolved, rendered
+
+
+def _preview_link() -> str:
+    from flask import current_app
+
+    from notifications.unsubscribe import PATH
+
+    base = current_app.extensions["omniloyal.settings"].public_base_url or ""
+    return base + PATH.replace("<token>", "…")
 
 
 def queue_test_send(
@@ -574,9 +588,12 @@ def queue_test_send(
     variables: Mapping[str, Any],
     now: datetime,
     actor: str,
+    marketing: bool = False,
 ) -> Message:
     """Queue a test send of a template to `to`, rendered with a real member's data. It is
-    not the member's message (no member id: their history and consent are not involved)."""
+    not the member's message (no member id: their history and consent are not involved).
+    `marketing`: it shows the marketing opt-out line (an SMS's reply STOP; a mail has no
+    member's link to carry, so it goes without)."""
     import uuid
 
     from loyalty.members.resolution import get_member
@@ -590,7 +607,12 @@ def queue_test_send(
         template=key,
         purpose=Purpose.TRANSACTIONAL,
         dedupe_key=f"test-send:{uuid.uuid4().hex}",
-        variables={**variables, PREVIEW_MEMBER: person.id, "test_send_by": actor[:100]},
+        variables={
+            **variables,
+            PREVIEW_MEMBER: person.id,
+            "test_send_by": actor[:100],
+            **({TEST_SEND_MARKETING: True} if marketing else {}),
+        },
         now=now,
         destination=to,
     )
@@ -763,6 +785,23 @@ def _prepare_chunk(
             failed.append({"id": message.id, "reason": str(error), "failed_at": now})
             continue
         attempts = message.attempts + 1
+        outgoing = OutgoingMessage(
+            message_id=message.id,
+            channel=Channel(message.channel),
+            to=destination,
+            text=rendered.body,
+            subject=rendered.subject,
+            html=rendered.html,
+            marketing=message.purpose == Purpose.MARKETING.value,
+        )
+        for hook in _outgoing_hooks:
+            outgoing = hook(message, outgoing)
+        if outgoing.marketing or (message.variables or {}).get(TEST_SEND_MARKETING) is True:
+            # after the hooks: the email line carries the unsubscribe link they add
+            rendered = templates.with_opt_out(
+                rendered, outgoing.channel, resolved.locale, outgoing.unsubscribe_url
+            )
+            outgoing = replace(outgoing, text=rendered.body, html=rendered.html)
         sending.append(
             {
                 "id": message.id,
@@ -779,17 +818,6 @@ def _prepare_chunk(
                 "provider": provider.name,
             }
         )
-        outgoing = OutgoingMessage(
-            message_id=message.id,
-            channel=Channel(message.channel),
-            to=destination,
-            text=rendered.body,
-            subject=rendered.subject,
-            html=rendered.html,
-            marketing=message.purpose == Purpose.MARKETING.value,
-        )
-        for hook in _outgoing_hooks:
-            outgoing = hook(message, outgoing)
         claimed.append(Claimed(message.id, attempts, message.member_id, outgoing, provider))
     _move_many(MessageState.SUPPRESSED, suppressed, now, from_states=DUE_STATES)
     _move_many(MessageState.FAILED, failed, now, from_states=DUE_STATES)

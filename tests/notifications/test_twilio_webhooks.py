@@ -20,6 +20,7 @@ from notifications.jobs import providers as app_providers
 from notifications.providers.base import Channel
 from notifications.providers.settings import TwilioSettings
 from notifications.providers.twilio_sms import TwilioSmsProvider
+from notifications.templates import sms_segments
 from tests.notifications.factories import queue, reload, send_round
 from tests.notifications.servers import LocalTwilioHttpClient, twilio_error, twilio_stub
 
@@ -250,6 +251,26 @@ def test_a_receipt_that_beats_the_send_job_to_the_database_keeps_what_was_sent(a
     assert got.provider_message_id == result.provider_message_id
     assert got.sent_at is not None and got.sending_since is None
     assert policies.marketing_sent_count(member.id, now - timedelta(days=1)) == 1
+
+
+def test_a_marketing_sms_tells_the_member_to_reply_stop_and_a_transactional_one_does_not(app, make):
+    member = make.member(phone=PHONE, locale="zh-CN")
+    grant_marketing(member.id)
+    offer = queue(member.id, template="campaign_offer", purpose=Purpose.MARKETING)
+    earned = queue(member.id)
+    with twilio_stub() as stub:
+        provider = TwilioSmsProvider(
+            app.extensions["omniloyal.settings"].twilio,
+            http_client=LocalTwilioHttpClient(stub.base_url, timeout=5),
+        )
+        send_round(providers={**app_providers(), Channel.SMS: provider})
+        bodies = {r.form["StatusCallback"].rsplit("=", 1)[1]: r.form["Body"] for r in stub.received}
+
+    assert bodies[str(offer.id)].endswith("回复STOP退订")
+    assert "STOP" not in bodies[str(earned.id)]
+    kept = reload(offer.id)
+    assert kept.body == bodies[str(offer.id)]
+    assert kept.sms_segments == sms_segments(kept.body)
 
 
 def test_a_receipt_signed_for_another_message_id_is_refused(app, client, make):
