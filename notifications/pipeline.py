@@ -797,11 +797,13 @@ def _prepare_chunk(
         for hook in _outgoing_hooks:
             outgoing = hook(message, outgoing)
         if outgoing.marketing or (message.variables or {}).get(TEST_SEND_MARKETING) is True:
-            # after the hooks: the email line carries the unsubscribe link they add
-            rendered = templates.with_opt_out(
-                rendered, outgoing.channel, resolved.locale, outgoing.unsubscribe_url
-            )
-            outgoing = replace(outgoing, text=rendered.body, html=rendered.html)
+            # after the hooks: the email line carries the unsubscribe link they add; added
+            # to what is kept and to what goes out (a hook may have filled in the text)
+            footer = (outgoing.channel, resolved.locale, outgoing.unsubscribe_url)
+            rendered = templates.with_opt_out(rendered, *footer)
+            out = templates.Rendered(None, outgoing.text, outgoing.html, None)
+            out = templates.with_opt_out(out, *footer)
+            outgoing = replace(outgoing, text=out.body, html=out.html)
         sending.append(
             {
                 "id": message.id,
