@@ -224,6 +224,21 @@ class TestTemplates:
         assert sent.destination == "+8613800138000" and "Ada" in sent.body
         assert sent.member_id is None  # not part of the member's own history
 
+    def test_a_test_send_goes_to_the_given_address_with_the_members_data(self, client, make):
+        member = make.member(email="ada@example.com", name="Ada", locale="zh-CN")
+        response = client.post(
+            "/v1/notifications/templates/test-send",
+            json={"key": "points_earned", "channel": "email", "member_id": member.id,
+                  "to": "qa@loyalty.example.com", "variables": {"points": 5}},
+            headers=idem(make.api_key(scopes.ADMIN)),
+        )  # fmt: skip
+        assert response.status_code == 202, response.json
+        send_round()
+        sent = reload(response.json["id"])
+        assert (sent.state, sent.destination) == ("sent", "qa@loyalty.example.com")
+        assert "Ada" in sent.body and sent.locale == "zh-CN" and sent.subject
+        assert sent.member_id is None
+
     def test_a_test_send_to_something_that_is_not_a_number_is_refused(self, client, make):
         member = make.member()
         response = client.post(
