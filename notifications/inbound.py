@@ -14,8 +14,10 @@ the URL is rebuilt from `OMNILOYAL_PUBLIC_BASE_URL` + the path and query we rece
   source `provider` and the keyword as its place. HELP is answered with TwiML, unless
   Twilio already answered it (OptOutType set). Nothing personal is logged.
 - Status callbacks: our message id travels in the callback URL (signed, like the rest);
-  `delivered` -> delivered, `failed` / `undelivered` -> failed with Twilio's ErrorCode.
-  Other statuses (queued, sent, ...) add nothing to what the pipeline recorded.
+  `delivered` -> delivered, `failed` / `undelivered` -> failed with Twilio's ErrorCode,
+  `queued` / `accepted` / `sent` -> sent when the message is still `sending` (Twilio has
+  it: a worker that died before recording the send leaves it settled, not "outcome
+  unknown"); otherwise they add nothing to what the pipeline recorded.
 """
 
 from __future__ import annotations
@@ -176,7 +178,12 @@ def status_callback() -> Response:
     if message is None or (message.provider_message_id not in (None, sid)):
         return Response(status=204)  # not ours (or an older send): nothing to record
     now = utcnow()
-    if status == "delivered":
+    if status in {"queued", "accepted", "sending", "sent"}:
+        pipeline.record_provider_event(
+            message.id, "sent", reason=f"{status} (Twilio receipt)", now=now,
+            provider_message_id=sid,
+        )  # fmt: skip
+    elif status == "delivered":
         pipeline.record_provider_event(
             message.id, "delivered", reason=None, now=now, provider_message_id=sid
         )

@@ -290,8 +290,11 @@ def record_provider_event(
     now: datetime,
     provider_message_id: str | None = None,
 ) -> bool:
-    """A provider's status callback: `delivered` or `failed` (undelivered) for a message we
-    sent. Late or repeated callbacks never move a message backwards. True if it moved.
+    """A provider's status callback: `sent`, `delivered` or `failed` (undelivered) for a
+    message we sent. Late or repeated callbacks never move a message backwards. True if it
+    moved. `sent` (the provider has it) only moves a message still `sending`: it settles a
+    send whose worker died before recording it, which would otherwise be failed as
+    "outcome unknown" after the lease (the provider can't be asked; its receipt can).
 
     A receipt can beat the send job to the database: Twilio calls back within seconds,
     while the job is still at Twilio with the rest of its chunk, and finds the message
@@ -304,6 +307,15 @@ def record_provider_event(
         "sending_since": None,
         "provider_message_id": sa.func.coalesce(table.c.provider_message_id, provider_message_id),
     }
+    if state == MessageState.SENT.value:
+        return _transition(
+            message_id,
+            MessageState.SENT,
+            reason or "sent (provider receipt)",
+            now,
+            from_states=(MessageState.SENDING.value,),
+            **accepted,
+        )
     if state == MessageState.DELIVERED.value:
         return _transition(
             message_id,
@@ -324,7 +336,7 @@ def record_provider_event(
             failed_at=now,
             **accepted,
         )
-    raise InvalidInput(f"a provider event is 'delivered' or 'failed', not {state!r}")
+    raise InvalidInput(f"a provider event is 'sent', 'delivered' or 'failed', not {state!r}")
 
 
 # --- providers --------------------------------------------------------------------------------

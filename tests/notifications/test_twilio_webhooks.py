@@ -21,7 +21,7 @@ from notifications.providers.base import Channel
 from notifications.providers.settings import TwilioSettings
 from notifications.providers.twilio_sms import TwilioSmsProvider
 from notifications.templates import sms_segments
-from tests.notifications.factories import queue, reload, send_round
+from tests.notifications.factories import queue, reload, send_round, transitions
 from tests.notifications.servers import LocalTwilioHttpClient, twilio_error, twilio_stub
 
 ACCOUNT = "AC" + "c" * 32
@@ -251,6 +251,42 @@ def test_a_receipt_that_beats_the_send_job_to_the_database_keeps_what_was_sent(a
     assert got.provider_message_id == result.provider_message_id
     assert got.sent_at is not None and got.sending_since is None
     assert policies.marketing_sent_count(member.id, now - timedelta(days=1)) == 1
+
+
+def test_twilios_sent_receipt_settles_a_send_whose_worker_died_before_recording_it(
+    app, client, make
+):
+    """Twilio has no idempotency key and can't be asked by our id, so a send left
+    `sending` by a dead worker would be failed as "outcome unknown" after the lease. Its
+    `sent` receipt says Twilio has it: the message is sent, and nothing is left to recover."""
+    member = make.member(phone=PHONE)
+    message = queue(member.id)
+    settings = app.extensions["omniloyal.settings"]
+    now = utcnow()
+    with twilio_stub() as stub:
+        provider = TwilioSmsProvider(
+            settings.twilio, http_client=LocalTwilioHttpClient(stub.base_url, timeout=5)
+        )
+        providers = {**app_providers(), Channel.SMS: provider}
+        claims = pipeline.claim_due(
+            now, limit=10, settings=settings, providers=providers,
+            redis=app.extensions["omniloyal.redis"], stats=pipeline.SendStats(),
+        )  # fmt: skip
+        db.session.commit()
+        [result] = pipeline.send_chunk(claims)
+    # the worker dies here, before record_results; Twilio calls back
+    path = f"{STATUS}?message_id={message.id}"
+    params = {"AccountSid": ACCOUNT, "MessageSid": result.provider_message_id,
+              "MessageStatus": "sent"}  # fmt: skip
+    assert client.post(path, data=params, headers=signed(path, params)).status_code == 204
+
+    later = now + timedelta(minutes=10)
+    assert pipeline.recover_orphans(later, lease=timedelta(minutes=5), providers=providers) == 0
+    db.session.commit()
+    got = reload(message.id)
+    assert (got.state, got.provider_message_id) == ("sent", result.provider_message_id)
+    assert got.sent_at is not None and len(stub.received) == 1
+    assert transitions(message.id)[-1] == ("sent", "sent (Twilio receipt)")
 
 
 def test_a_marketing_sms_tells_the_member_to_reply_stop_and_a_transactional_one_does_not(app, make):
