@@ -289,6 +289,42 @@ def test_twilios_sent_receipt_settles_a_send_whose_worker_died_before_recording_
     assert transitions(message.id)[-1] == ("sent", "sent (Twilio receipt)")
 
 
+@pytest.mark.postgres
+def test_twilio_is_called_with_no_transaction_open(app, make):
+    """While Twilio holds the request, no session of this database is inside a transaction:
+    a slow provider holds no row locks and no snapshot (the claim committed before)."""
+    import sqlalchemy as sa
+
+    member = make.member(phone=PHONE)
+    queue(member.id)
+    queue(member.id)
+    seen: list[int] = []
+
+    def open_transactions() -> None:
+        engine = sa.create_engine(app.config["SQLALCHEMY_DATABASE_URI"])
+        with engine.connect() as connection:
+            seen.append(
+                connection.execute(
+                    sa.text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()"
+                    )
+                ).scalar_one()
+            )
+        engine.dispose()
+
+    with twilio_stub() as stub:
+        stub.on_request = open_transactions
+        provider = TwilioSmsProvider(
+            app.extensions["omniloyal.settings"].twilio,
+            http_client=LocalTwilioHttpClient(stub.base_url, timeout=5),
+        )
+        stats = send_round(providers={**app_providers(), Channel.SMS: provider})
+
+    assert stats.sent == 2
+    assert seen == [0, 0]
+
+
 def test_a_marketing_sms_tells_the_member_to_reply_stop_and_a_transactional_one_does_not(app, make):
     member = make.member(phone=PHONE, locale="zh-CN")
     grant_marketing(member.id)
