@@ -15,9 +15,10 @@ the URL is rebuilt from `OMNILOYAL_PUBLIC_BASE_URL` + the path and query we rece
   Twilio already answered it (OptOutType set). Nothing personal is logged.
 - Status callbacks: our message id travels in the callback URL (signed, like the rest);
   `delivered` -> delivered, `failed` / `undelivered` -> failed with Twilio's ErrorCode,
-  `queued` / `accepted` / `sent` -> sent when the message is still `sending` (Twilio has
-  it: a worker that died before recording the send leaves it settled, not "outcome
-  unknown"); otherwise they add nothing to what the pipeline recorded.
+  `queued` / `accepted` / `sent` -> sent when the message is still `sending` or
+  `deferred` (Twilio has it: a worker that died before recording the send leaves it
+  settled, not "outcome unknown", and a call that timed out after Twilio took it is not
+  sent again at its retry); otherwise they add nothing to what the pipeline recorded.
 """
 
 from __future__ import annotations

@@ -282,6 +282,10 @@ def create_messages(drafts: Sequence[Draft], now: datetime) -> list[int]:
     return created
 
 
+# A receipt settles a message the provider has, whatever we recorded of the call.
+RECEIPT_STATES = (MessageState.SENDING.value, MessageState.DEFERRED.value, MessageState.SENT.value)
+
+
 def record_provider_event(
     message_id: int,
     state: str,
@@ -292,9 +296,11 @@ def record_provider_event(
 ) -> bool:
     """A provider's status callback: `sent`, `delivered` or `failed` (undelivered) for a
     message we sent. Late or repeated callbacks never move a message backwards. True if it
-    moved. `sent` (the provider has it) only moves a message still `sending`: it settles a
-    send whose worker died before recording it, which would otherwise be failed as
-    "outcome unknown" after the lease (the provider can't be asked; its receipt can).
+    moved. `sent` (the provider has it) only moves a message still `sending` or `deferred`:
+    it settles a send whose worker died before recording it, which would otherwise be
+    failed as "outcome unknown" after the lease (the provider can't be asked; its receipt
+    can), and a send that timed out after the provider took it, which would otherwise be
+    sent again at its retry (a receipt names our message id, so the provider has it).
 
     A receipt can beat the send job to the database: Twilio calls back within seconds,
     while the job is still at Twilio with the rest of its chunk, and finds the message
@@ -313,7 +319,7 @@ def record_provider_event(
             MessageState.SENT,
             reason or "sent (provider receipt)",
             now,
-            from_states=(MessageState.SENDING.value,),
+            from_states=(MessageState.SENDING.value, MessageState.DEFERRED.value),
             **accepted,
         )
     if state == MessageState.DELIVERED.value:
@@ -322,7 +328,7 @@ def record_provider_event(
             MessageState.DELIVERED,
             reason or "delivered (provider receipt)",
             now,
-            from_states=(MessageState.SENDING.value, MessageState.SENT.value),
+            from_states=RECEIPT_STATES,
             delivered_at=now,
             **accepted,
         )
@@ -332,7 +338,7 @@ def record_provider_event(
             MessageState.FAILED,
             reason or "undelivered (provider receipt)",
             now,
-            from_states=(MessageState.SENDING.value, MessageState.SENT.value),
+            from_states=RECEIPT_STATES,
             failed_at=now,
             **accepted,
         )

@@ -289,6 +289,40 @@ def test_twilios_sent_receipt_settles_a_send_whose_worker_died_before_recording_
     assert transitions(message.id)[-1] == ("sent", "sent (Twilio receipt)")
 
 
+def test_a_send_that_timed_out_after_twilio_took_it_is_not_sent_again(app, client, make):
+    """A read timeout is ambiguous: Twilio may have created the message. The pipeline
+    defers it for a retry; Twilio's receipt, naming our message id, arrives within seconds
+    and settles it as sent, so the retry finds nothing to send (no duplicate SMS)."""
+    import time as clock
+
+    member = make.member(phone=PHONE)
+    message = queue(member.id)
+    now = utcnow()
+    with twilio_stub() as stub:
+        stub.on_request = lambda: clock.sleep(0.6)  # Twilio answers after we gave up
+        provider = TwilioSmsProvider(
+            app.extensions["omniloyal.settings"].twilio,
+            http_client=LocalTwilioHttpClient(stub.base_url, timeout=0.2),
+        )
+        providers = {**app_providers(), Channel.SMS: provider}
+        send_round(providers=providers, now=now)
+        assert reload(message.id).state == "deferred"
+        clock.sleep(0.6)  # the stub has created it by now
+        [request] = stub.received
+        path = f"{STATUS}?message_id={message.id}"
+        params = {"AccountSid": ACCOUNT, "MessageSid": "SM" + "e" * 32,
+                  "MessageStatus": "queued", "To": request.form["To"]}  # fmt: skip
+        assert client.post(path, data=params, headers=signed(path, params)).status_code == 204
+
+        send_round(providers=providers, now=now + timedelta(hours=2))  # the retry is due
+
+        assert len(stub.received) == 1
+    settled = reload(message.id)
+    assert (settled.state, settled.provider_message_id) == ("sent", "SM" + "e" * 32)
+    assert [state for state, _ in transitions(message.id)] == ["queued", "sending", "deferred",
+                                                              "sent"]  # fmt: skip
+
+
 @pytest.mark.postgres
 def test_twilio_is_called_with_no_transaction_open(app, make):
     """While Twilio holds the request, no session of this database is inside a transaction:
