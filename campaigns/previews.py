@@ -70,6 +70,7 @@ def preview(
             variables=_variables(campaign, chosen["name"], now),
             now=now,
             locale=locale,
+            marketing=True,
         )
         rendered.append(
             {
@@ -117,5 +118,6 @@ def test_send(
         variables=_variables(campaign, chosen["name"], now),
         now=now,
         actor=actor,
+        marketing=True,
     )
     return {"message_id": message.id, "channel": channel, "template": key}

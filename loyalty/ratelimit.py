@@ -59,7 +59,7 @@ def _caller_key() -> str:
     caller = g.caller
     if caller.client_id is not None:
         return f"client:{caller.client_id}"
-    return f"member:{caller.member_id}"
+    return f"member:{caller.person_id or caller.member_id}"  # one budget per person
 
 
 def _client_ip() -> str:

@@ -315,6 +315,7 @@ def preview(data: dict[str, Any]) -> Any:
     resolved, rendered = pipeline.render_for_member(
         data["key"], Channel(data["channel"]), member_id=data["member_id"],
         variables=data["variables"], now=utcnow(), locale=data["locale"], source=data["source"],
+        marketing=data["purpose"] == consent.Purpose.MARKETING.value,
     )  # fmt: skip
     return _rendered(resolved, rendered)
 
@@ -337,4 +338,5 @@ def test_send(data: dict[str, Any]) -> Any:
     return pipeline.queue_test_send(
         data["key"], channel, member_id=data["member_id"], to=to,
         variables=data["variables"], now=utcnow(), actor=current_caller().actor,
+        marketing=data["purpose"] == consent.Purpose.MARKETING.value,
     )  # fmt: skip

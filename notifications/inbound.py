@@ -14,8 +14,11 @@ the URL is rebuilt from `OMNILOYAL_PUBLIC_BASE_URL` + the path and query we rece
   source `provider` and the keyword as its place. HELP is answered with TwiML, unless
   Twilio already answered it (OptOutType set). Nothing personal is logged.
 - Status callbacks: our message id travels in the callback URL (signed, like the rest);
-  `delivered` -> delivered, `failed` / `undelivered` -> failed with Twilio's ErrorCode.
-  Other statuses (queued, sent, ...) add nothing to what the pipeline recorded.
+  `delivered` -> delivered, `failed` / `undelivered` -> failed with Twilio's ErrorCode,
+  `queued` / `accepted` / `sent` -> sent when the message is still `sending` or
+  `deferred` (Twilio has it: a worker that died before recording the send leaves it
+  settled, not "outcome unknown", and a call that timed out after Twilio took it is not
+  sent again at its retry); otherwise they add nothing to what the pipeline recorded.
 """
 
 from __future__ import annotations
@@ -172,16 +175,25 @@ def status_callback() -> Response:
         raise InvalidInput("the status callback URL names no message", field="message_id")
     message = db.session.get(Message, int(raw_id))
     status = (params.get("MessageStatus") or "").lower()
-    sid = params.get("MessageSid")
+    sid = (params.get("MessageSid") or "")[:100] or None
     if message is None or (message.provider_message_id not in (None, sid)):
         return Response(status=204)  # not ours (or an older send): nothing to record
     now = utcnow()
-    if status == "delivered":
-        pipeline.record_provider_event(message.id, "delivered", reason=None, now=now)
+    if status in {"queued", "accepted", "sending", "sent"}:
+        pipeline.record_provider_event(
+            message.id, "sent", reason=f"{status} (Twilio receipt)", now=now,
+            provider_message_id=sid,
+        )  # fmt: skip
+    elif status == "delivered":
+        pipeline.record_provider_event(
+            message.id, "delivered", reason=None, now=now, provider_message_id=sid
+        )
     elif status in {"failed", "undelivered"}:
         code = (params.get("ErrorCode") or "").strip()[:10]
         why = f"{status} (Twilio error {code})" if code else f"{status} (Twilio receipt)"
-        pipeline.record_provider_event(message.id, "failed", reason=why, now=now)
+        pipeline.record_provider_event(
+            message.id, "failed", reason=why, now=now, provider_message_id=sid
+        )
     return Response(status=204)
 
 

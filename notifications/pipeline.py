@@ -34,7 +34,7 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 
 URGENT_TEMPLATES = frozenset({"login_code"})  # never held back by quiet hours
 PREVIEW_MEMBER = "preview_member_id"  # variables of a test send: whose data it renders
+TEST_SEND_MARKETING = "test_send_marketing"  # a test send shows the marketing opt-out line
 MAX_DEDUPE_KEY = 200
 MAX_REASON = 300
 RETRY_BASE = timedelta(seconds=30)
@@ -281,19 +282,55 @@ def create_messages(drafts: Sequence[Draft], now: datetime) -> dict[str, int]:
     return created
 
 
+# A receipt settles a message the provider has, whatever we recorded of the call.
+RECEIPT_STATES = (MessageState.SENDING.value, MessageState.DEFERRED.value, MessageState.SENT.value)
+
+
 def record_provider_event(
-    message_id: int, state: str, *, reason: str | None, now: datetime
+    message_id: int,
+    state: str,
+    *,
+    reason: str | None,
+    now: datetime,
+    provider_message_id: str | None = None,
 ) -> bool:
-    """A provider's status callback: `delivered` or `failed` (undelivered) for a message we
-    sent. Late or repeated callbacks never move a message backwards. True if it moved."""
+    """A provider's status callback: `sent`, `delivered` or `failed` (undelivered) for a
+    message we sent. Late or repeated callbacks never move a message backwards. True if it
+    moved. `sent` (the provider has it) only moves a message still `sending` or `deferred`:
+    it settles a send whose worker died before recording it, which would otherwise be
+    failed as "outcome unknown" after the lease (the provider can't be asked; its receipt
+    can), and a send that timed out after the provider took it, which would otherwise be
+    sent again at its retry (a receipt names our message id, so the provider has it).
+
+    A receipt can beat the send job to the database: Twilio calls back within seconds,
+    while the job is still at Twilio with the rest of its chunk, and finds the message
+    `sending`. The receipt proves the provider accepted it, so it records what the job
+    would have (`sent_at`, the provider's id; the job then leaves the message alone): the
+    history and the marketing cap (which counts `sent_at`) see the send either way."""
+    table = Message.__table__
+    accepted = {
+        "sent_at": sa.func.coalesce(table.c.sent_at, now),
+        "sending_since": None,
+        "provider_message_id": sa.func.coalesce(table.c.provider_message_id, provider_message_id),
+    }
+    if state == MessageState.SENT.value:
+        return _transition(
+            message_id,
+            MessageState.SENT,
+            reason or "sent (provider receipt)",
+            now,
+            from_states=(MessageState.SENDING.value, MessageState.DEFERRED.value),
+            **accepted,
+        )
     if state == MessageState.DELIVERED.value:
         return _transition(
             message_id,
             MessageState.DELIVERED,
             reason or "delivered (provider receipt)",
             now,
-            from_states=(MessageState.SENDING.value, MessageState.SENT.value),
+            from_states=RECEIPT_STATES,
             delivered_at=now,
+            **accepted,
         )
     if state == MessageState.FAILED.value:
         return _transition(
@@ -301,10 +338,11 @@ def record_provider_event(
             MessageState.FAILED,
             reason or "undelivered (provider receipt)",
             now,
-            from_states=(MessageState.SENDING.value, MessageState.SENT.value),
+            from_states=RECEIPT_STATES,
             failed_at=now,
+            **accepted,
         )
-    raise InvalidInput(f"a provider event is 'delivered' or 'failed', not {state!r}")
+    raise InvalidInput(f"a provider event is 'sent', 'delivered' or 'failed', not {state!r}")
 
 
 # --- providers --------------------------------------------------------------------------------
@@ -573,9 +611,11 @@ def render_for_member(
     now: datetime,
     locale: str | None = None,
     source: str | None = None,
+    marketing: bool = False,
 ) -> tuple[templates.ResolvedTemplate, templates.Rendered]:
     """Render a template (stored, shipped, or a draft `source`) on a real member's data,
-    as the send would: the admin preview."""
+    as the send would: the admin preview. `marketing`: with the opt-out line a marketing
+    send adds (its link shown as a placeholder: a preview signs no unsubscribe token)."""
     from loyalty.members.resolution import get_member
 
     person = get_member(member_id)
@@ -592,7 +632,18 @@ def render_for_member(
     rendered = templates.render(
         resolved, template_variables(probe, person, now), locale=locale, timezone=person.timezone
     )
+    if marketing:
+        rendered = templates.with_opt_out(rendered, channel, resolved.locale, _preview_link())
     return resolved, rendered
+
+
+def _preview_link() -> str:
+    from flask import current_app
+
+    from notifications.unsubscribe import PATH
+
+    base = current_app.extensions["omniloyal.settings"].public_base_url or ""
+    return base + PATH.replace("<token>", "…")
 
 
 def queue_test_send(
@@ -604,9 +655,12 @@ def queue_test_send(
     variables: Mapping[str, Any],
     now: datetime,
     actor: str,
+    marketing: bool = False,
 ) -> Message:
     """Queue a test send of a template to `to`, rendered with a real member's data. It is
-    not the member's message (no member id: their history and consent are not involved)."""
+    not the member's message (no member id: their history and consent are not involved).
+    `marketing`: it shows the marketing opt-out line (an SMS's reply STOP; a mail has no
+    member's link to carry, so it goes without)."""
     import uuid
 
     from loyalty.members.resolution import get_member
@@ -620,7 +674,12 @@ def queue_test_send(
         template=key,
         purpose=Purpose.TRANSACTIONAL,
         dedupe_key=f"test-send:{uuid.uuid4().hex}",
-        variables={**variables, PREVIEW_MEMBER: person.id, "test_send_by": actor[:100]},
+        variables={
+            **variables,
+            PREVIEW_MEMBER: person.id,
+            "test_send_by": actor[:100],
+            **({TEST_SEND_MARKETING: True} if marketing else {}),
+        },
         now=now,
         destination=to,
     )
@@ -803,6 +862,26 @@ def _prepare_chunk(
             failed.append({"id": message.id, "reason": str(error), "failed_at": now})
             continue
         attempts = message.attempts + 1
+        outgoing = OutgoingMessage(
+            message_id=message.id,
+            channel=Channel(message.channel),
+            to=destination,
+            text=rendered.body,
+            subject=rendered.subject,
+            html=rendered.html,
+            marketing=message.purpose == Purpose.MARKETING.value,
+            member_id=person.id if person is not None else None,
+        )
+        for hook in _outgoing_hooks:
+            outgoing = hook(message, outgoing)
+        if outgoing.marketing or (message.variables or {}).get(TEST_SEND_MARKETING) is True:
+            # after the hooks: the email line carries the unsubscribe link they add; added
+            # to what is kept and to what goes out (a hook may have filled in the text)
+            footer = (outgoing.channel, resolved.locale, outgoing.unsubscribe_url)
+            rendered = templates.with_opt_out(rendered, *footer)
+            out = templates.Rendered(None, outgoing.text, outgoing.html, None)
+            out = templates.with_opt_out(out, *footer)
+            outgoing = replace(outgoing, text=out.body, html=out.html)
         sending.append(
             {
                 "id": message.id,
@@ -819,18 +898,6 @@ def _prepare_chunk(
                 "provider": provider.name,
             }
         )
-        outgoing = OutgoingMessage(
-            message_id=message.id,
-            channel=Channel(message.channel),
-            to=destination,
-            text=rendered.body,
-            subject=rendered.subject,
-            html=rendered.html,
-            marketing=message.purpose == Purpose.MARKETING.value,
-            member_id=person.id if person is not None else None,
-        )
-        for hook in _outgoing_hooks:
-            outgoing = hook(message, outgoing)
         claimed.append(Claimed(message.id, attempts, message.member_id, outgoing, provider))
     _move_many(MessageState.SUPPRESSED, suppressed, now, from_states=DUE_STATES)
     _move_many(MessageState.FAILED, failed, now, from_states=DUE_STATES)

@@ -171,6 +171,12 @@ TemplateVersionsSchema = page_schema(TemplateVersionSchema, "TemplateVersionsSch
 
 class _RenderFor(_TemplateRef):
     member_id = Id(required=True)
+    purpose = fields.String(
+        load_default=Purpose.TRANSACTIONAL.value,
+        validate=validate.OneOf(PURPOSES),
+        metadata={"description": "marketing: with the opt-out line every marketing send "
+                  "adds (SMS: reply STOP; email: the unsubscribe link)"},
+    )  # fmt: skip
     locale = fields.String(
         load_default=None, validate=[validate.Length(max=16), validate.Regexp(LOCALE)]
     )

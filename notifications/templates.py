@@ -20,7 +20,8 @@ Dates, numbers and money are formatted with Babel for the member's locale and ti
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
 from functools import lru_cache
@@ -33,6 +34,7 @@ from babel import dates as babel_dates
 from babel import numbers as babel_numbers
 from jinja2 import TemplateError, meta, pass_context
 from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import escape
 
 from loyalty.db import db
 from loyalty.errors import InvalidInput, NotFound
@@ -84,6 +86,47 @@ def sms_segments(text: str) -> int:
     if units <= single:
         return 1
     return math.ceil(units / part)
+
+
+# --- opt-out footers on marketing -------------------------------------------------------------
+
+# What the providers' own rules ask of marketing: an SMS says how to opt out (Twilio's
+# messaging policy and the carriers' CTIA rules: "Reply STOP"; STOP is the keyword Twilio
+# itself honours, so it is the one to name), a mail shows a visible unsubscribe link in its
+# body beside the List-Unsubscribe header (the mailbox providers' bulk-sender rules).
+# Templates may word their own: a body that already names STOP, or already carries the
+# link, is left as it is.
+_OPT_OUT = {
+    "en": ("Reply STOP to opt out.", "Unsubscribe: {url}", "Unsubscribe"),
+    "zh": ("回复STOP退订", "退订：{url}", "退订"),  # noqa: RUF001
+}
+_NAMES_STOP = re.compile(r"\bSTOP\b")
+
+
+def with_opt_out(
+    rendered: Rendered, channel: Channel, locale: str, unsubscribe_url: str | None
+) -> Rendered:
+    """A marketing message's rendering with its opt-out line (SMS: reply STOP; email: the
+    unsubscribe link in the text and the HTML part); push is unchanged. The SMS segment
+    count includes the line."""
+    language = babel_locale(locale).language
+    sms_line, text_line, link_label = _OPT_OUT.get(language, _OPT_OUT[FALLBACK_LOCALE])
+    if channel is Channel.SMS:
+        if _NAMES_STOP.search(rendered.body):
+            return rendered
+        gap = "" if language == "zh" else " "
+        body = f"{rendered.body}{gap}{sms_line}" if rendered.body else sms_line
+        return replace(rendered, body=body, sms_segments=sms_segments(body))
+    if channel is not Channel.EMAIL or not unsubscribe_url:
+        return rendered
+    body, html = rendered.body, rendered.html
+    if unsubscribe_url not in body:
+        body = f"{body}\n\n{text_line.format(url=unsubscribe_url)}".lstrip("\n")
+    if html is not None and escape(unsubscribe_url) not in html:
+        link = f'<p><a href="{escape(unsubscribe_url)}">{escape(link_label)}</a></p>'
+        closing = html.lower().rfind("</body>")
+        html = f"{html[:closing]}{link}{html[closing:]}" if closing >= 0 else f"{html}{link}"
+    return replace(rendered, body=body, html=html)
 
 
 # --- formatting with Babel --------------------------------------------------------------------

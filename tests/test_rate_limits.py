@@ -71,6 +71,21 @@ def test_a_members_app_tokens_share_one_limit(limited, make):
     _assert_rate_limited(client.get("/v1/me/balance", headers=token))
 
 
+def test_a_token_minted_before_a_merge_shares_the_survivors_limit(limited, make):
+    from loyalty.clock import utcnow
+    from loyalty.members.merge import merge_members
+
+    survivor, merged = make.member().id, make.member().id
+    old_token = make.member_token(merged)
+    merge_members(survivor, merged, reason=None, now=utcnow(), actor="test")
+    db.session.commit()
+    new_token = make.member_token(survivor)
+    client = limited(rate_limit_per_caller="2/minute").test_client()
+    assert client.get("/v1/me/balance", headers=old_token).status_code == 200
+    assert client.get("/v1/me/balance", headers=new_token).status_code == 200
+    _assert_rate_limited(client.get("/v1/me/balance", headers=old_token))
+
+
 def test_each_client_ip_has_a_limit_that_failed_authentications_count_against(limited, make):
     key = make.api_key(scopes.MEMBERS_READ)
     member = make.member_token(make.member().id)

@@ -27,6 +27,9 @@ class Caller:
     scopes: frozenset[str] = frozenset()
     store_id: str | None = None  # a POS key is bound to its store
     member_id: int | None = None  # set for member app tokens
+    # the person the token's member belongs to now (the survivor after a merge): what
+    # counters kept per member count against
+    person_id: int | None = None
 
     @property
     def idempotency_scope(self) -> str:
@@ -62,7 +65,8 @@ def authenticate_request() -> Caller | None:
             store_id=client.store_id,
         )
     if credential.startswith(tokens.APP_TOKEN_PREFIX):
-        return Caller(member_id=tokens.member_id_from_token(credential))
+        member_id, person_id = tokens.token_holder(credential)
+        return Caller(member_id=member_id, person_id=person_id)
     raise NotAuthenticated("unrecognised credential")
 
 

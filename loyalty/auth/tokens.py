@@ -67,6 +67,14 @@ def mint_member_token(
 
 def member_id_from_token(token: str) -> int:
     """The member of a valid, unrevoked app token; NotAuthenticated (401) otherwise."""
+    return token_holder(token)[0]
+
+
+def token_holder(token: str) -> tuple[int, int]:
+    """The member of a valid, unrevoked app token and the person it belongs to now (its
+    survivor after a merge; read in the same statement); NotAuthenticated (401) otherwise.
+    Counters kept per member (rate limits, guess lockouts) count per person, so a token
+    minted before a merge shares them with the survivor's own tokens."""
     payload, _issued = _load(
         token, APP_TOKEN_PREFIX, "member-app", _settings().member_token_ttl_seconds
     )
@@ -78,7 +86,7 @@ def member_id_from_token(token: str) -> int:
         raise NotAuthenticated("member token revoked: the app that issued it was revoked")
     if row.status in REVOKED_STATUSES or row.token_epoch != epoch:
         raise NotAuthenticated("member token revoked; sign in again")
-    return member_id
+    return member_id, row.person_id
 
 
 def _token_holder(member_id: int, client_id: int) -> Any:
@@ -103,6 +111,8 @@ def _holder_query() -> sa.Select[Any]:
         sa.select(
             members.c.status,
             members.c.token_epoch,
+            # merges repoint earlier merges: one hop names the person (resolution.py)
+            sa.func.coalesce(members.c.merged_into_id, members.c.id).label("person_id"),
             clients.c.active.label("client_active"),
         )
         .select_from(members.outerjoin(clients, clients.c.id == sa.bindparam("client_id")))

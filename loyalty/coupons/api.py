@@ -135,10 +135,13 @@ def _member_id(given: int | None) -> int | None:
 
 
 def _lockout_subjects(caller: Caller) -> list[str]:
-    """Who a failed guess counts against: the caller's key, its bound store, or the member
-    of a member token; never a store named in the body (see loyalty.coupons.abuse)."""
+    """Who a failed guess counts against: the caller's key, its bound store, or the person
+    behind a member token (merges followed: a token minted before a merge shares the
+    survivor's count); never a store named in the body (see loyalty.coupons.abuse)."""
     return abuse.subjects(
-        client_id=caller.client_id, bound_store_id=caller.store_id, member_id=caller.member_id
+        client_id=caller.client_id,
+        bound_store_id=caller.store_id,
+        member_id=caller.person_id or caller.member_id,
     )
 
 

@@ -39,6 +39,11 @@ The header names the columns, in any order (external_id required, each once):
   opening_points_expire_at  YYYY-MM-DD, the last day they count (default: the policy)
   qualifying_points         points counting toward tiers (default: opening_points)
   tier                      an existing tier's code, e.g. gold
+  sms_marketing, email_marketing, push_marketing
+                            marketing consent from the old system: yes / no (empty:
+                            not known, marketing stays off on that channel)
+  marketing_consent_at      when it was given or withdrawn, YYYY-MM-DD or ISO 8601 time
+                            (default: the import's time)
 
 Idempotent and resumable: committed chunk by chunk; run it again after an interruption and
 it continues where it stopped (rows already imported are counted, not imported twice).

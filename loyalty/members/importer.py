@@ -16,6 +16,11 @@
   member's tiers as if earned on the import day (`member_imports.qualifying_points`), so an
   imported Gold member with the points Gold needs keeps Gold for the tier's window. Give
   the column (0 if need be) when the old balance says nothing about qualification.
+- Marketing consent carried over: `sms_marketing`, `email_marketing`, `push_marketing`
+  (yes / no; empty: nothing known, so marketing stays off on that channel, it is opt-in)
+  and `marketing_consent_at` (when the member gave or withdrew it in the old system;
+  default the import's time) become the member's consents and their history, with
+  source `import`, the importing actor and `import <batch>` as the place.
 - One `members.imported` outbox event per chunk (not member.enrolled: an imported member is
   not a new sign-up, and must not trigger sign-up bonuses or welcome messages).
 """
@@ -72,7 +77,13 @@ COLUMNS = (
     "opening_points_expire_at",
     "qualifying_points",
     "tier",
+    "sms_marketing",
+    "email_marketing",
+    "push_marketing",
+    "marketing_consent_at",
 )
+CONSENT_COLUMNS = {"sms_marketing": "sms", "email_marketing": "email", "push_marketing": "push"}
+_YES, _NO = frozenset({"yes", "y", "true", "1"}), frozenset({"no", "n", "false", "0"})
 IDENTITY_COLUMNS = tuple(kind.value for kind in IdentityKind)
 _LOCALE = re.compile(r"^[a-zA-Z]{2,3}([-_][A-Za-z0-9]{2,8}){0,3}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -123,6 +134,8 @@ class _Row:
     points: int
     expires_at: datetime | None
     qualifying_points: int = 0
+    consents: dict[str, bool] = field(default_factory=dict)  # channel -> marketing granted
+    consent_at: datetime | None = None
 
 
 REPORT_HEADER = ("row", "column", "message", "external_id")
@@ -237,6 +250,17 @@ class MemberImporter:
         points = check("opening_points", _points) or 0
         expires_at = check("opening_points_expire_at", self._expiry)
         qualifying = check("qualifying_points", lambda v: _points(v, "qualifying_points"))
+        consents = {
+            channel: granted
+            for column, channel in CONSENT_COLUMNS.items()
+            if (granted := check(column, lambda v, c=column: _yes_no(v, c))) is not None
+        }
+        consent_at = check("marketing_consent_at", self._consent_at)
+        if consent_at is not None and not consents:
+            errors.append(
+                RowError(number, "marketing_consent_at",
+                         "a consent time needs a *_marketing value", external_id or None)
+            )  # fmt: skip
         if errors:
             return None, errors
         if external_id in self.seen_external_ids:
@@ -247,7 +271,8 @@ class MemberImporter:
             expires_at = self.policy.expires_at(self.now)
         if not values.get("qualifying_points"):
             qualifying = points  # the old program's balance stands in for its qualification
-        row = _Row(number, external_id, identities, member, points, expires_at, qualifying)
+        row = _Row(number, external_id, identities, member, points, expires_at, qualifying,
+                   consents, consent_at)  # fmt: skip
         return row, []
 
     def _external_id(self, value: str) -> str:
@@ -267,6 +292,21 @@ class MemberImporter:
         if value and value not in self.tier_ids:
             raise _RowInvalid("tier", f"no tier {value!r}")
         return self.tier_ids[value] if value else None
+
+    def _consent_at(self, value: str) -> datetime | None:
+        if not value:
+            return None
+        try:
+            given = datetime.fromisoformat(value)
+        except ValueError:
+            raise _RowInvalid(
+                "marketing_consent_at", f"{value!r} is not a date or time (ISO 8601)"
+            ) from None
+        if given.tzinfo is None:  # a date, or a time without offset: UTC
+            given = given.replace(tzinfo=UTC)
+        if given > self.now:
+            raise _RowInvalid("marketing_consent_at", "a consent can't be given in the future")
+        return given
 
     def _expiry(self, value: str) -> datetime | None:
         if not value:
@@ -465,6 +505,7 @@ class MemberImporter:
             if account["kind"] == AccountKind.MEMBER_POINTS
         }
         self._open_balances([row for row in rows if row.points], points_accounts)
+        self._carry_consents([row for row in rows if row.consents])
         bulk_insert(
             MemberImport.__table__,
             [
@@ -477,6 +518,38 @@ class MemberImporter:
                     "imported_at": now,
                 }
                 for row in rows
+            ],
+        )
+
+    def _carry_consents(self, rows: list[_Row]) -> None:
+        """The old system's marketing consents: current state and history, source import."""
+        if not rows:
+            return
+        from notifications.consent import ConsentChange, ConsentSource, MemberConsent
+
+        common = {
+            "purpose": "marketing",
+            "source": ConsentSource.IMPORT.value,
+            "actor": self.actor[:200],
+            "place": f"import {self.batch}"[:100],
+        }
+        given = [
+            (row.member["id"], channel, granted, row.consent_at or self.now)
+            for row in rows
+            for channel, granted in row.consents.items()
+        ]
+        bulk_insert(
+            MemberConsent.__table__,
+            [
+                {"member_id": m, "channel": c, "granted": g, "updated_at": at, **common}
+                for m, c, g, at in given
+            ],
+        )
+        bulk_insert(
+            ConsentChange.__table__,
+            [
+                {"member_id": m, "channel": c, "granted": g, "at": at, "text_id": None, **common}
+                for m, c, g, at in given
             ],
         )
 
@@ -706,6 +779,16 @@ def _locale(value: str) -> str | None:
     if value and not _LOCALE.match(value):
         raise _RowInvalid("locale", f"{value!r} is not a locale (e.g. fr-FR)")
     return value or None
+
+
+def _yes_no(value: str, column: str) -> bool | None:
+    if not value:
+        return None
+    if value.lower() in _YES:
+        return True
+    if value.lower() in _NO:
+        return False
+    raise _RowInvalid(column, f"{value!r}: yes or no (or empty when not known)")
 
 
 def _points(value: str, column: str = "opening_points") -> int:

@@ -66,6 +66,26 @@ def test_a_member_guessing_codes_is_locked_out_too(client, make, low_limit):
     assert response.status_code == 429
 
 
+def test_a_token_minted_before_a_merge_shares_the_persons_guess_count(client, make, low_limit):
+    from loyalty.clock import utcnow
+    from loyalty.members.merge import merge_members
+
+    survivor, merged = make.member(), make.member()
+    old_token = make.member_token(merged.id)  # still authenticates after the merge
+    merge_members(survivor.id, merged.id, reason=None, now=utcnow(), actor="test")
+    db.session.commit()
+    new_token = make.member_token(survivor.id)
+
+    def guess(n: int, token: dict[str, str]) -> int:
+        body = f.body([f"P{n:010d}"], channel="app")
+        return client.post("/v1/me/coupons/validate", json=body, headers=token).status_code
+
+    assert [guess(n, old_token) for n in range(3)] == [200] * 3
+    assert [guess(n, new_token) for n in range(3, 5)] == [200] * 2
+    assert guess(5, new_token) == 429  # five guesses by one person, not three and two
+    assert guess(6, old_token) == 429
+
+
 def test_orders_count_unknown_codes_and_are_locked_out_like_the_coupon_routes(client, make):
     # Defaults (20 failures): before the fix 30 orders of 10 unknown codes never met a 429
     # and the right code then worked.

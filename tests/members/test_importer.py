@@ -196,7 +196,7 @@ def test_invalid_rows_are_reported_by_row_and_column_and_the_rest_is_imported(ma
         good + bad,
         columns=list(importer.COLUMNS),
     )
-    text += "B13,,b13@shop.example,,,,,,,,,,,,,unexpected\n"
+    text += "B13,,b13@shop.example" + "," * (len(importer.COLUMNS) - 2) + "unexpected\n"
     stats, errors = run(text, chunk_size=4)
     assert stats.imported == 2 and stats.errors == len(errors)
     reported = {(e.row, e.column) for e in errors}
@@ -220,6 +220,75 @@ def test_invalid_rows_are_reported_by_row_and_column_and_the_rest_is_imported(ma
     assert all(e.message for e in errors)
     assert count(Member) == 3
     assert_ledger_consistent()
+
+
+def test_marketing_consent_from_the_old_system_comes_with_its_source_place_and_time(make):
+    from notifications import consent
+    from notifications.consent import Purpose
+    from notifications.providers.base import Channel
+
+    text = csv_text(
+        [
+            {"external_id": "K1", "phone": "+33612340001", "sms_marketing": "yes",
+             "email_marketing": "No", "marketing_consent_at": "2024-03-01"},
+            {"external_id": "K2", "email": "k2@shop.example", "email_marketing": "YES"},
+            {"external_id": "K3", "email": "k3@shop.example"},
+        ],
+        columns=["external_id", "phone", "email", *importer.CONSENT_COLUMNS,
+                 "marketing_consent_at"],
+    )  # fmt: skip
+    before = utcnow()
+
+    stats, errors = run(text, batch="crm-2024")
+
+    assert (stats.imported, errors) == (3, [])
+    k1, k2, k3 = (find_member_by_identity(*i) for i in
+                  [("phone", "+33612340001"), ("email", "k2@shop.example"),
+                   ("email", "k3@shop.example")])  # fmt: skip
+
+    def marketing(member) -> tuple[bool, bool, bool]:  # type: ignore[no-untyped-def]
+        return tuple(consent.allows(member.id, c, Purpose.MARKETING) for c in Channel)  # type: ignore[return-value]
+
+    assert marketing(k1) == (True, False, False)
+    assert marketing(k2) == (False, True, False)
+    assert marketing(k3) == (False, False, False)  # nothing known: marketing stays off
+    assert consent.allows(k1.id, Channel.EMAIL, Purpose.TRANSACTIONAL)
+    history = [
+        (c.channel, c.granted, c.source, c.actor, c.place, c.at) for c in consent.history(k1.id)
+    ]
+    given = datetime(2024, 3, 1, tzinfo=UTC)
+    assert history == [
+        ("sms", True, "import", "import:test", "import crm-2024", given),
+        ("email", False, "import", "import:test", "import crm-2024", given),
+    ]
+    [k2_change] = consent.history(k2.id)
+    assert k2_change.at >= before  # no time in the file: the import's
+    assert consent.history(k3.id) == []
+
+
+def test_consent_columns_that_say_something_else_are_reported(make):
+    text = csv_text(
+        [
+            {"external_id": "Q1", "email": "q1@shop.example", "sms_marketing": "maybe"},
+            {"external_id": "Q2", "email": "q2@shop.example", "email_marketing": "yes",
+             "marketing_consent_at": "2999-01-01"},
+            {"external_id": "Q3", "email": "q3@shop.example",
+             "marketing_consent_at": "2024-01-01"},
+            {"external_id": "Q4", "email": "q4@shop.example", "push_marketing": "no",
+             "marketing_consent_at": "March 2024"},
+        ],
+        columns=["external_id", "email", *importer.CONSENT_COLUMNS, "marketing_consent_at"],
+    )  # fmt: skip
+
+    stats, errors = run(text)
+
+    assert stats.imported == 0
+    assert {(e.row, e.column) for e in errors} == {
+        (2, "sms_marketing"),
+        (3, "marketing_consent_at"),
+        (4, "marketing_consent_at"),
+        (5, "marketing_consent_at"),
+    }
 
 
 def test_the_same_identity_twice_in_one_chunk_imports_the_first_row_only(make):

@@ -17,7 +17,7 @@ import os
 import ssl
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -61,6 +61,7 @@ class _StubServer:
     def __init__(self) -> None:
         self.received: list[Received] = []
         self.replies: list[Reply] = []  # consumed first-in first-out; then the default
+        self.on_request: Callable[[], None] | None = None  # runs while the caller waits
         self._lock = threading.Lock()
         stub = self
 
@@ -70,6 +71,8 @@ class _StubServer:
                 body = self.rfile.read(length)
                 headers = CaseInsensitiveDict(self.headers.items())
                 request = Received("POST", self.path, headers, body)
+                if stub.on_request is not None:
+                    stub.on_request()
                 reply = stub.handle(request)
                 with stub._lock:
                     stub.received.append(request)

@@ -4,6 +4,7 @@ their scopes; templates are versioned, previewed on real data and test-sent."""
 from __future__ import annotations
 
 from loyalty.auth import scopes
+from notifications import templates
 from notifications.consent import Purpose
 from notifications.providers.base import Channel
 from tests.factories import error_fields, idem
@@ -173,6 +174,32 @@ class TestTemplates:
         assert "王小明" in body and "2027年1月1日" in body  # 16:30 UTC is the next day there
         assert response.json["sms_segments"] == 1 and response.json["locale"] == "zh-CN"
 
+    def test_a_marketing_preview_and_test_send_show_the_opt_out_line_in_the_segments(
+        self, client, make
+    ):
+        member = make.member(phone=PHONE, name="王小明", locale="zh-CN")
+        asked = {"key": "campaign_offer", "channel": "sms", "member_id": member.id,
+                 "variables": {"points": 100}}  # fmt: skip
+        admin = make.api_key(scopes.ADMIN)
+        plain = client.post("/v1/notifications/templates/preview", json=asked, headers=admin)
+        preview = client.post(
+            "/v1/notifications/templates/preview", json={**asked, "purpose": "marketing"},
+            headers=admin,
+        )  # fmt: skip
+        assert preview.status_code == 200, preview.json
+        assert "STOP" not in plain.json["body"]
+        assert preview.json["body"] == plain.json["body"] + "回复STOP退订"
+        assert preview.json["sms_segments"] == templates.sms_segments(preview.json["body"])
+
+        sent = client.post(
+            "/v1/notifications/templates/test-send",
+            json={**asked, "purpose": "marketing", "to": "+8613800138000"},
+            headers=idem(admin),
+        )  # fmt: skip
+        assert sent.status_code == 202, sent.json
+        send_round()
+        assert reload(sent.json["id"]).body == preview.json["body"]
+
     def test_a_draft_escaping_the_sandbox_is_a_422_not_a_500(self, client, make):
         member = make.member()
         response = client.post(
@@ -196,6 +223,21 @@ class TestTemplates:
         sent = reload(response.json["id"])
         assert sent.destination == "+8613800138000" and "Ada" in sent.body
         assert sent.member_id is None  # not part of the member's own history
+
+    def test_a_test_send_goes_to_the_given_address_with_the_members_data(self, client, make):
+        member = make.member(email="ada@example.com", name="Ada", locale="zh-CN")
+        response = client.post(
+            "/v1/notifications/templates/test-send",
+            json={"key": "points_earned", "channel": "email", "member_id": member.id,
+                  "to": "qa@loyalty.example.com", "variables": {"points": 5}},
+            headers=idem(make.api_key(scopes.ADMIN)),
+        )  # fmt: skip
+        assert response.status_code == 202, response.json
+        send_round()
+        sent = reload(response.json["id"])
+        assert (sent.state, sent.destination) == ("sent", "qa@loyalty.example.com")
+        assert "Ada" in sent.body and sent.locale == "zh-CN" and sent.subject
+        assert sent.member_id is None
 
     def test_a_test_send_to_something_that_is_not_a_number_is_refused(self, client, make):
         member = make.member()

@@ -64,9 +64,8 @@ def test_each_message_shows_its_own_code_and_the_offer(make):
             )
         )
     }
-    assert {texts[phones[member_id]] for member_id, _ in sent} == {
-        f"Launch day: code {code}." for _member, code in sent
-    }
+    for member_id, code in sent:
+        assert texts[phones[member_id]].startswith(f"Launch day: code {code}.")
 
 
 def test_a_message_queued_before_a_merge_links_to_the_survivors_unsubscribe(make):

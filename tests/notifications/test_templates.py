@@ -112,3 +112,42 @@ def test_filters_given_something_else_show_it_instead_of_failing():
 def test_a_template_failing_on_its_data_is_an_invalid_input_not_a_crash():
     with pytest.raises(InvalidInput):
         rendered("{% block body %}{{ points + 'x' }}{% endblock %}", points=3)
+
+
+class TestMarketingOptOut:
+    """Marketing says how to stop it: an SMS names Twilio's STOP keyword, a mail shows the
+    unsubscribe link in its text and HTML (beside the List-Unsubscribe header)."""
+
+    URL = "https://loyalty.example.com/notifications/unsubscribe/t0ken"
+
+    def sms(self, body: str, locale: str = "en") -> templates.Rendered:
+        plain = templates.Rendered(None, body, None, sms_segments(body))
+        return templates.with_opt_out(plain, Channel.SMS, locale, None)
+
+    def test_an_sms_gets_reply_stop_in_the_members_language_counted_in_its_segments(self):
+        english = self.sms("a" * 140)
+        assert english.body == "a" * 140 + " Reply STOP to opt out."
+        assert english.sms_segments == 2  # 163 characters: the line is what splits it
+        chinese = self.sms("积" * 63, "zh-CN")
+        assert chinese.body == "积" * 63 + "回复STOP退订"
+        assert chinese.sms_segments == 2  # 71 UCS-2 characters: 70 a message, 67 a part
+
+    def test_a_template_that_words_its_own_opt_out_is_left_alone(self):
+        assert self.sms("Offer! Text STOP to end.").body == "Offer! Text STOP to end."
+        assert self.sms("Don't stop now").body.endswith("Reply STOP to opt out.")
+
+    def test_a_mail_shows_the_link_in_its_text_and_html_before_the_end_of_the_body(self):
+        mail = templates.Rendered("Hi", "Hello", "<html><body><p>Hello</p></body></html>", None)
+        out = templates.with_opt_out(mail, Channel.EMAIL, "zh-CN", self.URL)
+        assert out.body == f"Hello\n\n退订：{self.URL}"  # noqa: RUF001
+        assert (
+            out.html
+            == f'<html><body><p>Hello</p><p><a href="{self.URL}">退订</a></p></body></html>'
+        )
+        assert templates.with_opt_out(out, Channel.EMAIL, "zh-CN", self.URL) == out
+
+    def test_push_and_mail_without_a_link_are_unchanged(self):
+        push = templates.Rendered("Offer", "50% off", None, None)
+        assert templates.with_opt_out(push, Channel.PUSH, "en", self.URL) == push
+        mail = templates.Rendered("Offer", "50% off", None, None)
+        assert templates.with_opt_out(mail, Channel.EMAIL, "en", None) == mail

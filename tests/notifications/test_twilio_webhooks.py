@@ -13,13 +13,15 @@ from flask import Flask
 from twilio.request_validator import RequestValidator
 
 from loyalty.clock import utcnow
-from notifications import consent
+from loyalty.db import db
+from notifications import consent, pipeline, policies
 from notifications.consent import Purpose
 from notifications.jobs import providers as app_providers
 from notifications.providers.base import Channel
 from notifications.providers.settings import TwilioSettings
 from notifications.providers.twilio_sms import TwilioSmsProvider
-from tests.notifications.factories import queue, reload, send_round
+from notifications.templates import sms_segments
+from tests.notifications.factories import queue, reload, send_round, transitions
 from tests.notifications.servers import LocalTwilioHttpClient, twilio_error, twilio_stub
 
 ACCOUNT = "AC" + "c" * 32
@@ -214,6 +216,167 @@ def test_intermediate_and_late_receipts_never_move_a_message_backwards(app, clie
     status(client, message_id, "failed", ErrorCode="30008")
 
     assert reload(message_id).state == "delivered"
+
+
+def test_a_receipt_that_beats_the_send_job_to_the_database_keeps_what_was_sent(app, client, make):
+    """Twilio calls back within seconds, while the send job is still at Twilio with the
+    rest of its chunk: the receipt finds the message `sending`. It must still say when it
+    was sent and under which sid, and count toward the marketing cap."""
+    member = make.member(phone=PHONE)
+    grant_marketing(member.id)
+    message = queue(member.id, template="campaign_offer", purpose=Purpose.MARKETING)
+    settings = app.extensions["omniloyal.settings"]
+    stats = pipeline.SendStats()
+    now = utcnow()
+    with twilio_stub() as stub:
+        provider = TwilioSmsProvider(
+            settings.twilio, http_client=LocalTwilioHttpClient(stub.base_url, timeout=5)
+        )
+        claims = pipeline.claim_due(
+            now, limit=10, settings=settings, providers={**app_providers(), Channel.SMS: provider},
+            redis=app.extensions["omniloyal.redis"], stats=stats,
+        )  # fmt: skip
+        db.session.commit()
+        [result] = pipeline.send_chunk(claims)
+    path = f"{STATUS}?message_id={message.id}"
+    params = {"AccountSid": ACCOUNT, "MessageSid": result.provider_message_id,
+              "MessageStatus": "delivered"}  # fmt: skip
+    assert client.post(path, data=params, headers=signed(path, params)).status_code == 204
+
+    pipeline.record_results(claims, [result], now, max_attempts=8, stats=stats)
+    db.session.commit()
+
+    got = reload(message.id)
+    assert got.state == "delivered"
+    assert got.provider_message_id == result.provider_message_id
+    assert got.sent_at is not None and got.sending_since is None
+    assert policies.marketing_sent_count(member.id, now - timedelta(days=1)) == 1
+
+
+def test_twilios_sent_receipt_settles_a_send_whose_worker_died_before_recording_it(
+    app, client, make
+):
+    """Twilio has no idempotency key and can't be asked by our id, so a send left
+    `sending` by a dead worker would be failed as "outcome unknown" after the lease. Its
+    `sent` receipt says Twilio has it: the message is sent, and nothing is left to recover."""
+    member = make.member(phone=PHONE)
+    message = queue(member.id)
+    settings = app.extensions["omniloyal.settings"]
+    now = utcnow()
+    with twilio_stub() as stub:
+        provider = TwilioSmsProvider(
+            settings.twilio, http_client=LocalTwilioHttpClient(stub.base_url, timeout=5)
+        )
+        providers = {**app_providers(), Channel.SMS: provider}
+        claims = pipeline.claim_due(
+            now, limit=10, settings=settings, providers=providers,
+            redis=app.extensions["omniloyal.redis"], stats=pipeline.SendStats(),
+        )  # fmt: skip
+        db.session.commit()
+        [result] = pipeline.send_chunk(claims)
+    # the worker dies here, before record_results; Twilio calls back
+    path = f"{STATUS}?message_id={message.id}"
+    params = {"AccountSid": ACCOUNT, "MessageSid": result.provider_message_id,
+              "MessageStatus": "sent"}  # fmt: skip
+    assert client.post(path, data=params, headers=signed(path, params)).status_code == 204
+
+    later = now + timedelta(minutes=10)
+    assert pipeline.recover_orphans(later, lease=timedelta(minutes=5), providers=providers) == 0
+    db.session.commit()
+    got = reload(message.id)
+    assert (got.state, got.provider_message_id) == ("sent", result.provider_message_id)
+    assert got.sent_at is not None and len(stub.received) == 1
+    assert transitions(message.id)[-1] == ("sent", "sent (Twilio receipt)")
+
+
+def test_a_send_that_timed_out_after_twilio_took_it_is_not_sent_again(app, client, make):
+    """A read timeout is ambiguous: Twilio may have created the message. The pipeline
+    defers it for a retry; Twilio's receipt, naming our message id, arrives within seconds
+    and settles it as sent, so the retry finds nothing to send (no duplicate SMS)."""
+    import time as clock
+
+    member = make.member(phone=PHONE)
+    message = queue(member.id)
+    now = utcnow()
+    with twilio_stub() as stub:
+        stub.on_request = lambda: clock.sleep(0.6)  # Twilio answers after we gave up
+        provider = TwilioSmsProvider(
+            app.extensions["omniloyal.settings"].twilio,
+            http_client=LocalTwilioHttpClient(stub.base_url, timeout=0.2),
+        )
+        providers = {**app_providers(), Channel.SMS: provider}
+        send_round(providers=providers, now=now)
+        assert reload(message.id).state == "deferred"
+        clock.sleep(0.6)  # the stub has created it by now
+        [request] = stub.received
+        path = f"{STATUS}?message_id={message.id}"
+        params = {"AccountSid": ACCOUNT, "MessageSid": "SM" + "e" * 32,
+                  "MessageStatus": "queued", "To": request.form["To"]}  # fmt: skip
+        assert client.post(path, data=params, headers=signed(path, params)).status_code == 204
+
+        send_round(providers=providers, now=now + timedelta(hours=2))  # the retry is due
+
+        assert len(stub.received) == 1
+    settled = reload(message.id)
+    assert (settled.state, settled.provider_message_id) == ("sent", "SM" + "e" * 32)
+    assert [state for state, _ in transitions(message.id)] == ["queued", "sending", "deferred",
+                                                              "sent"]  # fmt: skip
+
+
+@pytest.mark.postgres
+def test_twilio_is_called_with_no_transaction_open(app, make):
+    """While Twilio holds the request, no session of this database is inside a transaction:
+    a slow provider holds no row locks and no snapshot (the claim committed before)."""
+    import sqlalchemy as sa
+
+    member = make.member(phone=PHONE)
+    queue(member.id)
+    queue(member.id)
+    seen: list[int] = []
+
+    def open_transactions() -> None:
+        engine = sa.create_engine(app.config["SQLALCHEMY_DATABASE_URI"])
+        with engine.connect() as connection:
+            seen.append(
+                connection.execute(
+                    sa.text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()"
+                    )
+                ).scalar_one()
+            )
+        engine.dispose()
+
+    with twilio_stub() as stub:
+        stub.on_request = open_transactions
+        provider = TwilioSmsProvider(
+            app.extensions["omniloyal.settings"].twilio,
+            http_client=LocalTwilioHttpClient(stub.base_url, timeout=5),
+        )
+        stats = send_round(providers={**app_providers(), Channel.SMS: provider})
+
+    assert stats.sent == 2
+    assert seen == [0, 0]
+
+
+def test_a_marketing_sms_tells_the_member_to_reply_stop_and_a_transactional_one_does_not(app, make):
+    member = make.member(phone=PHONE, locale="zh-CN")
+    grant_marketing(member.id)
+    offer = queue(member.id, template="campaign_offer", purpose=Purpose.MARKETING)
+    earned = queue(member.id)
+    with twilio_stub() as stub:
+        provider = TwilioSmsProvider(
+            app.extensions["omniloyal.settings"].twilio,
+            http_client=LocalTwilioHttpClient(stub.base_url, timeout=5),
+        )
+        send_round(providers={**app_providers(), Channel.SMS: provider})
+        bodies = {r.form["StatusCallback"].rsplit("=", 1)[1]: r.form["Body"] for r in stub.received}
+
+    assert bodies[str(offer.id)].endswith("回复STOP退订")
+    assert "STOP" not in bodies[str(earned.id)]
+    kept = reload(offer.id)
+    assert kept.body == bodies[str(offer.id)]
+    assert kept.sms_segments == sms_segments(kept.body)
 
 
 def test_a_receipt_signed_for_another_message_id_is_refused(app, client, make):

@@ -80,6 +80,25 @@ def test_a_marketing_mail_carries_a_link_that_unsubscribes_in_one_click(client, 
     assert consent.allows(member.id, Channel.EMAIL, Purpose.TRANSACTIONAL)
 
 
+def test_a_marketing_mail_shows_the_same_link_in_its_text_and_html(make):
+    member = opted_in(make)
+    message = queue(member.id, channel=Channel.EMAIL, purpose=Purpose.MARKETING,
+                    template="campaign_offer")  # fmt: skip
+    with smtp_server() as server:
+        smtp = SmtpEmailProvider(
+            SmtpSettings("127.0.0.1", server.port, "news@loyalty.example.com", tls=SmtpTls.NONE)
+        )
+        send_round(providers={**app_providers(), Channel.EMAIL: smtp})
+        [mail] = server.mails
+    received = email.message_from_bytes(mail.data, policy=email.policy.default)
+    url = received["List-Unsubscribe"].strip()[1:-1]
+    text = received.get_body(("plain",)).get_content().replace("\r\n", "\n")  # type: ignore[union-attr]
+    html = received.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert f"Unsubscribe: {url}" in text
+    assert f'<a href="{url}">Unsubscribe</a>' in html
+    assert reload(message.id).body == text.rstrip("\n")  # what was sent is what is kept
+
+
 def test_a_transactional_mail_has_no_unsubscribe_link(make):
     member = make.member(email="jane@example.com")
     queue(member.id, channel=Channel.EMAIL)
