@@ -11,7 +11,7 @@ from loyalty.coupons.codes import MAX_BATCH_CLI, MAX_BATCH_PER_REQUEST
 from loyalty.coupons.discounts import OfferKind, Stacking
 from loyalty.coupons.models import OfferStatus
 from loyalty.db import BIGINT_MAX
-from loyalty.members.paths import MemberRef
+from loyalty.members.paths import MemberRef, MemberRefList
 from loyalty.pagination import PageQuery, page_schema
 from loyalty.schemas import (
     MAX_BASKET_LINES,
@@ -266,7 +266,7 @@ class ImportResultSchema(StrictSchema):
 
 
 class IssueSchema(StrictSchema):
-    member_ids = fields.List(Id(), required=True, validate=validate.Length(min=1, max=10_000))
+    member_ids = MemberRefList(required=True, validate=validate.Length(min=1, max=10_000))
     source_type = fields.String(
         load_default="admin", validate=validate.OneOf(["admin", "campaign", "support"])
     )
