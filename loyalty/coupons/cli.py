@@ -9,7 +9,7 @@ import click
 from flask.cli import with_appcontext
 
 from loyalty.clock import utcnow
-from loyalty.coupons.codes import MAX_BATCH_CLI, MAX_BATCH_PER_REQUEST
+from loyalty.coupons.codes import MAX_BATCH
 from loyalty.db import db
 
 
@@ -23,8 +23,8 @@ def coupons_cli() -> None:
 @click.option(
     "--count",
     required=True,
-    type=click.IntRange(1, MAX_BATCH_CLI),
-    help=f"Up to {MAX_BATCH_CLI:,} (the API: {MAX_BATCH_PER_REQUEST:,} per request).",
+    type=click.IntRange(1, MAX_BATCH),
+    help=f"Up to {MAX_BATCH:,} (the API's `count` limit too).",
 )
 @click.option("--prefix", default=None)
 @click.option("--suffix", default=None)

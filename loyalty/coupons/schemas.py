@@ -7,7 +7,7 @@ from typing import Any
 from marshmallow import ValidationError, fields, post_load, validate, validates_schema
 
 from loyalty.basket import Basket, BasketLine
-from loyalty.coupons.codes import MAX_BATCH_CLI, MAX_BATCH_PER_REQUEST
+from loyalty.coupons.codes import MAX_BATCH, MAX_BATCH_AT_ONCE
 from loyalty.coupons.discounts import OfferKind, Stacking
 from loyalty.coupons.models import OfferStatus
 from loyalty.db import BIGINT_MAX
@@ -201,10 +201,11 @@ class GenerateSchema(MaxUsesFields):
     count = fields.Integer(
         strict=True,
         required=True,
-        validate=validate.Range(min=1, max=MAX_BATCH_PER_REQUEST),
+        validate=validate.Range(min=1, max=MAX_BATCH),
         metadata={
-            "description": f"at most {MAX_BATCH_PER_REQUEST:,} per request; "
-            f"`omniloyal coupons generate` makes up to {MAX_BATCH_CLI:,} in one batch"
+            "description": f"up to {MAX_BATCH:,} (as `omniloyal coupons generate --count`); "
+            f"up to {MAX_BATCH_AT_ONCE:,} are made at once (201), more in the background "
+            "(202: the batch is `running` until `done`, see GET /v1/coupons/batches/{id})"
         },
     )
     prefix = fields.String(load_default=None, validate=[validate.Length(max=16), _LITERAL])
@@ -235,6 +236,14 @@ class BatchSchema(StrictSchema):
         allow_none=True, metadata={"description": "deprecated: max_uses", "deprecated": True}
     )
     campaign_id = fields.Integer(allow_none=True)
+    status = fields.String(
+        metadata={
+            "enum": ["running", "done", "failed"],
+            "description": "`running` while a background batch is made (`created_count` "
+            "grows), then `done`; `failed` with `error` (the codes made so far stay)",
+        }
+    )
+    error = fields.String(allow_none=True)
     created_at = fields.DateTime()
 
 
