@@ -170,7 +170,7 @@ class OfferStatsSchema(StrictSchema):
 # --- codes ----------------------------------------------------------------------------------
 
 
-MAX_USES_DESCRIPTION = "uses each code allows (null: unlimited); the CLI's --max-uses"
+MAX_USES_DESCRIPTION = "uses each code allows (null: unlimited); the CLI's --max-uses (`unlimited`)"
 _LITERAL = validate.Regexp(
     r"^[A-Z0-9]*$",
     error="upper-case letters and digits only: codes are compared without hyphens or spaces, "

@@ -173,7 +173,7 @@ def test_a_prefix_is_kept_or_refused_never_silently_changed(client, admin):
     assert kept.status_code == 201 and kept.json["prefix"] == "WS"
 
 
-def test_max_uses_is_one_name_and_max_uses_per_code_its_deprecated_alias(client, admin):
+def test_max_uses_is_one_name_and_max_uses_per_code_its_deprecated_alias(app, client, admin):
     offer = f.offer()
     url = f"/v1/coupons/offers/{offer.id}/batches"
     new = client.post(url, json={"count": 1, "max_uses": 3}, headers=idem(admin))
@@ -191,6 +191,23 @@ def test_max_uses_is_one_name_and_max_uses_per_code_its_deprecated_alias(client,
         headers=idem(admin),
     )
     assert imported.json["batch"]["max_uses"] == 2
+    unlimited = client.post(url, json={"count": 1, "max_uses": None}, headers=idem(admin))
+    assert unlimited.json["max_uses"] is None
+
+    # The CLI's --max-uses takes what the API's max_uses takes, `unlimited` for its null.
+    for given, expected in (("3", 3), ("unlimited", None)):
+        made = app.test_cli_runner().invoke(
+            args=["coupons", "generate", "--offer", str(offer.id), "--count", "1",
+                  "--max-uses", given]
+        )  # fmt: skip
+        assert made.exit_code == 0, made.output
+        batch_id = made.output.split()[1].rstrip(":")
+        batch = client.get(f"/v1/coupons/batches/{batch_id}", headers=admin).json
+        assert batch["max_uses"] == expected
+    refused = app.test_cli_runner().invoke(
+        args=["coupons", "generate", "--offer", str(offer.id), "--count", "1", "--max-uses", "0"]
+    )
+    assert refused.exit_code == 2
 
 
 def test_one_batch_size_limit_for_the_api_and_the_cli_larger_batches_made_in_the_background(
