@@ -35,6 +35,7 @@ from loyalty.demo_history import PastOrder, write_past_orders
 from loyalty.earning import operations as earning
 from loyalty.earning.models import Order
 from loyalty.earning.schemas import OrderRequestSchema, RefundRequestSchema, RuleCreateSchema
+from loyalty.ledger.models import AccountKind, LedgerAccount
 from loyalty.ledger.operations import member_balance
 from loyalty.members.importer import bulk_insert
 from loyalty.members.models import Member
@@ -324,8 +325,6 @@ def demo_member() -> dict[str, Any] | None:
     member = find_member_by_identity("email", DEMO_MEMBER["email"])
     if member is None:
         return None
-    from loyalty.ledger.operations import member_balance
-
     tier = db.session.get(Tier, member.tier_id) if member.tier_id else None
     return {
         **DEMO_MEMBER,
@@ -548,32 +547,44 @@ def _recent_era(
     now: datetime,
 ) -> None:
     """The recent weeks through the real operations, each when it happened: the orders,
-    some paying with the SPRING25 code, some returned (a line refunded) days later, and
-    points spent on the reward, so the reports and charts show redemptions and returns
-    too. The demo member (`keep_untouched`) keeps her SPRING25 use and her points for the
-    guides to try."""
+    every 5th that can pays with the SPRING25 code (once per member), every 10th returns a
+    line days later, and every 3rd order of a member who can afford the reward is followed
+    by its purchase with points (once per member). By count rather than by chance, so even
+    a small demo has each. The demo member (`keep_untouched`) keeps her SPRING25 use and
+    her points for the guides to try."""
+    affordable = set(
+        db.session.scalars(
+            sa.select(LedgerAccount.member_id).where(
+                LedgerAccount.kind == AccountKind.MEMBER_POINTS.value,
+                LedgerAccount.balance - LedgerAccount.held >= REWARD_POINTS,
+            )
+        )
+    ) - {keep_untouched}
     timeline: list[tuple[datetime, int, Callable[[], Any]]] = []
     spring_used: set[int] = set()
+    seen = {"spring": 0, "return": 0, "reward": 0}
     for n, order in enumerate(orders):
         at = min(order.occurred_at + timedelta(minutes=2), now)
         total = sum(line["quantity"] * line["unit_price_minor"] for line in order.lines)
         codes: list[str] = []
-        if (
-            order.member_id not in spring_used | {keep_untouched}
-            and total >= SPRING25_MIN_SPEND
-            and rng.random() < 0.15
-        ):
-            spring_used.add(order.member_id)
-            codes = ["SPRING25"]
+        if order.member_id not in spring_used | {keep_untouched} and total >= SPRING25_MIN_SPEND:
+            seen["spring"] += 1
+            if seen["spring"] % 5 == 1:
+                spring_used.add(order.member_id)
+                codes = ["SPRING25"]
         timeline.append((at, n, partial(_post, order, posted_at=at, codes=codes)))
         later = at + timedelta(days=rng.randint(1, 12), hours=rng.randint(0, 12))
-        roll = rng.random()
         if order.member_id == keep_untouched or later >= now:
             continue
-        if roll < 0.06:
+        seen["return"] += 1
+        if seen["return"] % 10 == 1:
             timeline.append((later, n, partial(_return_a_line, order, at=later)))
-        elif roll < 0.12:
-            timeline.append((later, n, partial(_buy_reward, order.member_id, reward_id, at=later)))
+        elif order.member_id in affordable:
+            seen["reward"] += 1
+            if seen["reward"] % 3 == 1:
+                affordable.discard(order.member_id)
+                buy = partial(_buy_reward, order.member_id, reward_id, at=later)
+                timeline.append((later, n, buy))
     for _, _, step in sorted(timeline, key=lambda event: (event[0], event[1])):
         step()
 
