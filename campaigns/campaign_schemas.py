@@ -5,6 +5,7 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from campaigns.engine_models import CampaignStatus, OfferKind, ScheduleKind
+from loyalty.members.paths import MemberRef
 from loyalty.schemas import Instant, StrictSchema, Text
 
 CHANNELS = ["sms", "email", "push"]
@@ -238,7 +239,7 @@ class CampaignEstimateSchema(Schema):
 
 
 class CampaignPreviewRequestSchema(StrictSchema):
-    member_id = fields.Integer(required=True)
+    member_id = MemberRef(required=True)
     variant = Text(32, load_default=None, allow_none=True)
     locale = Text(16, load_default=None, allow_none=True)
 
@@ -267,7 +268,7 @@ class CampaignPreviewResultSchema(Schema):
 
 
 class CampaignTestSendSchema(StrictSchema):
-    member_id = fields.Integer(required=True, metadata={"description": "whose data it renders"})
+    member_id = MemberRef(required=True, metadata={"description": "whose data it renders"})
     channel = fields.String(required=True, validate=validate.OneOf(CHANNELS))
     to = Text(2000, required=True, metadata={"description": "phone, email or push JSON"})
     variant = Text(32, load_default=None, allow_none=True)

@@ -9,6 +9,7 @@ from marshmallow import Schema, ValidationError, fields, validate
 from campaigns.campaign_schemas import CampaignConversionSchema
 from campaigns.journeys import ATTRIBUTION_DAYS, CHANNELS, CHECKS, HOLDOUT_PCT, STEP_TYPES, TRIGGERS
 from campaigns.schemas import RULE_DOC
+from loyalty.members.paths import MemberRef, MemberRefList
 from loyalty.schemas import Id, Instant, Points, StrictSchema, Text
 
 WELCOME_EXAMPLE = [
@@ -115,7 +116,7 @@ class VersionSchema(Schema):
 
 
 class EnterSchema(StrictSchema):
-    member_ids = fields.List(Id(), required=True, validate=validate.Length(min=1, max=1000))
+    member_ids = MemberRefList(required=True, validate=validate.Length(min=1, max=1000))
 
 
 class EnteredSchema(Schema):
@@ -266,7 +267,7 @@ class ReservationSchema(Schema):
 
 
 class CheckInSchema(StrictSchema):
-    member_id = Id(required=True)
+    member_id = MemberRef(required=True)
 
 
 class CheckInResultSchema(ReservationSchema):

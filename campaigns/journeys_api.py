@@ -152,7 +152,7 @@ def enter_journey(data: dict[str, Any], journey_id: int) -> Any:
     return {"entered": entered}
 
 
-@blp.route("/journeys/<int:journey_id>/members/<int:member_id>")
+@blp.route("/journeys/<int:journey_id>/members/<member:member_id>")
 @blp.doc(security=API_KEY)
 @requires(scopes.JOURNEYS_READ)
 @blp.response(200, ProgressSchema)

@@ -168,6 +168,11 @@ void a code) *accept* one. Send a unique key per attempt and the same key on eve
 
 **Lists** all answer `{"items": [...], "next_cursor": "..." | null}` and take `limit`
 (1-200, default 50) and `cursor` (the previous page's `next_cursor`).
+
+**Your own ids.** A member given your customer id (`external_id`) is named by it anywhere
+a member id goes: `ext:C-1001` in paths (`/v1/members/ext:C-1001/balance`), in body fields
+(`"member_id": "ext:C-1001"`) and in `member_ids` lists; an order's `member` takes
+`{"external_id": "C-1001"}`; search with `/v1/members/search?external_id=`.
 """
 
 

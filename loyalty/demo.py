@@ -3,7 +3,8 @@
 A retailer's first look: 2,000 members across the web shop, the app and dozens of
 stores, a year of orders with the seasons in them (a summer dip, the November and December
 peak), tiers earned by them. The program, the members and the last
-OMNILOYAL_MAX_ORDER_AGE_DAYS of orders go through the same schemas and operations as the API
+OMNILOYAL_MAX_ORDER_AGE_DAYS of orders (with coupon redemptions, returns and rewards bought
+with points among them) go through the same schemas and operations as the API
 (each with the clock at the moment it happened), so the demo is also a smoke test of the
 write path; the older orders, which the API would refuse as too old, are written in bulk by
 loyalty.demo_history exactly as posting them would have. Deterministic (seeded), so two runs
@@ -15,9 +16,10 @@ from __future__ import annotations
 import json
 import os
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,7 +33,10 @@ from loyalty.coupons.schemas import OfferCreateSchema, RewardCreateSchema
 from loyalty.db import db
 from loyalty.demo_history import PastOrder, write_past_orders
 from loyalty.earning import operations as earning
-from loyalty.earning.schemas import OrderRequestSchema, RuleCreateSchema
+from loyalty.earning.models import Order
+from loyalty.earning.schemas import OrderRequestSchema, RefundRequestSchema, RuleCreateSchema
+from loyalty.ledger.models import AccountKind, LedgerAccount
+from loyalty.ledger.operations import member_balance
 from loyalty.members.importer import bulk_insert
 from loyalty.members.models import Member
 from loyalty.members.operations import enrol_member, find_member_by_identity
@@ -217,6 +222,8 @@ DEMO_MEMBER = {
     "card": "OLDEMO0001",
 }
 HISTORY_DAYS = 365
+SPRING25_MIN_SPEND = 2500
+REWARD_POINTS = 300
 # Orders per month relative to an average month: a summer dip, the November-December peak
 # (Black Friday, Christmas), the January sales. And per weekday (Monday first).
 MONTH_WEIGHTS = {
@@ -256,11 +263,15 @@ def seed_demo(*, member_count: int, now: datetime) -> dict[str, str]:
     bound = now - timedelta(days=_settings().max_order_age_days - 1)
     write_past_orders([o for o in orders if o.occurred_at < bound], actor="demo")
     recent = sorted((o for o in orders if o.occurred_at >= bound), key=lambda o: o.occurred_at)
-    for order in recent:
-        _post(order, posted_at=min(order.occurred_at + timedelta(minutes=2), now))
+    reward_id = _offers(members, bound - timedelta(hours=1))  # running since the recent era
+    demo_id = next(
+        member.id
+        for shopper, member in zip(shoppers, members, strict=True)
+        if shopper.identities.get("email") == DEMO_MEMBER["email"]
+    )
+    _recent_era(rng, recent, reward_id=reward_id, keep_untouched=demo_id, now=now)
     for member in members:
         reevaluate_member_tier(member.id, now, allow_downgrade=True, reason="demo")
-    _offers(members, now)
     _history_already_delivered([member.id for member in members], now)
     return keys
 
@@ -314,8 +325,6 @@ def demo_member() -> dict[str, Any] | None:
     member = find_member_by_identity("email", DEMO_MEMBER["email"])
     if member is None:
         return None
-    from loyalty.ledger.operations import member_balance
-
     tier = db.session.get(Tier, member.tier_id) if member.tier_id else None
     return {
         **DEMO_MEMBER,
@@ -529,7 +538,78 @@ def _orders_of(
     return orders
 
 
-def _post(order: PastOrder, *, posted_at: datetime) -> None:
+def _recent_era(
+    rng: random.Random,
+    orders: list[PastOrder],
+    *,
+    reward_id: int,
+    keep_untouched: int,
+    now: datetime,
+) -> None:
+    """The recent weeks through the real operations, each when it happened: the orders,
+    every 5th that can pays with the SPRING25 code (once per member), every 10th returns a
+    line days later, and every 3rd order of a member who can afford the reward is followed
+    by its purchase with points (once per member). By count rather than by chance, so even
+    a small demo has each. The demo member (`keep_untouched`) keeps her SPRING25 use and
+    her points for the guides to try."""
+    affordable = set(
+        db.session.scalars(
+            sa.select(LedgerAccount.member_id).where(
+                LedgerAccount.kind == AccountKind.MEMBER_POINTS.value,
+                LedgerAccount.balance - LedgerAccount.held >= REWARD_POINTS,
+            )
+        )
+    ) - {keep_untouched}
+    timeline: list[tuple[datetime, int, Callable[[], Any]]] = []
+    spring_used: set[int] = set()
+    seen = {"spring": 0, "return": 0, "reward": 0}
+    for n, order in enumerate(orders):
+        at = min(order.occurred_at + timedelta(minutes=2), now)
+        total = sum(line["quantity"] * line["unit_price_minor"] for line in order.lines)
+        codes: list[str] = []
+        if order.member_id not in spring_used | {keep_untouched} and total >= SPRING25_MIN_SPEND:
+            seen["spring"] += 1
+            if seen["spring"] % 5 == 1:
+                spring_used.add(order.member_id)
+                codes = ["SPRING25"]
+        timeline.append((at, n, partial(_post, order, posted_at=at, codes=codes)))
+        later = at + timedelta(days=rng.randint(1, 12), hours=rng.randint(0, 12))
+        if order.member_id == keep_untouched or later >= now:
+            continue
+        seen["return"] += 1
+        if seen["return"] % 10 == 1:
+            timeline.append((later, n, partial(_return_a_line, order, at=later)))
+        elif order.member_id in affordable:
+            seen["reward"] += 1
+            if seen["reward"] % 3 == 1:
+                affordable.discard(order.member_id)
+                buy = partial(_buy_reward, order.member_id, reward_id, at=later)
+                timeline.append((later, n, buy))
+    for _, _, step in sorted(timeline, key=lambda event: (event[0], event[1])):
+        step()
+
+
+def _return_a_line(order: PastOrder, *, at: datetime) -> None:
+    """One unit of the order's first line comes back (POST /v1/orders/{id}/refunds)."""
+    row = db.session.scalar(
+        sa.select(Order).where(
+            Order.client_id == order.client_id, Order.external_id == order.order_id
+        )
+    )
+    assert row is not None
+    request = {"refund_id": f"{order.order_id}-r1", "lines": [{"index": 0, "quantity": 1}]}
+    earning.refund_order(
+        row, RefundRequestSchema().load(request), client_id=order.client_id, now=at, actor="demo"
+    )
+
+
+def _buy_reward(member_id: int, reward_id: int, *, at: datetime) -> None:
+    """The member spends points on the reward, when they have enough."""
+    if member_balance(member_id).available >= REWARD_POINTS:
+        wallet.buy_reward(reward_id, member_id=member_id, now=at, actor="demo")
+
+
+def _post(order: PastOrder, *, posted_at: datetime, codes: Sequence[str] = ()) -> None:
     """A recent order through the API's own schema and operation, posted when it happened."""
     body: dict[str, Any] = {
         "order_id": order.order_id,
@@ -541,6 +621,8 @@ def _post(order: PastOrder, *, posted_at: datetime) -> None:
     }
     if order.store_id:
         body["store_id"] = order.store_id
+    if codes:
+        body["coupon_codes"] = list(codes)
     earning.post_order(
         OrderRequestSchema().load(body), client_id=order.client_id, now=posted_at, actor="demo"
     )
@@ -550,7 +632,8 @@ def _settings() -> Any:
     return current_app.extensions["omniloyal.settings"]
 
 
-def _offers(members: list[Member], now: datetime) -> None:
+def _offers(members: list[Member], now: datetime) -> int:
+    """The demo's offers, codes and reward, created at `now`; returns the reward's id."""
     welcome = coupon_offers.create_offer(
         OfferCreateSchema().load(
             {
@@ -572,7 +655,7 @@ def _offers(members: list[Member], now: datetime) -> None:
                 "kind": "fixed_amount",
                 "amount_minor": 500,
                 "currency": "EUR",
-                "min_spend_minor": 2500,
+                "min_spend_minor": SPRING25_MIN_SPEND,
                 "per_member_limit": 1,
             }
         ),
@@ -594,9 +677,15 @@ def _offers(members: list[Member], now: datetime) -> None:
         now=now,
         actor="demo",
     )
-    wallet.create_reward(
+    reward = wallet.create_reward(
         RewardCreateSchema().load(
-            {"offer_id": bottle.id, "name": "A free water bottle", "points_cost": 300, "stock": 500}
+            {
+                "offer_id": bottle.id,
+                "name": "A free water bottle",
+                "points_cost": REWARD_POINTS,
+                "stock": 500,
+            }
         ),
         now=now,
     )
+    return reward.id

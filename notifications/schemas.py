@@ -6,8 +6,9 @@ import re
 
 from marshmallow import ValidationError, fields, validate, validates
 
+from loyalty.members.paths import MemberRef
 from loyalty.pagination import PageQuery, page_schema
-from loyalty.schemas import Id, StrictSchema, Text
+from loyalty.schemas import StrictSchema, Text
 from notifications.consent import ConsentSource, Purpose
 from notifications.models import MessageState
 from notifications.providers.base import Channel
@@ -170,7 +171,7 @@ TemplateVersionsSchema = page_schema(TemplateVersionSchema, "TemplateVersionsSch
 
 
 class _RenderFor(_TemplateRef):
-    member_id = Id(required=True)
+    member_id = MemberRef(required=True)
     purpose = fields.String(
         load_default=Purpose.TRANSACTIONAL.value,
         validate=validate.OneOf(PURPOSES),

@@ -8,9 +8,10 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from loyalty.clock import utcnow
+from loyalty.coupons.models import CouponRedemption
 from loyalty.db import db
 from loyalty.demo import DEMO_MEMBER, database_is_empty, demo_member, seed_demo
-from loyalty.earning.models import Order
+from loyalty.earning.models import Order, Refund
 from loyalty.members.models import Member
 from tests.ledger.invariants import assert_ledger_consistent
 
@@ -37,6 +38,13 @@ def test_demo_seeding_spreads_a_year_of_orders_and_keeps_the_ledger_consistent(a
     busy_months = {day["day"][:7] for day in days if day["issued"] > 0}
     assert len(busy_months) >= 10, busy_months
     assert max(day["issued"] for day in days) < sum(day["issued"] for day in days) / 10
+    # The recent weeks have what a retailer's do: coupon redemptions, returns, points spent.
+    recent = [day for day in days if day["day"] >= str((now - timedelta(days=28)).date())]
+    assert sum(day["redeemed"] for day in recent) > 0
+    assert sum(day["reversed"] for day in recent) > 0
+    used = db.session.scalar(sa.select(sa.func.count()).select_from(CouponRedemption))
+    refunds = db.session.scalar(sa.select(sa.func.count()).select_from(Refund))
+    assert used > 0 and refunds > 0
     # Older orders than the API accepts exist (the bulk era), and recent ones too.
     ages = [now - at for at in db.session.scalars(sa.select(Order.occurred_at))]
     assert any(age > timedelta(days=60) for age in ages)

@@ -3,7 +3,8 @@ from __future__ import annotations
 from marshmallow import ValidationError, fields, validate, validates_schema
 
 from loyalty.auth import scopes
-from loyalty.schemas import Id, StrictSchema, Text
+from loyalty.members.paths import MemberRef
+from loyalty.schemas import StrictSchema, Text
 
 
 class ApiClientCreateSchema(StrictSchema):
@@ -32,7 +33,7 @@ class ApiClientCreatedSchema(ApiClientSchema):
 
 
 class MemberTokenRequestSchema(StrictSchema):
-    member_id = Id(load_default=None)
+    member_id = MemberRef(load_default=None)
     app_user = Text(128, load_default=None)
 
     @validates_schema

@@ -26,15 +26,17 @@ the same order_ref returns the first redemptions ("replayed": true) without a se
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
-from flask import Response, current_app, stream_with_context
+from flask import Response, after_this_request, current_app, stream_with_context
 
 from loyalty.api import Blueprint
 from loyalty.auth import scopes
 from loyalty.auth.context import Caller, current_caller, ensure_store, requires, requires_member
 from loyalty.clock import utcnow
 from loyalty.coupons import abuse, offers, operations, wallet
+from loyalty.coupons.codes import MAX_BATCH_AT_ONCE
 from loyalty.coupons.models import CouponOfferVersion, CouponRedemption
 from loyalty.coupons.schemas import (
     BatchSchema,
@@ -71,7 +73,7 @@ from loyalty.coupons.schemas import (
 )
 from loyalty.db import db
 from loyalty.errors import InvalidInput, NotFound
-from loyalty.http import replayed, write_endpoint
+from loyalty.http import REPLAY_HEADER, replayed, write_endpoint
 from loyalty.members.resolution import get_member
 from loyalty.pagination import PageQuery, int_cursor, page, page_of, page_schema
 from loyalty.stores.models import Channel, Store
@@ -296,22 +298,53 @@ def offer_stats(offer_id: int) -> Any:
 @write_endpoint()
 @blp.arguments(GenerateSchema)
 @blp.response(201, BatchSchema)
+@blp.alt_response(
+    202,
+    schema=BatchSchema,
+    description="More than 200,000 codes: the batch is `running`, a job makes them; "
+    "GET /v1/coupons/batches/{batch_id} until `done`",
+)
 def generate_batch(data: dict[str, Any], offer_id: int) -> Any:
     """Generate unique random codes (>= 60 bits each); download them as CSV afterwards.
-    Up to 200,000 per call (MAX_BATCH_PER_REQUEST: one request must end within gateway
-    timeouts); `omniloyal coupons generate` makes up to 50 million in one batch."""
-    return offers.generate_codes(
+
+    Up to 50,000,000 in one batch, the same limit as `omniloyal coupons generate`. Up to
+    200,000 are made in this request (201, `done`); a larger batch is made in the
+    background, a chunk per transaction (202, `running`, `created_count` growing): read it
+    with GET /v1/coupons/batches/{batch_id} until it is `done` (or `failed`, with `error`;
+    the codes made so far stay), then download the CSV."""
+    format_and_uses = {
+        "prefix": data["prefix"],
+        "suffix": data["suffix"],
+        "pattern": data["pattern"],
+        "length": data["length"],
+        "max_uses": data["max_uses"],
+        "campaign_id": data["campaign_id"],
+    }
+    actor, now = current_caller().actor, utcnow()
+    if data["count"] <= MAX_BATCH_AT_ONCE:
+        return offers.generate_codes(
+            offer_id, data["count"], now=now, actor=actor, **format_and_uses
+        )
+    batch, _ = offers.start_code_batch(
         offer_id,
         data["count"],
-        now=utcnow(),
-        actor=current_caller().actor,
-        prefix=data["prefix"],
-        suffix=data["suffix"],
-        pattern=data["pattern"],
-        length=data["length"],
-        max_uses=data["max_uses"],
-        campaign_id=data["campaign_id"],
+        now=now,
+        actor=actor,
+        request_key=f"api:{uuid.uuid4().hex}",  # a retry is the Idempotency-Key's replay
+        **format_and_uses,
     )
+
+    @after_this_request
+    def start_the_job(response: Response) -> Response:
+        # After write_endpoint's commit, so the job finds the batch; a lost enqueue is
+        # picked up again by resume-code-batches.
+        if response.status_code == 202 and REPLAY_HEADER not in response.headers:
+            from loyalty.coupons.jobs import generate_code_batch
+
+            generate_code_batch.enqueue(response.get_json()["id"])
+        return response
+
+    return batch, 202
 
 
 @blp.route("/coupons/offers/<int:offer_id>/imports", methods=["POST"])

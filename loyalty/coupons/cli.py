@@ -4,13 +4,27 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
 import click
 from flask.cli import with_appcontext
 
 from loyalty.clock import utcnow
-from loyalty.coupons.codes import MAX_BATCH_CLI, MAX_BATCH_PER_REQUEST
-from loyalty.db import db
+from loyalty.coupons.codes import MAX_BATCH
+from loyalty.db import BIGINT_MAX, db
+
+
+class MaxUses(click.ParamType):
+    """A code's uses as the API takes them: 1 to a BIGINT, or `unlimited` (the API's null)."""
+
+    name = "N|unlimited"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value is None or isinstance(value, int):
+            return value
+        if str(value).strip().lower() == "unlimited":
+            return None
+        return click.IntRange(1, BIGINT_MAX).convert(value, param, ctx)
 
 
 @click.group("coupons")
@@ -23,8 +37,8 @@ def coupons_cli() -> None:
 @click.option(
     "--count",
     required=True,
-    type=click.IntRange(1, MAX_BATCH_CLI),
-    help=f"Up to {MAX_BATCH_CLI:,} (the API: {MAX_BATCH_PER_REQUEST:,} per request).",
+    type=click.IntRange(1, MAX_BATCH),
+    help=f"Up to {MAX_BATCH:,} (the API's `count` limit too).",
 )
 @click.option("--prefix", default=None)
 @click.option("--suffix", default=None)
@@ -32,10 +46,10 @@ def coupons_cli() -> None:
 @click.option("--length", default=12, show_default=True, type=click.IntRange(12, 32))
 @click.option(
     "--max-uses",
-    default=1,
+    default="1",
     show_default=True,
-    type=click.IntRange(1),
-    help="Uses each code allows (the API's max_uses).",
+    type=MaxUses(),
+    help="Uses each code allows, or 'unlimited' (the API's max_uses, null for unlimited).",
 )
 @with_appcontext
 def generate_command(
@@ -45,7 +59,7 @@ def generate_command(
     suffix: str | None,
     pattern: str | None,
     length: int,
-    max_uses: int,
+    max_uses: int | None,
 ) -> None:
     """Generate COUNT unique codes for an offer as one batch (committed at the end)."""
     from loyalty.coupons.offers import generate_codes
@@ -78,14 +92,14 @@ def generate_command(
 @click.option("--offer", "offer_id", required=True, type=int)
 @click.option(
     "--max-uses",
-    default=1,
+    default="1",
     show_default=True,
-    type=click.IntRange(1),
-    help="Uses each code allows (the API's max_uses).",
+    type=MaxUses(),
+    help="Uses each code allows, or 'unlimited' (the API's max_uses, null for unlimited).",
 )
 @click.argument("source", type=click.File("r"))
 @with_appcontext
-def import_command(offer_id: int, max_uses: int, source: click.utils.LazyFile) -> None:
+def import_command(offer_id: int, max_uses: int | None, source: click.utils.LazyFile) -> None:
     """Import codes (one per line, or the first CSV column) from SOURCE ('-' for stdin)."""
     from loyalty.coupons.offers import import_codes
     from loyalty.errors import OmniloyalError

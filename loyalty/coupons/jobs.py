@@ -1,5 +1,6 @@
 """Coupon jobs: release checkout holds past their TTL (a batch job, loyalty/batches.py), and
-generate a code batch asked for from the dashboard, a chunk per transaction."""
+generate a code batch asked for from the dashboard or the API (over 200,000 codes), a chunk
+per transaction."""
 
 from __future__ import annotations
 

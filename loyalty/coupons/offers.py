@@ -369,8 +369,11 @@ def start_code_batch(
     actor: str,
     request_key: str,
     prefix: str | None = None,
+    suffix: str | None = None,
+    pattern: str | None = None,
     length: int = 12,
     max_uses: int | None = 1,
+    campaign_id: int | None = None,
 ) -> tuple[CouponBatch, bool]:
     """A `running` batch of `count` codes for a job to generate (generate_codes_chunk);
     (batch, True). The same `request_key` again (a form submitted twice) gives the batch
@@ -380,7 +383,8 @@ def start_code_batch(
     existing = batch_by_request_key(request_key)
     if existing is not None:
         return existing, False
-    fmt = CodeFormat(prefix=prefix, length=length)  # checks the format before any job runs
+    # checks the format before any job runs
+    fmt = CodeFormat(prefix=prefix, suffix=suffix, pattern=pattern, length=length)
     offer = lock_for_issue(offer_id, alone=True)
     table = CouponBatch.__table__
     # Under the offer's lock a second submit waits, then finds the first one's key here.
@@ -392,7 +396,10 @@ def start_code_batch(
             requested=count,
             created_count=0,
             prefix=fmt.prefix or None,
+            suffix=fmt.suffix or None,
+            pattern=pattern,
             max_uses_per_code=max_uses,
+            campaign_id=campaign_id,
             code_length=length,
             created_at=now,
             created_by=actor,

@@ -7,11 +7,11 @@ from typing import Any
 from marshmallow import ValidationError, fields, post_load, validate, validates_schema
 
 from loyalty.basket import Basket, BasketLine
-from loyalty.coupons.codes import MAX_BATCH_CLI, MAX_BATCH_PER_REQUEST
+from loyalty.coupons.codes import MAX_BATCH, MAX_BATCH_AT_ONCE
 from loyalty.coupons.discounts import OfferKind, Stacking
 from loyalty.coupons.models import OfferStatus
 from loyalty.db import BIGINT_MAX
-from loyalty.members.paths import MemberRef
+from loyalty.members.paths import MemberRef, MemberRefList
 from loyalty.pagination import PageQuery, page_schema
 from loyalty.schemas import (
     MAX_BASKET_LINES,
@@ -170,7 +170,7 @@ class OfferStatsSchema(StrictSchema):
 # --- codes ----------------------------------------------------------------------------------
 
 
-MAX_USES_DESCRIPTION = "uses each code allows (null: unlimited); the CLI's --max-uses"
+MAX_USES_DESCRIPTION = "uses each code allows (null: unlimited); the CLI's --max-uses (`unlimited`)"
 _LITERAL = validate.Regexp(
     r"^[A-Z0-9]*$",
     error="upper-case letters and digits only: codes are compared without hyphens or spaces, "
@@ -201,10 +201,11 @@ class GenerateSchema(MaxUsesFields):
     count = fields.Integer(
         strict=True,
         required=True,
-        validate=validate.Range(min=1, max=MAX_BATCH_PER_REQUEST),
+        validate=validate.Range(min=1, max=MAX_BATCH),
         metadata={
-            "description": f"at most {MAX_BATCH_PER_REQUEST:,} per request; "
-            f"`omniloyal coupons generate` makes up to {MAX_BATCH_CLI:,} in one batch"
+            "description": f"up to {MAX_BATCH:,} (as `omniloyal coupons generate --count`); "
+            f"up to {MAX_BATCH_AT_ONCE:,} are made at once (201), more in the background "
+            "(202: the batch is `running` until `done`, see GET /v1/coupons/batches/{id})"
         },
     )
     prefix = fields.String(load_default=None, validate=[validate.Length(max=16), _LITERAL])
@@ -235,6 +236,14 @@ class BatchSchema(StrictSchema):
         allow_none=True, metadata={"description": "deprecated: max_uses", "deprecated": True}
     )
     campaign_id = fields.Integer(allow_none=True)
+    status = fields.String(
+        metadata={
+            "enum": ["running", "done", "failed"],
+            "description": "`running` while a background batch is made (`created_count` "
+            "grows), then `done`; `failed` with `error` (the codes made so far stay)",
+        }
+    )
+    error = fields.String(allow_none=True)
     created_at = fields.DateTime()
 
 
@@ -266,7 +275,7 @@ class ImportResultSchema(StrictSchema):
 
 
 class IssueSchema(StrictSchema):
-    member_ids = fields.List(Id(), required=True, validate=validate.Length(min=1, max=10_000))
+    member_ids = MemberRefList(required=True, validate=validate.Length(min=1, max=10_000))
     source_type = fields.String(
         load_default="admin", validate=validate.OneOf(["admin", "campaign", "support"])
     )

@@ -7,6 +7,7 @@ from typing import Any
 from marshmallow import ValidationError, fields, validate, validates_schema
 
 from loyalty.earning.models import ActivityKind, OrderStatus, RuleKind
+from loyalty.members.paths import MemberRef
 from loyalty.members.schemas import ExternalId
 from loyalty.pagination import PageQuery, page_schema
 from loyalty.schemas import (
@@ -296,7 +297,7 @@ class ActivityEventRequestSchema(StrictSchema):
         validate=EXTERNAL_ID,
         metadata={"description": "the caller's own reference, recorded (dedupe is ours)"},
     )
-    referred_member_id = Id(load_default=None)
+    referred_member_id = MemberRef(load_default=None)
 
 
 class ActivityEventSchema(StrictSchema):

@@ -3,7 +3,7 @@ identities and status. Merges live in merge.py, export and erasure in privacy.py
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -44,6 +44,15 @@ def find_member_by_external_id(external_id: str) -> Member | None:
 def member_id_for_external_id(external_id: str) -> int | None:
     """Just the id (one indexed read): what a path's `ext:<id>` names."""
     return db.session.scalar(sa.select(Member.id).where(Member.external_id == external_id))
+
+
+def member_ids_for_external_ids(external_ids: Sequence[str]) -> dict[str, int]:
+    """`member_id_for_external_id` for many in one query: external id -> member id, for the
+    ones that exist."""
+    rows = db.session.execute(
+        sa.select(Member.external_id, Member.id).where(Member.external_id.in_(external_ids))
+    )
+    return {external_id: member_id for external_id, member_id in rows}
 
 
 def enrol_member(

@@ -83,11 +83,13 @@ class MemberRef(fields.Field):
     """
 
     def __init__(self, **kwargs: Any) -> None:
+        given = dict(kwargs.pop("metadata", {}))
+        about = "the member's id, or `ext:` and your own customer id (`ext:C-1001`)"
         metadata = {
             "type": ["integer", "string"],
-            "description": "the member's id, or `ext:` and your own customer id (`ext:C-1001`)",
             "examples": [42, "ext:C-1001"],
-            **kwargs.pop("metadata", {}),
+            **given,
+            "description": f"{given['description']}: {about}" if "description" in given else about,
         }
         super().__init__(metadata=metadata, **kwargs)
 
@@ -107,3 +109,37 @@ class MemberRef(fields.Field):
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> Any:
         return value
+
+
+class MemberRefList(fields.List):
+    """A list of members named as in `MemberRef` (ids and `ext:<id>` mixed), with every
+    external id looked up in one query; an unknown one is a 422 naming its index."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(_MemberRefSyntax(), **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[int]:
+        refs: list[int | ExternalMemberRef] = super()._deserialize(value, attr, data, **kwargs)
+        external = {ref for ref in refs if isinstance(ref, ExternalMemberRef)}
+        if not external:
+            return [int(ref) for ref in refs]
+        from loyalty.members.operations import member_ids_for_external_ids
+
+        found = member_ids_for_external_ids(sorted(external))
+        unknown = {
+            index: [f"no member has external id {str(ref)!r}"]
+            for index, ref in enumerate(refs)
+            if isinstance(ref, ExternalMemberRef) and ref not in found
+        }
+        if unknown:
+            raise MarshmallowError(unknown)
+        return [found[ref] if isinstance(ref, ExternalMemberRef) else ref for ref in refs]
+
+
+class _MemberRefSyntax(MemberRef):
+    """One item of a `MemberRefList`: checked here, external ids looked up by the list."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, str) and re.fullmatch(_EXTERNAL, value):
+            return ExternalMemberRef(value.removeprefix(EXTERNAL_PREFIX))
+        return super()._deserialize(value, attr, data, **kwargs)

@@ -46,8 +46,8 @@ def _attributes(value: dict[str, Any]) -> None:
 EXTERNAL_ID_PATTERN = r"^[A-Za-z0-9._:~@+=,;!$*()'-]{1,128}$"
 EXTERNAL_ID_DESCRIPTION = (
     "your own customer id for this member, unique in the program: 1-128 letters, digits or "
-    ". _ : ~ @ + = , ; ! $ * ( ) ' -. Address the member as `ext:<id>` in any path that "
-    "names a member, e.g. `/v1/members/ext:C-1001/balance`."
+    ". _ : ~ @ + = , ; ! $ * ( ) ' -. Address the member as `ext:<id>` in any path or body "
+    "field that names a member, e.g. `/v1/members/ext:C-1001/balance`."
 )
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from loyalty.auth import scopes
-from loyalty.coupons.codes import MAX_BATCH_PER_REQUEST
+from loyalty.coupons.codes import MAX_BATCH
+from loyalty.db import db
 from loyalty.schemas import MAX_UNIT_PRICE
 from tests.coupons import factories as f
 from tests.factories import error_fields, idem
@@ -172,7 +173,7 @@ def test_a_prefix_is_kept_or_refused_never_silently_changed(client, admin):
     assert kept.status_code == 201 and kept.json["prefix"] == "WS"
 
 
-def test_max_uses_is_one_name_and_max_uses_per_code_its_deprecated_alias(client, admin):
+def test_max_uses_is_one_name_and_max_uses_per_code_its_deprecated_alias(app, client, admin):
     offer = f.offer()
     url = f"/v1/coupons/offers/{offer.id}/batches"
     new = client.post(url, json={"count": 1, "max_uses": 3}, headers=idem(admin))
@@ -190,8 +191,63 @@ def test_max_uses_is_one_name_and_max_uses_per_code_its_deprecated_alias(client,
         headers=idem(admin),
     )
     assert imported.json["batch"]["max_uses"] == 2
-    too_many = client.post(url, json={"count": MAX_BATCH_PER_REQUEST + 1}, headers=idem(admin))
+    unlimited = client.post(url, json={"count": 1, "max_uses": None}, headers=idem(admin))
+    assert unlimited.json["max_uses"] is None
+
+    # The CLI's --max-uses takes what the API's max_uses takes, `unlimited` for its null.
+    for given, expected in (("3", 3), ("unlimited", None)):
+        made = app.test_cli_runner().invoke(
+            args=["coupons", "generate", "--offer", str(offer.id), "--count", "1",
+                  "--max-uses", given]
+        )  # fmt: skip
+        assert made.exit_code == 0, made.output
+        batch_id = made.output.split()[1].rstrip(":")
+        batch = client.get(f"/v1/coupons/batches/{batch_id}", headers=admin).json
+        assert batch["max_uses"] == expected
+    refused = app.test_cli_runner().invoke(
+        args=["coupons", "generate", "--offer", str(offer.id), "--count", "1", "--max-uses", "0"]
+    )
+    assert refused.exit_code == 2
+
+
+def test_one_batch_size_limit_for_the_api_and_the_cli_larger_batches_made_in_the_background(
+    app, client, admin, monkeypatch
+):
+    from loyalty.queue import get_queue, make_worker
+
+    offer = f.offer()
+    url = f"/v1/coupons/offers/{offer.id}/batches"
+    too_many = client.post(url, json={"count": MAX_BATCH + 1}, headers=idem(admin))
     assert too_many.status_code == 422 and "count" in error_fields(too_many.json)
+    refused = app.test_cli_runner().invoke(
+        args=["coupons", "generate", "--offer", str(offer.id), "--count", str(MAX_BATCH + 1)]
+    )
+    assert refused.exit_code == 2 and f"{MAX_BATCH}" in refused.output
+
+    monkeypatch.setattr("loyalty.coupons.api.MAX_BATCH_AT_ONCE", 100)  # instead of 200,000
+    at_once = client.post(url, json={"count": 100}, headers=idem(admin))
+    assert at_once.status_code == 201, at_once.json
+    assert (at_once.json["status"], at_once.json["created_count"]) == ("done", 100)
+
+    body = {"count": 250, "prefix": "BIG", "suffix": "X", "max_uses": 2}
+    headers = idem(admin)
+    started = client.post(url, json=body, headers=headers)
+    assert started.status_code == 202, started.json
+    assert (started.json["status"], started.json["created_count"]) == ("running", 0)
+    again = client.post(url, json=body, headers=headers)
+    assert (again.status_code, again.json) == (202, started.json)
+    assert get_queue("default").count == 1  # one job, not one per retry
+
+    db.session.remove()
+    make_worker(app, ("default",)).work(burst=True)
+    batch_url = f"/v1/coupons/batches/{started.json['id']}"
+    done = client.get(batch_url, headers=admin).json
+    assert (done["status"], done["created_count"], done["max_uses"]) == ("done", 250, 2)
+    codes = client.get(f"{batch_url}/codes.csv", headers=admin).get_data(as_text=True)
+    rows = codes.splitlines()[1:]
+    assert len(rows) == 250 and all(
+        r.startswith("BIG") and r.split(",")[0].endswith("X") for r in rows
+    )
 
 
 def test_a_basket_line_that_validates_can_be_posted_as_an_order(client, make):

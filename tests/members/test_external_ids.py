@@ -304,3 +304,92 @@ def test_request_bodies_name_a_member_by_external_id_too(client, admin):
     assert merge.status_code == 200, merge.json
     survivor_id = survivor.json["member"]["id"]
     assert client.get("/v1/members/ext:B-1", headers=admin).json["id"] == survivor_id
+
+
+def _member_names(document):
+    """Every place a request names a member: (where, name, schema)."""
+    schemas = document["components"]["schemas"]
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if not isinstance(operation, dict):
+                continue
+            for parameter in [*item.get("parameters", []), *operation.get("parameters", [])]:
+                if parameter["name"] in ("member_id", "survivor_id"):
+                    yield f"{method} {path}", parameter["name"], parameter["schema"]
+            for content in operation.get("requestBody", {}).get("content", {}).values():
+                schema = content["schema"]
+                if "$ref" in schema:
+                    schema = schemas[schema["$ref"].rsplit("/", 1)[-1]]
+                for name, field in schema.get("properties", {}).items():
+                    if name in ("member_id", "member_ids") or name.endswith("_member_id"):
+                        yield f"{method} {path}", name, field.get("items", field)
+
+
+def test_every_member_a_request_names_may_be_named_by_external_id(app):
+    document = app.test_client().get("/openapi.json").json
+    names = list(_member_names(document))
+    assert len(names) >= 30  # paths and bodies
+    for where, name, schema in names:
+        accepts_ext = "ext:" in schema.get("pattern", "") or "string" in schema.get("type", [])
+        assert accepts_ext and "ext:" in schema["description"], (where, name, schema)
+
+
+def test_member_tokens_coupon_issues_journeys_previews_and_referrals_take_external_ids(
+    client, make, admin
+):
+    from tests.coupons import factories as coupons
+    from tests.earning.factories import rule
+
+    ada = enrol(client, admin, identities={"email": "ada@example.com"}, external_id="C-1")
+    ada_id = ada.json["member"]["id"]
+    bob = enrol(client, admin, identities={"email": "bob@example.com"}, external_id="C-2")
+    bob_id = bob.json["member"]["id"]
+
+    token = client.post("/v1/member-tokens", json={"member_id": "ext:C-1"}, headers=admin)
+    assert token.status_code == 201, token.json
+    me = client.get("/v1/me", headers={"Authorization": f"Bearer {token.json['token']}"})
+    assert me.json["member_id"] == ada_id
+
+    offer = coupons.offer()
+    issue = f"/v1/coupons/offers/{offer.id}/issue"
+    unknown = client.post(
+        issue, json={"member_ids": [bob_id, "ext:NOBODY", "ext:C-1"]}, headers=idem(admin)
+    )
+    assert unknown.status_code == 422
+    assert set(error_fields(unknown.json)) == {"member_ids.1"}
+    issued = client.post(issue, json={"member_ids": ["ext:C-1", bob_id]}, headers=idem(admin))
+    assert issued.status_code == 201, issued.json
+    assert [c["member_id"] for c in issued.json["items"]] == [ada_id, bob_id]
+
+    journey = client.post(
+        "/v1/journeys",
+        json={"name": "Hi", "trigger": "manual", "steps": [{"type": "points", "points": 1}]},
+        headers=idem(admin),
+    ).json
+    client.post(f"/v1/journeys/{journey['id']}/activate", headers=admin)
+    entered = client.post(
+        f"/v1/journeys/{journey['id']}/entries",
+        json={"member_ids": ["ext:C-2"]},
+        headers=idem(admin),
+    )
+    assert entered.status_code == 201, entered.json
+    progress = client.get(f"/v1/journeys/{journey['id']}/members/ext:C-2", headers=admin)
+    assert progress.status_code == 200 and progress.json["member_id"] == bob_id
+    assert len(progress.json["entries"]) == 1
+
+    preview = client.post(
+        "/v1/notifications/templates/preview",
+        json={"key": "points_earned", "channel": "email", "member_id": "ext:C-1",
+              "variables": {"points": 5, "balance": 5}},
+        headers=admin,
+    )  # fmt: skip
+    assert preview.status_code == 200, preview.json
+
+    rule(name="referral", kind="event_bonus", activity_kind="referral", bonus_points=500)
+    referral = client.post(
+        "/v1/members/ext:C-1/activities",
+        json={"kind": "referral", "referred_member_id": "ext:C-2"},
+        headers=idem(admin),
+    )
+    assert referral.status_code == 201, referral.json
+    assert referral.json["referred_member_id"] == bob_id and referral.json["points"] == 500

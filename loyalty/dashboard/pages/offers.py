@@ -22,6 +22,7 @@ from flask_login import current_user
 from marshmallow import ValidationError
 
 from loyalty.clock import utcnow
+from loyalty.coupons.codes import MAX_BATCH
 from loyalty.dashboard.access import needs
 from loyalty.dashboard.blueprint import bp, render
 from loyalty.dashboard.edge import Refused, change, record_event
@@ -29,7 +30,6 @@ from loyalty.dashboard.roles import Permission
 from loyalty.db import db
 
 KINDS = ("percent", "fixed_amount", "free_item", "bonus_points")
-MAX_BATCH = 100_000
 BATCHES_SHOWN = 50
 REQUEST_KEY = re.compile(r"[0-9a-f]{32}")
 
@@ -145,6 +145,7 @@ def offer(offer_id: int) -> Any:
         running=running,
         versions=versions,
         request_key=uuid.uuid4().hex,
+        max_batch=MAX_BATCH,
     )
 
 
