@@ -16,8 +16,10 @@
    PostgreSQL state updates, per chunk of 500 messages one Redis round trip of 500 RPUSHes
    and one committed `UPDATE ... SET state = 'sent' WHERE id = ANY(chunk)`, from as many
    processes as there are workers.
-4. Prints messages/s for both, the ratio, the per-message overhead and the load average
-   (the machine may be shared).
+4. Checks the run was exactly once (every message sent, recorded by the provider once, one
+   provider call each; a shortfall or a repeat ends the bench with an error), then prints
+   messages/s for both, the ratio, the per-message overhead and the load average (the
+   machine may be shared).
 """
 
 from __future__ import annotations
@@ -171,9 +173,12 @@ def seed(members: int, messages: int, *, only_notifications: bool = False) -> No
         db.session.commit()
 
 
-def run_pipeline(env: dict[str, str], workers: int, messages: int, database_url: str) -> float:
-    """Start the workers, wait for every message to be `sent`; returns the seconds taken
-    from the events' commit (just before this call) to the last send."""
+def run_pipeline(
+    env: dict[str, str], workers: int, messages: int, database_url: str, timeout: float
+) -> float:
+    """Start the workers, wait for every message to be `sent` (at most `timeout` s: a
+    message suppressed or failed would keep the count short for ever); returns the seconds
+    taken from the events' commit (just before this call) to the last send."""
     started = time.perf_counter()
     processes = [
         subprocess.Popen(
@@ -193,6 +198,8 @@ def run_pipeline(env: dict[str, str], workers: int, messages: int, database_url:
                 ).fetchone()[0]
                 if sent >= messages:
                     return time.perf_counter() - started
+                if time.perf_counter() - started > timeout:
+                    raise SystemExit(f"only {sent:,} of {messages:,} sent after {timeout:.0f} s")
                 if any(p.poll() is not None for p in processes):
                     raise SystemExit("a worker exited during the run")
                 if time.perf_counter() - last_report > 15:
@@ -207,6 +214,17 @@ def run_pipeline(env: dict[str, str], workers: int, messages: int, database_url:
                 process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def exactly_once(database_url: str) -> tuple[int, int, int]:
+    """What the recording provider was handed: (messages sent, messages it recorded,
+    provider calls). Exactly once: all three are equal."""
+    with psycopg.connect(database_url) as connection:
+        row = connection.execute(
+            "SELECT (SELECT count(*) FROM messages WHERE state = 'sent'),"
+            " count(DISTINCT message_id), coalesce(sum(calls), 0) FROM recorded_messages"
+        ).fetchone()
+    return int(row[0]), int(row[1]), int(row[2])
 
 
 BASELINE_CHUNK = 500  # the send job's chunk (notifications.pipeline.SEND_CHUNK)
@@ -271,6 +289,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--members", type=int, default=0, help="default: messages / 20, at most 5,000"
     )
+    parser.add_argument(
+        "--timeout", type=float, default=1800, help="seconds to wait for the last message"
+    )
     parser.add_argument("--pg", default=os.environ.get("BENCH_PG", DEFAULT_PG))
     args = parser.parse_args(argv)
     members = args.members or max(1, min(args.messages // 20, 5_000))
@@ -282,7 +303,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"seeding {members:,} members and {args.messages:,} points.earned events")
         seed(members, args.messages, only_notifications=args.consumers == "notifications")
         _say(f"pipeline: {args.workers} omniloyal workers, outbox -> RQ -> recording provider")
-        pipeline_seconds = run_pipeline(env, args.workers, args.messages, database.url)
+        pipeline_seconds = run_pipeline(
+            env, args.workers, args.messages, database.url, args.timeout
+        )
+        sent, recorded, calls = exactly_once(database.url)
+        if not sent == recorded == calls == args.messages:
+            raise SystemExit(f"not exactly once: {sent} sent, {recorded} recorded, {calls} calls")
+        _say(f"exactly once: {sent:,} sent, {recorded:,} recorded, {calls:,} provider calls")
         _say(f"baseline: {args.messages:,} Redis pushes + PostgreSQL updates")
         baseline_seconds = run_baseline(database.url, own_redis.url, args.workers, args.messages)
         report(args.messages, args.workers, pipeline_seconds, baseline_seconds, args.consumers)
