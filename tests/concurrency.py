@@ -153,3 +153,20 @@ def rows_locked(statement: str, **params: Any) -> Iterator[None]:
             yield
         finally:
             connection.rollback()
+
+
+def open_transactions(database_uri: str) -> int:
+    """How many other sessions of this PostgreSQL database are inside a transaction now,
+    counted on a connection of its own (for a test server to call while it holds a request:
+    a provider or a receiver is called with no transaction open)."""
+    engine = sa.create_engine(database_uri)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()"
+                )
+            ).scalar_one()
+    finally:
+        engine.dispose()

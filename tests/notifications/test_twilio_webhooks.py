@@ -21,6 +21,7 @@ from notifications.providers.base import Channel
 from notifications.providers.settings import TwilioSettings
 from notifications.providers.twilio_sms import TwilioSmsProvider
 from notifications.templates import sms_segments
+from tests.concurrency import open_transactions
 from tests.notifications.factories import queue, reload, send_round, transitions
 from tests.notifications.servers import LocalTwilioHttpClient, twilio_error, twilio_stub
 
@@ -327,28 +328,17 @@ def test_a_send_that_timed_out_after_twilio_took_it_is_not_sent_again(app, clien
 def test_twilio_is_called_with_no_transaction_open(app, make):
     """While Twilio holds the request, no session of this database is inside a transaction:
     a slow provider holds no row locks and no snapshot (the claim committed before)."""
-    import sqlalchemy as sa
 
     member = make.member(phone=PHONE)
     queue(member.id)
     queue(member.id)
     seen: list[int] = []
 
-    def open_transactions() -> None:
-        engine = sa.create_engine(app.config["SQLALCHEMY_DATABASE_URI"])
-        with engine.connect() as connection:
-            seen.append(
-                connection.execute(
-                    sa.text(
-                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                        " AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()"
-                    )
-                ).scalar_one()
-            )
-        engine.dispose()
+    def count_open_transactions() -> None:
+        seen.append(open_transactions(app.config["SQLALCHEMY_DATABASE_URI"]))
 
     with twilio_stub() as stub:
-        stub.on_request = open_transactions
+        stub.on_request = count_open_transactions
         provider = TwilioSmsProvider(
             app.extensions["omniloyal.settings"].twilio,
             http_client=LocalTwilioHttpClient(stub.base_url, timeout=5),

@@ -20,6 +20,7 @@ from loyalty.db import db
 from loyalty.outbox.relay import relay_batch
 from notifications.webhooks import operations, signing
 from notifications.webhooks.models import WebhookDelivery, WebhookSubscription
+from tests.concurrency import open_transactions
 from tests.factories import Factories, error_fields, idem
 from tests.notifications.receiver import receiver
 
@@ -334,17 +335,7 @@ def test_the_http_call_happens_with_no_transaction_open(
     seen: list[int] = []
 
     def count_open_transactions() -> None:
-        engine = sa.create_engine(app.config["SQLALCHEMY_DATABASE_URI"])
-        with engine.connect() as connection:
-            seen.append(
-                connection.execute(
-                    sa.text(
-                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                        " AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()"
-                    )
-                ).scalar_one()
-            )
-        engine.dispose()
+        seen.append(open_transactions(app.config["SQLALCHEMY_DATABASE_URI"]))
 
     with receiver(200) as hook:
         hook.on_request = count_open_transactions
