@@ -139,8 +139,8 @@ def _stop(processes: list[subprocess.Popen]) -> None:
             process.kill()
 
 
-def _count(connection: psycopg.Connection, query: str, campaign_id: int) -> int:
-    return connection.execute(query, {"c": campaign_id} if "%(c)s" in query else None).fetchone()[0]
+def _count(connection: psycopg.Connection, query: str, **params: object) -> int:
+    return connection.execute(query, params or None).fetchone()[0]
 
 
 FANNED_OUT = (
@@ -170,10 +170,10 @@ def run_campaign(
                 now = time.perf_counter()
                 if (
                     fanned_out_at is None
-                    and _count(connection, FANNED_OUT, campaign_id) >= recipients
+                    and _count(connection, FANNED_OUT, c=campaign_id) >= recipients
                 ):
                     fanned_out_at = now - started
-                sent = _count(connection, SENT, campaign_id)
+                sent = _count(connection, SENT)
                 if sent >= recipients:
                     return fanned_out_at, sent, now - started
                 if now - started > timeout:
