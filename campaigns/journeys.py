@@ -35,7 +35,7 @@ import sqlalchemy as sa
 from campaigns import delivery_seam
 from campaigns.journey_models import Journey, JourneyEntry, JourneyStepRun, JourneyVersion
 from loyalty.batches import CHUNK_MEMBERS, BatchCursor
-from loyalty.db import constant, db, upsert_insert
+from loyalty.db import any_of, constant, db, upsert_insert
 from loyalty.errors import Conflict, InvalidInput, NotFound, OmniloyalError
 from loyalty.members.models import MemberStatus
 from loyalty.members.resolution import (
@@ -431,7 +431,7 @@ class _Chunk:
             for entry_id, step_index, next_step in db.session.execute(
                 sa.select(
                     JourneyStepRun.entry_id, JourneyStepRun.step_index, JourneyStepRun.next_step
-                ).where(JourneyStepRun.entry_id.in_(ids))
+                ).where(any_of(JourneyStepRun.entry_id, ids))
             ):
                 self.recorded[(entry_id, step_index)] = next_step
         self.runs: list[dict[str, Any]] = []
@@ -476,7 +476,7 @@ def advance_due_chunk(cursor: BatchCursor, now: datetime, *, limit: int = CHUNK_
     members = lock_current_members({row.member_id for row in rows})
     entries = db.session.scalars(
         sa.select(JourneyEntry)
-        .where(JourneyEntry.id.in_([row.id for row in rows]))
+        .where(any_of(JourneyEntry.id, [row.id for row in rows]))
         .order_by(JourneyEntry.id)
         .with_for_update()
         .execution_options(populate_existing=True)

@@ -34,7 +34,7 @@ from campaigns.models import MemberCategoryPurchase, MemberProfile, MemberTag
 from loyalty import outbox
 from loyalty.batches import BatchCursor
 from loyalty.clock import utcnow
-from loyalty.db import constant, db
+from loyalty.db import any_of, constant, db
 from loyalty.earning.models import Order, OrderLine
 from loyalty.ledger.models import LedgerAccount
 from loyalty.members.models import Member, MemberStatus
@@ -232,7 +232,7 @@ def _insert_categories(histories: dict[int, list[int]]) -> None:
         )
         .select_from(orders.join(lines, lines.c.order_id == orders.c.id))
         .where(
-            orders.c.member_id.in_(sorted(owner)),
+            any_of(orders.c.member_id, sorted(owner)),
             orders.c.status.in_([constant(s) for s in COUNTED_STATUSES]),
             lines.c.category.is_not(None),
             lines.c.refunded_quantity < lines.c.quantity,

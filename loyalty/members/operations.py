@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from loyalty import outbox
-from loyalty.db import db
+from loyalty.db import any_of, db
 from loyalty.errors import Conflict, InvalidInput, MemberNotActive, NotFound
 from loyalty.ledger.operations import open_member_accounts
 from loyalty.members.identities import normalise
@@ -50,7 +50,7 @@ def member_ids_for_external_ids(external_ids: Sequence[str]) -> dict[str, int]:
     """`member_id_for_external_id` for many in one query: external id -> member id, for the
     ones that exist."""
     rows = db.session.execute(
-        sa.select(Member.external_id, Member.id).where(Member.external_id.in_(external_ids))
+        sa.select(Member.external_id, Member.id).where(any_of(Member.external_id, external_ids))
     )
     return {external_id: member_id for external_id, member_id in rows}
 
