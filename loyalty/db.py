@@ -117,6 +117,16 @@ def any_of(column: Any, values: Any) -> Any:
     return column.in_(values)
 
 
+def any_of_parameter(column: Any, name: str, dialect: str) -> Any:
+    """`column IN :name` for a statement built once (per dialect) whose list is given at
+    execution: on PostgreSQL `column = ANY(:name)`, one array parameter, so the SQL text
+    never changes (an expanding IN is rendered again on every execution); elsewhere an
+    expanding IN. See `any_of` for lists known when the statement is built."""
+    if dialect == "postgresql":
+        return column == sa.any_(sa.bindparam(name, type_=postgresql.ARRAY(column.type)))
+    return column.in_(sa.bindparam(name, expanding=True))
+
+
 def upsert_insert(table: Any) -> Any:
     """An INSERT that supports ON CONFLICT on the current dialect."""
     if is_postgres():
@@ -124,6 +134,30 @@ def upsert_insert(table: Any) -> Any:
     else:
         from sqlalchemy.dialects.sqlite import insert
     return insert(table)
+
+
+def insert_unless_present(table: sa.Table, unique: tuple[str, ...]) -> Any:
+    """`INSERT ... ON CONFLICT (unique) DO NOTHING RETURNING id`, the values given as
+    parameters at execution. Built once per table and dialect: hot paths (the idempotency
+    claim, the order row) run it on every request, and a statement built per call costs
+    its construction and cache key every time."""
+    return _insert_unless_present(table, unique, db.engine.dialect.name)
+
+
+@cache
+def _insert_unless_present(table: sa.Table, unique: tuple[str, ...], dialect: str) -> Any:
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table).on_conflict_do_nothing(index_elements=list(unique)).returning(table.c.id)
+
+
+@cache
+def plain_insert(table: sa.Table) -> sa.Insert:
+    """`INSERT INTO table`, the values given as parameters at execution (one row or an
+    executemany), built once per table."""
+    return sa.insert(table)
 
 
 def constant(value: str) -> Any:

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timedelta
+from functools import cache
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from loyalty.db import BigInt, UTCDateTime, db, upsert_insert
+from loyalty.db import BigInt, UTCDateTime, db, insert_unless_present
 from loyalty.errors import IdempotencyKeyReused, InvalidInput, ResponseErased
 
 
@@ -80,11 +81,8 @@ def claim(scope: str, key: str, print_: str, now: datetime) -> IdempotencyRecord
 
     Raises IdempotencyKeyReused when the earlier request had another body or path.
     """
-    table = IdempotencyRecord.__table__
     inserted = db.session.execute(
-        upsert_insert(table)
-        .on_conflict_do_nothing(index_elements=["scope", "key"])
-        .returning(table.c.id),
+        insert_unless_present(IdempotencyRecord.__table__, ("scope", "key")),
         {"scope": scope, "key": key, "fingerprint": print_, "created_at": now},
     ).scalar()
     if inserted is not None:
@@ -127,16 +125,23 @@ def stored_response(scope: str, key: str, print_: str) -> IdempotencyRecord | No
 def record_response(
     scope: str, key: str, status_code: int, body: bytes, *, member_id: int | None
 ) -> None:
-    table = IdempotencyRecord.__table__
     db.session.execute(
+        _record_response_statement(),
+        {"s": scope, "k": key, "status": status_code, "body": body, "member": member_id},
+    )
+
+
+@cache
+def _record_response_statement() -> sa.Update:
+    table = IdempotencyRecord.__table__
+    return (
         sa.update(table)
         .where(table.c.scope == sa.bindparam("s"), table.c.key == sa.bindparam("k"))
         .values(
             status_code=sa.bindparam("status"),
             response_body=sa.bindparam("body"),
             member_id=sa.bindparam("member"),
-        ),
-        {"s": scope, "k": key, "status": status_code, "body": body, "member": member_id},
+        )
     )
 
 

@@ -50,7 +50,7 @@ from loyalty.coupons.models import (
     RedemptionStatus,
 )
 from loyalty.coupons.offers import generate_codes  # noqa: F401  (the operation lives there)
-from loyalty.db import constant, db, insert_persistent, upsert_insert
+from loyalty.db import any_of_parameter, constant, db, insert_persistent, upsert_insert
 from loyalty.errors import Conflict, InvalidInput, NotFound
 from loyalty.members.resolution import current_member_id
 from loyalty.stores.models import Store
@@ -146,7 +146,8 @@ def _load(codes: Sequence[str], order_ref: str | None) -> dict[str, Candidate]:
     params: dict[str, Any] = {"codes": list(codes)}
     if order_ref is not None:
         params["order_ref"] = order_ref
-    rows = db.session.execute(_load_query(order_ref is not None), params).all()
+    query = _load_query(order_ref is not None, db.engine.dialect.name)
+    rows = db.session.execute(query, params).all()
     found = {}
     for row in rows:
         values = list(row)
@@ -156,7 +157,7 @@ def _load(codes: Sequence[str], order_ref: str | None) -> dict[str, Candidate]:
 
 
 @cache
-def _load_query(for_order: bool) -> sa.Select[Any]:
+def _load_query(for_order: bool, dialect: str) -> sa.Select[Any]:
     """The codes with their offer and current terms (and, `for_order`, an active redemption
     of the code for that order). Built once: on the hot path only the parameters change."""
     code, offer, version = CouponCode, CouponOffer, CouponOfferVersion
@@ -197,7 +198,7 @@ def _load_query(for_order: bool) -> sa.Select[Any]:
                 CouponRedemption.status.in_([constant(s) for s in ACTIVE_REDEMPTION_STATUSES]),
             ),
         )
-    return query.where(code.code.in_(sa.bindparam("codes", expanding=True)))
+    return query.where(any_of_parameter(code.code, "codes", dialect))
 
 
 # --- evaluation (changes nothing) -----------------------------------------------------------
@@ -636,21 +637,28 @@ def _take_code_use_statement() -> sa.Update:
 def _count_uncapped(offer_id: int, redemptions: int, discount_minor: int) -> None:
     """Add to one stripe of an uncapped offer's counters (see CouponOfferCounter): one
     upsert on a row chosen at random, so concurrent redemptions rarely share a row."""
-    table = CouponOfferCounter.__table__
-    insert = upsert_insert(table).values(
-        offer_id=offer_id,
-        stripe=random.randrange(COUNTER_STRIPES),
-        redemptions=redemptions,
-        discount_minor=discount_minor,
-    )
     db.session.execute(
-        insert.on_conflict_do_update(
-            index_elements=["offer_id", "stripe"],
-            set_={
-                "redemptions": table.c.redemptions + insert.excluded.redemptions,
-                "discount_minor": table.c.discount_minor + insert.excluded.discount_minor,
-            },
-        )
+        _count_uncapped_statement(db.engine.dialect.name),
+        {
+            "offer_id": offer_id,
+            "stripe": random.randrange(COUNTER_STRIPES),
+            "redemptions": redemptions,
+            "discount_minor": discount_minor,
+        },
+    )
+
+
+@cache
+def _count_uncapped_statement(dialect: str) -> Any:
+    """Built once per dialect (every redemption of an uncapped offer runs it)."""
+    table = CouponOfferCounter.__table__
+    insert = upsert_insert(table)
+    return insert.on_conflict_do_update(
+        index_elements=["offer_id", "stripe"],
+        set_={
+            "redemptions": table.c.redemptions + insert.excluded.redemptions,
+            "discount_minor": table.c.discount_minor + insert.excluded.discount_minor,
+        },
     )
 
 

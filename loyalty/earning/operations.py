@@ -23,7 +23,7 @@ from loyalty import outbox
 from loyalty.auth import tokens
 from loyalty.basket import Basket, BasketLine, OrderDiscounts
 from loyalty.cache import TTLCache
-from loyalty.db import column_values, db, upsert_insert
+from loyalty.db import column_values, db, insert_unless_present, plain_insert, upsert_insert
 from loyalty.earning import engine
 from loyalty.earning.models import (
     ActivityEvent,
@@ -529,11 +529,8 @@ def post_order(
         "created_at": now,
         "updated_at": now,
     }
-    table = Order.__table__
     order_id = db.session.execute(
-        upsert_insert(table)
-        .on_conflict_do_nothing(index_elements=["client_id", "external_id"])
-        .returning(table.c.id),
+        insert_unless_present(Order.__table__, ("client_id", "external_id")),
         column_values(Order, values),  # `extra` is the `metadata` column
     ).scalar()
     if order_id is None:  # a concurrent duplicate committed first: answer with its result
@@ -560,7 +557,7 @@ def post_order(
             field="total_minor",
         )
     db.session.execute(
-        sa.insert(OrderLine.__table__),  # Core: the lines aren't read back in this request
+        plain_insert(OrderLine.__table__),  # Core: the lines aren't read back in this request
         [
             {
                 "order_id": order.id,

@@ -24,7 +24,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from loyalty import outbox
 from loyalty.batches import BatchCursor
-from loyalty.db import constant, db, insert_persistent, upsert_insert
+from loyalty.db import constant, db, insert_persistent, plain_insert, upsert_insert
 from loyalty.errors import Conflict, InsufficientPoints, InvalidInput, MemberNotActive, NotFound
 from loyalty.ledger.models import (
     AccountKind,
@@ -138,19 +138,25 @@ def lock_member_accounts(
         if require_active and member.status != MemberStatus.ACTIVE:
             raise MemberNotActive(f"member {member.id} is {member.status}")
         member_id = member.id
-    rows = db.session.scalars(
-        sa.select(LedgerAccount)
-        .where(LedgerAccount.member_id == member_id)
-        .order_by(LedgerAccount.id)
-        .with_for_update(key_share=True)
-        .execution_options(populate_existing=True)
-    ).all()
+    rows = db.session.scalars(_lock_accounts_statement(), {"member_id": member_id}).all()
     by_kind = {row.kind: row for row in rows}
     return MemberAccounts(
         member_id=member_id,
         points=by_kind[AccountKind.MEMBER_POINTS],
         pending=by_kind[AccountKind.MEMBER_PENDING],
         debt=by_kind[AccountKind.MEMBER_DEBT],
+    )
+
+
+@cache
+def _lock_accounts_statement() -> sa.Select[Any]:
+    """Built once: every ledger write runs it."""
+    return (
+        sa.select(LedgerAccount)
+        .where(LedgerAccount.member_id == sa.bindparam("member_id"))
+        .order_by(LedgerAccount.id)
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
     )
 
 
@@ -386,7 +392,7 @@ def _finish(tx: LedgerTransaction, topic: str, now: datetime, **payload: Any) ->
     set at _begin)."""
     entries = tx._unsent_entries  # type: ignore[attr-defined]
     if entries:
-        db.session.execute(sa.insert(LedgerEntry.__table__), entries)
+        db.session.execute(plain_insert(LedgerEntry.__table__), entries)
         entries.clear()
     touched = tx._touched_accounts  # type: ignore[attr-defined]
     if touched:

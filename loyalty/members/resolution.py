@@ -18,6 +18,8 @@ lookup and a person's history ids are one indexed query, however many merges hap
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from functools import cache
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -48,6 +50,23 @@ def current_member_id(member_id: int) -> int:
             return target
         target = survivor[0]
     raise Conflict(f"member {member_id} resolves through too many merges")
+
+
+@cache
+def _lock_person_statement() -> sa.Select[Any]:
+    """Built once: every ledger write runs it."""
+    table = Member.__table__
+    person = (
+        sa.select(sa.func.coalesce(table.c.merged_into_id, table.c.id))
+        .where(table.c.id == sa.bindparam("member_id"))
+        .scalar_subquery()
+    )
+    return (
+        sa.select(Member)
+        .where(Member.id == person)
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
+    )
 
 
 def get_member(member_id: int) -> Member:
@@ -85,21 +104,9 @@ def lock_current_member(member_id: int) -> Member:
     FOR NO KEY UPDATE (key_share), the lock every member write takes (see the ledger's
     lock_member_accounts). Raises NotFound for an unknown id.
     """
-    table = Member.__table__
-    person = (
-        sa.select(sa.func.coalesce(table.c.merged_into_id, table.c.id))
-        .where(table.c.id == sa.bindparam("member_id"))
-        .scalar_subquery()
-    )
     target = member_id
     for _ in range(MAX_HOPS):
-        member = db.session.scalar(
-            sa.select(Member)
-            .where(Member.id == person)
-            .with_for_update(key_share=True)
-            .execution_options(populate_existing=True),
-            {"member_id": target},
-        )
+        member = db.session.scalar(_lock_person_statement(), {"member_id": target})
         if member is None:
             raise NotFound(f"no member {member_id}")
         if member.status != MemberStatus.MERGED or member.merged_into_id is None:

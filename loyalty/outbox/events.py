@@ -6,9 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
-
-from loyalty.db import db
+from loyalty.db import db, plain_insert
 from loyalty.outbox.models import OutboxEvent
 
 
@@ -32,7 +30,7 @@ def emit(topic: str, *, member_id: int | None, payload: dict[str, Any], now: dat
     consumer reads contact details from the member when it acts.
     """
     db.session.execute(
-        sa.insert(OutboxEvent.__table__),
+        plain_insert(OutboxEvent.__table__),
         {
             "topic": topic,
             "member_id": member_id,
