@@ -28,6 +28,8 @@ from loyalty.ledger.models import (
     TransactionKind,
 )
 from loyalty.ledger.policy import ExpiryPolicy, ReturnPolicy
+from loyalty.members.models import Member, MemberStatus
+from loyalty.members.resolution import current_member_id
 from tests.ledger.invariants import assert_ledger_consistent
 
 MEMBERS = 3
@@ -199,10 +201,20 @@ class Run:
         )
 
     def merge(self, merged: int, survivor: int) -> None:
-        if merged != survivor:
-            ledger.merge_member_points(
-                self.members[merged], self.members[survivor], "m", now=self.now, actor="test"
-            )
+        """The ledger's part of a member merge, and the merged row marked as the member
+        merge marks it: later operations naming the merged member follow it to the
+        survivor. (Points moved while the member stayed active is a state no merge leaves:
+        a refund of the merged member's order then found its lots held by someone else.)"""
+        merged_id, survivor_id = (current_member_id(self.members[i]) for i in (merged, survivor))
+        if merged_id == survivor_id:
+            return
+        ledger.merge_member_points(merged_id, survivor_id, "m", now=self.now, actor="test")
+        members = Member.__table__
+        db.session.execute(
+            sa.update(members)
+            .where(sa.or_(members.c.id == merged_id, members.c.merged_into_id == merged_id))
+            .values(status=MemberStatus.MERGED.value, merged_into_id=survivor_id)
+        )
 
 
 @settings(
