@@ -35,7 +35,14 @@ from loyalty.earning.models import (
     Refund,
     RuleKind,
 )
-from loyalty.errors import Conflict, InvalidInput, MemberNotActive, NotAuthenticated, NotFound
+from loyalty.errors import (
+    Conflict,
+    InvalidInput,
+    MemberNotActive,
+    NotAuthenticated,
+    NotFound,
+    OmniloyalError,
+)
 from loyalty.ledger import operations as ledger
 from loyalty.ledger.models import HoldStatus, PointHold
 from loyalty.members.identities import phone_region
@@ -442,19 +449,30 @@ def _basket(data: Mapping[str, Any], channel: str, store_id: str | None) -> Bask
     )
 
 
-def earlier_order(data: Mapping[str, Any], *, client_id: int) -> Order | None:
-    """The client's order already posted under `data["order_id"]`, when this is a repeat of
-    it (OrderIdReused when the id was used for other content); None for a new order. Looked
-    up before anything that could refuse a repeat (the coupon guess lockout, Redis being
-    away), so a retry of an accepted order always replays. `data` as `post_order` gets it."""
+def _may_act_before_insert(member_spec: Mapping[str, Any]) -> bool:
+    """Whether resolving this member could enrol someone, use a one-time QR or refuse an
+    expired token: then a repeat of the order must be found before the member is."""
+    return any(member_spec.get(name) for name in (*_IDENTITY_FIELDS, "qr_token", "member_token"))
+
+
+def _earlier(client_id: int, external_id: str, fingerprint: str) -> Order | None:
+    """The client's order under this id (OrderIdReused when it had other content)."""
     earlier_id = db.session.execute(
-        _order_id_query(), {"client_id": client_id, "external_id": data["order_id"]}
+        _order_id_query(), {"client_id": client_id, "external_id": external_id}
     ).scalar()
     if earlier_id is None:
         return None
     earlier = db.session.get(Order, earlier_id)
     assert earlier is not None
-    return _replay(earlier, order_fingerprint(data))[0]
+    return _replay(earlier, fingerprint)[0]
+
+
+def earlier_order(data: Mapping[str, Any], *, client_id: int) -> Order | None:
+    """The client's order already posted under `data["order_id"]`, when this is a repeat of
+    it (OrderIdReused when the id was used for other content); None for a new order. Looked
+    up before anything that could refuse a repeat (the coupon guess lockout, Redis being
+    away), so a retry of an accepted order always replays. `data` as `post_order` gets it."""
+    return _earlier(client_id, data["order_id"], order_fingerprint(data))
 
 
 def _replay(order: Order, fingerprint: str) -> tuple[Order, bool]:
@@ -484,26 +502,31 @@ def post_order(
         raise InvalidInput("occurred_at is in the future", field="occurred_at")
     fingerprint = order_fingerprint(data)
     external_id = data["order_id"]
-    earlier_id = db.session.execute(
-        _order_id_query(), {"client_id": client_id, "external_id": external_id}
-    ).scalar()
-    if earlier_id is not None:
-        earlier = db.session.get(Order, earlier_id)
-        assert earlier is not None
-        return _replay(earlier, fingerprint)
-    # Checked after the replay: a retry of an order accepted yesterday still replays.
-    _check_not_too_old(occurred_at, now, settings.max_order_age_days)
-
+    # A repeat replays before anything that could refuse it or act a second time. Naming
+    # the member by an identity (which may enrol them) or a token (one use per QR, a TTL)
+    # is looked up first; a member named by id or external id can't be affected, so that
+    # order (the tills' usual one) skips the lookup: the order row's unique key finds a
+    # repeat, and a refusal on the way there still looks for one before it is raised.
+    replay_checked = _may_act_before_insert(data["member"])
+    if replay_checked and (earlier := _earlier(client_id, external_id, fingerprint)):
+        return earlier, False
     store_id = store.id if store is not None else None
-    # The member row is the first lock (docs/architecture.md, "Lock order"): before the
-    # coupon rows, which a merge or a refund takes after the member. The ledger then
-    # needn't read it again.
-    member, enrolled, member_locked = resolve_order_member(
-        data["member"], channel=channel.value, store_id=store_id, now=now, lock=True
-    )
-    if not member_locked:
-        member = lock_current_member(member.id)
-    _require_active(member)
+    try:
+        # After the replay: a retry of an order accepted yesterday still replays.
+        _check_not_too_old(occurred_at, now, settings.max_order_age_days)
+        # The member row is the first lock (docs/architecture.md, "Lock order"): before the
+        # coupon rows, which a merge or a refund takes after the member. The ledger then
+        # needn't read it again.
+        member, enrolled, member_locked = resolve_order_member(
+            data["member"], channel=channel.value, store_id=store_id, now=now, lock=True
+        )
+        if not member_locked:
+            member = lock_current_member(member.id)
+        _require_active(member)
+    except OmniloyalError:
+        if not replay_checked and (earlier := _earlier(client_id, external_id, fingerprint)):
+            return earlier, False
+        raise
     basket = _basket(data, channel.value, store_id)
     subtotal = basket.total_minor
     values = {

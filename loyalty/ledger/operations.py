@@ -20,11 +20,12 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm.attributes import set_committed_value
 
 from loyalty import outbox
 from loyalty.batches import BatchCursor
-from loyalty.db import constant, db, insert_persistent, plain_insert, upsert_insert
+from loyalty.db import constant, db, insert_persistent, is_postgres, plain_insert, upsert_insert
 from loyalty.errors import Conflict, InsufficientPoints, InvalidInput, MemberNotActive, NotFound
 from loyalty.ledger.models import (
     AccountKind,
@@ -388,32 +389,85 @@ def _take_from_lots(
 
 
 def _finish(tx: LedgerTransaction, topic: str, now: datetime, **payload: Any) -> None:
-    """Insert the entries, flush the balances and record the domain event (the amount was
-    set at _begin)."""
+    """Insert the entries, write the touched balances and record the domain event (the
+    amount was set at _begin). On PostgreSQL the three are one statement (see
+    `_finish_statement`); elsewhere three."""
     entries = tx._unsent_entries  # type: ignore[attr-defined]
-    if entries:
-        db.session.execute(plain_insert(LedgerEntry.__table__), entries)
-        entries.clear()
     touched = tx._touched_accounts  # type: ignore[attr-defined]
-    if touched:
-        db.session.execute(
-            _set_balance_statement(),
-            [{"account_id": a.id, "new_balance": a.balance} for a in touched.values()],
-        )
-        touched.clear()
-    db.session.flush()
-    outbox.emit(
+    db.session.flush()  # lots changed through the ORM (spending) before their entries
+    event = outbox.event_parameters(
         topic,
-        member_id=tx.member_id,
-        payload={
+        tx.member_id,
+        {
             "transaction_id": tx.id,
             "points": tx.amount,
             "kind": tx.kind,
             "cause": {"type": tx.cause_type, "ref": tx.cause_ref},
             **payload,
         },
-        now=now,
+        now,
     )
+    balances = [{"account_id": a.id, "new_balance": a.balance} for a in touched.values()]
+    if is_postgres():
+        columns = ("transaction_id", "from_account_id", "to_account_id", "amount", "lot_id")
+        db.session.execute(
+            _finish_statement(),
+            {
+                **{f"entry_{name}": [e[name] for e in entries] for name in columns},
+                "entry_created_at": [e["created_at"] for e in entries],
+                "account_id": [b["account_id"] for b in balances],
+                "new_balance": [b["new_balance"] for b in balances],
+                **event,
+            },
+        )
+    else:
+        if entries:
+            db.session.execute(plain_insert(LedgerEntry.__table__), entries)
+        if balances:
+            db.session.execute(_set_balance_statement(), balances)
+        db.session.execute(outbox.event_insert(), event)
+    entries.clear()
+    touched.clear()
+
+
+@cache
+def _finish_statement() -> sa.Insert:
+    """PostgreSQL: a posting's entries, its balances and its event in one round trip (the
+    event's INSERT with the other two as CTEs, each fed by arrays: the SQL is the same for
+    any number of entries, so it is prepared once per connection). Every posting runs it."""
+    entries_table, accounts = LedgerEntry.__table__, LedgerAccount.__table__
+
+    def array(name: str, column: sa.Column[Any]) -> Any:
+        return sa.bindparam(name, type_=postgresql.ARRAY(column.type))
+
+    columns = (
+        "transaction_id",
+        "from_account_id",
+        "to_account_id",
+        "amount",
+        "lot_id",
+        "created_at",
+    )
+    rows = (
+        sa.func.unnest(*(array(f"entry_{name}", entries_table.c[name]) for name in columns))
+        .table_valued(*columns)
+        .render_derived()
+    )
+    insert_entries = (
+        sa.insert(entries_table).from_select(list(columns), sa.select(rows)).cte("entries")
+    )
+    new = (
+        sa.func.unnest(array("account_id", accounts.c.id), array("new_balance", accounts.c.balance))
+        .table_valued("id", "balance")
+        .render_derived()
+    )
+    set_balances = (
+        sa.update(accounts)
+        .where(accounts.c.id == new.c.id)
+        .values(balance=new.c.balance)
+        .cte("balances")
+    )
+    return outbox.event_insert().add_cte(insert_entries, set_balances)
 
 
 # --- earning and spending -------------------------------------------------------------------

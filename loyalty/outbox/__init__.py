@@ -13,7 +13,7 @@ delivery model").
 """
 
 from loyalty.outbox.consumers import Consumer, Handler, consumer, registered, unregister
-from loyalty.outbox.events import Event, emit
+from loyalty.outbox.events import Event, emit, event_insert, event_parameters
 from loyalty.outbox.models import DeliveryStatus, OutboxDelivery, OutboxEvent
 from loyalty.outbox.relay import RelayResult, relay_batch
 
@@ -27,6 +27,8 @@ __all__ = [
     "RelayResult",
     "consumer",
     "emit",
+    "event_insert",
+    "event_parameters",
     "registered",
     "relay_batch",
     "unregister",
