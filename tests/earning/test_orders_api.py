@@ -16,9 +16,11 @@ from loyalty.earning.models import Order, OrderLine
 from loyalty.ledger import operations as ledger
 from loyalty.ledger.models import LedgerTransaction
 from loyalty.members.models import Member, MemberIdentity
+from loyalty.members.operations import block_member
 from tests.earning.factories import base_rate, order_body, rule
 from tests.factories import error_fields, idem
 from tests.ledger.invariants import assert_ledger_consistent
+from tests.statements import statements
 
 PROBLEM = "application/problem+json"
 
@@ -436,6 +438,35 @@ def test_a_retry_of_an_accepted_order_replays_even_once_it_is_older_than_the_bou
     again = client.post("/v1/orders", json=body, headers=pos)
     assert again.status_code == 201, again.json
     assert again.headers["Idempotent-Replayed"] == "true"
+
+
+def test_a_retry_replays_even_once_its_member_is_blocked(app, client, make, pos):
+    member = make.member()
+    base_rate()
+    body = order_body({"member_id": member.id})
+    first = client.post("/v1/orders", json=body, headers=pos)
+    assert first.status_code == 201
+    block_member(member.id, reason="fraud check", now=utcnow(), actor="test")
+    db.session.commit()
+    again = client.post("/v1/orders", json=body, headers=pos)
+    assert again.status_code == 201, again.json
+    assert again.headers["Idempotent-Replayed"] == "true" and again.json == first.json
+    other = client.post("/v1/orders", json=order_body({"member_id": member.id}), headers=pos)
+    assert other.status_code == 409 and other.json["type"].endswith("member-not-active")
+
+
+def test_an_order_naming_its_member_by_id_is_not_looked_up_before_its_insert(client, make, pos):
+    """The till's usual order: its unique key finds a repeat, so no SELECT by order id
+    precedes it (one round trip less); an order naming an identity still looks first."""
+    member = make.member()
+    by_id = order_body({"member_id": member.id})
+    with statements() as sent:
+        assert client.post("/v1/orders", json=by_id, headers=pos).status_code == 201
+    assert not [s for s in sent if s.lstrip().startswith("SELECT orders.id")]
+    by_phone = order_body({"phone": "+4915112345678"})
+    with statements() as sent:
+        assert client.post("/v1/orders", json=by_phone, headers=pos).status_code == 201
+    assert [s for s in sent if s.lstrip().startswith("SELECT orders.id")]
 
 
 def test_the_order_age_bound_is_in_the_api_schema(client):
