@@ -23,7 +23,14 @@ from loyalty import outbox
 from loyalty.auth import tokens
 from loyalty.basket import Basket, BasketLine, OrderDiscounts
 from loyalty.cache import TTLCache
-from loyalty.db import column_values, db, insert_unless_present, plain_insert, upsert_insert
+from loyalty.db import (
+    column_values,
+    db,
+    insert_unless_present,
+    is_postgres,
+    plain_insert,
+    upsert_insert,
+)
 from loyalty.earning import engine
 from loyalty.earning.models import (
     ActivityEvent,
@@ -634,8 +641,11 @@ def post_order(
     else:
         pending_until = None
         member_id = member.id
+    db.session.flush()
     _finish_order(
         order,
+        member_id,
+        now,
         discount_minor=discount,
         total_minor=subtotal - discount,
         points_earned=result.total,
@@ -644,8 +654,6 @@ def post_order(
         coupons=[dict(r) for r in discounts.redemptions],
         ledger_transaction_id=ledger_transaction_id,
     )
-    db.session.flush()
-    _emit_order("order.posted", order, member_id, now)
     tiers.reevaluate_member_tier(member_id, now, tiers=tier_list)
     return order, True
 
@@ -653,19 +661,18 @@ def post_order(
 def _emit_order(topic: str, order: Order, member_id: int, now: datetime) -> None:
     """An order event (ids and amounts only), also when no points moved: the segment
     profiles count every purchase, and a zero-point order writes no ledger event."""
-    outbox.emit(
-        topic,
-        member_id=member_id,
-        payload={
-            "order_id": order.id,
-            "channel": order.channel,
-            "store_id": order.store_id,
-            "total_minor": order.total_minor,
-            "refunded_minor": order.refunded_minor,
-            "status": order.status,
-        },
-        now=now,
-    )
+    outbox.emit(topic, member_id=member_id, payload=_order_payload(order), now=now)
+
+
+def _order_payload(order: Order) -> dict[str, Any]:
+    return {
+        "order_id": order.id,
+        "channel": order.channel,
+        "store_id": order.store_id,
+        "total_minor": order.total_minor,
+        "refunded_minor": order.refunded_minor,
+        "status": order.status,
+    }
 
 
 def _check_not_too_old(occurred_at: datetime, now: datetime, max_age_days: int) -> None:
@@ -708,15 +715,24 @@ def _finish_order_statement() -> sa.Update:
     )
 
 
-def _finish_order(order: Order, **final: Any) -> None:
-    """Write what earning computed with one Core UPDATE (no unit-of-work flush) and keep
-    the ORM object in step with the row."""
-    db.session.execute(
-        _finish_order_statement(),
-        {"order_id": order.id, **{f"new_{name}": value for name, value in final.items()}},
-    )
+def _finish_order(order: Order, member_id: int, now: datetime, **final: Any) -> None:
+    """Write what earning computed (one Core UPDATE, no unit-of-work flush), keep the ORM
+    object in step with the row and announce the order (`order.posted`, to `member_id`).
+    On PostgreSQL the two are one statement: the event's INSERT with the UPDATE as a CTE."""
     for name, value in final.items():
         set_committed_value(order, name, value)
+    row = {"order_id": order.id, **{f"new_{name}": value for name, value in final.items()}}
+    event = outbox.event_parameters("order.posted", member_id, _order_payload(order), now)
+    if is_postgres():
+        db.session.execute(_finish_and_announce_statement(), {**row, **event})
+    else:
+        db.session.execute(_finish_order_statement(), row)
+        db.session.execute(outbox.event_insert(), event)
+
+
+@cache
+def _finish_and_announce_statement() -> sa.Insert:
+    return outbox.event_insert().add_cte(_finish_order_statement().cte("finished_order"))
 
 
 def _allocate_discounts(basket: Basket, discounts: OrderDiscounts) -> dict[int, int]:
