@@ -1,9 +1,12 @@
--- The statements POST /v1/orders sends for one new order of a known member, one for one
--- (bench/results/earn_statements.sql is the capture this was translated from):
--- BEGIN, idempotency claim, order-id check, member row lock, order row, its lines (one
--- multi-row INSERT: psycopg pipelines the executemany), member account lock, ledger
--- transaction, lot, entry, balance, outbox event, order update, idempotency response,
--- COMMIT. The API key, store, tiers and earning rules come from per-process caches.
+-- The statements POST /v1/orders sends for one new order of a member named by id, one for
+-- one (bench/results/earn_statements.sql is the capture this was translated from):
+-- BEGIN, idempotency claim, member row lock (merges resolved in the same statement), order
+-- row, its lines (one multi-row INSERT: psycopg pipelines the executemany), member account
+-- lock, ledger transaction, lot, then the entry, the balance and the points.earned event in
+-- one statement (array-fed CTEs), the order's final values with the order.posted event in
+-- one statement, idempotency response, COMMIT. The API key, store, tiers and earning rules
+-- come from per-process caches; an order naming its member by id needs no order-id lookup
+-- (the order row's unique key finds a repeat).
 -- Differences: the entry and the balance UPDATE find the points account by (member_id,
 -- kind), and the UPDATE adds (the API sets the value it computed under the same row lock);
 -- constant JSON bodies.
@@ -18,8 +21,8 @@ INSERT INTO idempotency_keys (scope, key, fingerprint, created_at)
 VALUES ('client:' || :api_client::text, 'k' || :n::text,
   '7fee58b6722af54ab68397e21208ed119c17d289b0a0b3384302e72d36dbe729', now())
 ON CONFLICT (scope, key) DO NOTHING RETURNING idempotency_keys.id;
-SELECT orders.id FROM orders WHERE orders.client_id = :api_client AND orders.external_id = 'o' || :n::text;
-SELECT members.* FROM members WHERE members.id = :member FOR NO KEY UPDATE;
+SELECT members.* FROM members WHERE members.id = (SELECT coalesce(m.merged_into_id, m.id)
+  FROM members AS m WHERE m.id = :member) FOR NO KEY UPDATE;
 INSERT INTO orders (client_id, external_id, channel, store_id, member_id, member_enrolled,
   currency, subtotal_minor, discount_minor, total_minor, refunded_minor, occurred_at, status,
   points_earned, points_reversed, fingerprint, breakdown, coupons, created_at, updated_at)
@@ -46,22 +49,31 @@ INSERT INTO point_lots (member_id, status, amount, remaining, earned_at, availab
 VALUES (:member, 'available', :points, :points, now(), NULL, now() + interval '2 years',
   :tx_id, 'order', 'order:' || :order_id::text)
 RETURNING point_lots.id \gset lot_
-INSERT INTO ledger_entries (transaction_id, from_account_id, to_account_id, amount, lot_id,
-  created_at)
-SELECT :tx_id, :issued_account, ledger_accounts.id, :points, :lot_id, now()
-FROM ledger_accounts WHERE member_id = :member AND kind = 'member_points';
-UPDATE ledger_accounts SET balance = balance + :points
-WHERE member_id = :member AND kind = 'member_points';
+WITH entries AS (
+  INSERT INTO ledger_entries (transaction_id, from_account_id, to_account_id, amount, lot_id,
+    created_at)
+  SELECT e.* FROM unnest(ARRAY[:tx_id]::bigint[], ARRAY[:issued_account]::bigint[],
+    ARRAY[(SELECT id FROM ledger_accounts WHERE member_id = :member AND kind = 'member_points')]::bigint[],
+    ARRAY[:points]::bigint[], ARRAY[:lot_id]::bigint[], ARRAY[now()]::timestamptz[])
+    AS e(transaction_id, from_account_id, to_account_id, amount, lot_id, created_at)
+), balances AS (
+  UPDATE ledger_accounts SET balance = ledger_accounts.balance + b.delta
+  FROM unnest(ARRAY[(SELECT id FROM ledger_accounts WHERE member_id = :member AND kind = 'member_points')]::bigint[],
+    ARRAY[:points]::bigint[]) AS b(id, delta)
+  WHERE ledger_accounts.id = b.id
+)
 INSERT INTO outbox_events (topic, member_id, payload, occurred_at, dispatched_at)
 VALUES ('points.earned', :member,
   jsonb_build_object('transaction_id', :tx_id::bigint, 'points', :points::bigint,
     'kind', 'earn', 'cause', jsonb_build_object('type', 'order', 'ref', 'order:' || :order_id::text)),
   now(), NULL);
-UPDATE orders SET discount_minor = 0, total_minor = 10597, points_earned = :points,
-  pending_until = NULL, coupons = '[]',
-  breakdown = '[{"rule_id": 1, "name": "1 point per EUR", "kind": "base_rate", "points": 104}, {"rule_id": 2, "name": "Shoes x2", "kind": "multiplier", "points": 89}, {"rule_id": 3, "name": "Socks bonus", "kind": "bonus", "points": 10}]',
-  ledger_transaction_id = :tx_id
-WHERE orders.id = :order_id;
+WITH finished_order AS (
+  UPDATE orders SET discount_minor = 0, total_minor = 10597, points_earned = :points,
+    pending_until = NULL, coupons = '[]',
+    breakdown = '[{"rule_id": 1, "name": "1 point per EUR", "kind": "base_rate", "points": 104}, {"rule_id": 2, "name": "Shoes x2", "kind": "multiplier", "points": 89}, {"rule_id": 3, "name": "Socks bonus", "kind": "bonus", "points": 10}]',
+    ledger_transaction_id = :tx_id
+  WHERE orders.id = :order_id
+)
 INSERT INTO outbox_events (topic, member_id, payload, occurred_at, dispatched_at)
 VALUES ('order.posted', :member,
   jsonb_build_object('order_id', :order_id::bigint, 'channel', 'store', 'store_id', :store_id::text,

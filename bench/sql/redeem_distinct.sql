@@ -2,7 +2,8 @@
 -- bench/results/redeem_statements.sql), one for one: BEGIN (the API key comes from a
 -- per-process cache), idempotency claim, the code with its offer, terms and any
 -- redemption for this order, the conditional UPDATE that takes a use, the redemption
--- row, the outbox event, the idempotency response, COMMIT.
+-- row, the outbox event with the uncapped offer's counter (one stripe of 16, an upsert) as
+-- a CTE of the same statement, the idempotency response, COMMIT.
 -- Differences: the code is found by id rather than by its text (both one unique-index
 -- probe; pgbench can't pick distinct strings), and the UPDATE returns the code's text for
 -- the INSERT; the JSON bodies are constants of the same size.
@@ -16,6 +17,7 @@
 \set i :i + 1
 \set code_id :first_code + (:i - 1) * :clients + :client_id
 \set n random(1, 9000000000000000)
+\set stripe random(0, 15)
 BEGIN;
 INSERT INTO idempotency_keys (scope, key, fingerprint, created_at)
 VALUES ('client:' || :api_client::text, 'r' || :n::text,
@@ -51,6 +53,14 @@ VALUES (:code_id, :taken_code, :offer_id, :version_id, 1, 'redeemed',
   1058, '{"0": 899, "1": 159}', 0, 100, false, false, NULL, NULL, NULL, NULL,
   now(), now(), NULL, :actor)
 RETURNING coupon_redemptions.id;
+WITH counted AS (
+  INSERT INTO coupon_offer_counters (offer_id, stripe, redemptions, discount_minor)
+  SELECT c.* FROM unnest(ARRAY[:offer_id]::bigint[], ARRAY[:stripe]::smallint[],
+    ARRAY[1]::bigint[], ARRAY[1058]::bigint[]) AS c(offer_id, stripe, redemptions, discount_minor)
+  ON CONFLICT (offer_id, stripe) DO UPDATE SET
+    redemptions = coupon_offer_counters.redemptions + excluded.redemptions,
+    discount_minor = coupon_offer_counters.discount_minor + excluded.discount_minor
+)
 INSERT INTO outbox_events (topic, member_id, payload, occurred_at, dispatched_at)
 VALUES ('coupon.redeemed', NULL,
   jsonb_build_object('checkout_ref', md5('c' || :n::text), 'order_ref', 'r' || :n::text,

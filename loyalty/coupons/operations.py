@@ -23,6 +23,7 @@ from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from loyalty import outbox
 from loyalty.basket import Basket, OrderDiscounts
@@ -50,7 +51,14 @@ from loyalty.coupons.models import (
     RedemptionStatus,
 )
 from loyalty.coupons.offers import generate_codes  # noqa: F401  (the operation lives there)
-from loyalty.db import any_of_parameter, constant, db, insert_persistent, upsert_insert
+from loyalty.db import (
+    any_of_parameter,
+    constant,
+    db,
+    insert_persistent,
+    is_postgres,
+    upsert_insert,
+)
 from loyalty.errors import Conflict, InvalidInput, NotFound
 from loyalty.members.resolution import current_member_id
 from loyalty.stores.models import Store
@@ -574,9 +582,7 @@ def redeem_codes(
             },
         )
         redemptions.append(redemption)
-    _emit("coupon.held" if held else "coupon.redeemed", redemptions, now)
-    # Last: a counter row stays locked until the commit, so it is taken as late as we can.
-    _count_uncapped_offers(applied)
+    _emit_and_count("coupon.held" if held else "coupon.redeemed", redemptions, applied, now)
     return Checkout(checkout_ref, status.value, redemptions)
 
 
@@ -662,10 +668,57 @@ def _count_uncapped_statement(dialect: str) -> Any:
     )
 
 
-def _count_uncapped_offers(applied: list[CodeResult]) -> None:
-    uncapped = [r for r in applied if not r.candidate.tracks_totals]  # type: ignore[union-attr]
-    for result in sorted(uncapped, key=lambda r: r.candidate.offer_id):  # type: ignore[union-attr]
-        _count_uncapped(result.candidate.offer_id, 1, result.discount.total_minor)  # type: ignore[union-attr]
+def _emit_and_count(
+    topic: str, redemptions: list[CouponRedemption], applied: list[CodeResult], now: datetime
+) -> None:
+    """The checkout's event, then one use on each uncapped offer's counter: last, since a
+    counter row stays locked until the commit. On PostgreSQL the two are one statement
+    (the event's INSERT with the counters' upsert, fed by arrays, as a CTE)."""
+    uncapped = sorted(
+        (r for r in applied if not r.candidate.tracks_totals),  # type: ignore[union-attr]
+        key=lambda r: r.candidate.offer_id,  # type: ignore[union-attr]
+    )
+    event = outbox.event_parameters(
+        topic, redemptions[0].member_id, _event_payload(redemptions), now
+    )
+    if not is_postgres():
+        db.session.execute(outbox.event_insert(), event)
+        for result in uncapped:
+            _count_uncapped(result.candidate.offer_id, 1, result.discount.total_minor)  # type: ignore[union-attr]
+        return
+    counts = {
+        "count_offer_id": [r.candidate.offer_id for r in uncapped],  # type: ignore[union-attr]
+        "count_stripe": [random.randrange(COUNTER_STRIPES) for _ in uncapped],
+        "count_redemptions": [1 for _ in uncapped],
+        "count_discount_minor": [r.discount.total_minor for r in uncapped],  # type: ignore[union-attr]
+    }
+    db.session.execute(_emit_and_count_statement(), {**event, **counts})
+
+
+@cache
+def _emit_and_count_statement() -> sa.Insert:
+    """PostgreSQL: `_emit_and_count` in one round trip (built once)."""
+    table = CouponOfferCounter.__table__
+    columns = ("offer_id", "stripe", "redemptions", "discount_minor")
+    rows = (
+        sa.func.unnest(
+            *(
+                sa.bindparam(f"count_{name}", type_=postgresql.ARRAY(table.c[name].type))
+                for name in columns
+            )
+        )
+        .table_valued(*columns)
+        .render_derived()
+    )
+    insert = postgresql.insert(table).from_select(list(columns), sa.select(rows))
+    upsert = insert.on_conflict_do_update(
+        index_elements=["offer_id", "stripe"],
+        set_={
+            "redemptions": table.c.redemptions + insert.excluded.redemptions,
+            "discount_minor": table.c.discount_minor + insert.excluded.discount_minor,
+        },
+    )
+    return outbox.event_insert().add_cte(upsert.cte("counted"))
 
 
 def offer_totals(offers: Sequence[CouponOffer]) -> dict[int, tuple[int, int]]:
@@ -750,30 +803,31 @@ def _take_member_uses(applied: list[CodeResult]) -> None:
 
 
 def _emit(topic: str, redemptions: list[CouponRedemption], now: datetime) -> None:
-    first = redemptions[0]
     outbox.emit(
-        topic,
-        member_id=first.member_id,
-        payload={
-            "checkout_ref": first.checkout_ref,
-            "order_ref": first.order_ref,
-            "order_id": first.order_id,
-            "store_id": first.store_id,
-            "channel": first.channel,
-            "redemptions": [
-                {
-                    "redemption_id": r.id,
-                    "offer_id": r.offer_id,
-                    "offer_version_id": r.offer_version_id,
-                    "discount_minor": r.discount_minor,
-                    "campaign_id": r.campaign_id,
-                    "source": {"type": r.source_type, "ref": r.source_ref},
-                }
-                for r in redemptions
-            ],
-        },
-        now=now,
+        topic, member_id=redemptions[0].member_id, payload=_event_payload(redemptions), now=now
     )
+
+
+def _event_payload(redemptions: list[CouponRedemption]) -> dict[str, Any]:
+    first = redemptions[0]
+    return {
+        "checkout_ref": first.checkout_ref,
+        "order_ref": first.order_ref,
+        "order_id": first.order_id,
+        "store_id": first.store_id,
+        "channel": first.channel,
+        "redemptions": [
+            {
+                "redemption_id": r.id,
+                "offer_id": r.offer_id,
+                "offer_version_id": r.offer_version_id,
+                "discount_minor": r.discount_minor,
+                "campaign_id": r.campaign_id,
+                "source": {"type": r.source_type, "ref": r.source_ref},
+            }
+            for r in redemptions
+        ],
+    }
 
 
 # --- closing: capture, release, rollback, expiry ----------------------------------------------
