@@ -168,7 +168,9 @@ def _load(codes: Sequence[str], order_ref: str | None) -> dict[str, Candidate]:
 def _load_query(for_order: bool, dialect: str) -> sa.Select[Any]:
     """The codes with their offer and current terms (and, `for_order`, an active redemption
     of the code for that order). Built once: on the hot path only the parameters change."""
-    code, offer, version = CouponCode, CouponOffer, CouponOfferVersion
+    # Table columns, not ORM attributes: a Core SELECT skips the ORM's result handling.
+    code, offer, version = (m.__table__.c for m in (CouponCode, CouponOffer, CouponOfferVersion))
+    redemption = CouponRedemption.__table__.c
     query = sa.select(
         code.id,
         code.code,
@@ -192,18 +194,19 @@ def _load_query(for_order: bool, dialect: str) -> sa.Select[Any]:
         offer.discount_spent_minor,
         version.terms,
     )
-    query = query.add_columns(CouponRedemption.id if for_order else sa.null(), code.store_ids)
-    query = query.join(offer, offer.id == code.offer_id).join(
-        version, sa.and_(version.offer_id == offer.id, version.version == offer.version)
+    query = query.add_columns(redemption.id if for_order else sa.null(), code.store_ids)
+    same_version = sa.and_(version.offer_id == offer.id, version.version == offer.version)
+    query = query.join(CouponOffer.__table__, offer.id == code.offer_id).join(
+        CouponOfferVersion.__table__, same_version
     )
     if for_order:
         query = query.outerjoin(
-            CouponRedemption,
+            CouponRedemption.__table__,
             sa.and_(
-                CouponRedemption.code_id == code.id,
-                CouponRedemption.order_ref == sa.bindparam("order_ref"),
+                redemption.code_id == code.id,
+                redemption.order_ref == sa.bindparam("order_ref"),
                 # Literal, so even a generic plan can use uq_coupon_redemptions_code_order.
-                CouponRedemption.status.in_([constant(s) for s in ACTIVE_REDEMPTION_STATUSES]),
+                redemption.status.in_([constant(s) for s in ACTIVE_REDEMPTION_STATUSES]),
             ),
         )
     return query.where(any_of_parameter(code.code, "codes", dialect))
