@@ -161,6 +161,24 @@ def _lock_accounts_statement() -> sa.Select[Any]:
     )
 
 
+@cache
+def _balance_query(follow_merges: bool) -> sa.Select[Any]:
+    """Built once: the member app's most frequent call runs it (Core columns: no ORM
+    result handling)."""
+    accounts = LedgerAccount.__table__.c
+    owner: Any = sa.bindparam("member_id")
+    if follow_merges:
+        members = Member.__table__.c
+        owner = (
+            sa.select(sa.func.coalesce(members.merged_into_id, members.id))
+            .where(members.id == owner)
+            .scalar_subquery()
+        )
+    return sa.select(accounts.member_id, accounts.kind, accounts.balance, accounts.held).where(
+        accounts.member_id == owner
+    )
+
+
 def member_balance(
     member_id: int, *, standalone: bool = False, follow_merges: bool = False
 ) -> Balance:
@@ -174,19 +192,7 @@ def member_balance(
     """
     if standalone and db.engine.dialect.name == "postgresql" and not db.session().in_transaction():
         db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-    owner: Any = member_id
-    if follow_merges:
-        members = Member.__table__
-        owner = (
-            sa.select(sa.func.coalesce(members.c.merged_into_id, members.c.id))
-            .where(members.c.id == member_id)
-            .scalar_subquery()
-        )
-    rows = db.session.execute(
-        sa.select(
-            LedgerAccount.member_id, LedgerAccount.kind, LedgerAccount.balance, LedgerAccount.held
-        ).where(LedgerAccount.member_id == owner)
-    ).all()
+    rows = db.session.execute(_balance_query(follow_merges), {"member_id": member_id}).all()
     if not rows:
         raise NotFound(f"no member {member_id}")
     by_kind = {kind: (balance, held) for _, kind, balance, held in rows}
