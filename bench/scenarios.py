@@ -341,9 +341,9 @@ def balance(ctx: Context) -> Section:
         section.rows.append(Row(label, quiet, "info"))
     section.notes.append(
         f"The API sends {captured.count} round trips per read "
-        f"(bench/results/balance_statements.sql), balance.sql {scripted}; "
-        "the member token is checked without the database."
-        + ("" if scripted == captured.count else " They differ: re-check balance.sql.")
+        f"(bench/results/balance_statements.sql): the member token's holder (status, token "
+        f"epoch, issuing client), then the balance; balance.sql sends the balance statement "
+        f"({scripted}), the single statement the target names."
     )
     section.notes.append(
         f"At {ctx.clients} closed-loop clients, latency ~= clients / throughput (Little's law), "
