@@ -242,6 +242,11 @@ def insert_persistent(model: type[M], values: dict[str, Any]) -> M:
         _insert_returning_id(model.__table__),  # type: ignore[attr-defined]
         column_values(model, values),
     ).scalar_one()
+    return as_persistent(model, new_id, values)
+
+
+def as_persistent(model: type[M], new_id: int, values: dict[str, Any]) -> M:
+    """The persistent ORM object for a row just inserted with Core (no SELECT)."""
     instance = model(id=new_id, **values)
     make_transient_to_detached(instance)
     db.session.add(instance)

@@ -2,8 +2,8 @@
 -- one (bench/results/earn_statements.sql is the capture this was translated from):
 -- BEGIN, idempotency claim, member row lock (merges resolved in the same statement), order
 -- row, its lines (one multi-row INSERT: psycopg pipelines the executemany), member account
--- lock, ledger transaction, lot, then the entry, the balance and the points.earned event in
--- one statement (array-fed CTEs), the order's final values with the order.posted event in
+-- lock, the ledger transaction with its lot in one statement (a CTE), then the entry, the
+-- balance and the points.earned event in one statement (array-fed CTEs), the order's final values with the order.posted event in
 -- one statement, idempotency response, COMMIT. The API key, store, tiers and earning rules
 -- come from per-process caches; an order naming its member by id needs no order-id lookup
 -- (the order row's unique key finds a repeat).
@@ -39,16 +39,19 @@ SELECT ledger_accounts.id, ledger_accounts.member_id, ledger_accounts.kind,
   ledger_accounts.code, ledger_accounts.balance, ledger_accounts.held
 FROM ledger_accounts WHERE ledger_accounts.member_id = :member
 ORDER BY ledger_accounts.id FOR NO KEY UPDATE;
-INSERT INTO ledger_transactions (member_id, kind, cause_type, cause_ref, amount, reverses_id,
-  actor, reason, details, created_at)
-VALUES (:member, 'earn', 'order', 'order:' || :order_id::text, :points, NULL, :actor,
-  NULL, jsonb_build_object('order_id', 'o' || :n::text, 'client_id', :api_client::bigint), now())
-RETURNING ledger_transactions.id \gset tx_
+WITH new_tx AS (
+  INSERT INTO ledger_transactions (member_id, kind, cause_type, cause_ref, amount, reverses_id,
+    actor, reason, details, created_at)
+  VALUES (:member, 'earn', 'order', 'order:' || :order_id::text, :points, NULL, :actor,
+    NULL, jsonb_build_object('order_id', 'o' || :n::text, 'client_id', :api_client::bigint), now())
+  RETURNING ledger_transactions.id
+)
 INSERT INTO point_lots (member_id, status, amount, remaining, earned_at, available_at,
-  expires_at, source_transaction_id, cause_type, cause_ref)
-VALUES (:member, 'available', :points, :points, now(), NULL, now() + interval '2 years',
-  :tx_id, 'order', 'order:' || :order_id::text)
-RETURNING point_lots.id \gset lot_
+  expires_at, cause_type, cause_ref, expired_points, reversed_points, source_transaction_id)
+SELECT :member, 'available', :points, :points, now(), NULL, now() + interval '2 years',
+  'order', 'order:' || :order_id::text, 0, 0, new_tx.id
+FROM new_tx
+RETURNING point_lots.id AS lot_id, point_lots.source_transaction_id AS tx_id \gset
 WITH entries AS (
   INSERT INTO ledger_entries (transaction_id, from_account_id, to_account_id, amount, lot_id,
     created_at)

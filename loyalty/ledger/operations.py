@@ -25,7 +25,15 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from loyalty import outbox
 from loyalty.batches import BatchCursor
-from loyalty.db import constant, db, insert_persistent, is_postgres, plain_insert, upsert_insert
+from loyalty.db import (
+    as_persistent,
+    constant,
+    db,
+    insert_persistent,
+    is_postgres,
+    plain_insert,
+    upsert_insert,
+)
 from loyalty.errors import Conflict, InsufficientPoints, InvalidInput, MemberNotActive, NotFound
 from loyalty.ledger.models import (
     AccountKind,
@@ -234,7 +242,24 @@ def _begin(
     details: dict[str, Any] | None = None,
     reverses_id: int | None = None,
 ) -> LedgerTransaction:
-    values = {
+    values = _transaction_values(
+        member_id, kind, cause, amount, actor, now, reason, details, reverses_id
+    )
+    return _started(insert_persistent(LedgerTransaction, values))
+
+
+def _transaction_values(
+    member_id: int,
+    kind: TransactionKind,
+    cause: Cause,
+    amount: int,
+    actor: str,
+    now: datetime,
+    reason: str | None = None,
+    details: dict[str, Any] | None = None,
+    reverses_id: int | None = None,
+) -> dict[str, Any]:
+    return {
         "member_id": member_id,
         "kind": kind.value,
         "cause_type": cause.type,
@@ -246,10 +271,76 @@ def _begin(
         "reverses_id": reverses_id,
         "created_at": now,
     }
-    tx = insert_persistent(LedgerTransaction, values)
+
+
+def _started(tx: LedgerTransaction) -> LedgerTransaction:
     tx._unsent_entries = []  # type: ignore[attr-defined]  # see _move and _finish
     tx._touched_accounts = {}  # type: ignore[attr-defined]  # see _shift and _finish
     return tx
+
+
+def _begin_with_lot(
+    member_id: int,
+    kind: TransactionKind,
+    cause: Cause,
+    *,
+    amount: int,
+    actor: str,
+    now: datetime,
+    details: dict[str, Any] | None,
+    status: LotStatus,
+    expires_at: datetime | None,
+    available_at: datetime | None = None,
+) -> tuple[LedgerTransaction, PointLot]:
+    """`_begin` and then `_new_lot` of the whole amount (an earning): on PostgreSQL one
+    statement, the lot's INSERT with the transaction's as a CTE."""
+    if not is_postgres():
+        tx = _begin(member_id, kind, cause, amount=amount, actor=actor, now=now, details=details)
+        lot = _new_lot(
+            member_id,
+            tx,
+            amount,
+            status=status,
+            now=now,
+            expires_at=expires_at,
+            available_at=available_at,
+        )
+        return tx, lot
+    tx_values = _transaction_values(member_id, kind, cause, amount, actor, now, details=details)
+    lot_values = _lot_values(
+        member_id, None, amount, status, now, expires_at, available_at, cause=cause
+    )
+    lot_id, tx_id = db.session.execute(
+        _begin_with_lot_statement(),
+        {
+            **{f"tx_{name}": value for name, value in tx_values.items()},
+            **{f"lot_{name}": value for name, value in lot_values.items()},
+        },
+    ).one()
+    tx = _started(as_persistent(LedgerTransaction, tx_id, tx_values))
+    return tx, as_persistent(PointLot, lot_id, {**lot_values, "source_transaction_id": tx_id})
+
+
+@cache
+def _begin_with_lot_statement() -> sa.Insert:
+    transactions, lots = LedgerTransaction.__table__, PointLot.__table__
+    tx_columns = [c for c in transactions.c if c.name != "id"]
+    new_tx = (
+        sa.insert(transactions)
+        .values({c.name: sa.bindparam(f"tx_{c.name}", type_=c.type) for c in tx_columns})
+        .returning(transactions.c.id)
+        .cte("new_tx")
+    )
+    lot_columns = [c for c in lots.c if c.name not in {"id", "source_transaction_id"}]
+    row = sa.select(
+        *(sa.bindparam(f"lot_{c.name}", type_=c.type) for c in lot_columns), new_tx.c.id
+    )
+    return (
+        sa.insert(lots)
+        .from_select([*(c.name for c in lot_columns), "source_transaction_id"], row)
+        .returning(lots.c.id, lots.c.source_transaction_id)
+        .add_cte(new_tx)
+    )
 
 
 def _move(
@@ -309,6 +400,28 @@ def _new_lot(
     expires_at: datetime | None,
     available_at: datetime | None = None,
 ) -> PointLot:
+    values = _lot_values(
+        member_id, tx.id, amount, status, now, expires_at, available_at, cause=_cause_of(tx)
+    )
+    return insert_persistent(PointLot, values)
+
+
+def _cause_of(tx: LedgerTransaction) -> Cause:
+    return Cause(tx.cause_type, tx.cause_ref)
+
+
+def _lot_values(
+    member_id: int,
+    tx_id: int | None,
+    amount: int,
+    status: LotStatus,
+    now: datetime,
+    expires_at: datetime | None,
+    available_at: datetime | None,
+    *,
+    cause: Cause,
+) -> dict[str, Any]:
+    """A new lot's columns; `tx_id` None: left out, for the statement to fill in."""
     values = {
         "member_id": member_id,
         "status": status.value,
@@ -317,13 +430,14 @@ def _new_lot(
         "earned_at": now,
         "available_at": available_at,
         "expires_at": expires_at,
-        "source_transaction_id": tx.id,
-        "cause_type": tx.cause_type,
-        "cause_ref": tx.cause_ref,
+        "cause_type": cause.type,
+        "cause_ref": cause.ref,
         "expired_points": 0,
         "reversed_points": 0,
     }
-    return insert_persistent(PointLot, values)
+    if tx_id is not None:
+        values["source_transaction_id"] = tx_id
+    return values
 
 
 def _credit_available(
@@ -504,22 +618,29 @@ def earn_points(
     member_id = accounts.member_id
     if expires_at is None:
         expires_at = (policy or _settings().points_expiry).expires_at(now)
-    tx = _begin(member_id, kind, cause, amount=amount, actor=actor, now=now, details=details)
     source_id = program_account_id(source)
-    if pending_until is not None and pending_until > now:
-        lot = _new_lot(
+    pending = pending_until is not None and pending_until > now
+    if pending or accounts.debt.balance == 0:  # the whole amount goes into one new lot
+        tx, lot = _begin_with_lot(
             member_id,
-            tx,
-            amount,
-            status=LotStatus.PENDING,
+            kind,
+            cause,
+            amount=amount,
+            actor=actor,
             now=now,
+            details=details,
+            status=LotStatus.PENDING if pending else LotStatus.AVAILABLE,
             expires_at=expires_at,
-            available_at=pending_until,
+            available_at=pending_until if pending else None,
         )
-        _move(tx, source_id, accounts.pending, amount, lot_id=lot.id)
-        _finish(tx, "points.earned", now, pending_until=pending_until.isoformat())
-    else:
+        target = accounts.pending if pending else accounts.points
+        _move(tx, source_id, target, amount, lot_id=lot.id)
+    else:  # recorded debt is repaid first
+        tx = _begin(member_id, kind, cause, amount=amount, actor=actor, now=now, details=details)
         _credit_available(accounts, tx, source_id, amount, now=now, expires_at=expires_at)
+    if pending:
+        _finish(tx, "points.earned", now, pending_until=pending_until.isoformat())  # type: ignore[union-attr]
+    else:
         _finish(tx, "points.earned", now)
     return tx
 

@@ -67,6 +67,19 @@ def test_an_uncapped_offer_counts_its_redemptions_and_discount_and_gives_them_ba
     assert counts(client, admin, offer.id) == (1, DISCOUNT)
 
 
+def test_one_checkout_counts_each_of_its_uncapped_offers_once(client, pos, admin):
+    """Two stackable codes of two uncapped offers: each offer's counter moves by one use
+    and its own discount, in the checkout's one statement on PostgreSQL."""
+    first = f.offer(stacking="stackable")
+    second = f.offer(stacking="stackable", name="Second offer")
+    codes = [f.shared(first.id, "STACK-A"), f.shared(second.id, "STACK-B")]
+    redeemed = redeem(client, pos, codes, order_ref="o-stack")
+    assert redeemed.status_code == 201, redeemed.json
+    discounts = {r["offer_id"]: r["discount_minor"] for r in redeemed.json["redemptions"]}
+    assert counts(client, admin, first.id) == (1, discounts[first.id])
+    assert counts(client, admin, second.id) == (1, discounts[second.id])
+
+
 def test_a_checkouts_redemptions_roll_back_together_once(client, pos, admin):
     offer = f.offer(stacking="stackable")
     other = f.offer(kind="fixed_amount", amount_minor=500, stacking="stackable")
