@@ -3,8 +3,8 @@
 -- BEGIN, idempotency claim, member row lock (merges resolved in the same statement), order
 -- row, its lines (one multi-row INSERT: psycopg pipelines the executemany), member account
 -- lock, the ledger transaction with its lot in one statement (a CTE), then the entry, the
--- balance and the points.earned event in one statement (array-fed CTEs), the order's final values with the order.posted event in
--- one statement, idempotency response, COMMIT. The API key, store, tiers and earning rules
+-- balance and the points.earned event in one statement (array-fed CTEs), the order's
+-- final values with the order.posted event in one statement, idempotency response, COMMIT. The API key, store, tiers and earning rules
 -- come from per-process caches; an order naming its member by id needs no order-id lookup
 -- (the order row's unique key finds a repeat).
 -- Differences: the entry and the balance UPDATE find the points account by (member_id,
