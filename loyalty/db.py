@@ -127,9 +127,9 @@ def any_of_parameter(column: Any, name: str, dialect: str) -> Any:
     return column.in_(sa.bindparam(name, expanding=True))
 
 
-def upsert_insert(table: Any) -> Any:
-    """An INSERT that supports ON CONFLICT on the current dialect."""
-    if is_postgres():
+def upsert_insert(table: Any, dialect: str | None = None) -> Any:
+    """An INSERT that supports ON CONFLICT on `dialect` (default: the current one)."""
+    if (dialect or db.engine.dialect.name) == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
@@ -146,11 +146,11 @@ def insert_unless_present(table: sa.Table, unique: tuple[str, ...]) -> Any:
 
 @cache
 def _insert_unless_present(table: sa.Table, unique: tuple[str, ...], dialect: str) -> Any:
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table).on_conflict_do_nothing(index_elements=list(unique)).returning(table.c.id)
+    return (
+        upsert_insert(table, dialect)
+        .on_conflict_do_nothing(index_elements=list(unique))
+        .returning(table.c.id)
+    )
 
 
 @cache

@@ -660,8 +660,12 @@ def _count_uncapped(offer_id: int, redemptions: int, discount_minor: int) -> Non
 @cache
 def _count_uncapped_statement(dialect: str) -> Any:
     """Built once per dialect (every redemption of an uncapped offer runs it)."""
+    return _adding_to_counters(upsert_insert(CouponOfferCounter.__table__, dialect))
+
+
+def _adding_to_counters(insert: Any) -> Any:
+    """An INSERT of counter rows that adds to a stripe already there."""
     table = CouponOfferCounter.__table__
-    insert = upsert_insert(table)
     return insert.on_conflict_do_update(
         index_elements=["offer_id", "stripe"],
         set_={
@@ -714,14 +718,7 @@ def _emit_and_count_statement() -> sa.Insert:
         .render_derived()
     )
     insert = postgresql.insert(table).from_select(list(columns), sa.select(rows))
-    upsert = insert.on_conflict_do_update(
-        index_elements=["offer_id", "stripe"],
-        set_={
-            "redemptions": table.c.redemptions + insert.excluded.redemptions,
-            "discount_minor": table.c.discount_minor + insert.excluded.discount_minor,
-        },
-    )
-    return outbox.event_insert().add_cte(upsert.cte("counted"))
+    return outbox.event_insert().add_cte(_adding_to_counters(insert).cte("counted"))
 
 
 def offer_totals(offers: Sequence[CouponOffer]) -> dict[int, tuple[int, int]]:

@@ -563,12 +563,10 @@ def post_order(
         insert_unless_present(Order.__table__, ("client_id", "external_id")),
         column_values(Order, values),  # `extra` is the `metadata` column
     ).scalar()
-    if order_id is None:  # a concurrent duplicate committed first: answer with its result
-        winner = db.session.scalar(
-            sa.select(Order).where(Order.client_id == client_id, Order.external_id == external_id)
-        )
+    if order_id is None:  # an earlier post of this id (committed, or just now): replay it
+        winner = _earlier(client_id, external_id, fingerprint)
         assert winner is not None
-        return _replay(winner, fingerprint)
+        return winner, False
     # The row as inserted, made a persistent ORM object without reading it back.
     order = Order(
         id=order_id, **values, pending_until=None, ledger_transaction_id=None, cancellation=None

@@ -307,9 +307,7 @@ def _begin_with_lot(
         )
         return tx, lot
     tx_values = _transaction_values(member_id, kind, cause, amount, actor, now, details=details)
-    lot_values = _lot_values(
-        member_id, None, amount, status, now, expires_at, available_at, cause=cause
-    )
+    lot_values = _lot_values(member_id, amount, status, now, expires_at, available_at, cause)
     lot_id, tx_id = db.session.execute(
         _begin_with_lot_statement(),
         {
@@ -400,10 +398,8 @@ def _new_lot(
     expires_at: datetime | None,
     available_at: datetime | None = None,
 ) -> PointLot:
-    values = _lot_values(
-        member_id, tx.id, amount, status, now, expires_at, available_at, cause=_cause_of(tx)
-    )
-    return insert_persistent(PointLot, values)
+    values = _lot_values(member_id, amount, status, now, expires_at, available_at, _cause_of(tx))
+    return insert_persistent(PointLot, {**values, "source_transaction_id": tx.id})
 
 
 def _cause_of(tx: LedgerTransaction) -> Cause:
@@ -412,17 +408,15 @@ def _cause_of(tx: LedgerTransaction) -> Cause:
 
 def _lot_values(
     member_id: int,
-    tx_id: int | None,
     amount: int,
     status: LotStatus,
     now: datetime,
     expires_at: datetime | None,
     available_at: datetime | None,
-    *,
     cause: Cause,
 ) -> dict[str, Any]:
-    """A new lot's columns; `tx_id` None: left out, for the statement to fill in."""
-    values = {
+    """A new lot's columns but its transaction (`source_transaction_id`)."""
+    return {
         "member_id": member_id,
         "status": status.value,
         "amount": amount,
@@ -435,9 +429,6 @@ def _lot_values(
         "expired_points": 0,
         "reversed_points": 0,
     }
-    if tx_id is not None:
-        values["source_transaction_id"] = tx_id
-    return values
 
 
 def _credit_available(
@@ -529,12 +520,10 @@ def _finish(tx: LedgerTransaction, topic: str, now: datetime, **payload: Any) ->
     )
     balances = [{"account_id": a.id, "new_balance": a.balance} for a in touched.values()]
     if is_postgres():
-        columns = ("transaction_id", "from_account_id", "to_account_id", "amount", "lot_id")
         db.session.execute(
             _finish_statement(),
             {
-                **{f"entry_{name}": [e[name] for e in entries] for name in columns},
-                "entry_created_at": [e["created_at"] for e in entries],
+                **{f"entry_{name}": [e[name] for e in entries] for name in _ENTRY_COLUMNS},
                 "account_id": [b["account_id"] for b in balances],
                 "new_balance": [b["new_balance"] for b in balances],
                 **event,
@@ -550,6 +539,17 @@ def _finish(tx: LedgerTransaction, topic: str, now: datetime, **payload: Any) ->
     touched.clear()
 
 
+# The columns of an entry as `_move` collects it.
+_ENTRY_COLUMNS = (
+    "transaction_id",
+    "from_account_id",
+    "to_account_id",
+    "amount",
+    "lot_id",
+    "created_at",
+)
+
+
 @cache
 def _finish_statement() -> sa.Insert:
     """PostgreSQL: a posting's entries, its balances and its event in one round trip (the
@@ -560,21 +560,13 @@ def _finish_statement() -> sa.Insert:
     def array(name: str, column: sa.Column[Any]) -> Any:
         return sa.bindparam(name, type_=postgresql.ARRAY(column.type))
 
-    columns = (
-        "transaction_id",
-        "from_account_id",
-        "to_account_id",
-        "amount",
-        "lot_id",
-        "created_at",
-    )
     rows = (
-        sa.func.unnest(*(array(f"entry_{name}", entries_table.c[name]) for name in columns))
-        .table_valued(*columns)
+        sa.func.unnest(*(array(f"entry_{name}", entries_table.c[name]) for name in _ENTRY_COLUMNS))
+        .table_valued(*_ENTRY_COLUMNS)
         .render_derived()
     )
     insert_entries = (
-        sa.insert(entries_table).from_select(list(columns), sa.select(rows)).cte("entries")
+        sa.insert(entries_table).from_select(list(_ENTRY_COLUMNS), sa.select(rows)).cte("entries")
     )
     new = (
         sa.func.unnest(array("account_id", accounts.c.id), array("new_balance", accounts.c.balance))
@@ -638,10 +630,8 @@ def earn_points(
     else:  # recorded debt is repaid first
         tx = _begin(member_id, kind, cause, amount=amount, actor=actor, now=now, details=details)
         _credit_available(accounts, tx, source_id, amount, now=now, expires_at=expires_at)
-    if pending:
-        _finish(tx, "points.earned", now, pending_until=pending_until.isoformat())  # type: ignore[union-attr]
-    else:
-        _finish(tx, "points.earned", now)
+    extra = {"pending_until": pending_until.isoformat()} if pending_until and pending else {}
+    _finish(tx, "points.earned", now, **extra)
     return tx
 
 
