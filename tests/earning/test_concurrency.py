@@ -43,6 +43,23 @@ def test_the_same_order_posted_by_ten_threads_at_once_earns_once(app, make):
     assert_ledger_consistent()
 
 
+def test_twenty_different_orders_for_one_member_at_once_each_earn_exactly_once(app, make):
+    """Each order's ledger writes (transaction with its lot, entries with the balance and
+    the event) are a statement or two on PostgreSQL; under the member's lock they add up."""
+    member_id = make.member().id
+    base_rate()
+    headers = make.api_key(scopes.ORDERS_WRITE)
+
+    def post(index):
+        body = order_body({"member_id": member_id}, ("A", "shoes", 1, 5_000), order_id=f"P-{index}")
+        return app.test_client().post("/v1/orders", json=body, headers=headers).status_code
+
+    assert in_threads(app, 20, post) == [201] * 20
+    assert _count(Order) == 20 and _count(LedgerTransaction) == 20
+    assert ledger.member_balance(member_id).balance == 20 * 50
+    assert_ledger_consistent()
+
+
 def test_twenty_concurrent_first_orders_for_one_new_phone_enrol_one_member(app, make):
     base_rate()
     headers = make.api_key(scopes.ORDERS_WRITE)
