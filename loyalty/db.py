@@ -238,11 +238,15 @@ def insert_persistent(model: type[M], values: dict[str, Any]) -> M:
     For hot paths: no unit-of-work flush, no SELECT. `values` must name every column except
     the id (a column left out would be loaded lazily on first access).
     """
-    new_id = db.session.execute(
+    return as_persistent(model, insert_row(model, values), values)
+
+
+def insert_row(model: type[Any], values: dict[str, Any]) -> int:
+    """INSERT one row with Core; its id."""
+    return db.session.execute(
         _insert_returning_id(model.__table__),  # type: ignore[attr-defined]
         column_values(model, values),
     ).scalar_one()
-    return as_persistent(model, new_id, values)
 
 
 def as_persistent(model: type[M], new_id: int, values: dict[str, Any]) -> M:

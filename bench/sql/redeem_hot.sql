@@ -1,12 +1,12 @@
 -- The statements POST /v1/coupons/redeem sends for one code (captured in
 -- bench/results/hot_statements.sql), one for one: BEGIN (the API key comes from a
 -- per-process cache), idempotency claim, the code with its offer, terms and any
--- redemption for this order, the conditional UPDATE that takes a use, the redemption
--- row, the outbox event with the uncapped offer's counter (one stripe of 16, an upsert) as
+-- redemption for this order, the redemption row's INSERT with the conditional UPDATE that
+-- takes a use as its CTE, the outbox event with the uncapped offer's counter (one stripe of 16, an upsert) as
 -- a CTE of the same statement, the idempotency response, COMMIT.
 -- Differences: the code is found by id rather than by its text (both one unique-index
--- probe; pgbench can't pick distinct strings), and the UPDATE returns the code's text for
--- the INSERT; the JSON bodies are constants of the same size.
+-- probe; pgbench can't pick distinct strings), so the INSERT takes the code's text from
+-- the updated row; the JSON bodies are constants of the same size.
 -- pgbench reads ":word" as a variable even inside a string literal, so literals here
 -- never have a colon right before a letter or digit.
 -- Every client redeems the same shared code (first_code is its id): all wait in turn for
@@ -36,20 +36,23 @@ LEFT OUTER JOIN coupon_redemptions ON coupon_redemptions.code_id = coupon_codes.
   AND coupon_redemptions.order_ref = 'r' || :n::text
   AND coupon_redemptions.status IN ('held', 'redeemed')
 WHERE coupon_codes.id = :code_id;
-UPDATE coupon_codes SET uses = coupon_codes.uses + 1
-WHERE coupon_codes.id = :code_id AND coupon_codes.status = 'active'
-  AND (coupon_codes.max_uses IS NULL OR coupon_codes.uses < coupon_codes.max_uses)
-RETURNING coupon_codes.code \gset taken_
+WITH taken AS (
+  UPDATE coupon_codes SET uses = coupon_codes.uses + 1
+  WHERE coupon_codes.id = :code_id AND coupon_codes.status = 'active'
+    AND (coupon_codes.max_uses IS NULL OR coupon_codes.uses < coupon_codes.max_uses)
+  RETURNING coupon_codes.id, coupon_codes.code
+)
 INSERT INTO coupon_redemptions (code_id, code, offer_id, offer_version_id, offer_version,
   status, checkout_ref, order_ref, order_id, member_id, client_id, store_id, channel,
   currency, discount_minor, line_discounts, bonus_points, points_multiplier_pct,
   counted_offer, counted_member, source_type, source_ref, campaign_id, expires_at,
-  created_at, redeemed_at, closed_at, actor)
-VALUES (:code_id, :taken_code, :offer_id, :version_id, 1, 'redeemed',
+  created_at, redeemed_at, closed_at, actor, rollback_reason, metadata)
+SELECT taken.id, taken.code, :offer_id, :version_id, 1, 'redeemed',
   md5('c' || :n::text), 'r' || :n::text, NULL, NULL, :api_client, :store_id, 'store', 'EUR',
   1058, '{"0": 899, "1": 159}', 0, 100, false, false, NULL, NULL, NULL, NULL,
-  now(), now(), NULL, :actor)
-RETURNING coupon_redemptions.id;
+  now(), now(), NULL, :actor, NULL, NULL
+FROM taken
+RETURNING coupon_redemptions.id, coupon_redemptions.code \gset taken_
 WITH counted AS (
   INSERT INTO coupon_offer_counters (offer_id, stripe, redemptions, discount_minor)
   SELECT c.* FROM unnest(ARRAY[:offer_id]::bigint[], ARRAY[:stripe]::smallint[],

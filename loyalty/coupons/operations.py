@@ -1,9 +1,10 @@
 """Coupon redemption: validate, redeem, hold/capture/release, rollback, orders integration.
 
 The redeem path is lean on purpose (POS p99 target): one query loads the codes with their
-offer and current terms; then, per code, one conditional UPDATE takes a use; offers with a
-total cap or budget take theirs with one conditional UPDATE on the offer row, offers with
-a per-member limit with one conditional upsert; one INSERT per redemption; no table locks.
+offer and current terms; then, per code, one statement takes a use with a conditional
+UPDATE and inserts the redemption (on PostgreSQL the UPDATE is a CTE of the INSERT);
+offers with a total cap or budget take theirs with one conditional UPDATE on the offer
+row, offers with a per-member limit with one conditional upsert; no table locks.
 Rows are locked in the service's one order (docs/architecture.md, "Lock order"): the
 member first (a merge or a refund locks the member before its coupon rows), then codes by
 id, offers by id, member counters by (offer, member), so no two paths can deadlock.
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache
@@ -53,9 +54,11 @@ from loyalty.coupons.models import (
 from loyalty.coupons.offers import generate_codes  # noqa: F401  (the operation lives there)
 from loyalty.db import (
     any_of_parameter,
+    as_persistent,
+    column_values,
     constant,
     db,
-    insert_persistent,
+    insert_row,
     is_postgres,
     upsert_insert,
 )
@@ -538,53 +541,49 @@ def redeem_codes(
     if error is not None:
         raise error
     applied = evaluation.applied
-    _take_code_uses(applied)
-    _take_offer_totals(applied)
-    _take_member_uses(applied)
     held = hold_seconds is not None
     status = RedemptionStatus.HELD if held else RedemptionStatus.REDEEMED
     checkout_ref = uuid.uuid4().hex
-    redemptions = []
-    for result in applied:
+
+    def row(result: CodeResult) -> dict[str, Any]:
         c, d = result.candidate, result.discount
         assert c is not None and d is not None
-        # Core INSERT ... RETURNING id, then a persistent object for the response: no flush.
-        redemption = insert_persistent(
-            CouponRedemption,
-            {
-                "code_id": c.code_id,
-                "code": c.code,
-                "offer_id": c.offer_id,
-                "offer_version_id": c.version_id,
-                "offer_version": c.version,
-                "status": status.value,
-                "checkout_ref": checkout_ref,
-                "order_ref": order_ref,
-                "order_id": order_id,
-                "member_id": result.member_id,
-                "client_id": client_id,
-                "store_id": basket.store_id,
-                "channel": basket.channel,
-                "currency": basket.currency,
-                "discount_minor": d.total_minor,
-                "line_discounts": {str(i): v for i, v in d.line_discounts.items()},
-                "bonus_points": d.bonus_points,
-                "points_multiplier_pct": d.points_multiplier_pct,
-                "counted_offer": c.tracks_totals,
-                "counted_member": c.per_member_limit is not None and result.member_id is not None,
-                "source_type": c.source_type,
-                "source_ref": c.source_ref,
-                "campaign_id": c.campaign_id,
-                "expires_at": now + timedelta(seconds=hold_seconds) if held else None,  # type: ignore[operator]
-                "created_at": now,
-                "redeemed_at": None if held else now,
-                "actor": actor,
-                "closed_at": None,
-                "rollback_reason": None,
-                "extra": metadata,
-            },
-        )
-        redemptions.append(redemption)
+        return {
+            "code_id": c.code_id,
+            "code": c.code,
+            "offer_id": c.offer_id,
+            "offer_version_id": c.version_id,
+            "offer_version": c.version,
+            "status": status.value,
+            "checkout_ref": checkout_ref,
+            "order_ref": order_ref,
+            "order_id": order_id,
+            "member_id": result.member_id,
+            "client_id": client_id,
+            "store_id": basket.store_id,
+            "channel": basket.channel,
+            "currency": basket.currency,
+            "discount_minor": d.total_minor,
+            "line_discounts": {str(i): v for i, v in d.line_discounts.items()},
+            "bonus_points": d.bonus_points,
+            "points_multiplier_pct": d.points_multiplier_pct,
+            "counted_offer": c.tracks_totals,
+            "counted_member": c.per_member_limit is not None and result.member_id is not None,
+            "source_type": c.source_type,
+            "source_ref": c.source_ref,
+            "campaign_id": c.campaign_id,
+            "expires_at": now + timedelta(seconds=hold_seconds) if held else None,  # type: ignore[operator]
+            "created_at": now,
+            "redeemed_at": None if held else now,
+            "actor": actor,
+            "closed_at": None,
+            "rollback_reason": None,
+            "extra": metadata,
+        }
+
+    redemptions = _take_uses_and_record(applied, row)
+    _take_offer_totals(applied)
+    _take_member_uses(applied)
     _emit_and_count("coupon.held" if held else "coupon.redeemed", redemptions, applied, now)
     return Checkout(checkout_ref, status.value, redemptions)
 
@@ -602,13 +601,13 @@ def _replayed(evaluation: Evaluation) -> Checkout | None:
             "this order already has coupon redemptions for other codes; roll them back first",
             reason="order_has_other_redemptions",
         )
-    redemptions = list(
-        db.session.scalars(
-            sa.select(CouponRedemption)
-            .where(CouponRedemption.id.in_(existing_ids))
-            .order_by(CouponRedemption.id)
+    found = {
+        r.id: r
+        for r in db.session.scalars(
+            sa.select(CouponRedemption).where(CouponRedemption.id.in_(existing_ids))
         )
-    )
+    }
+    redemptions = [found[i] for i in existing_ids]  # the request's order, as the first answer
     return Checkout(redemptions[0].checkout_ref, redemptions[0].status, redemptions, True)
 
 
@@ -618,14 +617,29 @@ def _unavailable(result: CodeResult, reason: str) -> CouponUnavailable:
     )
 
 
-def _take_code_uses(applied: list[CodeResult]) -> None:
+def _take_uses_and_record(
+    applied: list[CodeResult], row: Callable[[CodeResult], dict[str, Any]]
+) -> list[CouponRedemption]:
+    """Per code, in ascending code id (the lock order), take one use of the code and insert
+    its redemption; CouponUnavailable when a code has no use left (the edge rolls back the
+    codes before it). On PostgreSQL one statement per code: the use's conditional UPDATE is
+    a CTE of the redemption's INSERT, which inserts nothing when no use was taken. Returns
+    the redemptions in the order of `applied` (the request's)."""
+    made: dict[int, CouponRedemption] = {}
     for result in sorted(applied, key=lambda r: r.candidate.code_id):  # type: ignore[union-attr]
-        taken = db.session.execute(
-            _take_code_use_statement(),
-            {"code_id": result.candidate.code_id},  # type: ignore[union-attr]
-        ).rowcount
-        if taken != 1:
+        values = row(result)
+        code_id = values["code_id"]
+        new_id: int | None = None
+        if is_postgres():
+            parameters = {f"new_{k}": v for k, v in column_values(CouponRedemption, values).items()}
+            parameters["code_id"] = code_id
+            new_id = db.session.execute(_take_and_record_statement(), parameters).scalar()
+        elif db.session.execute(_take_code_use_statement(), {"code_id": code_id}).rowcount == 1:
+            new_id = insert_row(CouponRedemption, values)
+        if new_id is None:
             raise _unavailable(result, Reason.LIMIT)
+        made[code_id] = as_persistent(CouponRedemption, new_id, values)
+    return [made[r.candidate.code_id] for r in applied]  # type: ignore[union-attr]
 
 
 @cache
@@ -640,6 +654,31 @@ def _take_code_use_statement() -> sa.Update:
             sa.or_(table.c.max_uses.is_(None), table.c.uses < table.c.max_uses),
         )
         .values(uses=table.c.uses + 1)
+    )
+
+
+@cache
+def _take_and_record_statement() -> sa.Insert:
+    """PostgreSQL: `WITH taken AS (the use's UPDATE ... RETURNING id) INSERT INTO
+    coupon_redemptions SELECT ... FROM taken RETURNING id`: one round trip, and no row
+    unless the use was taken (built once). The values' parameters are named `new_<column>`:
+    a parameter named like a column of coupon_codes would also be SET by the UPDATE."""
+    redemptions = CouponRedemption.__table__
+    taken = _take_code_use_statement().returning(CouponCode.__table__.c.id).cte("taken")
+    columns = [c.name for c in redemptions.c if c.name != "id"]
+    values = sa.select(
+        *(
+            taken.c.id
+            if name == "code_id"
+            else sa.bindparam(f"new_{name}", type_=redemptions.c[name].type)
+            for name in columns
+        )
+    ).select_from(taken)
+    return (
+        sa.insert(redemptions)
+        .from_select(columns, values)
+        .returning(redemptions.c.id)
+        .add_cte(taken)
     )
 
 

@@ -212,3 +212,25 @@ def test_ending_an_offer_waits_for_an_issue_in_progress_and_then_no_code_is_issu
         _issue(offer.id, make.member().id)
     db.session.rollback()
     assert db.session.get(CouponOffer, offer.id).status == "ended"
+
+
+def test_checkouts_racing_for_the_last_use_of_one_of_their_codes_keep_nothing_when_they_lose(
+    app, pos
+):
+    """Each checkout has a code of its own (taken first: lower id) and the one single-use
+    code they all want. One wins both; every other checkout is refused, and its own code's
+    use, taken before the contested one failed, is given back with its redemption."""
+    stackable = f.offer(stacking="stackable")
+    own_codes = f.codes(stackable.id, 64)
+    kind = {"kind": "fixed_amount", "amount_minor": 100, "percent_bp": None}
+    [contested] = f.codes(f.offer(stacking="stackable", **kind).id)
+
+    def attempt(i):
+        body = f.body([own_codes[i], contested], order_ref=f"till-{i}")
+        return post(app, "/v1/coupons/redeem", pos, body)[0]
+
+    statuses = Counter(in_parallel(app, 64, attempt))
+    assert statuses[201] == 1 and set(statuses) <= {201, 409}
+    assert sum(f.code_row(code).uses for code in own_codes) == 1
+    assert f.code_row(contested).uses == 1
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(CouponRedemption)) == 2

@@ -16,6 +16,7 @@ from loyalty.db import db
 from loyalty.outbox import OutboxEvent
 from tests.coupons import factories as f
 from tests.factories import error_fields, idem
+from tests.statements import statements
 
 pytestmark = pytest.mark.usefixtures("app")
 
@@ -270,3 +271,31 @@ def test_an_offer_with_codes_keeps_its_kind_of_caps(client, make):
     raise_cap = client.patch(f"/v1/coupons/offers/{offer.id}", json={"max_redemptions": 20},
                              headers=idem(admin))  # fmt: skip
     assert raise_cap.status_code == 200 and raise_cap.json["max_redemptions"] == 20
+
+
+def test_redemptions_come_back_in_the_order_the_codes_were_given_also_on_a_replay(client, pos):
+    """Uses are taken in ascending code id (the lock order); the answer keeps the request's
+    order, and a repeat for the same order (new key) answers in that order too."""
+    first_made = f.codes(f.offer(stacking="stackable").id)[0]
+    kind = {"kind": "fixed_amount", "amount_minor": 100, "percent_bp": None}
+    second_made = f.codes(f.offer(stacking="stackable", **kind).id)[0]
+    first = redeem(client, pos, [second_made, first_made])
+    assert first.status_code == 201
+    assert [r["code"] for r in first.json["redemptions"]] == [second_made, first_made]
+    again = redeem(client, pos, [second_made, first_made])
+    assert again.json["replayed"] is True
+    assert again.json["redemptions"] == first.json["redemptions"]
+
+
+@pytest.mark.postgres
+def test_on_postgresql_a_code_use_and_its_redemption_are_one_statement(client, pos):
+    """The conditional UPDATE that takes the use is a CTE of the redemption's INSERT, so a
+    code with no use left inserts nothing and nothing else runs after it."""
+    [code] = f.codes(f.offer().id)
+    with statements() as sent:
+        assert redeem(client, pos, [code]).status_code == 201
+    touching_codes = [s for s in sent if "UPDATE coupon_codes" in s]
+    assert len(touching_codes) == 1
+    assert "INSERT INTO coupon_redemptions" in touching_codes[0]
+    assert f.code_row(code).uses == 1
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(CouponRedemption)) == 1
