@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from contextvars import ContextVar
 from datetime import UTC, date, datetime
 from typing import Any
 
-from marshmallow import INCLUDE, Schema, ValidationError, fields, pre_load, validate
+from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
 
 from loyalty.db import BIGINT_MAX
 
@@ -24,6 +25,10 @@ NUL_MESSAGE = "must not contain NUL (\\u0000) characters"
 NOT_UNICODE_MESSAGE = "must be valid Unicode text (a lone surrogate such as \\ud800 is not)"
 
 
+# Set while a StrictSchema loads: the schemas nested in it load parts of a body it checked.
+_loading_checked_body: ContextVar[bool] = ContextVar("loading_checked_body", default=False)
+
+
 class StrictSchema(Schema):
     """Unknown fields are an error, not silently dropped; all text must be storable.
 
@@ -31,23 +36,49 @@ class StrictSchema(Schema):
     - no NUL: PostgreSQL can't store NUL in text or JSONB;
     - valid Unicode only: JSON's \\ud800 escape decodes to a lone surrogate, which no
       database driver can encode (UTF-8 has no encoding for it).
-    Nested values (lists, objects, their keys) are checked too.
+    Nested values (lists, objects, their keys) are checked too, in one walk over the whole
+    body by the outermost schema; the schemas nested in it don't walk their parts again.
     """
 
     class Meta:
         ordered = True
 
-    @pre_load
-    def refuse_unstorable_text(self, data: Any, **_: Any) -> Any:
-        if isinstance(data, Mapping):
-            errors = {}
-            for key, value in data.items():
-                problem = _text_problem(key) or _text_problem(value)
-                if problem:
-                    errors[_printable_key(key)] = [problem]
-            if errors:
-                raise ValidationError(errors)
-        return data
+    def load(
+        self,
+        data: Any,
+        *,
+        many: bool | None = None,
+        partial: Any = None,
+        unknown: Any = None,
+    ) -> Any:
+        if _loading_checked_body.get():
+            return super().load(data, many=many, partial=partial, unknown=unknown)
+        _refuse_unstorable_text(data, self.many if many is None else many)
+        checked = _loading_checked_body.set(True)
+        try:
+            return super().load(data, many=many, partial=partial, unknown=unknown)
+        finally:
+            _loading_checked_body.reset(checked)
+
+
+def _refuse_unstorable_text(data: Any, many: bool) -> None:
+    """ValidationError naming each field whose value holds text no database can store."""
+    if many and isinstance(data, list):
+        errors = {i: problems for i, item in enumerate(data) if (problems := _field_problems(item))}
+    else:
+        errors = _field_problems(data)  # type: ignore[assignment]
+    if errors:
+        raise ValidationError(errors)
+
+
+def _field_problems(data: Any) -> dict[str, list[str]]:
+    if not isinstance(data, Mapping):
+        return {}  # not an object: the schema says so itself
+    return {
+        _printable_key(key): [problem]
+        for key, value in data.items()
+        if (problem := _text_problem(key) or _text_problem(value))
+    }
 
 
 def _text_problem(value: Any) -> str | None:
