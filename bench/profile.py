@@ -19,10 +19,12 @@ import io
 import os
 import pstats
 import secrets
+import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="no cProfile: for running under py-spy (bench/flame.py), which then sees "
         "the requests at their real cost",
+    )
+    parser.add_argument(
+        "--callgrind",
+        action="store_true",
+        help="no cProfile; switch callgrind's counting on for the measured requests only "
+        "(bench/instructions.py runs this under valgrind)",
     )
     return parser.parse_args(argv)
 
@@ -190,9 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in names:
             make = getattr(factories, name)
             _unprofiled(app, make, args.requests)  # warm-up: caches, prepared statements
-            plain_cpu, plain_wall = _unprofiled(app, make, args.requests)
+            with _counting_instructions(args.callgrind):
+                plain_cpu, plain_wall = _unprofiled(app, make, args.requests)
             statuses: dict[int, int] = {}
-            if not args.sampling_only:
+            if not (args.sampling_only or args.callgrind):
                 profiler, _, _, statuses = _profile(app, make, args.requests)
                 profiles[name] = profiler
             print(f"| {name} | {args.requests} | {plain_cpu:.2f} | {plain_wall:.2f} | {statuses} |")
@@ -210,6 +219,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         _dispose_app()
         database.drop()
     return 0
+
+
+@contextmanager
+def _counting_instructions(on: bool) -> Iterator[None]:
+    """Under valgrind --tool=callgrind --instr-atstart=no: count only inside the block."""
+    if not on:
+        yield
+        return
+    control = ["callgrind_control", "--instr"]
+    subprocess.run([*control, "on", str(os.getpid())], check=True, capture_output=True)
+    try:
+        yield
+    finally:
+        subprocess.run([*control, "off", str(os.getpid())], check=True, capture_output=True)
 
 
 def _unprofiled(app: Any, make: Callable[[], tuple[str, str, dict[str, Any]]], n: int) -> tuple:

@@ -1,10 +1,10 @@
 -- The statements POST /v1/orders sends for one new order of a member named by id, one for
 -- one (bench/results/earn_statements.sql is the capture this was translated from):
 -- BEGIN, idempotency claim, member row lock (merges resolved in the same statement), order
--- row, its lines (one multi-row INSERT: psycopg pipelines the executemany), member account
--- lock, the ledger transaction with its lot in one statement (a CTE), then the entry, the
--- balance and the points.earned event in one statement (array-fed CTEs), the order's
--- final values with the order.posted event in one statement, idempotency response, COMMIT. The API key, store, tiers and earning rules
+-- row, member account lock, the ledger transaction with its lot in one statement (a CTE),
+-- then the entry, the balance and the points.earned event in one statement (array-fed
+-- CTEs), the order's lines (array-fed), its final values and the order.posted event in one
+-- statement, idempotency response, COMMIT. The API key, store, tiers and earning rules
 -- come from per-process caches; an order naming its member by id needs no order-id lookup
 -- (the order row's unique key finds a repeat).
 -- Differences: the entry and the balance UPDATE find the points account by (member_id,
@@ -31,10 +31,6 @@ VALUES (:api_client, 'o' || :n::text, 'store', :store_id, :member, false, 'EUR',
   '[]', '[]', now(), now())
 ON CONFLICT (client_id, external_id) DO NOTHING
 RETURNING orders.id \gset order_
-INSERT INTO order_lines (order_id, index, sku, category, quantity, unit_price_minor,
-  discount_minor, refunded_quantity, refunded_minor)
-VALUES (:order_id, 0, 'SKU-1', 'shoes', 1, 8999, 0, 0, 0),
-  (:order_id, 1, 'SKU-SOCKS', 'accessories', 2, 799, 0, 0, 0);
 SELECT ledger_accounts.id, ledger_accounts.member_id, ledger_accounts.kind,
   ledger_accounts.code, ledger_accounts.balance, ledger_accounts.held
 FROM ledger_accounts WHERE ledger_accounts.member_id = :member
@@ -70,7 +66,16 @@ VALUES ('points.earned', :member,
   jsonb_build_object('transaction_id', :tx_id::bigint, 'points', :points::bigint,
     'kind', 'earn', 'cause', jsonb_build_object('type', 'order', 'ref', 'order:' || :order_id::text)),
   now(), NULL);
-WITH finished_order AS (
+WITH inserted_lines AS (
+  INSERT INTO order_lines (order_id, index, sku, category, quantity, unit_price_minor,
+    discount_minor, refunded_quantity, refunded_minor)
+  SELECT l.* FROM unnest(ARRAY[:order_id, :order_id]::bigint[], ARRAY[0, 1]::int[],
+    ARRAY['SKU-1', 'SKU-SOCKS']::varchar[], ARRAY['shoes', 'accessories']::varchar[],
+    ARRAY[1, 2]::int[], ARRAY[8999, 799]::bigint[], ARRAY[0, 0]::bigint[], ARRAY[0, 0]::int[],
+    ARRAY[0, 0]::bigint[])
+    AS l(order_id, index, sku, category, quantity, unit_price_minor, discount_minor,
+      refunded_quantity, refunded_minor)
+), finished_order AS (
   UPDATE orders SET discount_minor = 0, total_minor = 10597, points_earned = :points,
     pending_until = NULL, coupons = '[]',
     breakdown = '[{"rule_id": 1, "name": "1 point per EUR", "kind": "base_rate", "points": 104}, {"rule_id": 2, "name": "Shoes x2", "kind": "multiplier", "points": 89}, {"rule_id": 3, "name": "Socks bonus", "kind": "bonus", "points": 10}]',

@@ -16,6 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -584,23 +585,20 @@ def post_order(
             f"the order total is {subtotal - discount} ({subtotal} less {discount} discount)",
             field="total_minor",
         )
-    db.session.execute(
-        plain_insert(OrderLine.__table__),  # Core: the lines aren't read back in this request
-        [
-            {
-                "order_id": order.id,
-                "index": line.index,
-                "sku": line.sku,
-                "category": line.category,
-                "quantity": line.quantity,
-                "unit_price_minor": line.unit_price_minor,
-                "discount_minor": line_discounts.get(line.index, 0),
-                "refunded_quantity": 0,
-                "refunded_minor": 0,
-            }
-            for line in basket.lines
-        ],
-    )
+    lines = [
+        {
+            "order_id": order.id,
+            "index": line.index,
+            "sku": line.sku,
+            "category": line.category,
+            "quantity": line.quantity,
+            "unit_price_minor": line.unit_price_minor,
+            "discount_minor": line_discounts.get(line.index, 0),
+            "refunded_quantity": 0,
+            "refunded_minor": 0,
+        }
+        for line in basket.lines
+    ]
     tier_list = tiers.cached_tiers()
     multiplier, tier_code = _tier_multiplier(member, tier_list)
     result = engine.compute_points(
@@ -642,6 +640,7 @@ def post_order(
     db.session.flush()
     _finish_order(
         order,
+        lines,
         member_id,
         now,
         discount_minor=discount,
@@ -713,24 +712,60 @@ def _finish_order_statement() -> sa.Update:
     )
 
 
-def _finish_order(order: Order, member_id: int, now: datetime, **final: Any) -> None:
-    """Write what earning computed (one Core UPDATE, no unit-of-work flush), keep the ORM
-    object in step with the row and announce the order (`order.posted`, to `member_id`).
-    On PostgreSQL the two are one statement: the event's INSERT with the UPDATE as a CTE."""
+def _finish_order(
+    order: Order, lines: list[dict[str, Any]], member_id: int, now: datetime, **final: Any
+) -> None:
+    """Insert the order's lines, write what earning computed (Core: no unit-of-work flush;
+    the lines aren't read back in this request), keep the ORM object in step with the row
+    and announce the order (`order.posted`, to `member_id`). On PostgreSQL the three are
+    one statement: the event's INSERT with the lines' INSERT (array-fed) and the order's
+    UPDATE as CTEs."""
     for name, value in final.items():
         set_committed_value(order, name, value)
     row = {"order_id": order.id, **{f"new_{name}": value for name, value in final.items()}}
     event = outbox.event_parameters("order.posted", member_id, _order_payload(order), now)
     if is_postgres():
-        db.session.execute(_finish_and_announce_statement(), {**row, **event})
+        columns = {f"line_{name}": [line[name] for line in lines] for name in _LINE_COLUMNS}
+        db.session.execute(_finish_and_announce_statement(), {**row, **columns, **event})
     else:
+        db.session.execute(plain_insert(OrderLine.__table__), lines)
         db.session.execute(_finish_order_statement(), row)
         db.session.execute(outbox.event_insert(), event)
 
 
+# The columns of a line as `post_order` builds it.
+_LINE_COLUMNS = (
+    "order_id",
+    "index",
+    "sku",
+    "category",
+    "quantity",
+    "unit_price_minor",
+    "discount_minor",
+    "refunded_quantity",
+    "refunded_minor",
+)
+
+
 @cache
 def _finish_and_announce_statement() -> sa.Insert:
-    return outbox.event_insert().add_cte(_finish_order_statement().cte("finished_order"))
+    """PostgreSQL: `_finish_order` in one round trip (built once; the lines are arrays, so
+    the SQL is the same for any number of lines)."""
+    lines = OrderLine.__table__
+    rows = (
+        sa.func.unnest(
+            *(
+                sa.bindparam(f"line_{name}", type_=postgresql.ARRAY(lines.c[name].type))
+                for name in _LINE_COLUMNS
+            )
+        )
+        .table_valued(*_LINE_COLUMNS)
+        .render_derived()
+    )
+    insert_lines = sa.insert(lines).from_select(list(_LINE_COLUMNS), sa.select(rows))
+    return outbox.event_insert().add_cte(
+        insert_lines.cte("inserted_lines"), _finish_order_statement().cte("finished_order")
+    )
 
 
 def _allocate_discounts(basket: Basket, discounts: OrderDiscounts) -> dict[int, int]:

@@ -473,3 +473,31 @@ def test_the_order_age_bound_is_in_the_api_schema(client):
     spec = client.get("/openapi.json").json
     described = spec["components"]["schemas"]["OrderRequest"]["properties"]["occurred_at"]
     assert "OMNILOYAL_MAX_ORDER_AGE_DAYS" in described["description"]
+
+
+@pytest.mark.postgres
+def test_on_postgresql_an_orders_lines_go_out_with_its_final_values_and_event(client, make, pos):
+    """One statement writes the lines (array-fed), the order's final values and
+    `order.posted`: eight statements for an order naming its member by id, sent with an
+    Idempotency-Key, BEGIN and COMMIT aside, once the per-process caches hold the key,
+    store and rules (docs/architecture.md, "Per-request cost")."""
+    member = make.member()
+    base_rate()
+    first = client.post("/v1/orders", json=order_body({"member_id": member.id}), headers=pos)
+    assert first.status_code == 201
+    body = order_body({"member_id": member.id})
+    with statements() as sent:
+        response = client.post("/v1/orders", json=body, headers=idem(pos))
+    assert response.status_code == 201
+    [finishing] = [s for s in sent if "INSERT INTO order_lines" in s]
+    assert "UPDATE orders" in finishing and "INSERT INTO outbox_events" in finishing
+    assert len(sent) == 8
+    db.session.expire_all()
+    stored = db.session.scalars(
+        sa.select(OrderLine)
+        .where(OrderLine.order_id == response.json["id"])
+        .order_by(OrderLine.index)
+    ).all()
+    assert [(line.sku, line.quantity, line.unit_price_minor) for line in stored] == [
+        (line["sku"], line["quantity"], line["unit_price_minor"]) for line in body["lines"]
+    ]
