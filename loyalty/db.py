@@ -153,6 +153,19 @@ def _insert_unless_present(table: sa.Table, unique: tuple[str, ...], dialect: st
     )
 
 
+def json_rows(parameter: str, columns: dict[str, Any]) -> Any:
+    """PostgreSQL: the rows of one JSON parameter (a list of objects; other keys ignored)
+    as a derived table of `columns` (name: SQL type), with jsonb_to_recordset. One parameter
+    for any number of rows, so the SQL never changes; and one JSON document costs the client
+    far less than an array per column (bench.instructions: about 0.5 million instructions
+    less per order)."""
+    return (
+        sa.func.jsonb_to_recordset(sa.bindparam(parameter, type_=postgresql.JSONB))
+        .table_valued(*(sa.column(name, type_) for name, type_ in columns.items()))
+        .render_derived(with_types=True)
+    )
+
+
 @cache
 def plain_insert(table: sa.Table) -> sa.Insert:
     """`INSERT INTO table`, the values given as parameters at execution (one row or an

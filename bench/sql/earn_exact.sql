@@ -2,12 +2,14 @@
 -- one (bench/results/earn_statements.sql is the capture this was translated from):
 -- BEGIN, idempotency claim, member row lock (merges resolved in the same statement), order
 -- row, member account lock, the ledger transaction with its lot in one statement (a CTE),
--- then the entry, the balance and the points.earned event in one statement (array-fed
--- CTEs), the order's lines (array-fed), its final values and the order.posted event in one
--- statement, idempotency response, COMMIT. The API key, store, tiers and earning rules
+-- then the entry, the balance and the points.earned event in one statement (CTEs fed by
+-- one JSON parameter each), the order's lines (one JSON parameter), its final values and
+-- the order.posted event in one statement, idempotency response, COMMIT. The API key,
+-- store, tiers and earning rules
 -- come from per-process caches; an order naming its member by id needs no order-id lookup
 -- (the order row's unique key finds a repeat).
--- Differences: the entry and the balance UPDATE find the points account by (member_id,
+-- Differences: the JSON rows are built with jsonb_build_object (the API sends each as one
+-- JSON parameter); the entry and the balance UPDATE find the points account by (member_id,
 -- kind), and the UPDATE adds (the API sets the value it computed under the same row lock);
 -- constant JSON bodies.
 -- Variables (pgbench -D): first_member, last_member, api_client, key_prefix, store_id,
@@ -51,15 +53,19 @@ RETURNING point_lots.id AS lot_id, point_lots.source_transaction_id AS tx_id \gs
 WITH entries AS (
   INSERT INTO ledger_entries (transaction_id, from_account_id, to_account_id, amount, lot_id,
     created_at)
-  SELECT e.* FROM unnest(ARRAY[:tx_id]::bigint[], ARRAY[:issued_account]::bigint[],
-    ARRAY[(SELECT id FROM ledger_accounts WHERE member_id = :member AND kind = 'member_points')]::bigint[],
-    ARRAY[:points]::bigint[], ARRAY[:lot_id]::bigint[], ARRAY[now()]::timestamptz[])
-    AS e(transaction_id, from_account_id, to_account_id, amount, lot_id, created_at)
+  SELECT e.*, now() FROM jsonb_to_recordset(jsonb_build_array(jsonb_build_object(
+    'transaction_id', :tx_id::bigint, 'from_account_id', :issued_account::bigint,
+    'to_account_id',
+    (SELECT id FROM ledger_accounts WHERE member_id = :member AND kind = 'member_points'),
+    'amount', :points::bigint, 'lot_id', :lot_id::bigint)))
+    AS e(transaction_id bigint, from_account_id bigint, to_account_id bigint, amount bigint,
+      lot_id bigint)
 ), balances AS (
   UPDATE ledger_accounts SET balance = ledger_accounts.balance + b.delta
-  FROM unnest(ARRAY[(SELECT id FROM ledger_accounts WHERE member_id = :member AND kind = 'member_points')]::bigint[],
-    ARRAY[:points]::bigint[]) AS b(id, delta)
-  WHERE ledger_accounts.id = b.id
+  FROM jsonb_to_recordset(jsonb_build_array(jsonb_build_object('account_id',
+    (SELECT id FROM ledger_accounts WHERE member_id = :member AND kind = 'member_points'),
+    'delta', :points::bigint))) AS b(account_id bigint, delta bigint)
+  WHERE ledger_accounts.id = b.account_id
 )
 INSERT INTO outbox_events (topic, member_id, payload, occurred_at, dispatched_at)
 VALUES ('points.earned', :member,
@@ -69,12 +75,15 @@ VALUES ('points.earned', :member,
 WITH inserted_lines AS (
   INSERT INTO order_lines (order_id, index, sku, category, quantity, unit_price_minor,
     discount_minor, refunded_quantity, refunded_minor)
-  SELECT l.* FROM unnest(ARRAY[:order_id, :order_id]::bigint[], ARRAY[0, 1]::int[],
-    ARRAY['SKU-1', 'SKU-SOCKS']::varchar[], ARRAY['shoes', 'accessories']::varchar[],
-    ARRAY[1, 2]::int[], ARRAY[8999, 799]::bigint[], ARRAY[0, 0]::bigint[], ARRAY[0, 0]::int[],
-    ARRAY[0, 0]::bigint[])
-    AS l(order_id, index, sku, category, quantity, unit_price_minor, discount_minor,
-      refunded_quantity, refunded_minor)
+  SELECT l.* FROM jsonb_to_recordset(jsonb_build_array(
+    jsonb_build_object('order_id', :order_id::bigint, 'index', 0, 'sku', 'SKU-1', 'category', 'shoes',
+      'quantity', 1, 'unit_price_minor', 8999, 'discount_minor', 0, 'refunded_quantity', 0,
+      'refunded_minor', 0),
+    jsonb_build_object('order_id', :order_id::bigint, 'index', 1, 'sku', 'SKU-SOCKS',
+      'category', 'accessories', 'quantity', 2, 'unit_price_minor', 799, 'discount_minor', 0,
+      'refunded_quantity', 0, 'refunded_minor', 0)))
+    AS l(order_id bigint, index int, sku varchar(64), category varchar(64), quantity int,
+      unit_price_minor bigint, discount_minor bigint, refunded_quantity int, refunded_minor bigint)
 ), finished_order AS (
   UPDATE orders SET discount_minor = 0, total_minor = 10597, points_earned = :points,
     pending_until = NULL, coupons = '[]',

@@ -58,8 +58,9 @@ FROM taken
 RETURNING coupon_redemptions.id, coupon_redemptions.code \gset taken_
 WITH counted AS (
   INSERT INTO coupon_offer_counters (offer_id, stripe, redemptions, discount_minor)
-  SELECT c.* FROM unnest(ARRAY[:offer_id]::bigint[], ARRAY[:stripe]::smallint[],
-    ARRAY[1]::bigint[], ARRAY[1058]::bigint[]) AS c(offer_id, stripe, redemptions, discount_minor)
+  SELECT c.* FROM jsonb_to_recordset(jsonb_build_array(jsonb_build_object('offer_id',
+    :offer_id::bigint, 'stripe', :stripe::int, 'redemptions', 1, 'discount_minor', 1058)))
+    AS c(offer_id bigint, stripe smallint, redemptions bigint, discount_minor bigint)
   ON CONFLICT (offer_id, stripe) DO UPDATE SET
     redemptions = coupon_offer_counters.redemptions + excluded.redemptions,
     discount_minor = coupon_offer_counters.discount_minor + excluded.discount_minor

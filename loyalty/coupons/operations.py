@@ -60,6 +60,7 @@ from loyalty.db import (
     db,
     insert_row,
     is_postgres,
+    json_rows,
     upsert_insert,
 )
 from loyalty.errors import Conflict, InvalidInput, NotFound
@@ -719,7 +720,7 @@ def _emit_and_count(
 ) -> None:
     """The checkout's event, then one use on each uncapped offer's counter: last, since a
     counter row stays locked until the commit. On PostgreSQL the two are one statement
-    (the event's INSERT with the counters' upsert, fed by arrays, as a CTE)."""
+    (the event's INSERT with the counters' upsert, fed by one JSON parameter, as a CTE)."""
     uncapped = sorted(
         (r for r in applied if not r.candidate.tracks_totals),  # type: ignore[union-attr]
         key=lambda r: r.candidate.offer_id,  # type: ignore[union-attr]
@@ -732,13 +733,16 @@ def _emit_and_count(
         for result in uncapped:
             _count_uncapped(result.candidate.offer_id, 1, result.discount.total_minor)  # type: ignore[union-attr]
         return
-    counts = {
-        "count_offer_id": [r.candidate.offer_id for r in uncapped],  # type: ignore[union-attr]
-        "count_stripe": [random.randrange(COUNTER_STRIPES) for _ in uncapped],
-        "count_redemptions": [1 for _ in uncapped],
-        "count_discount_minor": [r.discount.total_minor for r in uncapped],  # type: ignore[union-attr]
-    }
-    db.session.execute(_emit_and_count_statement(), {**event, **counts})
+    counts = [
+        {
+            "offer_id": r.candidate.offer_id,  # type: ignore[union-attr]
+            "stripe": random.randrange(COUNTER_STRIPES),
+            "redemptions": 1,
+            "discount_minor": r.discount.total_minor,  # type: ignore[union-attr]
+        }
+        for r in uncapped
+    ]
+    db.session.execute(_emit_and_count_statement(), {**event, "counts": counts})
 
 
 @cache
@@ -746,16 +750,7 @@ def _emit_and_count_statement() -> sa.Insert:
     """PostgreSQL: `_emit_and_count` in one round trip (built once)."""
     table = CouponOfferCounter.__table__
     columns = ("offer_id", "stripe", "redemptions", "discount_minor")
-    rows = (
-        sa.func.unnest(
-            *(
-                sa.bindparam(f"count_{name}", type_=postgresql.ARRAY(table.c[name].type))
-                for name in columns
-            )
-        )
-        .table_valued(*columns)
-        .render_derived()
-    )
+    rows = json_rows("counts", {name: table.c[name].type for name in columns})
     insert = postgresql.insert(table).from_select(list(columns), sa.select(rows))
     return outbox.event_insert().add_cte(_adding_to_counters(insert).cte("counted"))
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -29,6 +28,7 @@ from loyalty.db import (
     db,
     insert_unless_present,
     is_postgres,
+    json_rows,
     plain_insert,
     upsert_insert,
 )
@@ -718,15 +718,14 @@ def _finish_order(
     """Insert the order's lines, write what earning computed (Core: no unit-of-work flush;
     the lines aren't read back in this request), keep the ORM object in step with the row
     and announce the order (`order.posted`, to `member_id`). On PostgreSQL the three are
-    one statement: the event's INSERT with the lines' INSERT (array-fed) and the order's
-    UPDATE as CTEs."""
+    one statement: the event's INSERT with the lines' INSERT (from one JSON parameter) and
+    the order's UPDATE as CTEs."""
     for name, value in final.items():
         set_committed_value(order, name, value)
     row = {"order_id": order.id, **{f"new_{name}": value for name, value in final.items()}}
     event = outbox.event_parameters("order.posted", member_id, _order_payload(order), now)
     if is_postgres():
-        columns = {f"line_{name}": [line[name] for line in lines] for name in _LINE_COLUMNS}
-        db.session.execute(_finish_and_announce_statement(), {**row, **columns, **event})
+        db.session.execute(_finish_and_announce_statement(), {**row, "order_lines": lines, **event})
     else:
         db.session.execute(plain_insert(OrderLine.__table__), lines)
         db.session.execute(_finish_order_statement(), row)
@@ -749,19 +748,10 @@ _LINE_COLUMNS = (
 
 @cache
 def _finish_and_announce_statement() -> sa.Insert:
-    """PostgreSQL: `_finish_order` in one round trip (built once; the lines are arrays, so
-    the SQL is the same for any number of lines)."""
+    """PostgreSQL: `_finish_order` in one round trip (built once; the lines are one JSON
+    parameter, `json_rows`)."""
     lines = OrderLine.__table__
-    rows = (
-        sa.func.unnest(
-            *(
-                sa.bindparam(f"line_{name}", type_=postgresql.ARRAY(lines.c[name].type))
-                for name in _LINE_COLUMNS
-            )
-        )
-        .table_valued(*_LINE_COLUMNS)
-        .render_derived()
-    )
+    rows = json_rows("order_lines", {name: lines.c[name].type for name in _LINE_COLUMNS})
     insert_lines = sa.insert(lines).from_select(list(_LINE_COLUMNS), sa.select(rows))
     return outbox.event_insert().add_cte(
         insert_lines.cte("inserted_lines"), _finish_order_statement().cte("finished_order")

@@ -20,7 +20,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm.attributes import set_committed_value
 
 from loyalty import outbox
@@ -31,6 +30,7 @@ from loyalty.db import (
     db,
     insert_persistent,
     is_postgres,
+    json_rows,
     plain_insert,
     upsert_insert,
 )
@@ -523,9 +523,9 @@ def _finish(tx: LedgerTransaction, topic: str, now: datetime, **payload: Any) ->
         db.session.execute(
             _finish_statement(),
             {
-                **{f"entry_{name}": [e[name] for e in entries] for name in _ENTRY_COLUMNS},
-                "account_id": [b["account_id"] for b in balances],
-                "new_balance": [b["new_balance"] for b in balances],
+                "entries": [{name: e[name] for name in _ENTRY_COLUMNS} for e in entries],
+                "entries_created_at": tx.created_at,
+                "balances": balances,
                 **event,
             },
         )
@@ -539,44 +539,37 @@ def _finish(tx: LedgerTransaction, topic: str, now: datetime, **payload: Any) ->
     touched.clear()
 
 
-# The columns of an entry as `_move` collects it.
+# The columns of an entry as `_move` collects it, but its time (the transaction's).
 _ENTRY_COLUMNS = (
     "transaction_id",
     "from_account_id",
     "to_account_id",
     "amount",
     "lot_id",
-    "created_at",
 )
 
 
 @cache
 def _finish_statement() -> sa.Insert:
     """PostgreSQL: a posting's entries, its balances and its event in one round trip (the
-    event's INSERT with the other two as CTEs, each fed by arrays: the SQL is the same for
-    any number of entries, so it is prepared once per connection). Every posting runs it."""
+    event's INSERT with the other two as CTEs, the entries and the balances each one JSON
+    parameter, `json_rows`: the SQL is the same for any number of entries, so it is
+    prepared once per connection). Every posting runs it."""
     entries_table, accounts = LedgerEntry.__table__, LedgerAccount.__table__
-
-    def array(name: str, column: sa.Column[Any]) -> Any:
-        return sa.bindparam(name, type_=postgresql.ARRAY(column.type))
-
-    rows = (
-        sa.func.unnest(*(array(f"entry_{name}", entries_table.c[name]) for name in _ENTRY_COLUMNS))
-        .table_valued(*_ENTRY_COLUMNS)
-        .render_derived()
-    )
+    rows = json_rows("entries", {name: entries_table.c[name].type for name in _ENTRY_COLUMNS})
+    created_at = sa.bindparam("entries_created_at", type_=entries_table.c.created_at.type)
     insert_entries = (
-        sa.insert(entries_table).from_select(list(_ENTRY_COLUMNS), sa.select(rows)).cte("entries")
+        sa.insert(entries_table)
+        .from_select([*_ENTRY_COLUMNS, "created_at"], sa.select(rows, created_at))
+        .cte("entries")
     )
-    new = (
-        sa.func.unnest(array("account_id", accounts.c.id), array("new_balance", accounts.c.balance))
-        .table_valued("id", "balance")
-        .render_derived()
+    new = json_rows(
+        "balances", {"account_id": accounts.c.id.type, "new_balance": accounts.c.balance.type}
     )
     set_balances = (
         sa.update(accounts)
-        .where(accounts.c.id == new.c.id)
-        .values(balance=new.c.balance)
+        .where(accounts.c.id == new.c.account_id)
+        .values(balance=new.c.new_balance)
         .cte("balances")
     )
     return outbox.event_insert().add_cte(insert_entries, set_balances)
