@@ -2,8 +2,8 @@
 -- one (bench/results/earn_statements.sql is the capture this was translated from):
 -- BEGIN, idempotency claim, member row lock (merges resolved in the same statement), order
 -- row, member account lock, the ledger transaction with its lot in one statement (a CTE),
--- then the entry, the balance and the points.earned event in one statement (CTEs fed by
--- one JSON parameter each), the order's lines (one JSON parameter), its final values and
+-- then the entry (one JSON parameter), the balance (arrays) and the points.earned event in
+-- one statement, the order's lines (one JSON parameter), its final values and
 -- the order.posted event in one statement, idempotency response, COMMIT. The API key,
 -- store, tiers and earning rules
 -- come from per-process caches; an order naming its member by id needs no order-id lookup
@@ -62,10 +62,9 @@ WITH entries AS (
       lot_id bigint)
 ), balances AS (
   UPDATE ledger_accounts SET balance = ledger_accounts.balance + b.delta
-  FROM jsonb_to_recordset(jsonb_build_array(jsonb_build_object('account_id',
-    (SELECT id FROM ledger_accounts WHERE member_id = :member AND kind = 'member_points'),
-    'delta', :points::bigint))) AS b(account_id bigint, delta bigint)
-  WHERE ledger_accounts.id = b.account_id
+  FROM unnest(ARRAY[(SELECT id FROM ledger_accounts WHERE member_id = :member AND kind = 'member_points')]::bigint[],
+    ARRAY[:points]::bigint[]) AS b(id, delta)
+  WHERE ledger_accounts.id = b.id
 )
 INSERT INTO outbox_events (topic, member_id, payload, occurred_at, dispatched_at)
 VALUES ('points.earned', :member,

@@ -20,6 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm.attributes import set_committed_value
 
 from loyalty import outbox
@@ -525,7 +526,8 @@ def _finish(tx: LedgerTransaction, topic: str, now: datetime, **payload: Any) ->
             {
                 "entries": [{name: e[name] for name in _ENTRY_COLUMNS} for e in entries],
                 "entries_created_at": tx.created_at,
-                "balances": balances,
+                "account_id": [b["account_id"] for b in balances],
+                "new_balance": [b["new_balance"] for b in balances],
                 **event,
             },
         )
@@ -552,8 +554,8 @@ _ENTRY_COLUMNS = (
 @cache
 def _finish_statement() -> sa.Insert:
     """PostgreSQL: a posting's entries, its balances and its event in one round trip (the
-    event's INSERT with the other two as CTEs, the entries and the balances each one JSON
-    parameter, `json_rows`: the SQL is the same for any number of entries, so it is
+    event's INSERT with the other two as CTEs, the entries one JSON parameter (`json_rows`),
+    the balances two arrays: the SQL is the same for any number of entries, so it is
     prepared once per connection). Every posting runs it."""
     entries_table, accounts = LedgerEntry.__table__, LedgerAccount.__table__
     rows = json_rows("entries", {name: entries_table.c[name].type for name in _ENTRY_COLUMNS})
@@ -563,13 +565,21 @@ def _finish_statement() -> sa.Insert:
         .from_select([*_ENTRY_COLUMNS, "created_at"], sa.select(rows, created_at))
         .cte("entries")
     )
-    new = json_rows(
-        "balances", {"account_id": accounts.c.id.type, "new_balance": accounts.c.balance.type}
+    # The balances are arrays, not JSON: PostgreSQL knows how many rows unnest gives, so it
+    # joins them to the accounts by primary key. jsonb_to_recordset counts as 100 rows, and
+    # against a few thousand accounts that plan is a sequential scan.
+    new = (
+        sa.func.unnest(
+            sa.bindparam("account_id", type_=postgresql.ARRAY(accounts.c.id.type)),
+            sa.bindparam("new_balance", type_=postgresql.ARRAY(accounts.c.balance.type)),
+        )
+        .table_valued("id", "balance")
+        .render_derived()
     )
     set_balances = (
         sa.update(accounts)
-        .where(accounts.c.id == new.c.account_id)
-        .values(balance=new.c.new_balance)
+        .where(accounts.c.id == new.c.id)
+        .values(balance=new.c.balance)
         .cte("balances")
     )
     return outbox.event_insert().add_cte(insert_entries, set_balances)
