@@ -231,21 +231,10 @@ def _check_amount(amount: int) -> None:
         raise InvalidInput(f"points must be at most {MAX_POINTS_PER_MOVE}")
 
 
-def _begin(
-    member_id: int,
-    kind: TransactionKind,
-    cause: Cause,
-    *,
-    amount: int,
-    actor: str,
-    now: datetime,
-    reason: str | None = None,
-    details: dict[str, Any] | None = None,
-    reverses_id: int | None = None,
-) -> LedgerTransaction:
-    values = _transaction_values(
-        member_id, kind, cause, amount, actor, now, reason, details, reverses_id
-    )
+def _begin(member_id: int, kind: TransactionKind, cause: Cause, **fields: Any) -> LedgerTransaction:
+    """Insert a ledger transaction (`fields`: those of `_transaction_values`) and start
+    collecting its entries."""
+    values = _transaction_values(member_id, kind, cause, **fields)
     return _started(insert_persistent(LedgerTransaction, values))
 
 
@@ -253,6 +242,7 @@ def _transaction_values(
     member_id: int,
     kind: TransactionKind,
     cause: Cause,
+    *,
     amount: int,
     actor: str,
     now: datetime,
@@ -307,7 +297,9 @@ def _begin_with_lot(
             available_at=available_at,
         )
         return tx, lot
-    tx_values = _transaction_values(member_id, kind, cause, amount, actor, now, details=details)
+    tx_values = _transaction_values(
+        member_id, kind, cause, amount=amount, actor=actor, now=now, details=details
+    )
     lot_values = _lot_values(member_id, amount, status, now, expires_at, available_at, cause)
     lot_id, tx_id = db.session.execute(
         _begin_with_lot_statement(),
