@@ -3,11 +3,10 @@
 -- BEGIN, idempotency claim, member row lock (merges resolved in the same statement), order
 -- row, member account lock, the ledger transaction with its lot in one statement (a CTE),
 -- then the entry (one JSON parameter), the balance (arrays) and the points.earned event in
--- one statement, the order's lines (one JSON parameter), its final values and
--- the order.posted event in one statement, idempotency response, COMMIT. The API key,
--- store, tiers and earning rules
--- come from per-process caches; an order naming its member by id needs no order-id lookup
--- (the order row's unique key finds a repeat).
+-- one statement, the order's lines (one JSON parameter), its final values and the
+-- order.posted event in one statement, idempotency response, COMMIT. The API key, store,
+-- tiers and earning rules come from per-process caches; an order naming its member by id
+-- needs no order-id lookup (the order row's unique key finds a repeat).
 -- Differences: the JSON rows are built with jsonb_build_object (the API sends each as one
 -- JSON parameter); the entry and the balance UPDATE find the points account by (member_id,
 -- kind), and the UPDATE adds (the API sets the value it computed under the same row lock);
