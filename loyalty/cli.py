@@ -104,6 +104,9 @@ def run_command(host: str, port: int, log_format: logs.LogFormat) -> None:
     from werkzeug.serving import run_simple
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # our access log covers requests
+    from loyalty.app import freeze_startup_heap
+
+    freeze_startup_heap()
     run_simple(host, port, app, threaded=True, use_reloader=False)
 
 

@@ -79,3 +79,25 @@ def _make_run_commands(*args: str) -> str:
 def test_make_run_serves_on_port_when_given_and_leaves_flask_run_port_in_charge_otherwise():
     assert "omniloyal run --log-format console --port 8080" in _make_run_commands("PORT=8080")
     assert "--port" not in _make_run_commands()
+
+
+def test_gunicorn_workers_serve_with_their_start_up_heap_out_of_the_collectors_view(
+    tmp_path: Path,
+):
+    """Each gunicorn worker imports wsgi.py. What start-up built stays for the process's
+    life; were it left to the collector, every full collection would walk it all and the
+    worker would stall for 150+ ms (loyalty.app.freeze_startup_heap)."""
+    env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
+    env.update(
+        OMNILOYAL_INSTANCE_PATH=str(tmp_path),
+        DATABASE_URL=f"sqlite:///{tmp_path / 'shop.db'}",
+        SECRET_KEY="k" * 48,
+    )
+    probe = "import gc, wsgi; print(gc.get_freeze_count(), len(gc.get_objects()))"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    )
+    frozen, collectable = map(int, result.stdout.split())
+
+    assert frozen > 100_000  # the app, its modules and their metadata
+    assert collectable < 1_000  # what a full collection walks: next to nothing
