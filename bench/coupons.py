@@ -27,7 +27,8 @@ from bench.scenarios import (
 
 HOT_CODE = "BENCHHOT25"
 HOT_CODE_LIMIT = 100_000_000  # a limit, so the conditional UPDATE checks it, never reached
-REDEEM_CODES_WITHOUT_BULK = 400_000  # when the codes scenario did not run first
+REDEEM_CODES_WITHOUT_BULK = 400_000  # when the codes scenario's batch is missing or smaller
+CODES_PER_SECOND_OF_RUN = 15_000  # what the fastest script (bare statement) may use, per second
 API_CODES_CAP = 120_000  # codes handed to wrk, then the open loop (more than both redeem)
 LINES = [
     {"sku": "SKU-1", "category": "shoes", "quantity": 1, "unit_price_minor": 8999},
@@ -205,12 +206,15 @@ def redeem(ctx: Context) -> Section:
         section.skipped = missing
         return section
     setup = coupon_setup(ctx)
-    if setup.batch_id is None:
-        batch_id, _ = _generate(setup.distinct_offer_id, REDEEM_CODES_WITHOUT_BULK)
+    needed = max(REDEEM_CODES_WITHOUT_BULK, ctx.duration * CODES_PER_SECOND_OF_RUN)
+    if setup.batch_id is None or setup.batch_size < needed:  # e.g. a small --codes batch
+        batch_id, _ = _generate(setup.distinct_offer_id, needed)
         _remember_batch(ctx, setup, batch_id)
-    # Disjoint code ranges: wrk's list, then one half of the rest for each pgbench script.
+    # Disjoint code ranges: wrk's list, then the rest for the two pgbench scripts. The bare
+    # statement runs several times faster than the whole checkout (over 6,000 a second on a
+    # quick machine), so it gets three quarters: with half, it ran out of codes.
     api_codes = min(API_CODES_CAP, setup.batch_size // 10)
-    pgbench_share = (setup.batch_size - api_codes - 2) // 2
+    exact_share = (setup.batch_size - api_codes - 2) // 4
     exact_first = setup.batch_first_id + api_codes + 2
     listed = ctx.database.psql(
         f"SELECT code FROM coupon_codes WHERE batch_id = {setup.batch_id} "
@@ -256,7 +260,7 @@ def redeem(ctx: Context) -> Section:
         section,
         "raw: conditional UPDATE + INSERT only (pgbench)",
         "redeem_minimal.sql",
-        _redeem_variables(ctx, setup.distinct_offer_id, first_code_id=exact_first + pgbench_share),
+        _redeem_variables(ctx, setup.distinct_offer_id, first_code_id=exact_first + exact_share),
     )
     section.notes.append(
         f"The API sends {round_trips} round trips per redemption "
