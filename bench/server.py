@@ -37,6 +37,14 @@ class WorkerConfig:
         return args
 
 
+def _worker_tmp_dir() -> list[str]:
+    """As the README's production command: each sync worker's heartbeat is an fchmod of a
+    file in this directory before every request, and on a disk (here /tmp is ext4) it
+    waits behind the journal's commits, which PostgreSQL's WAL flushes keep busy (balance
+    reads' open-loop p99 under light disk writes: 120-180 ms, against 20-60 from memory)."""
+    return ["--worker-tmp-dir", "/dev/shm"] if os.path.isdir("/dev/shm") else []
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -69,6 +77,7 @@ class Gunicorn:
             "2048",
             "--keep-alive",
             "5",
+            *_worker_tmp_dir(),
             "--log-level",
             "warning",
         ]
