@@ -300,6 +300,7 @@ def _run_phase(ctx: Context, names: list[str]) -> list[Section]:
     """Every chosen scenario on the database as it is now (empty, or seeded)."""
     sections = []
     for name in names:
+        ctx.database.settle()
         _say(f"scenario {name} ({ctx.phase} database)")
         section = SCENARIOS[name](ctx)
         section.phase = ctx.phase
