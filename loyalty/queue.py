@@ -115,10 +115,19 @@ class AppWorker(SimpleWorker):
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is threading.main_thread():
             super()._install_signal_handlers()
+        if self.stop_event is not None and self.stop_event.is_set():
+            # A signal before these handlers went to the previous worker's (work_forever
+            # replaces a failed worker): this one must not start waiting for jobs.
+            self._stop_requested = True
 
     def request_stop(self, signum: Any, frame: Any) -> None:
         if self.stop_event is not None:
             self.stop_event.set()
+        # An idle worker stops by the StopRequested this handler raises, but code that
+        # catches every exception swallows it: logging does when the signal lands while a
+        # record is formatted, and the worker then waited for jobs again (until the next
+        # signal). The work loop also checks this flag before it waits.
+        self._stop_requested = True
         super().request_stop(signum, frame)
 
     def execute_job(self, job: Any, queue: Any) -> Any:

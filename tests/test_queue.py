@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -15,7 +19,7 @@ from loyalty.jobs import relay_outbox
 from loyalty.ledger import jobs as ledger_jobs
 from loyalty.ledger import operations as ledger
 from loyalty.outbox import OutboxDelivery, consumer, unregister
-from loyalty.queue import get_queue, make_worker, start_embedded_worker
+from loyalty.queue import AppWorker, get_queue, make_worker, start_embedded_worker
 from loyalty.scheduler import run_due_schedules
 
 
@@ -85,3 +89,62 @@ def test_the_embedded_worker_thread_runs_jobs_in_process(app, make):
     finally:
         stop.set()
         thread.join(timeout=10)
+
+
+@contextmanager
+def _signal_handlers_restored() -> Iterator[None]:
+    """A worker run in the test process installs its SIGINT/SIGTERM handlers here."""
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
+def _stops_at_once(worker: AppWorker) -> bool:
+    """Whether `work` returns without waiting for jobs (it would idle for 30 s)."""
+    started = time.monotonic()
+    worker.work(max_idle_time=30, logging_level="INFO")
+    return time.monotonic() - started < 10
+
+
+class _StopDuringLogging(logging.Handler):
+    """A stop signal that lands while a record is being formatted: the handler's
+    StopRequested is swallowed, as a log handler swallows any error of its own."""
+
+    def __init__(self, worker: AppWorker) -> None:
+        super().__init__(logging.INFO)
+        self.worker = worker
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "Listening on" not in record.getMessage():
+            return
+        try:
+            self.worker.request_stop(signal.SIGTERM, None)
+        except Exception:
+            self.handleError(record)
+
+
+def test_a_stop_signal_that_logging_swallowed_still_stops_the_worker(app):
+    worker = make_worker(app, ("default",))
+    worker.stop_event = threading.Event()
+    swallower = _StopDuringLogging(worker)
+    rq_log = logging.getLogger("rq.worker")
+    rq_log.addHandler(swallower)
+    try:
+        with _signal_handlers_restored():
+            assert _stops_at_once(worker)
+    finally:
+        rq_log.removeHandler(swallower)
+    assert worker.stop_event.is_set()  # and work_forever starts no new worker
+
+
+def test_a_worker_started_after_the_stop_signal_does_not_wait_for_jobs(app):
+    """work_forever replaces a worker that failed (Redis away); a signal that came before
+    the new one installed its handlers went to the old one's, which set the stop event."""
+    worker = make_worker(app, ("default",))
+    worker.stop_event = threading.Event()
+    worker.stop_event.set()
+    with _signal_handlers_restored():
+        assert _stops_at_once(worker)
