@@ -455,16 +455,7 @@ def test_no_hot_path_scans_a_growing_table_after_hundreds_of_prepared_executions
     assert db.engine.pool.checkedin() + db.engine.pool.checkedout() == 1, "one connection"
 
 
-SMALL_RETAILER = HistoryScale(
-    members=2_000,
-    entries=4_000,
-    orders=2_000,
-    redemptions=1_000,
-    idempotency=2_000,
-    outbox=2_000,
-    holds=500,
-    refunds=200,
-)
+SMALL_RETAILER = HistoryScale.retailer(0.002)  # 2,000 members, 6,000 accounts
 
 
 def test_a_small_retailers_postings_update_balances_by_primary_key(
